@@ -1,0 +1,71 @@
+"""safetensors checkpoints: ``model.safetensors`` beside ``config.json``. Never unpickles."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import VQVAEConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+# The repository's shipped models; a bare name resolves here (then under ./pretrained).
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def save_pretrained(model, directory) -> None:
+    """Write ``model``'s weights (safetensors) and config (JSON) into ``directory``.
+    Files are written to a temporary name and renamed, so a crash leaves no half file."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = d / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, d / WEIGHTS_NAME)
+    tmp = d / (CONFIG_NAME + ".tmp")
+    model.config.to_json(tmp)
+    os.replace(tmp, d / CONFIG_NAME)
+
+
+def resolve_pretrained(name_or_dir) -> Path:
+    """The folder a model name or path refers to; raises FileNotFoundError with the options."""
+    p = Path(name_or_dir)
+    candidates = [p] if (p.is_absolute() or os.sep in str(name_or_dir) or p.exists()) else []
+    candidates += [PRETRAINED_DIR / str(name_or_dir), Path.cwd() / "pretrained" / str(name_or_dir)]
+    for c in candidates:
+        if (c / WEIGHTS_NAME).is_file() and (c / CONFIG_NAME).is_file():
+            return c
+    available = sorted(x.name for x in PRETRAINED_DIR.glob("*") if (x / WEIGHTS_NAME).is_file())
+    raise FileNotFoundError(
+        f"no model at {name_or_dir!r}: expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME}, "
+        f"or the name of one in {PRETRAINED_DIR} (available: {', '.join(available) or 'none'})")
+
+
+def load_pretrained(name_or_dir, device="cpu"):
+    """Load a model written by ``save_pretrained``: a folder path, or a bare name that
+    resolves to ``pretrained/<name>/``. Returns the model in eval mode on ``device``."""
+    from .model import VQVAE
+
+    d = resolve_pretrained(name_or_dir)
+    try:
+        config = VQVAEConfig.from_json(d / CONFIG_NAME)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{d / CONFIG_NAME} is not a valid VQ-VAE config: {e}") from e
+    model = VQVAE(config)
+    try:
+        state = load_file(str(d / WEIGHTS_NAME), device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{d / WEIGHTS_NAME} is not a readable safetensors file: {e}") from e
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def read_json(directory, name: str):
+    """A JSON file beside a model's weights (metrics, UMAP coordinates...), or None."""
+    p = resolve_pretrained(directory) / name
+    return json.loads(p.read_text()) if p.is_file() else None

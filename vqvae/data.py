@@ -1,0 +1,194 @@
+"""Dataset registry: ``mnist``, ``fashion-mnist``, ``cifar10`` and ``folder``.
+
+Every dataset yields ``(image, label)`` with ``image`` a float tensor in [0, 1] of shape
+(C, H, W). :func:`load_uint8` returns a whole split as one uint8 tensor (N, C, H, W),
+which training keeps on the GPU for small datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
+CIFAR_JPEG_TARBALL = "cifar10-jpeg.tar.gz"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not where it was asked for and cannot be downloaded."""
+
+
+def cache_dir() -> Path:
+    """Where unpacked archives and decoded arrays go: $VQVAE_CACHE or ~/.cache/vqvae."""
+    return Path(os.environ.get("VQVAE_CACHE", Path.home() / ".cache" / "vqvae"))
+
+
+@dataclass
+class DataInfo:
+    name: str
+    source: str  # which copy of the data, e.g. "CIFAR-10 (JPEG q75 copy)"
+    channels: int
+    image_size: int
+
+
+def _check_split(split: str) -> bool:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split == "train"
+
+
+def _torchvision_digits(name: str, root: Path, split: str):
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    folder = cls.__name__
+    try:
+        ds = cls(str(root), train=_check_split(split), download=True)
+    except Exception as e:  # offline download failures come as URLError, RuntimeError, ...
+        raise DatasetNotFoundError(
+            f"{name}: not found under {root} and could not be downloaded ({type(e).__name__}: "
+            f"{e}). Put the four idx files (train-images-idx3-ubyte, ...) in "
+            f"{root / folder / 'raw'}, or point --data-dir at a folder that has them.") from e
+    return ds.data[:, None].contiguous(), DataInfo(name, f"{folder} (torchvision idx files)", 1, 28)
+
+
+def _find_cifar_jpeg(root: Path) -> Path | None:
+    """The ImageFolder root of the CIFAR-10 JPEG copy, unpacking its tarball into the cache
+    (never next to the tarball) the first time."""
+    for cand in (root / "cifar10-jpeg", root):
+        if (cand / "train").is_dir() and (cand / "test").is_dir() and cand.name == "cifar10-jpeg":
+            return cand
+    tarball = root / CIFAR_JPEG_TARBALL
+    if not tarball.is_file():
+        return None
+    dest = cache_dir() / "cifar10-jpeg-unpacked"
+    done = dest / ".complete"
+    if not done.is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tf:
+            members = [m for m in tf.getmembers()
+                       if not (m.name.startswith("/") or ".." in Path(m.name).parts)]
+            tf.extractall(dest, members=members)
+        done.touch()
+    hits = [p.parent for p in dest.rglob("train") if (p.parent / "test").is_dir()]
+    return hits[0] if hits else None
+
+
+def _cifar10(root: Path, split: str):
+    from torchvision import datasets
+
+    train = _check_split(split)
+    if (root / "cifar-10-batches-py").is_dir():
+        ds = datasets.CIFAR10(str(root), train=train, download=False)
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return x, DataInfo("cifar10", "CIFAR-10 (original, torchvision)", 3, 32)
+    jpeg = _find_cifar_jpeg(root)
+    if jpeg is not None:
+        x = _folder_uint8(jpeg / split, channels=3, image_size=32)
+        return x, DataInfo("cifar10", "CIFAR-10 (JPEG q75 copy)", 3, 32)
+    try:
+        ds = datasets.CIFAR10(str(root), train=train, download=True)
+    except Exception as e:
+        raise DatasetNotFoundError(
+            f"cifar10: not found under {root} and could not be downloaded ({type(e).__name__}). "
+            f"Put torchvision's cifar-10-batches-py/ folder there, or {CIFAR_JPEG_TARBALL}, or an "
+            f"unpacked cifar10-jpeg/{{train,test}}/<class>/*.jpg folder.") from e
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return x, DataInfo("cifar10", "CIFAR-10 (original, torchvision)", 3, 32)
+
+
+def image_transform(channels: int, image_size: int):
+    """PIL image -> uint8 tensor (C, S, S): fix EXIF orientation, convert to the channels,
+    resize the short side to S and centre-crop."""
+    from PIL import ImageOps
+    from torchvision.transforms import v2
+
+    mode = "L" if channels == 1 else "RGB"
+    return v2.Compose([
+        lambda im: ImageOps.exif_transpose(im).convert(mode),
+        v2.PILToTensor(),
+        v2.Resize(image_size, antialias=True),
+        v2.CenterCrop(image_size),
+    ])
+
+
+def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
+    """Decode an image folder (any depth of subfolders) to uint8 (N, C, S, S), cached on disk
+    keyed by the folder, its file list and the requested size."""
+    from torchvision.datasets import ImageFolder
+
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"image folder {path} does not exist")
+    try:
+        ds = ImageFolder(str(path), transform=image_transform(channels, image_size))
+    except FileNotFoundError as e:
+        raise DatasetNotFoundError(
+            f"{path}: no images found. A folder dataset needs images in class subfolders, "
+            f"e.g. {path}/<class>/xxx.png (one class folder is fine).") from e
+    key = hashlib.sha1(
+        f"{path.resolve()}|{channels}|{image_size}|{len(ds)}|"
+        f"{os.stat(ds.samples[-1][0]).st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "arrays" / f"{path.name}-{key}.npy"
+    if cached.is_file():
+        return torch.from_numpy(np.load(cached))
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(ds, batch_size=512, num_workers=min(4, os.cpu_count() or 1))
+    x = torch.cat([b for b, _ in loader])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.npy")
+    np.save(tmp, x.numpy())
+    os.replace(tmp, cached)
+    return x
+
+
+def load_uint8(name: str, root, split: str = "train", *, image_size: int | None = None,
+               channels: int | None = None) -> tuple[torch.Tensor, DataInfo]:
+    """A whole split as uint8 (N, C, H, W) plus a :class:`DataInfo`.
+
+    ``name`` is one of :data:`DATASETS`. For ``folder``, ``root`` holds ``train/`` and
+    ``test/`` subfolders of images (in class subfolders, as torchvision's ImageFolder wants),
+    and ``image_size`` (default 32) and ``channels`` (default 3) say what to resize to.
+    """
+    root = Path(root).expanduser()
+    _check_split(split)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"data folder {root} does not exist (dataset {name!r})")
+    if name in ("mnist", "fashion-mnist"):
+        return _torchvision_digits(name, root, split)
+    if name == "cifar10":
+        return _cifar10(root, split)
+    size, ch = image_size or 32, channels or 3
+    if not (root / split).is_dir():
+        raise DatasetNotFoundError(
+            f"folder dataset: {root / split} does not exist. Put your images in "
+            f"{root}/train/<class>/*.png and {root}/test/<class>/*.png.")
+    x = _folder_uint8(root / split, ch, size)
+    return x, DataInfo("folder", f"image folder {root}", ch, size)
+
+
+class TensorImages(Dataset):
+    """A uint8 (N, C, H, W) tensor as a dataset of float images in [0, 1] (labels are 0)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255.0, 0
+
+
+def get_dataset(name: str, root, split: str = "train", **kw) -> Dataset:
+    """The split as a torch Dataset of float images in [0, 1] (see :func:`load_uint8`)."""
+    return TensorImages(load_uint8(name, root, split, **kw)[0])

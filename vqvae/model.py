@@ -1,0 +1,200 @@
+"""The VQ-VAE: encoder -> vector quantizer -> decoder (van den Oord et al., 2017)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import VQVAEConfig
+from .quantizer import VectorQuantizer
+
+
+class ResidualStack(nn.Module):
+    """``layers`` x (ReLU, 3x3 conv, ReLU, 1x1 conv, skip), then a ReLU, as in the paper."""
+
+    def __init__(self, channels: int, res_channels: int, layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(),
+                nn.Conv2d(channels, res_channels, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(res_channels, channels, 1),
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return F.relu(x)
+
+
+class Encoder(nn.Module):
+    """log2(downsample) strided 4x4 convs, a 3x3 conv, a residual stack, a 1x1 conv to D."""
+
+    def __init__(self, c: VQVAEConfig):
+        super().__init__()
+        n_down = int(math.log2(c.downsample))
+        h = c.hidden_channels
+        chans = [c.in_channels] + [h // 2 ** (n_down - 1 - i) for i in range(n_down)]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(h, h, 3, padding=1), ResidualStack(h, c.res_channels, c.res_layers),
+                   nn.Conv2d(h, c.embedding_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """The mirror image: 3x3 conv from D, a residual stack, strided 4x4 transposed convs."""
+
+    def __init__(self, c: VQVAEConfig):
+        super().__init__()
+        n_down = int(math.log2(c.downsample))
+        h = c.hidden_channels
+        chans = [h // 2**i for i in range(n_down)] + [c.in_channels]
+        layers: list[nn.Module] = [nn.Conv2d(c.embedding_dim, h, 3, padding=1),
+                                   ResidualStack(h, c.res_channels, c.res_layers)]
+        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+            layers.append(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1))
+            if i < n_down - 1:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+@dataclass
+class VQVAEOutput:
+    """What ``model(x)`` returns. Images in [0, 1]; losses are scalars."""
+
+    reconstruction: torch.Tensor  # (B, C, H, W) in [0, 1]
+    indices: torch.Tensor  # (B, h, w) int64
+    loss: torch.Tensor  # recon_loss + codebook_loss + commitment_loss
+    recon_loss: torch.Tensor  # MSE in the model's internal [-1, 1] pixel scale
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor
+    codes_used: torch.Tensor
+
+
+class VQVAE(nn.Module):
+    """A VQ-VAE built from a :class:`VQVAEConfig`.
+
+    Images are float tensors in [0, 1] of shape (B, C, H, W) with H and W divisible by
+    ``config.downsample``; codes are int64 tensors of shape (B, H/downsample, W/downsample).
+    Internally pixels are mapped to [-1, 1].
+    """
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = VectorQuantizer(
+            config.codebook_size, config.embedding_dim, beta=config.beta, use_ema=config.use_ema,
+            decay=config.ema_decay, eps=config.ema_eps,
+            dead_code_threshold=config.dead_code_threshold)
+        self.decoder = Decoder(config)
+
+    # -- input checks --------------------------------------------------------------------
+    def _check_images(self, x: torch.Tensor) -> None:
+        c = self.config
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError("images must be a float tensor in [0, 1] of shape (B, C, H, W)")
+        if x.dim() != 4:
+            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != c.in_channels:
+            raise ValueError(f"this model takes {c.in_channels}-channel images, got "
+                             f"{x.shape[1]} channels (shape {tuple(x.shape)})")
+        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or x.shape[2] == 0:
+            raise ValueError(f"image height and width must be positive multiples of "
+                             f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}")
+        # One host sync for both checks (NaN fails every comparison).
+        if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("images contain NaN or infinite values")
+            raise ValueError(f"images must be in [0, 1], got values in "
+                             f"[{x.min().item():.3g}, {x.max().item():.3g}]")
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if not torch.is_tensor(indices) or indices.is_floating_point() or indices.is_complex():
+            raise TypeError("code indices must be an integer tensor of shape (B, h, w)")
+        if indices.dim() != 3:
+            raise ValueError(f"code indices must have shape (B, h, w), got {tuple(indices.shape)}")
+        K = self.config.codebook_size
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= K):
+            raise ValueError(f"code indices must be in [0, {K - 1}], got values in "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+
+    # -- the pieces ----------------------------------------------------------------------
+    def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-quantization latents z_e (B, D, h, w) of images ``x`` (B, C, H, W) in [0, 1]."""
+        self._check_images(x)
+        return self.encoder(x * 2.0 - 1.0)
+
+    def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codes of latents (B, D, h, w): returns (quantized (B, D, h, w) float32,
+        indices (B, h, w) int64). Pure lookup: no EMA update or restart, in any mode."""
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            z = z_e.float()
+            b, d, h, w = z.shape
+            idx = self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+            return self.quantizer.lookup(idx).to(z.dtype), idx
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.decoder(z) + 1.0) * 0.5
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] from latents (B, D, h, w) (quantized or not)."""
+        if z.dim() != 4 or z.shape[1] != self.config.embedding_dim:
+            raise ValueError(f"latents must have shape (B, {self.config.embedding_dim}, h, w), "
+                             f"got {tuple(z.shape)}")
+        return self._decode_raw(z).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) int64 of images ``x`` (B, C, H, W) in [0, 1]."""
+        return self.quantize(self.encode_continuous(x))[1]
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] from code indices (B, h, w) in [0, K)."""
+        self._check_indices(indices)
+        return self.decode_latents(self.quantizer.lookup(indices.long()))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, D) code vectors."""
+        return self.quantizer.codebook
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        """Encode, quantize (updating the codebook in training mode when EMA or restarts are
+        on) and decode images ``x`` (B, C, H, W) in [0, 1]."""
+        z_e = self.encode_continuous(x)
+        q = self.quantizer(z_e)
+        raw = self._decode_raw(q.quantized.to(z_e.dtype))
+        # MSE in the internal [-1, 1] scale (4x the [0, 1]-scale MSE)
+        recon_loss = 4.0 * F.mse_loss(raw.float(), x.float())
+        loss = recon_loss + q.codebook_loss + q.commitment_loss
+        return VQVAEOutput(raw.clamp(0.0, 1.0), q.indices, loss, recon_loss, q.codebook_loss,
+                           q.commitment_loss, q.perplexity, q.codes_used)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_pretrained(self, directory) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.embedding.device
