@@ -1,0 +1,258 @@
+"""Images from the outside world in, pictures for people out.
+
+In: :func:`load_image` opens whatever a user hands over (any PIL format, 16-bit, CMYK,
+palette, alpha, animated, EXIF-rotated) as a plain 8-bit ``L`` or ``RGB`` image, refusing
+corrupt files and decompression bombs with a clear :class:`ImageError`;
+:func:`to_model_input` turns it into a model's (1, C, S, S) float tensor in [0, 1].
+
+Out: :func:`enlarge` (nearest-neighbour, no blur), :func:`code_map_image` (a code grid
+coloured per code with its indices written in), :func:`frame_strip` and :func:`write_gif`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from PIL import ImageDraw, ImageFont, ImageOps
+
+from .data import image_transform
+from .latent import color_code_map
+
+# 50 megapixels: any photo a person uploads, far below what would exhaust memory.
+MAX_PIXELS = 50_000_000
+
+
+class ImageError(ValueError):
+    """A file or array that cannot be used as an image; the message is meant for users."""
+
+
+def load_image(source, *, max_pixels: int = MAX_PIXELS) -> tuple[PIL.Image.Image, list[str]]:
+    """Open ``source`` (a path, a PIL image or a uint8/float numpy array (H, W[, C])) as an
+    8-bit ``L`` or ``RGB`` PIL image, plus notes on what was done to it (for the user).
+
+    EXIF orientation is applied; animated images give their first frame; 16-bit and float
+    images are scaled to 8 bits; CMYK, palette and 1-bit images are converted; transparent
+    pixels are composited on black or white, whichever contrasts with the opaque content.
+    Raises :class:`ImageError` for a missing, corrupt, non-image or too large input.
+    """
+    notes: list[str] = []
+    if source is None or (isinstance(source, (str, Path)) and not str(source)):
+        raise ImageError("No image given: upload one, pick an example or draw.")
+    if isinstance(source, np.ndarray):
+        im = _from_array(source)
+    elif isinstance(source, PIL.Image.Image):
+        im = source
+    else:
+        im = _open(Path(source), max_pixels)
+    if im.width * im.height > max_pixels:
+        raise ImageError(f"The image is {im.width}x{im.height} pixels; the limit is "
+                         f"{max_pixels / 1e6:.0f} megapixels.")
+    if im.width < 1 or im.height < 1:
+        raise ImageError("The image is empty (0 pixels).")
+    n_frames = getattr(im, "n_frames", 1)
+    if n_frames > 1:
+        im.seek(0)
+        notes.append(f"animated image: used the first of {n_frames} frames")
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block is not worth refusing the picture for
+        notes.append("ignored unreadable EXIF orientation")
+    return _to_8bit(im, notes), notes
+
+
+def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
+    if not path.is_file():
+        raise ImageError(f"No such file: {path.name}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path.name} is an empty file.")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; make it an error.
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            im = PIL.Image.open(path)
+            if im.width * im.height > max_pixels:
+                raise ImageError(f"The image is {im.width}x{im.height} pixels; the limit is "
+                                 f"{max_pixels / 1e6:.0f} megapixels.")
+            im.load()
+    except ImageError:
+        raise
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path.name} is too large to open safely ({e}).") from e
+    except PIL.UnidentifiedImageError as e:
+        raise ImageError(f"{path.name} is not an image this app can read "
+                         f"(PNG, JPEG, GIF, WebP, BMP, TIFF...).") from e
+    except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, zlib errors...
+        raise ImageError(f"{path.name} is corrupt or truncated and cannot be decoded "
+                         f"({type(e).__name__}: {e}).") from e
+    return im
+
+
+def _from_array(a: np.ndarray) -> PIL.Image.Image:
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise ImageError(f"An image array must be (H, W), (H, W, 3) or (H, W, 4), got "
+                         f"{a.shape}.")
+    if a.dtype != np.uint8:
+        a = np.asarray(a, np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError("The image array contains NaN or infinite values.")
+        a = np.clip(a * 255.0 if a.max(initial=0) <= 1.0 else a, 0, 255).round().astype(np.uint8)
+    return PIL.Image.fromarray(a)
+
+
+def _to_8bit(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float greyscale
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            a = np.nan_to_num(a)
+        hi = a.max(initial=0)
+        if mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        elif hi > 255:
+            a = a / (257.0 if hi <= 65535 else hi / 255.0)
+            notes.append(f"{mode} image scaled to 8 bits")
+        return PIL.Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode not in ("RGBA", "LA"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
+    if im.mode in ("RGBA", "LA"):
+        im = _flatten_alpha(im, notes)
+    return im
+
+
+def _flatten_alpha(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
+    """Composite on black or white: whichever contrasts with the opaque pixels, so a light
+    drawing on a transparent background stays visible, and so does a dark one."""
+    base = im.convert("RGBA")
+    a = np.asarray(base, dtype=np.float32)
+    alpha = a[..., 3] / 255.0
+    if alpha.min() >= 1.0:
+        return im.convert("RGB" if im.mode == "RGBA" else "L")
+    luma = a[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    w = alpha.sum()
+    bright = (luma * alpha).sum() / w > 127.5 if w > 0 else False
+    bg = (0, 0, 0, 255) if bright else (255, 255, 255, 255)
+    notes.append(f"transparent pixels composited on {'black' if bright else 'white'}")
+    out = PIL.Image.alpha_composite(PIL.Image.new("RGBA", base.size, bg), base)
+    return out.convert("RGB" if im.mode == "RGBA" else "L")
+
+
+def to_model_input(im: PIL.Image.Image, channels: int, image_size: int, *,
+                   invert: bool | None = None) -> tuple[torch.Tensor, bool]:
+    """A (1, C, S, S) float tensor in [0, 1] from an image opened by :func:`load_image`:
+    centre-cropped to a square, resized (vqvae.data.image_transform), converted to
+    ``channels``. For 1-channel models, ``invert=None`` inverts dark-on-light pictures (mean
+    border brightness above one half) to light-on-dark, as in MNIST. Returns the tensor and
+    whether it was inverted."""
+    w, h = im.size
+    side = min(w, h)
+    if w != h:  # crop first, so a 1 x 40000 strip never becomes a 28 x 1120000 tensor
+        left, top = (w - side) // 2, (h - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    if side > 4 * image_size:  # box-filter most of the way down; cheap and alias-free
+        im = im.reduce(side // (2 * image_size))
+    x = image_transform(channels, image_size)(im).float().div(255.0)[None]
+    if invert is None:
+        invert = channels == 1 and _border_mean(x) > 0.5
+    if invert:
+        x = 1.0 - x
+    return x, bool(invert)
+
+
+def _border_mean(x: torch.Tensor) -> float:
+    b = torch.cat([x[..., 0, :].flatten(), x[..., -1, :].flatten(), x[..., :, 0].flatten(),
+                   x[..., :, -1].flatten()])
+    return float(b.mean())
+
+
+# -- pictures for people -------------------------------------------------------------------
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) or (B, C, H, W) float in [0, 1] -> uint8 (H, W[, 3]) / (B, H, W[, 3])."""
+    a = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()
+    a = a.movedim(-3, -1).numpy()
+    return a[..., 0] if a.shape[-1] == 1 else a
+
+
+def enlarge(x, size: int = 256) -> PIL.Image.Image:
+    """Nearest-neighbour enlargement by the largest integer factor that keeps the longer side
+    within ``size`` (at least 1), so every pixel stays a crisp square. ``x``: a (C, H, W)
+    float tensor in [0, 1], a uint8 array (H, W[, 3]) or a PIL image."""
+    if torch.is_tensor(x):
+        x = to_uint8(x)
+    im = x if isinstance(x, PIL.Image.Image) else PIL.Image.fromarray(x)
+    k = max(1, size // max(im.size))
+    return im.resize((im.width * k, im.height * k), PIL.Image.NEAREST)
+
+
+def code_map_image(codes, codebook_size: int, size: int = 256, *,
+                   numbers: bool = True) -> PIL.Image.Image:
+    """A code grid (h, w) drawn as coloured cells (vqvae.color_code_map), each an integer
+    ``size // max(h, w)`` pixels wide, with thin grid lines and each cell's index written
+    in black or white, whichever reads better on its colour."""
+    codes = torch.as_tensor(np.asarray(codes)).long()
+    h, w = codes.shape
+    cell = max(1, size // max(h, w))
+    rgb = color_code_map(codes, codebook_size).numpy()
+    im = enlarge(rgb, cell * max(h, w))
+    draw = ImageDraw.Draw(im)
+    for i in range(1, h):
+        draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
+    for j in range(1, w):
+        draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
+    if numbers and cell >= 14:
+        font = _font(max(8, min(cell // 3, 16)))
+        for i in range(h):
+            for j in range(w):
+                r, g, b = (int(v) for v in rgb[i, j])
+                ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+                draw.text(((j + 0.5) * cell, (i + 0.5) * cell), str(int(codes[i, j])),
+                          fill=ink, font=font, anchor="mm")
+    return im
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def frame_strip(frames: torch.Tensor, *, scale: int = 2, per_row: int = 12,
+                pad: int = 2) -> PIL.Image.Image:
+    """Frames (N, C, H, W) in [0, 1] side by side (``per_row`` a row, white gaps),
+    enlarged ``scale`` times without blur."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(frames.float().cpu(), nrow=min(per_row, len(frames)), padding=pad,
+                     pad_value=1.0)
+    im = PIL.Image.fromarray(to_uint8(grid))
+    return im.resize((im.width * scale, im.height * scale), PIL.Image.NEAREST)
+
+
+def write_gif(frames: torch.Tensor, path, *, fps: float = 12.0, pingpong: bool = False,
+              size: int = 224) -> Path:
+    """Write frames (N, C, H, W) in [0, 1] as a looping animated GIF at ``path``, enlarged
+    (nearest) towards ``size`` pixels; ``pingpong`` plays them forwards then backwards."""
+    import imageio.v3 as iio
+
+    if pingpong and len(frames) > 2:
+        frames = torch.cat([frames, frames.flip(0)[1:-1]])
+    a = to_uint8(frames)
+    k = max(1, size // max(a.shape[1], a.shape[2]))
+    a = a.repeat(k, axis=1).repeat(k, axis=2)
+    iio.imwrite(path, a, extension=".gif", is_batch=True, duration=1000.0 / fps, loop=0)
+    return Path(path)
