@@ -78,7 +78,7 @@ class VQVAEOutput:
     """What ``model(x)`` returns. Images in [0, 1]; losses are scalars."""
 
     reconstruction: torch.Tensor  # (B, C, H, W) in [0, 1]
-    indices: torch.Tensor  # (B, h, w) int64
+    indices: torch.Tensor | None  # (B, h, w) int64; None when run with quantize=False
     loss: torch.Tensor  # recon_loss + codebook_loss + commitment_loss
     recon_loss: torch.Tensor  # MSE in the model's internal [-1, 1] pixel scale
     codebook_loss: torch.Tensor
@@ -176,10 +176,20 @@ class VQVAE(nn.Module):
         """(K, D) code vectors."""
         return self.quantizer.codebook
 
-    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+    def forward(self, x: torch.Tensor, quantize: bool = True) -> VQVAEOutput:
         """Encode, quantize (updating the codebook in training mode when EMA or restarts are
-        on) and decode images ``x`` (B, C, H, W) in [0, 1]."""
+        on) and decode images ``x`` (B, C, H, W) in [0, 1].
+
+        With ``quantize=False`` the decoder reads z_e directly (plain autoencoder, used to
+        pre-train encoder and decoder before k-means init); ``indices`` is then None and the
+        quantizer's losses and statistics are zero."""
         z_e = self.encode_continuous(x)
+        if not quantize:
+            raw = self._decode_raw(z_e)
+            recon_loss = 4.0 * F.mse_loss(raw.float(), x.float())
+            zero = recon_loss.new_zeros(())
+            return VQVAEOutput(raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero,
+                               zero, zero)
         q = self.quantizer(z_e)
         raw = self._decode_raw(q.quantized.to(z_e.dtype))
         # MSE in the internal [-1, 1] scale (4x the [0, 1]-scale MSE)
