@@ -109,7 +109,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> VQVAEConfig:
+def preset(name: str, /, **overrides) -> VQVAEConfig:
     """Return the config of a named preset (``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``),
     with any field overridden by keyword."""
     if name not in PRESETS:
