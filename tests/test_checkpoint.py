@@ -1,0 +1,92 @@
+"""save_pretrained / load_pretrained: identical outputs, safetensors + JSON, no pickle, clear errors."""
+
+import pickle
+
+import pytest
+import torch
+
+import vqvae
+import vqvae.checkpoint
+
+
+@pytest.fixture
+def trained(tiny_config, mnist_small):
+    """A tiny model whose EMA state and buffers have moved away from the init."""
+    model = vqvae.VQVAE(tiny_config).train()
+    for i in range(3):
+        model(mnist_small.train[i * 16:(i + 1) * 16])
+    return model.eval()
+
+
+def test_round_trip_gives_identical_outputs(trained, tmp_path, mnist_small):
+    trained.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = vqvae.load_pretrained(tmp_path / "m")
+    assert not loaded.training and loaded.config == trained.config
+    x = mnist_small.test[:8]
+    a, b = trained(x), loaded(x)
+    assert torch.equal(a.reconstruction, b.reconstruction)
+    assert torch.equal(a.indices, b.indices)
+    before, after = trained.state_dict(), loaded.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # EMA buffers too
+
+
+def test_loading_never_unpickles(trained, tmp_path, monkeypatch):
+    trained.save_pretrained(tmp_path / "m")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("checkpoint loading must not unpickle")
+
+    for target, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+                         (torch, "load")):
+        monkeypatch.setattr(target, name, refuse)
+    loaded = vqvae.load_pretrained(str(tmp_path / "m"))
+    assert torch.equal(loaded.codebook, trained.codebook)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_weights_give_a_clear_error(trained, tmp_path, damage):
+    trained.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"garbage": b"not a safetensors file at all" * 10,
+                         "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        vqvae.load_pretrained(tmp_path / "m")
+
+
+def test_bad_config_gives_a_clear_error(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"codebook_size": 32, "colour": "blue"}')
+    with pytest.raises(ValueError, match=r"config.json is not a valid VQ-VAE config.*colour"):
+        vqvae.load_pretrained(tmp_path / "m")
+
+
+def test_missing_model_lists_the_options(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(vqvae.checkpoint, "PRETRAINED_DIR", tmp_path / "shipped")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no model at 'nope'.*available: none"):
+        vqvae.load_pretrained("nope")
+    trained.save_pretrained(tmp_path / "shipped" / "digits")
+    trained.save_pretrained(tmp_path / "shipped" / "other")
+    with pytest.raises(FileNotFoundError, match=r"model.safetensors.*available: digits, other"):
+        vqvae.load_pretrained(tmp_path / "missing-folder")
+
+
+def test_bare_name_resolves_to_the_pretrained_folder(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(vqvae.checkpoint, "PRETRAINED_DIR", tmp_path / "shipped")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    trained.save_pretrained(tmp_path / "shipped" / "digits")
+    assert vqvae.resolve_pretrained("digits") == tmp_path / "shipped" / "digits"
+    loaded = vqvae.load_pretrained("digits")
+    assert torch.equal(loaded.codebook, trained.codebook)
+
+
+def test_save_overwrites_and_leaves_no_temporary_files(trained, tiny_config, tmp_path):
+    other = vqvae.VQVAE(tiny_config.replace(codebook_size=16))
+    other.save_pretrained(tmp_path / "m")
+    trained.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert vqvae.load_pretrained(tmp_path / "m").config.codebook_size == 32
