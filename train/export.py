@@ -1,0 +1,174 @@
+"""python -m train.export RUN --name NAME
+
+Writes pretrained/NAME/: model.safetensors + config.json, metrics.json (test split, from
+train.evaluate), codebook.json (code usage on the training split, 2-D and 3-D UMAP
+coordinates of the codebook: computed here once so the app never runs UMAP at start-up) and
+a model card README.md; plus example test images in assets/examples/NAME/ and a
+reconstruction grid in assets/reconstructions/NAME.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+import vqvae
+from vqvae.data import DatasetNotFoundError, load_uint8
+from vqvae.projection import CODEBOOK_INFO, codebook_info, write_json_atomic
+
+from .evaluate import evaluate_model, format_table, usage_counts
+from .runs import RunError, is_run_dir, read_train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CARD = """# {title}
+
+A VQ-VAE trained with this repository's `train/` scripts. Load it with
+
+```python
+import vqvae
+model = vqvae.load_pretrained("{name}")
+codes = model.encode(images)      # (B, {h}, {h}) int64 in [0, {K})
+recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
+```
+
+| | |
+|---|---|
+| data | {data_source}, trained on the train split, measured on the test split ({num_images} images) |
+| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}, hidden {hidden}, {res} residual layers; {bits:.0f} bits per image |
+| recipe | `{recipe}` recipe: {recipe_text} |
+| steps | {pretrain} pre-training + {steps} VQ steps, batch {batch}, lr {lr} (AdamW, cosine) |
+| time | {time} |
+| hardware | {hardware} (torch {torch}) |
+
+## Metrics (test split, pixels in [0, 1])
+
+| metric | value |
+|---|---|
+| PSNR (mean of per-image PSNR) | **{psnr:.2f} dB** |
+| SSIM | {ssim:.4f} |
+| MSE | {mse:.6f} |
+| codes used (distinct over the split / K) | {codes_used} / {K} ({frac:.1f} %) |
+| perplexity over the split | {perplexity:.1f} |
+
+Reproduce: `python -m train.evaluate {name} --dataset {dataset} --data-dir DATA_DIR`.
+
+Training command: `{command}`
+"""
+
+
+def _recipe_text(tc: dict) -> str:
+    parts = ["EMA codebook (decay 0.99)" if tc["ema"] else "codebook loss",
+             f"beta={tc['beta']}",
+             "k-means init" if tc["kmeans"] else "random codebook init",
+             f"dead-code restarts after {tc['dead_code_threshold']} unused steps"
+             if tc["dead_code_threshold"] else "no restarts"]
+    return ", ".join(parts)
+
+
+def _command(tc: dict) -> str:
+    return (f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
+            f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
+            f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}")
+
+
+def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, count: int = 8) -> None:
+    """Save ``count`` test images (spread over the split) and a targets-vs-reconstructions grid."""
+    from torchvision.utils import save_image
+
+    pick = torch.linspace(0, len(images_u8) - 1, count).long()
+    x = images_u8[pick].float() / 255.0
+    ex = assets / "examples" / name
+    if ex.exists():
+        shutil.rmtree(ex)
+    ex.mkdir(parents=True)
+    for i, img in zip(pick.tolist(), x):
+        save_image(img, ex / f"test_{i:05d}.png")
+    with torch.no_grad():
+        rec = model.decode(model.encode(x.to(model.device))).cpu()
+    grid = torch.nn.functional.interpolate(torch.cat([x, rec]), scale_factor=4, mode="nearest")
+    (assets / "reconstructions").mkdir(parents=True, exist_ok=True)
+    save_image(grid, assets / "reconstructions" / f"{name}.png", nrow=count, padding=4, pad_value=1.0)
+
+
+def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = ROOT / "pretrained",
+           assets: Path = ROOT / "assets", device: str = "cpu", progress: bool = True) -> Path:
+    run = Path(run)
+    if not is_run_dir(run):
+        raise RunError(f"{run} is not a training run folder (no train_config.json)")
+    tc = read_train_config(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    data_dir = data_dir or tc["data_dir"]
+    model = vqvae.load_pretrained(run, device=device)
+    c = model.config
+
+    metrics = evaluate_model(str(run), tc["dataset"], data_dir, "test", device, progress=progress)
+    metrics["model"] = name
+    train_u8, _ = load_uint8(tc["dataset"], data_dir, "train", image_size=c.image_size,
+                             channels=c.in_channels)
+    test_u8, _ = load_uint8(tc["dataset"], data_dir, "test", image_size=c.image_size,
+                            channels=c.in_channels)
+    info = codebook_info(model, usage_counts(model, train_u8))
+
+    # build in a temporary folder, then swap it in: a failure never leaves half a model
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = out_root / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    write_json_atomic(tmp / "metrics.json", metrics)
+    write_json_atomic(tmp / CODEBOOK_INFO, info)
+    secs = summary.get("elapsed_s")
+    (tmp / "README.md").write_text(CARD.format(
+        title=f"VQ-VAE `{name}`", name=name, h=c.latent_size, K=c.codebook_size, C=c.in_channels,
+        S=c.image_size, D=c.embedding_dim, hidden=c.hidden_channels, res=c.res_layers,
+        bits=c.bits_per_image, data_source=metrics["data_source"], num_images=metrics["num_images"],
+        recipe=tc["recipe"], recipe_text=_recipe_text(tc), pretrain=tc["pretrain_steps"],
+        steps=tc["steps"], batch=tc["batch_size"] * tc.get("world_size", 1), lr=tc["lr"],
+        time=f"{secs / 60:.1f} min of training" if secs else "not recorded",
+        hardware=summary.get("hardware", "not recorded"), torch=summary.get("torch", "?"),
+        psnr=metrics["psnr"], ssim=metrics["ssim"], mse=metrics["mse"],
+        codes_used=metrics["codes_used"], frac=100 * metrics["codes_used_fraction"],
+        perplexity=metrics["perplexity"], dataset=tc["dataset"], command=_command(tc)))
+    final = out_root / name
+    old = out_root / f".{name}.old"
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    write_examples(name, test_u8, model, assets)
+    print(format_table(metrics))
+    print(f"wrote {final}")
+    return final
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="training run folder")
+    p.add_argument("--name", required=True, help="folder name under pretrained/")
+    p.add_argument("--data-dir", help="dataset root (default: the run's)")
+    p.add_argument("--out-root", default=str(ROOT / "pretrained"))
+    p.add_argument("--assets", default=str(ROOT / "assets"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args(argv)
+    if not a.name.replace("-", "").replace("_", "").isalnum():
+        print("error: --name may hold letters, digits, '-' and '_' only", file=sys.stderr)
+        sys.exit(2)
+    try:
+        export(Path(a.run), a.name, a.data_dir, Path(a.out_root), Path(a.assets), a.device)
+    except (RunError, FileNotFoundError, ValueError, DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
