@@ -201,7 +201,7 @@ class Handlers:
             f = np.vectorize(lambda v: float(str(v).strip()) if str(v).strip() else np.nan,
                              otypes=[float])(a)
         except (ValueError, TypeError):
-            raise gr.Error(f"The code grid must be a {h}x{w} table of integers.") from None
+            raise gr.Error(f"The code grid must be a {h}x{w} table of whole numbers.") from None
         if f.shape != (h, w):
             raise gr.Error(f"The code grid must be {h}x{w} for model {m.name!r}, got "
                            f"{f.shape[0]}x{f.shape[1]}.")
@@ -452,8 +452,9 @@ class Handlers:
             raise gr.Error(f"Frames per second must be between 1 and {MAX_FPS}, got {fps}.")
         if path not in PATHS:
             raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r}.")
-        if image_a is None or image_b is None:
-            raise gr.Error("Choose two images: A and B.")
+        for side, im in (("A", image_a), ("B", image_b)):
+            if im is None:
+                raise gr.Error(f"No image {side}: upload one or click an example.")
         a, b = self._input(m, image_a), self._input(m, image_b)
         with torch.inference_mode():
             seq = vqvae.interpolate(m.model, a, b, steps=n, path=path)
@@ -513,9 +514,9 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         with gr.Tabs():
                             with gr.Tab("Upload", id="upload"):
-                                image = ImagePath(label="Your image", height=280, elem_classes=["fill-img"],
+                                image = ImagePath(elem_id="input-image", label="Your image", height=280, elem_classes=["fill-img"],
                                                   sources=["upload", "clipboard"], type="filepath", image_mode=None)
-                                recon_btn = gr.Button("Reconstruct", variant="primary")
+                                recon_btn = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
                             with gr.Tab("Draw", id="draw") as draw_tab:
                                 sketch = gr.Sketchpad(
                                     label="Draw a digit (it reconstructs as you draw)",
@@ -523,23 +524,23 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                                     fixed_canvas=True, layers=False, transforms=(),
                                     brush=gr.Brush(default_size=22, colors=["#000000"],
                                                    color_mode="fixed"), height=340)
-                        examples = gr.Gallery(label="Examples (test set): click one", columns=4,
+                        examples = gr.Gallery(elem_id="examples", label="Examples (test set): click one", columns=4,
                                               height="auto", allow_preview=False,
                                               elem_classes=pix, object_fit="contain")
                     with gr.Column(scale=5):
                         with gr.Row(equal_height=True):
-                            orig = gr.Image(label="Input (as the model sees it)", format="png",
+                            orig = gr.Image(elem_id="orig", label="Input (as the model sees it)", format="png",
                                             height=DISPLAY + 64, elem_classes=pix, interactive=False,
                                             buttons=["download"])
-                            recon = gr.Image(label="Reconstruction", format="png",
+                            recon = gr.Image(elem_id="recon", label="Reconstruction", format="png",
                                              height=DISPLAY + 64, elem_classes=pix,
                                              interactive=False, buttons=["download"])
-                            codemap = gr.Image(label="Code map (index per cell)", format="png",
+                            codemap = gr.Image(elem_id="codemap", label="Code map (index per cell)", format="png",
                                                height=DISPLAY + 64, interactive=False,
                                                elem_classes=pix, buttons=["download"])
                         with gr.Row():
-                            psnr = gr.Number(label="PSNR (dB)", interactive=False, elem_classes=["numbers"])
-                            used = gr.Number(label="Distinct codes in this image",
+                            psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", interactive=False, elem_classes=["numbers"])
+                            used = gr.Number(elem_id="used", label="Distinct codes in this image",
                                              interactive=False, elem_classes=["numbers"])
                             bits = gr.Number(label="Bits per image (h·w·log2 K)",
                                              interactive=False, elem_classes=["numbers"])
@@ -556,18 +557,18 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             "its own (a grid filled with that one code); click one to inspect it.")
                 with gr.Row():
                     with gr.Column(scale=3):
-                        view = gr.Radio(["2-D", "3-D"], value="2-D", label="Projection",
+                        view = gr.Radio(["2-D", "3-D"], elem_id="view", value="2-D", label="Projection",
                                         container=False)
-                        plot = gr.Plot(label="Codebook (UMAP)")
-                        summary = gr.Markdown()
+                        plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
+                        summary = gr.Markdown(elem_id="codebook-summary")
                     with gr.Column(scale=2):
-                        pick = gr.Number(label="Inspect code #", precision=0, minimum=0, value=0)
+                        pick = gr.Number(elem_id="pick", label="Inspect code #", precision=0, minimum=0, value=0)
                         pick_img = gr.Image(label="Decodes to", format="png", height=200,
                                             interactive=False, elem_classes=pix)
-                        pick_md = gr.Markdown()
+                        pick_md = gr.Markdown(elem_id="pick-md", )
                         neighbours = gr.Gallery(label="Nearest codes", columns=8, height=140,
                                                 allow_preview=False, elem_classes=pix)
-                atlas = gr.Gallery(label="Code atlas (most used first)",
+                atlas = gr.Gallery(elem_id="atlas", label="Code atlas (most used first)",
                                    columns=16, height=360, allow_preview=False, elem_classes=pix)
 
             # 3. Edit codes ----------------------------------------------------------------
@@ -578,15 +579,15 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             "table. *Reset* goes back to the reconstructed image.")
                 with gr.Row():
                     with gr.Column(scale=3):
-                        edit_map = gr.Image(label="Code map: click a cell to paint it",
+                        edit_map = gr.Image(elem_id="edit-map", label="Code map: click a cell to paint it",
                                             format="png", height=DISPLAY + 64, interactive=False,
                                             elem_classes=pix)
                     with gr.Column(scale=3):
-                        edit_img = gr.Image(label="Decoded", format="png", height=DISPLAY + 64,
+                        edit_img = gr.Image(elem_id="edit-img", label="Decoded", format="png", height=DISPLAY + 64,
                                             interactive=False, elem_classes=pix)
                     with gr.Column(scale=3, min_width=240):
                         with gr.Row(equal_height=True):
-                            paint_code = gr.Number(label="Paint with code #", precision=0,
+                            paint_code = gr.Number(elem_id="paint-code", label="Paint with code #", precision=0,
                                                    minimum=0, value=0, scale=2)
                             paint_tile = gr.Image(height=90, interactive=False, elem_classes=pix,
                                                   show_label=False, buttons=[], scale=1,
@@ -597,10 +598,10 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             fill_btn = gr.Button("Fill all cells", size="sm")
                             reset_btn = gr.Button("Reset", size="sm")
                         with gr.Row():
-                            dl_png = gr.DownloadButton("Image (.png)", size="sm")
+                            dl_png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
                             dl_npy = gr.DownloadButton("Codes (.npy)", size="sm")
                 with gr.Accordion("Edit the grid as a table", open=False):
-                    grid = gr.Dataframe(interactive=True, datatype="number", label="Code grid",
+                    grid = gr.Dataframe(elem_id="grid", interactive=True, datatype="number", label="Code grid",
                                         type="array", max_height=360)
                 original = gr.State()
 
@@ -618,22 +619,33 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                         fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
                         path = gr.Radio(list(PATHS), value="lerp", label="Path")
                         pingpong = gr.Checkbox(value=True, label="Ping-pong (play back and forth)")
-                        interp_btn = gr.Button("Make GIF", variant="primary")
+                        interp_btn = gr.Button("Make GIF", elem_id="interp-btn", variant="primary")
                 with gr.Row(equal_height=True):
                     interp_ex = gr.Gallery(label="Examples: click to fill", columns=8, height=150,
                                            allow_preview=False, elem_classes=pix, scale=3)
                     target = gr.Radio(["A", "B"], value="A", label="Next example goes into",
                                       scale=1, min_width=160)
                 with gr.Row():
-                    gif = gr.Image(label="Animation", type="filepath", height=DISPLAY + 64,
+                    gif = gr.Image(elem_id="gif", label="Animation", type="filepath", height=DISPLAY + 64,
                                    interactive=False, elem_classes=pix, buttons=["download"],
                                    scale=1)
-                    strip = gr.Image(label="Frames", format="png", height=DISPLAY + 64,
+                    strip = gr.Image(elem_id="strip", label="Frames", format="png", height=DISPLAY + 64,
                                      interactive=False, elem_classes=pix, scale=2)
 
         # -- events ---------------------------------------------------------------------------
         recon_outs = [orig, recon, codemap, psnr, used, bits, codes]
         edit_outs = [edit_img, edit_map, dl_png, dl_npy]
+
+        # The API: registered first, so these get the plain names (private events that call
+        # the same functions are named after them too, with a suffix).
+        recon_click = recon_btn.click(h.reconstruct, [image, model], recon_outs,
+                                      api_name="reconstruct")
+        view.change(h.codebook, [model, view, codes], [plot, summary], api_name="codebook")
+        grid.input(h.edit, [model, grid], edit_outs, api_name="edit")
+        interp_btn.click(h.interpolate, [img_a, img_b, model, frames, fps, path, pingpong],
+                         [gif, strip], api_name="interpolate")
+        pick.change(h.code, [model, pick], [pick_img, pick_md, neighbours], api_name="code",
+                    trigger_mode="always_last")
 
         def after_reconstruct(dep):
             """A new current image: refresh the edit tab and the codebook highlight."""
@@ -641,8 +653,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                     .then(lambda c: c, codes, original, **private)
                     .then(h.codebook, [model, view, codes], [plot, summary], **private))
 
-        after_reconstruct(recon_btn.click(h.reconstruct, [image, model], recon_outs,
-                                          api_name="reconstruct"))
+        after_reconstruct(recon_click)
         after_reconstruct(image.input(h.reconstruct_if_any, [image, model], recon_outs, **private))
         after_reconstruct(examples.select(h.reconstruct_example, [model], [image] + recon_outs,
                                           **private))
@@ -650,27 +661,22 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                                         trigger_mode="always_last", show_progress="hidden",
                                         **private))
 
-        view.change(h.codebook, [model, view, codes], [plot, summary], api_name="codebook")
-        pick.change(h.code, [model, pick], [pick_img, pick_md, neighbours], api_name="code",
-                    trigger_mode="always_last")
         atlas.select(h.atlas_pick, [model], pick, **private)
         edit_atlas.select(h.atlas_pick, [model], paint_code, **private)
         paint_code.change(h.code_tile, [model, paint_code], paint_tile, **private)
 
-        grid.input(h.edit, [model, grid], edit_outs, api_name="edit")
         edit_map.select(h.paint, [model, grid, paint_code], [grid] + edit_outs, **private)
         fill_btn.click(h.fill, [model, grid, paint_code], [grid] + edit_outs, **private)
         reset_btn.click(h.reset, [model, original], [grid] + edit_outs, **private)
 
-        interp_btn.click(h.interpolate, [img_a, img_b, model, frames, fps, path, pingpong],
-                         [gif, strip], api_name="interpolate")
         interp_ex.select(h.interp_example, [model, target], [img_a, img_b, target], **private)
 
         def on_model(dep):
-            dep = dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
+            """A model was chosen: show its first example, an interpolation, its atlas."""
             after_reconstruct(dep.then(h.example, model, [image] + recon_outs, **private))
             dep.then(h.interpolate, [img_a, img_b, model, frames, fps, path, pingpong],
                      [gif, strip], **private)
+            dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
 
         if names:
             sel_outs = [card, card_full, examples, draw_tab, interp_ex, img_a, img_b, pick, paint_code]

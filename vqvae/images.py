@@ -81,7 +81,8 @@ def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
     except ImageError:
         raise
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{path.name} is too large to open safely ({e}).") from e
+        raise ImageError(f"{path.name} is too large to open safely (over "
+                         f"{PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels).") from e
     except PIL.UnidentifiedImageError as e:
         raise ImageError(f"{path.name} is not an image this app can read "
                          f"(PNG, JPEG, GIF, WebP, BMP, TIFF...).") from e

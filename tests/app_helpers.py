@@ -1,0 +1,51 @@
+"""Shared by the app tests: a folder of tiny random models (with codebook.json, metrics.json
+and a model card) and a folder of example images, as the app expects them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import vqvae
+from vqvae.projection import write_json_atomic
+
+DATA = Path(__file__).parent / "data" / "mnist_small.npz"
+TINY = dict(hidden_channels=16, res_channels=8, res_layers=1, embedding_dim=8, codebook_size=32)
+
+
+def digits(n: int = 6) -> np.ndarray:
+    """``n`` MNIST test digits, uint8 (n, 28, 28), white on black."""
+    return np.load(DATA)["test_images"][:n, 0]
+
+
+def make_models(root: Path) -> tuple[Path, Path]:
+    """Write ``root/models/{mnist,cifar10}`` (tiny random VQ-VAEs: 7x7 and 8x8 codes, K=32)
+    and ``root/examples/<name>/*.png``; returns (models_dir, examples_dir)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    models, examples = root / "models", root / "examples"
+    imgs = digits()
+    for name in ("mnist", "cifar10"):
+        model = vqvae.VQVAE(vqvae.preset(name, **TINY))
+        d = models / name
+        model.save_pretrained(d)
+        K = model.config.codebook_size
+        usage = rng.integers(0, 1000, K) * (rng.random(K) > 0.25)
+        write_json_atomic(d / "codebook.json", {
+            "usage": usage.tolist(), "umap_2d": rng.normal(size=(K, 2)).round(3).tolist(),
+            "umap_3d": rng.normal(size=(K, 3)).round(3).tolist()})
+        write_json_atomic(d / "metrics.json", dict(
+            dataset=name, data_source="random weights (test)", psnr=10.0, ssim=0.1, mse=0.1,
+            codes_used=int((usage > 0).sum()), codes_used_fraction=float((usage > 0).mean()),
+            perplexity=20.0, bits_per_image=model.config.bits_per_image, num_images=6))
+        (d / "README.md").write_text(f"# {name} (test model)\n\nRandom weights.\n")
+        ex = examples / name
+        ex.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(imgs):
+            if name == "cifar10":
+                img = np.stack([img, np.roll(img, 2, 0), 255 - img], -1)
+            Image.fromarray(img).save(ex / f"{i:02d}.png")
+    return models, examples

@@ -1,0 +1,340 @@
+"""The app's handlers, called directly: every tab's main action, and the bad inputs a user or
+an API client can send. Tiny random models, so the numbers are not the point: shapes, files,
+consistency between paths (an inverted or transparent digit gives the same codes as the plain
+one) and clear errors are."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+
+import gradio as gr
+import imageio.v3 as iio
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+import app
+from app_helpers import digits, make_models
+
+warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return make_models(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def h(dirs, tmp_path_factory):
+    return app.Handlers(*dirs, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def digit_png(dirs):
+    return str(dirs[1] / "mnist" / "00.png")
+
+
+def codes_of(out) -> np.ndarray:
+    return out[6].to_numpy()
+
+
+def save(im: Image.Image, path, **kw) -> str:
+    im.save(path, **kw)
+    return str(path)
+
+
+def select(index) -> gr.SelectData:
+    return gr.SelectData(None, {"index": index, "value": None, "selected": True})
+
+
+# -- Reconstruct ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, grid", [("mnist", 7), ("cifar10", 8)])
+def test_reconstruct_outputs(h, dirs, name, grid):
+    orig, recon, cmap, psnr, used, bits, table = h.reconstruct(
+        str(dirs[1] / name / "01.png"), name)
+    # enlarged by an integer factor (no blur): 28 -> 252, 32 -> 256; code map 7x36, 8x32
+    side = 252 if name == "mnist" else 256
+    assert orig.size == recon.size == (side, side)
+    assert cmap.size == (grid * (256 // grid),) * 2
+    a = np.asarray(orig)
+    k = side // (28 if name == "mnist" else 32)
+    assert (a[::k, ::k].repeat(k, 0).repeat(k, 1) == a).all(), "nearest-neighbour enlargement"
+    assert table.shape == (grid, grid)
+    c = table.to_numpy()
+    assert c.min() >= 0 and c.max() < 32
+    assert used == len(np.unique(c))
+    assert bits == pytest.approx(grid * grid * math.log2(32), abs=0.1)
+    assert 0 < psnr < 100
+
+
+def test_dark_on_light_digit_is_inverted(h, digit_png, tmp_path):
+    plain = h.reconstruct(digit_png, "mnist")
+    inv = save(Image.fromarray(255 - digits(1)[0]), tmp_path / "inv.png")
+    out = h.reconstruct(inv, "mnist")
+    assert (codes_of(out) == codes_of(plain)).all()
+    assert np.asarray(out[0])[:8].mean() < 30, "the border is dark after inversion"
+
+
+def test_example_click_is_cached(h, dirs):
+    first = h.reconstruct_example("mnist", select(2))
+    again = h.reconstruct_example("mnist", select(2))
+    assert first[0].endswith("02.png")
+    assert again[1] is first[1], "the second click reuses the cached outputs"
+
+
+def test_drawing_is_reconstructed(h):
+    # a black stroke on a transparent canvas, as the drawing pad sends it
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[60:220, 130:150] = (0, 0, 0, 255)
+    out = h.reconstruct_drawing({"composite": canvas, "background": None, "layers": []}, "mnist")
+    a = np.asarray(out[0]).astype(float)
+    assert a[:, :20].mean() < 10 and a[100:150, 115:135].mean() > 200, "white stroke on black"
+    empty = h.reconstruct_drawing({"composite": np.zeros((280, 280, 4), np.uint8)}, "mnist")
+    assert all(isinstance(o, dict) for o in empty), "an empty canvas changes nothing"
+
+
+# Files that differ in format but not in content: all must give the plain digit's codes.
+def _rgba(fg):
+    d = digits(1)[0]
+    a = np.zeros((28, 28, 4), np.uint8)
+    a[..., :3] = fg
+    a[..., 3] = d
+    return Image.fromarray(a, "RGBA")
+
+
+SAME_DIGIT = {
+    "16-bit": lambda p: save(Image.fromarray(digits(1)[0].astype(np.uint16) * 257), p / "a.png"),
+    "palette": lambda p: save(Image.fromarray(digits(1)[0]).convert("P"), p / "a.png"),
+    "rgb": lambda p: save(Image.fromarray(digits(1)[0]).convert("RGB"), p / "a.png"),
+    "white on transparent": lambda p: save(_rgba(255), p / "a.png"),
+    "black on transparent": lambda p: save(_rgba(0), p / "a.png"),
+    "LA": lambda p: save(_rgba(255).convert("LA"), p / "a.png"),
+    "animated": lambda p: save(Image.fromarray(digits(1)[0]), p / "a.gif", save_all=True,
+                               append_images=[Image.new("L", (28, 28), 255)], duration=100),
+    "bigger": lambda p: save(Image.fromarray(digits(1)[0]).resize((280, 280), Image.NEAREST),
+                             p / "a.png"),
+}
+
+
+@pytest.mark.parametrize("kind", SAME_DIGIT)
+def test_formats_give_the_same_codes(h, digit_png, tmp_path, kind):
+    path = SAME_DIGIT[kind](tmp_path)
+    if kind == "16-bit":
+        assert Image.open(path).mode.startswith("I")
+    out = h.reconstruct(path, "mnist")
+    plain = codes_of(h.reconstruct(digit_png, "mnist"))
+    agree = (codes_of(out) == plain).mean()
+    assert agree >= (0.8 if kind == "bigger" else 1.0), f"{kind}: {agree:.0%} of codes agree"
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"),
+    lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"),
+    lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.tif"),
+    lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.jpg"),
+    lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"),
+    lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"),
+    lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"),
+], ids=["1x1", "1x3000", "cmyk-tiff", "cmyk-jpeg", "int32", "float", "1-bit"])
+def test_odd_but_valid_images(h, tmp_path, make):
+    for name in ("mnist", "cifar10"):
+        out = h.reconstruct(make(tmp_path), name)
+        assert out[1].size[0] >= 252
+
+
+def test_exif_orientation_is_applied(h, tmp_path):
+    a = np.zeros((28, 28), np.uint8)
+    a[:, :14] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = save(Image.fromarray(a), tmp_path / "rot.jpg", exif=exif, quality=95)
+    shown = np.asarray(h.reconstruct(path, "cifar10")[0].convert("L"), float)
+    assert shown[:100].mean() > 200 and shown[-100:].mean() < 50, "white half is now on top"
+
+
+BAD = {
+    "none": (lambda p: None, "No image"),
+    "empty file": (lambda p: _write(p / "e.png", b""), "empty"),
+    "text as png": (lambda p: _write(p / "t.png", b"hello, not a picture"), "not an image"),
+    "truncated png": (lambda p: _truncated(p), "corrupt"),
+    "missing": (lambda p: str(p / "nope.png"), "No such file"),
+    "bomb": (lambda p: save(Image.new("1", (8000, 8000)), p / "bomb.png"), "megapixels"),
+    "huge": (lambda p: save(Image.new("1", (12000, 12000)), p / "huge.png"), "megapixels"),
+}
+
+
+def _write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def _truncated(p):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(buf, "PNG")
+    (p / "trunc.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return str(p / "trunc.png")
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_images_give_clear_errors(h, tmp_path, kind):
+    make, words = BAD[kind]
+    with pytest.raises(gr.Error, match=words):
+        h.reconstruct(make(tmp_path), "mnist")
+    with pytest.raises(gr.Error, match=words):
+        h.interpolate(make(tmp_path), make(tmp_path), "mnist")
+
+
+def test_unknown_model(h, digit_png):
+    with pytest.raises(gr.Error, match="Unknown model"):
+        h.reconstruct(digit_png, "no-such-model")
+
+
+# -- Codebook ---------------------------------------------------------------------------------
+
+def test_codebook_plot_rings_the_image_codes(h, digit_png):
+    codes = h.reconstruct(digit_png, "mnist")[6]
+    fig, summary = h.codebook("mnist", "2-D", codes)
+    assert isinstance(fig, go.Figure) and len(fig.data) == 2
+    everything, ringed = fig.data
+    assert len(everything.x) == 32
+    assert sorted(int(r[0]) for r in ringed.customdata) == sorted(np.unique(codes.to_numpy()))
+    assert f"**{len(np.unique(codes.to_numpy()))}** distinct codes" in summary
+    fig3, _ = h.codebook("mnist", "3-D", None)
+    assert isinstance(fig3.data[0], go.Scatter3d) and len(fig3.data[1].x) == 0
+    hover = fig.data[0].customdata[5]
+    usage = json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"]
+    assert hover[1] == usage[5]
+
+
+def test_codebook_bad_inputs(h):
+    with pytest.raises(gr.Error, match="view"):
+        h.codebook("mnist", "4-D", None)
+    with pytest.raises(gr.Error, match="7x7"):
+        h.codebook("mnist", "2-D", [[1, 2], [3, 4]])
+
+
+def test_atlas_and_code_details(h):
+    atlas = h.atlas("mnist")
+    assert len(atlas) == 32
+    usage = np.array(json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"])
+    first = int(atlas[0][1].lstrip("#"))
+    assert usage[first] == usage.max(), "most used first"
+    assert Image.open(atlas[0][0]).size == (84, 84)
+    # a click on the atlas picks that code
+    assert h.atlas_pick("mnist", select(0)) == first
+    img, md, near = h.code("mnist", first)
+    assert img.size == (252, 252)
+    assert f"rank **1**" in md and f"{usage[first]:,}" in md
+    assert len(near) == 8 and f"#{first}" not in [c for _, c in near]
+    for bad in (-1, 32, 1e9, 2.5, "x", None):
+        with pytest.raises(gr.Error):
+            h.code("mnist", bad)
+
+
+# -- Edit -------------------------------------------------------------------------------------
+
+def test_edit_paint_fill_reset(h, digit_png):
+    table = h.reconstruct(digit_png, "mnist")[6]
+    img, cmap, png, npy = h.edit("mnist", table)
+    assert Image.open(png).size == (28, 28)
+    assert (np.load(npy) == table.to_numpy()).all()
+    # click the centre of cell (row 2, col 5) of the 252 px code map (cells of 36 px)
+    new, img2, *_ = h.paint("mnist", table, 31, select([5 * 36 + 18, 2 * 36 + 18]))
+    expect = table.to_numpy().copy()
+    expect[2, 5] = 31
+    assert (new.to_numpy() == expect).all()
+    filled = h.fill("mnist", table, 7)[0].to_numpy()
+    assert (filled == 7).all()
+    back = h.reset("mnist", table)[0].to_numpy()
+    assert (back == table.to_numpy()).all()
+    # the table the browser sends back: lists, numbers maybe as strings
+    as_strings = [[str(v) for v in row] for row in expect.tolist()]
+    assert (np.load(h.edit("mnist", as_strings)[3]) == expect).all()
+    assert (np.load(h.edit("mnist", {"headers": [], "data": expect.tolist()})[3]) == expect).all()
+
+
+@pytest.mark.parametrize("grid, words", [
+    (np.full((7, 7), 32), "between 0 and 31"),
+    (np.full((7, 7), -1), "between 0 and 31"),
+    (np.zeros((6, 7)), "7x7"),
+    (np.zeros((7, 7, 2)), "7x7"),
+    ([[0] * 7] * 6 + [[0] * 6 + ["x"]], "whole number"),
+    ([[0] * 7] * 6 + [[0] * 6 + [1.5]], "whole number"),
+    ([[0] * 7] * 6 + [[0] * 6 + [float("nan")]], "whole number"),
+    ([], "empty"),
+    (None, "empty"),
+])
+def test_edit_bad_grids(h, grid, words):
+    with pytest.raises(gr.Error, match=words):
+        h.edit("mnist", grid)
+
+
+def test_paint_bad_code(h, digit_png):
+    table = h.reconstruct(digit_png, "mnist")[6]
+    with pytest.raises(gr.Error, match="between 0 and 31"):
+        h.paint("mnist", table, 99, select([1, 1]))
+
+
+# -- Interpolate ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["lerp", "slerp", "codebook"])
+def test_interpolate_writes_a_looping_gif(h, dirs, path):
+    a, b = (str(dirs[1] / "cifar10" / f"0{i}.png") for i in (0, 1))
+    gif, strip = h.interpolate(a, b, "cifar10", frames=10, fps=20, path=path, pingpong=True)
+    frames = iio.imread(gif)
+    assert frames.shape[1:3] == (224, 224)
+    assert iio.immeta(gif)["loop"] == 0
+    # Pillow merges identical consecutive frames (adding their delays), so count time:
+    # ping-pong plays 10 frames forwards, then 8 back (the ends are not repeated), 50 ms each.
+    assert _gif_ms(gif) == (10 + 8) * 50
+    assert strip.size[0] > strip.size[1]
+    gif2, _ = h.interpolate(a, b, "cifar10", frames=5, fps=10, path=path, pingpong=False)
+    assert _gif_ms(gif2) == 5 * 100
+
+
+def _gif_ms(path) -> int:
+    with Image.open(path) as im:
+        total = 0
+        for i in range(im.n_frames):
+            im.seek(i)
+            total += im.info["duration"]
+    return total
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(frames=0), "frames"), (dict(frames=10**6), "frames"), (dict(frames="many"), "numbers"),
+    (dict(fps=0), "per second"), (dict(fps=1000), "per second"), (dict(path="zigzag"), "Path"),
+])
+def test_interpolate_bad_settings(h, digit_png, kw, words):
+    with pytest.raises(gr.Error, match=words):
+        h.interpolate(digit_png, digit_png, "mnist", **kw)
+
+
+def test_interp_example_alternates(h):
+    a, b, nxt = h.interp_example("mnist", "A", select(3))
+    assert a.endswith("03.png") and nxt == "B"
+    a, b, nxt = h.interp_example("mnist", "B", select(4))
+    assert b.endswith("04.png") and nxt == "A"
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+def test_build_app_exposes_the_api(dirs, tmp_path):
+    demo = app.build_app(*dirs, cache_dir=tmp_path)
+    public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
+    assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
+    assert demo.handlers.models.names() == ["mnist", "cifar10"]
+
+
+def test_select_model(h):
+    card, full, ex, draw, ex2, a, b, pick, paint = h.select_model("cifar10")
+    assert "3-channel 32x32" in card and "8x8 codes" in card and "PSNR" in card
+    assert draw["visible"] is False, "no drawing pad for colour models"
+    assert h.select_model("mnist")[3]["visible"] is True
+    assert len(ex) == 6 and a.endswith("00.png") and b.endswith("01.png")
+    assert pick["maximum"] == 31
