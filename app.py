@@ -73,7 +73,8 @@ class Model:
     examples: list[str]
     usage: np.ndarray = field(init=False)
     ranks: np.ndarray = field(init=False)
-    atlas_files: list[str] | None = None  # decoded-code images on disk, by index
+    atlas: torch.Tensor | None = None  # (K, C, H, W): what each code decodes to
+    atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
 
     def __post_init__(self):
         self.usage = np.asarray(self.info["usage"], dtype=np.int64)
@@ -140,7 +141,7 @@ class ModelStore:
         with self._lock:
             if m.atlas_files is None:
                 with torch.inference_mode():
-                    tiles = vqvae.code_atlas(m.model)
+                    tiles = m.atlas = vqvae.code_atlas(m.model)
                 out = self.cache_dir / "atlas" / m.name
                 out.mkdir(parents=True, exist_ok=True)
                 files = []
@@ -380,7 +381,7 @@ class Handlers:
                    f"of {K}.\n\nNearest codes (embedding distance): "
                    + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist)))
         gallery = [(files[int(j)], f"#{int(j)}") for j in near]
-        return images.enlarge(PIL.Image.open(files[k]), DISPLAY), details, gallery
+        return images.enlarge(m.atlas[k], DISPLAY), details, gallery
 
     # Edit
     def edit(self, model_name: str, grid):
@@ -545,7 +546,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             bits = gr.Number(label="Bits per image (h·w·log2 K)",
                                              interactive=False, elem_classes=["numbers"])
                         with gr.Accordion("Code indices as a table", open=False):
-                            codes = gr.Dataframe(interactive=False, datatype="number",
+                            codes = gr.Dataframe(interactive=False, datatype="number", type="array",
                                                  label="Code grid", max_height=320)
 
             # 2. Codebook ------------------------------------------------------------------
