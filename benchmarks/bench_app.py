@@ -1,0 +1,129 @@
+"""Server-side timings of the app's main actions, and its cold start.
+
+    python benchmarks/bench_app.py                       # the shipped models in pretrained/
+    python benchmarks/bench_app.py --models-dir /tmp/m --examples-dir /tmp/ex --repeat 30
+
+Handlers are timed directly (median of --repeat calls after one warm-up; what the server
+spends, without HTTP). Cold start spawns ``python app.py`` and times until a gradio_client
+/reconstruct call returns. Targets (2 CPU cores): reconstruct <= 50 ms for a 32x32 model,
+a 24-frame GIF <= 400 ms, the codebook tab <= 200 ms, cold start <= 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm-up (first-call kernel selection, caches)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def inputs_for(h, name: str, tmp: Path) -> tuple[str, str]:
+    m = h.models.get(name)
+    if len(m.examples) >= 2:
+        return m.examples[0], m.examples[1]
+    size, ch = m.config.image_size, m.config.in_channels
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        a = rng.integers(0, 255, (size, size) if ch == 1 else (size, size, 3), np.uint8)
+        paths.append(str(tmp / f"{name}-{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    return paths[0], paths[1]
+
+
+def cold_start(models_dir, examples_dir, image: str, model: str) -> float:
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--models-dir",
+           str(models_dir), "--examples-dir", str(examples_dir)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}")
+            if time.perf_counter() - t0 > 120:
+                raise TimeoutError("app.py did not answer within 120 s")
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                time.sleep(0.1)
+        client.predict(handle_file(image), model, api_name="/reconstruct")
+        return time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models-dir", default=str(ROOT / "pretrained"))
+    p.add_argument("--examples-dir", default=str(ROOT / "assets" / "examples"))
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--no-cold-start", action="store_true")
+    args = p.parse_args()
+
+    import torch
+
+    import app
+
+    h = app.Handlers(args.models_dir, args.examples_dir)
+    names = h.models.names()
+    if not names:
+        sys.exit(f"no models in {args.models_dir}")
+    print(f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} thread(s); median of {args.repeat} calls, ms\n")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            a, b = inputs_for(h, name, Path(tmp))
+            c = h.models.get(name).config
+            table = h.reconstruct(a, name)[6]
+            h.atlas(name)  # built once per model (cached); not part of the per-request times
+            rows.append((name, f"{c.image_size}x{c.image_size}x{c.in_channels}", {
+                "reconstruct": median_ms(lambda: h.reconstruct(a, name), args.repeat),
+                "codebook 2-D": median_ms(lambda: h.codebook(name, "2-D", table), args.repeat),
+                "codebook 3-D": median_ms(lambda: h.codebook(name, "3-D", table), args.repeat),
+                "code details": median_ms(lambda: h.code(name, 0), args.repeat),
+                "edit": median_ms(lambda: h.edit(name, table), args.repeat),
+                "GIF 24 frames": median_ms(
+                    lambda: h.interpolate(a, b, name, 24, 12, "lerp", True), args.repeat),
+            }))
+        cols = list(rows[0][2])
+        print(f"{'model':<14} {'input':<10} " + " ".join(f"{c:>13}" for c in cols))
+        for name, shape, t in rows:
+            print(f"{name:<14} {shape:<10} " + " ".join(f"{t[c]:>13.1f}" for c in cols))
+        print("\n(GIF: 24 frames, lerp, ping-pong, written with imageio, plus the frame strip)")
+        if not args.no_cold_start:
+            a, _ = inputs_for(h, names[0], Path(tmp))
+            s = cold_start(args.models_dir, args.examples_dir, a, names[0])
+            print(f"\ncold start (spawn `python app.py` -> first /reconstruct answered): {s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
