@@ -261,11 +261,18 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
+        self._previous = {}
         try:
-            signal.signal(signal.SIGINT, self._handler)
-            signal.signal(signal.SIGTERM, self._handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
         except ValueError:  # not in the main thread (e.g. called from a test thread)
             pass
+
+    def restore(self) -> None:
+        """Put the caller's handlers back (a notebook's Ctrl-C works again after training)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def _handler(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
@@ -475,6 +482,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
                 break
     finally:
         bar.close()
+        stop.restore()
     interrupted = step < cfg.total_steps
     if not interrupted:
         save(step)
@@ -514,6 +522,7 @@ def main(argv=None) -> None:
             if saved is None:
                 raise RunError(f"cannot resume: {out} is not a run folder (no {TRAIN_CONFIG})")
             saved = {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+            saved["out"] = str(out)  # the folder resumed, also when it was moved since
             # a resumed run keeps its options; only these may change
             for k in ("steps", "device", "data_dir", "log_every", "eval_every", "ckpt_every",
                       "sample_every", "compile"):
