@@ -1,0 +1,402 @@
+"""The training pipeline end to end on a tiny model and the small MNIST sample: the three
+phases lower the loss, an interrupted run resumes exactly, export writes a loadable model
+whose metrics evaluate reproduces, and bad input gives one clear message with nothing lost."""
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import vqvae
+from train import evaluate as train_evaluate
+from train import export as train_export
+from train import train as train_train
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "mnist_small.npz"
+
+# A model that trains in milliseconds a step; flags the tests share.
+TINY = ["--hidden-channels", "16", "--res-channels", "8", "--res-layers", "1",
+        "--embedding-dim", "8", "--codebook-size", "32", "--device", "cpu"]
+# 20 pre-training steps, k-means, 30 VQ steps on 128 images (4 batches an epoch).
+QUICK = TINY + ["--pretrain-steps", "20", "--steps", "30", "--batch-size", "32",
+                "--lr", "3e-3", "--warmup-steps", "5", "--limit-train", "128",
+                "--limit-test", "64", "--kmeans-images", "128", "--dead-code-threshold", "3",
+                "--log-every", "1", "--eval-every", "25", "--eval-images", "32",
+                "--sample-every", "25", "--ckpt-every", "10"]
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """An idx file as torchvision's MNIST reads it: magic, big-endian dims, then the bytes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """The small MNIST sample as torchvision's idx files: ``--preset mnist --data-dir`` it."""
+    d = np.load(DATA)
+    root = tmp_path_factory.mktemp("mnist-idx")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", d[f"{split}_images"][:, 0], 0x803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", d[f"{split}_labels"], 0x801)
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_dir(tmp_path_factory):
+    """Part of the sample as a folder dataset: train/<digit>/*.png and test/<digit>/*.png."""
+    d = np.load(DATA)
+    root = tmp_path_factory.mktemp("mnist-png")
+    for split, n in (("train", 128), ("test", 32)):
+        for i, (img, label) in enumerate(zip(d[f"{split}_images"][:n], d[f"{split}_labels"][:n])):
+            folder = root / split / str(int(label))
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[0]).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """Training installs SIGINT/SIGTERM handlers; pytest's must be back after each test."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_records(run_dir: Path) -> list[dict]:
+    return [r for r in records(run_dir) if "loss" in r]
+
+
+def fail_with(capsys, argv, main=train_train.main) -> str:
+    """Run a CLI in-process, expect exit code 2, return its stderr."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, mnist_dir):
+    """One finished tiny run (pre-training, k-means, VQ) on ``--preset mnist``."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        train_train.main(["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out),
+                          *QUICK])
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    return out
+
+
+# ----------------------------------------------------------------------------- a run
+def test_three_phases_lower_the_loss(finished_run):
+    recs = records(finished_run)
+    steps = step_records(finished_run)
+    pre = [r["loss"] for r in steps if r["phase"] == "pretrain"]
+    vq = [r["loss"] for r in steps if r["phase"] == "vq"]
+    assert len(pre) == 20 and len(vq) == 30
+    assert [r["step"] for r in steps] == list(range(1, 51))
+    # single steps are noisy: compare the first and last few
+    assert np.mean(pre[-3:]) < 0.8 * np.mean(pre[:3])
+    assert np.mean(vq[-3:]) < np.mean(vq[:3])
+    # the codebook is initialised by k-means exactly once, between the phases
+    kmeans = [r for r in recs if r.get("event") == "kmeans_init"]
+    assert len(kmeans) == 1 and kmeans[0]["step"] == 20
+    assert np.isfinite(kmeans[0]["inertia_per_sample"])
+    assert recs.index(kmeans[0]) == 20  # after the 20 pre-training lines, before VQ's
+    assert all(r["codes_used"] > 1 for r in steps if r["phase"] == "vq")
+    # a periodic eval at step 25 and a final one over the whole test split
+    assert [r["step"] for r in recs if "eval" in r and not r.get("final")] == [25]
+    final = [r for r in recs if r.get("final")]
+    assert len(final) == 1 and final[0]["eval"]["num_images"] == 64
+    assert final[0]["eval"]["psnr"] > 8
+
+    for name in ("checkpoint.pt", "model.safetensors", "config.json", "train_config.json",
+                 "summary.json"):
+        assert (finished_run / name).is_file(), name
+    assert sorted(p.name for p in (finished_run / "samples").glob("*.png")) == [
+        "step_000025.png", "step_000050.png"]
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert summary["step"] == summary["total_steps"] == 50 and not summary["interrupted"]
+    assert summary["final_eval"] == final[0]["eval"]
+    tc = json.loads((finished_run / "train_config.json").read_text())
+    assert tc["preset"] == "mnist" and tc["codebook_size"] == 32 and tc["world_size"] == 1
+
+    model = vqvae.load_pretrained(finished_run)
+    assert model.config.codebook_size == 32 and model.config.dead_code_threshold == 3
+    x = torch.from_numpy(np.load(DATA)["test_images"][:64]).float() / 255
+    codes = model.encode(x)
+    assert codes.shape == (64, 7, 7) and codes.dtype == torch.int64
+    # the saved weights are the final ones: they reproduce the final eval's PSNR
+    ev = train_evaluate.evaluate(model, (x * 255).round().to(torch.uint8), progress=False)
+    assert ev["psnr"] == pytest.approx(final[0]["eval"]["psnr"], abs=1e-5)
+
+
+def test_folder_dataset_trains_and_restores_signal_handlers(tmp_path, folder_dir):
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    train_train.main(["--preset", "folder", "--data-dir", str(folder_dir), "--out", str(out),
+                      "--channels", "1", "--image-size", "28", *TINY, "--pretrain-steps", "2",
+                      "--steps", "3", "--batch-size", "32", "--kmeans-images", "64",
+                      "--log-every", "1"])
+    # a caller's Ctrl-C works again once training has returned
+    assert signal.getsignal(signal.SIGINT) is before
+    tc = json.loads((out / "train_config.json").read_text())
+    assert tc["dataset"] == "folder" and tc["data_source"] == f"image folder {folder_dir}"
+    model = vqvae.load_pretrained(out)
+    assert (model.config.in_channels, model.config.image_size) == (1, 28)
+    assert [r["step"] for r in step_records(out)] == [1, 2, 3, 4, 5]
+    final = [r for r in records(out) if r.get("final")]
+    assert final[0]["eval"]["num_images"] == 32
+
+
+# ----------------------------------------------------------------------------- exact resume
+def _subprocess_env() -> dict:
+    # one thread, like the in-process runs: the same float results
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, mnist_dir, monkeypatch):
+    # 4 batches an epoch, so the run crosses many epochs; restarts after 3 unused steps
+    opts = ["--preset", "mnist", "--data-dir", str(mnist_dir), *QUICK, "--steps", "100",
+            "--ckpt-every", "100000", "--eval-every", "100000", "--sample-every", "100000"]
+
+    # B: interrupted by Ctrl-C during the VQ phase
+    run_b = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "train", *opts, "--out", str(run_b)],
+                            cwd=tmp_path, env=_subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        metrics = run_b / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and metrics.read_text().count("\n") >= 35:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGINT: saving a checkpoint" in err and "--resume" in err
+    ckpt = torch.load(run_b / "checkpoint.pt", weights_only=True)
+    stopped_at = ckpt["step"]
+    assert 35 <= stopped_at < 120
+    summary = json.loads((run_b / "summary.json").read_text())
+    assert summary["interrupted"] and summary["step"] == stopped_at
+    assert [r["step"] for r in step_records(run_b)] == list(range(1, stopped_at + 1))
+
+    # A: the same run without interruption (in-process), counting dead-code restarts
+    restarts = []
+    orig = vqvae.VectorQuantizer._restart_dead_codes
+
+    def counting(self, flat, counts):
+        before = self.embedding.detach().clone()
+        orig(self, flat, counts)
+        restarts.append(int((before != self.embedding).any(1).sum()))
+
+    monkeypatch.setattr(vqvae.VectorQuantizer, "_restart_dead_codes", counting)
+    run_a = tmp_path / "a"
+    train_train.main([*opts, "--out", str(run_a)])
+    monkeypatch.undo()
+    # restarts happen after the interruption, so the restored RNG state matters
+    assert sum(restarts[stopped_at - 20:]) > 0
+
+    # B resumed finishes with exactly A's per-step figures and weights
+    train_train.main(["--out", str(run_b), "--resume"])
+    a, b = step_records(run_a), step_records(run_b)
+    assert [r["step"] for r in b] == list(range(1, 121))
+    for ra, rb in zip(a, b):
+        ra.pop("images_per_s"), rb.pop("images_per_s")
+        assert ra == rb, f"step {ra['step']} differs after resuming at {stopped_at}"
+    wa, wb = load_file(run_a / "model.safetensors"), load_file(run_b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert records(run_a)[-1]["eval"] == records(run_b)[-1]["eval"]
+    assert json.loads((run_b / "summary.json").read_text())["interrupted"] is False
+
+
+def test_resume_may_extend_steps(tmp_path, finished_run):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    train_train.main(["--out", str(run), "--resume", "--steps", "35"])
+    steps = [r["step"] for r in step_records(run)]
+    assert steps == list(range(1, 51)) + list(range(51, 56))
+    assert sum(r.get("event") == "kmeans_init" for r in records(run)) == 1  # not redone
+    assert json.loads((run / "summary.json").read_text())["step"] == 55
+
+
+# ----------------------------------------------------------------------------- export
+@pytest.mark.slow
+def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_path, finished_run):
+    out = train_export.export(finished_run, "tiny", out_root=tmp_path / "pretrained",
+                              assets=tmp_path / "assets", progress=False)
+    assert out == tmp_path / "pretrained" / "tiny"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "codebook.json", "config.json", "metrics.json", "model.safetensors"]
+    model = vqvae.load_pretrained(out)
+    ref = vqvae.load_pretrained(finished_run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 ref.state_dict().values()))
+
+    info = json.loads((out / "codebook.json").read_text())
+    assert len(info["usage"]) == 32 and sum(info["usage"]) == 512 * 7 * 7  # whole train split
+    assert np.array(info["umap_2d"]).shape == (32, 2)
+    assert np.array(info["umap_3d"]).shape == (32, 3)
+    assert np.isfinite(info["umap_3d"]).all()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "tiny" and metrics["num_images"] == 128
+    tc = json.loads((finished_run / "train_config.json").read_text())
+    again = train_evaluate.evaluate_model(str(out), "mnist", tc["data_dir"], progress=False)
+    for k in ("psnr", "ssim", "mse"):
+        assert again[k] == pytest.approx(metrics[k], abs=1e-6), k
+    assert again["codes_used"] == metrics["codes_used"]
+
+    card = (out / "README.md").read_text()
+    assert f"{metrics['psnr']:.2f} dB" in card and "K=32" in card
+    assert len(list((tmp_path / "assets" / "examples" / "tiny").glob("*.png"))) == 8
+    assert (tmp_path / "assets" / "reconstructions" / "tiny.png").is_file()
+
+
+# ----------------------------------------------------------------------------- errors
+def test_unknown_preset(capsys, tmp_path):
+    err = fail_with(capsys, ["--preset", "imagenet", "--out", str(tmp_path / "r")])
+    assert "unknown preset 'imagenet'" in err and "mnist" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    err = fail_with(capsys, ["--dataset", "imagenet", "--out", str(tmp_path / "r")])
+    assert "invalid choice: 'imagenet'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_folder(capsys, tmp_path):
+    err = fail_with(capsys, ["--data-dir", str(tmp_path / "nowhere"), "--out",
+                             str(tmp_path / "r"), *TINY])
+    assert f"data folder {tmp_path / 'nowhere'} does not exist" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("layout", ["no class folders", "empty class folder"])
+def test_empty_folder_dataset(capsys, tmp_path, layout):
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        (data / split).mkdir(parents=True)
+        if layout == "empty class folder":
+            (data / split / "digits").mkdir()
+    err = fail_with(capsys, ["--preset", "folder", "--data-dir", str(data), "--out",
+                             str(tmp_path / "r"), *TINY])
+    assert f"{data / 'train'}: no images found" in err
+    assert not (tmp_path / "r").exists()
+
+
+def _snapshot(run: Path) -> dict:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_existing_run_is_not_overwritten_without_resume(capsys, tmp_path, finished_run,
+                                                        mnist_dir):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = _snapshot(run)
+    err = fail_with(capsys, ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run),
+                             *QUICK])
+    assert "already holds a run; pass --resume" in err
+    assert _snapshot(run) == before
+
+
+def test_resume_on_a_folder_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.png").write_bytes(b"not really")
+    err = fail_with(capsys, ["--out", str(tmp_path / "photos"), "--resume"])
+    assert "cannot resume" in err and "not a run folder" in err
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cat.png"]
+
+
+def test_resume_with_a_corrupt_checkpoint(capsys, tmp_path, finished_run):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
+    before = _snapshot(run)
+    err = fail_with(capsys, ["--out", str(run), "--resume"])
+    assert f"{ckpt} is corrupt or unreadable" in err
+    assert _snapshot(run) == before
+
+
+def test_evaluate_on_a_folder_without_a_model(capsys, tmp_path):
+    err = fail_with(capsys, [str(tmp_path), "--dataset", "mnist", "--data-dir", str(tmp_path)],
+                    main=train_evaluate.main)
+    assert "no model at" in err and "model.safetensors" in err
+
+
+def test_export_of_a_folder_that_is_not_a_run(capsys, tmp_path):
+    err = fail_with(capsys, [str(tmp_path), "--name", "x", "--out-root",
+                             str(tmp_path / "pretrained"), "--assets", str(tmp_path / "assets")],
+                    main=train_export.main)
+    assert "is not a training run folder" in err
+    assert not (tmp_path / "pretrained").exists() and not (tmp_path / "assets").exists()
+
+
+@pytest.mark.parametrize("caught_by", ["logged loss", "checkpoint"])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, mnist_dir,
+                                                           monkeypatch, caught_by):
+    # from the 8th VQ step on the loss is NaN (as after a too-high learning rate)
+    run = tmp_path / "run"
+    kept = {}
+    orig = vqvae.VQVAE.forward
+    calls = []
+
+    def poisoned(self, x, quantize=True):
+        o = orig(self, x, quantize=quantize)
+        if self.training and quantize:
+            calls.append(1)
+            if len(calls) == 8:
+                kept.update(_snapshot(run))
+            if len(calls) >= 8:
+                o.loss = o.loss * float("nan")
+        return o
+
+    monkeypatch.setattr(vqvae.VQVAE, "forward", poisoned)
+    log_every, ckpt_every = ("1", "5") if caught_by == "logged loss" else ("1000", "1")
+    err = fail_with(capsys, ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run),
+                             *TINY, "--pretrain-steps", "0", "--steps", "20", "--batch-size", "32",
+                             "--limit-train", "128", "--kmeans-images", "64", "--log-every",
+                             log_every, "--ckpt-every", ckpt_every])
+    if caught_by == "logged loss":
+        assert "loss became nan at step 8" in err
+    else:
+        assert "weights became NaN/inf at step 8" in err
+    assert "the last good checkpoint" in err
+    assert kept["checkpoint.pt"] and _snapshot(run) == kept
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert good["step"] == (5 if caught_by == "logged loss" else 7)
+    assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
