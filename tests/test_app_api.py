@@ -5,6 +5,7 @@ answering afterwards."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 import socket
 
@@ -110,3 +111,15 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
     out = client.predict(handle_file(str(examples / "mnist" / "02.png")), "mnist",
                          api_name="/reconstruct")
     assert np.array(out[6]["data"]).shape == (7, 7)
+
+
+def test_docs_api_examples_run(server):
+    """Every Python block of docs/api.md, run against this server and its example images."""
+    client, examples = server
+    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 4
+    for code in blocks:
+        code = code.replace("http://127.0.0.1:7860/", client.src).replace(
+            "assets/examples/", f"{examples}/")
+        exec(compile(code, "docs/api.md", "exec"), {})
