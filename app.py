@@ -515,8 +515,8 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         with gr.Tabs():
                             with gr.Tab("Upload", id="upload"):
-                                image = ImagePath(elem_id="input-image", label="Your image", height=280, elem_classes=["fill-img"],
-                                                  sources=["upload", "clipboard"], type="filepath", image_mode=None)
+                                image = image_input(elem_id="input-image", label="Your image", height=280, elem_classes=["fill-img"],
+                                                  sources=["upload", "clipboard"])
                                 recon_btn = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
                             with gr.Tab("Draw", id="draw") as draw_tab:
                                 sketch = gr.Sketchpad(
@@ -593,7 +593,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             paint_tile = gr.Image(height=90, interactive=False, elem_classes=pix,
                                                   show_label=False, buttons=[], scale=1,
                                                   min_width=90, container=False)
-                        edit_atlas = gr.Gallery(label="Pick a code", columns=8, height=200,
+                        edit_atlas = gr.Gallery(elem_id="edit-atlas", label="Pick a code", columns=8, height=200,
                                                 allow_preview=False, elem_classes=pix)
                         with gr.Row():
                             fill_btn = gr.Button("Fill all cells", size="sm")
@@ -613,8 +613,8 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             "sphere; **codebook** blends the two quantized grids and decodes "
                             "without re-quantizing. The result is a looping GIF.")
                 with gr.Row():
-                    img_a = ImagePath(label="A", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"], type="filepath", image_mode=None)
-                    img_b = ImagePath(label="B", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"], type="filepath", image_mode=None)
+                    img_a = image_input(label="A", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
+                    img_b = image_input(label="B", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
                     with gr.Column(min_width=260):
                         frames = gr.Slider(2, MAX_FRAMES, value=24, step=1, label="Frames")
                         fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
@@ -686,17 +686,16 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
     return demo
 
 
-class ImagePath(gr.Image):
-    """A gr.Image that hands the handler the uploaded file's path without opening it, so that
-    vqvae.images.load_image decides what is a usable image and says why not."""
-
-    is_template = True  # rendered by the frontend's Image component
-    # (no __init__ override: Gradio reads the component's props from __init__'s signature)
-
-    def preprocess(self, payload):
-        if payload is None or payload.path is None:
-            return super().preprocess(payload)  # a data: URL: Gradio decodes it
-        return payload.path
+def image_input(**kw) -> gr.Image:
+    """An image upload whose handler gets the uploaded file's path without Gradio opening it,
+    so that vqvae.images.load_image decides what is a usable image and says why not. (An
+    instance override rather than a subclass: Gradio writes a .pyi stub beside the source of
+    every Image subclass.)"""
+    im = gr.Image(type="filepath", image_mode=None, **kw)
+    gradio_preprocess = im.preprocess
+    im.preprocess = lambda payload: (payload.path if payload is not None and payload.path
+                                     else gradio_preprocess(payload))  # data: URLs: Gradio
+    return im
 
 
 def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kw):

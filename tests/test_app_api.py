@@ -5,9 +5,9 @@ answering afterwards."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import re
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest

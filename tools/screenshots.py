@@ -1,0 +1,113 @@
+"""Screenshots of the app's four tabs for the README: assets/screenshots/<tab>.png.
+
+    python tools/screenshots.py                        # the shipped models in pretrained/
+    python tools/screenshots.py --models-dir /tmp/m --examples-dir /tmp/ex --out /tmp/shots
+
+Starts ``python app.py`` on a free port, drives it in headless Chromium (Playwright; needs
+/usr/bin/chromium, e.g. ``apt-get install chromium``) and stops it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            sys.exit(f"app.py exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"app.py did not answer within {timeout} s")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models-dir", default=str(ROOT / "pretrained"))
+    p.add_argument("--examples-dir", default=str(ROOT / "assets" / "examples"))
+    p.add_argument("--model", default=None, help="model to show (default: the first)")
+    p.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
+    p.add_argument("--chromium", default="/usr/bin/chromium")
+    args = p.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port),
+                             "--models-dir", args.models_dir, "--examples-dir", args.examples_dir])
+    try:
+        wait_for(url, proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=ARGS)
+            page = browser.new_page(viewport={"width": 1380, "height": 1000},
+                                    device_scale_factor=1)
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            if args.model:
+                page.locator("input[role=listbox], .wrap input").first.click()
+                page.get_by_role("option", name=args.model).click()
+            page.wait_for_selector("#recon img")
+            page.wait_for_timeout(1500)
+            shot(page, out / "reconstruct.png")
+
+            page.get_by_role("tab", name="Codebook").click()
+            page.wait_for_selector("#codebook-plot .js-plotly-plot")
+            page.wait_for_selector("#atlas img")
+            page.wait_for_timeout(2500)  # thumbnails
+            shot(page, out / "codebook.png")
+
+            page.get_by_role("tab", name="Edit codes").click()
+            page.wait_for_selector("#edit-map img")
+            old = page.locator("#edit-img img").get_attribute("src")
+            page.locator("#edit-atlas img").nth(3).click()  # pick the 4th most used code
+            page.wait_for_timeout(500)
+            img = page.locator("#edit-map img").first
+            box = img.bounding_box()
+            for dx in (0.3, 0.45, 0.6):  # paint a short horizontal stroke of cells
+                img.click(position={"x": box["width"] * dx, "y": box["height"] * 0.5})
+                page.wait_for_timeout(400)
+            page.wait_for_function(
+                "old => document.querySelector('#edit-img img').getAttribute('src') !== old",
+                arg=old)
+            page.wait_for_timeout(1000)
+            shot(page, out / "edit.png")
+
+            page.get_by_role("tab", name="Interpolate").click()
+            page.wait_for_selector("#gif img")
+            page.wait_for_selector("#strip img")
+            page.wait_for_timeout(1500)
+            shot(page, out / "interpolate.png")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")
+
+
+def shot(page, path: Path, max_height: int = 1250) -> None:
+    """The page from the top, cut at ``max_height`` px (the code atlas is long)."""
+    height = min(max_height, page.evaluate("document.documentElement.scrollHeight"))
+    page.screenshot(path=str(path), full_page=True,
+                    clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height})
+
+
+if __name__ == "__main__":
+    main()
