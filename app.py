@@ -171,7 +171,7 @@ class Handlers:
         os.close(fd)
         return path
 
-    def _input(self, m: Model, source) -> torch.Tensor:
+    def _input(self, m: Model, source, announce: bool = True) -> torch.Tensor:
         """The model's input tensor (1, C, S, S) from an image path / array / PIL image."""
         try:
             im, notes = images.load_image(source)
@@ -180,7 +180,7 @@ class Handlers:
             raise gr.Error(str(e), title="Unusable image") from e
         if inverted:
             notes.append("inverted to light-on-dark, as the model was trained on")
-        if notes:
+        if notes and announce:
             gr.Info("Input: " + "; ".join(notes) + ".", duration=4)
         return x
 
@@ -220,11 +220,12 @@ class Handlers:
         return pd.DataFrame(codes, columns=[str(j) for j in range(codes.shape[1])])
 
     # Reconstruct
-    def reconstruct(self, image, model_name: str):
+    def reconstruct(self, image, model_name: str, *, announce: bool = True):
         """image (path) -> original, reconstruction, code map, PSNR (dB), codes used,
-        bits per image, code grid (table)."""
+        bits per image, code grid (table). ``announce``: tell the user how the input was
+        adjusted (inverted, alpha flattened...)."""
         m = self.models.get(model_name)
-        x = self._input(m, image)
+        x = self._input(m, image, announce)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)
@@ -248,7 +249,7 @@ class Handlers:
         a = np.asarray(comp)
         if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].max() == 0:
             return tuple(gr.skip() for _ in range(7))  # empty canvas
-        return self.reconstruct(a, model_name)
+        return self.reconstruct(a, model_name, announce=False)  # drawings are always inverted
 
     def reconstruct_example(self, model_name: str, evt: gr.SelectData):
         """Click on the example gallery -> the example as input, and its (cached) outputs."""
@@ -506,7 +507,8 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
         with gr.Tabs():
             # 1. Reconstruct ---------------------------------------------------------------
             with gr.Tab("Reconstruct", id="reconstruct"):
-                gr.Markdown("Upload an image, click an example or draw a digit. The model "
+                gr.Markdown("Upload an image, click an example or draw a digit (in *Draw*, pick "
+                            "the brush, then draw: it reconstructs as you go). The model "
                             "encodes it to a grid of codes and decodes the grid again; the "
                             "code map shows which code sits where. Images are centre-cropped "
                             "and resized to the model's size; for digit models, dark-on-light "
@@ -520,7 +522,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                                 recon_btn = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
                             with gr.Tab("Draw", id="draw") as draw_tab:
                                 sketch = gr.Sketchpad(
-                                    label="Draw a digit (it reconstructs as you draw)",
+                                    label="Draw a digit",
                                     type="numpy", image_mode="RGBA", canvas_size=(280, 280),
                                     fixed_canvas=True, layers=False, transforms=(),
                                     brush=gr.Brush(default_size=22, colors=["#000000"],

@@ -71,6 +71,19 @@ def test_reconstruct_tab(page, server):
     page.wait_for_function(
         "v => document.querySelector('#psnr input').value == v", arg=str(expected))
     assert page.locator("#codemap img").count() == 1
+    # draw a stroke on the drawing pad: it reconstructs as you draw
+    before = src(page, "#recon img")
+    page.get_by_role("tab", name="Draw").click()
+    page.get_by_role("button", name="Brush").click()
+    box = page.locator("canvas").first.bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x, box["y"] + box["height"] * (0.2 + 0.06 * i), steps=2)
+    page.mouse.up()
+    wait_src_change(page, "#recon img", before)
+    page.get_by_role("tab", name="Upload").click()
 
 
 def test_codebook_tab(page):
