@@ -167,6 +167,14 @@ class Handlers:
 
     # helpers
     def _out_path(self, suffix: str) -> str:
+        """A fresh file for a download or GIF. Gradio copies what we return into its own
+        cache, so ours are only kept for an hour (pruned every 100 files)."""
+        self._made = getattr(self, "_made", 0) + 1
+        if self._made % 100 == 0:
+            old = time.time() - 3600
+            for p in self.out_dir.iterdir():
+                if p.stat().st_mtime < old:
+                    p.unlink(missing_ok=True)
         fd, path = tempfile.mkstemp(suffix=suffix, dir=self.out_dir)
         os.close(fd)
         return path

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
