@@ -168,9 +168,16 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     for k, v in vars(args).items():
         if k in fields and v is not None and k not in ("preset", "recipe"):
             values[k] = v
-    cfg = TrainConfig(**values)
+    return check_config(TrainConfig(**values))
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.steps < 0 or cfg.pretrain_steps < 0 or cfg.batch_size < 1:
         raise TrainError("--steps and --pretrain-steps must be >= 0 and --batch-size >= 1")
+    for k in ("log_every", "eval_every", "ckpt_every", "sample_every"):
+        if getattr(cfg, k) < 1:
+            raise TrainError(f"--{k.replace('_', '-')} must be >= 1 (use a large number to "
+                             f"make it rare)")
     return cfg
 
 
@@ -283,7 +290,9 @@ class StopFlag:
 
 
 # ----------------------------------------------------------------------------- the run
-def run(cfg: TrainConfig, resume: bool = False) -> dict:
+def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
+    """Train as ``cfg`` says; returns the summary. ``build_model(model_config)`` replaces
+    ``vqvae.VQVAE`` (the benchmarks use it to swap in another quantizer)."""
     rank, world, local_rank = setup_distributed()
     main_proc = rank == 0
     dev = resolve_device(cfg.device, local_rank)
@@ -320,7 +329,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
                          f"{mcfg.in_channels}x{mcfg.image_size}x{mcfg.image_size}; set "
                          f"--channels/--image-size")
     torch.manual_seed(cfg.seed)
-    model = vqvae.VQVAE(mcfg).to(dev)
+    model = (build_model or vqvae.VQVAE)(mcfg).to(dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
@@ -450,16 +459,17 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == cfg.total_steps:
-                loss = float(o.loss)
+                loss = o.loss.detach().item()
                 if not math.isfinite(loss):
                     raise TrainError(f"loss became {loss} at step {step}; the last good checkpoint "
                                      f"in {out} is kept. Try a lower --lr or --grad-clip.")
                 dt = time.time() - window["t"]
                 rec = {"step": step, "phase": "vq" if vq else "pretrain", "loss": loss,
-                       "recon_loss": float(o.recon_loss), "commitment_loss": float(o.commitment_loss),
-                       "codebook_loss": float(o.codebook_loss), "perplexity": float(o.perplexity),
-                       "codes_used": int(o.codes_used),
-                       "psnr": float(psnr(o.reconstruction.float(), x.float()).mean()),
+                       "recon_loss": o.recon_loss.detach().item(),
+                       "commitment_loss": o.commitment_loss.detach().item(),
+                       "codebook_loss": o.codebook_loss.detach().item(),
+                       "perplexity": o.perplexity.item(), "codes_used": int(o.codes_used),
+                       "psnr": psnr(o.reconstruction.detach().float(), x.float()).mean().item(),
                        "lr": opt.param_groups[0]["lr"],
                        "images_per_s": (step - window["n"]) * cfg.batch_size * world / max(dt, 1e-9)
                        if window["n"] else None}
@@ -476,9 +486,18 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
                 model.train()
             if main_proc and step % cfg.sample_every == 0:
                 sample_grid(step)
-            if step % cfg.ckpt_every == 0 or stop.requested:
+            # under DDP every rank must stop at the same step: they agree at log steps only
+            # (a collective and a host sync every step would slow the GPU down)
+            stopping = stop.requested
+            if world > 1:
+                stopping = False
+                if step % cfg.log_every == 0:
+                    flag = torch.tensor([float(stop.requested)], device=dev)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stopping = bool(flag.item())
+            if step % cfg.ckpt_every == 0 or stopping:
                 save(step)
-            if stop.requested:
+            if stopping:
                 break
     finally:
         bar.close()
@@ -528,7 +547,7 @@ def main(argv=None) -> None:
                       "sample_every", "compile"):
                 if getattr(args, k, None) is not None:
                     saved[k] = getattr(args, k)
-            cfg = TrainConfig(**saved)
+            cfg = check_config(TrainConfig(**saved))
         else:
             cfg = build_config(args)
         summary = run(cfg, resume=args.resume)

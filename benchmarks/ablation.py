@@ -1,0 +1,135 @@
+"""Recipe ablation and peer-quantizer benchmark: prints a table per dataset.
+
+Every row trains the same network with the same loop, budget (total steps, batch size) and
+seed, then evaluates on the whole test split:
+
+  (a) baseline    seed-001 recipe: codebook loss, beta=1, random init, no pre-training
+  (b) ema         + EMA codebook (decay 0.99, beta=0.25)
+  (c) ema-kmeans  + encoder pre-training and k-means init (seed 004)
+  (d) full        + dead-code restarts (this project's recipe)
+  (p) peer        (d)'s loop with vector_quantize_pytorch.VectorQuantize set to match
+
+Also times one training step (forward + backward + optimizer) with our quantizer and with
+the peer's on the same network and batch.
+
+    python benchmarks/ablation.py --dataset mnist --data-dir ../shared/data --steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import vqvae  # noqa: E402
+from train.train import RECIPES, TRAIN_PRESETS, TrainConfig, run  # noqa: E402
+
+ROWS = ["baseline", "ema", "ema-kmeans", "full", "peer"]
+
+
+def config_for(dataset: str, recipe: str, a) -> TrainConfig:
+    base = dict(TRAIN_PRESETS[dataset])
+    base.update(RECIPES["full" if recipe == "peer" else recipe])
+    # same budget for every row: pre-training steps come out of the total
+    pretrain = 0 if base["pretrain_steps"] == 0 else int(a.steps * a.pretrain_fraction)
+    if recipe == "peer":
+        base["kmeans"] = False  # VectorQuantize runs its own k-means on its first batch
+    base.update(preset=dataset, recipe="full" if recipe == "peer" else recipe,
+                data_dir=a.data_dir, out=str(Path(a.runs) / f"{dataset}-{recipe}"),
+                steps=a.steps - pretrain, pretrain_steps=pretrain, batch_size=a.batch_size,
+                seed=a.seed, device=a.device, log_every=50, eval_every=10**9, ckpt_every=10**9,
+                sample_every=10**9, limit_test=a.limit_test)
+    base.setdefault("dead_code_threshold", vqvae.preset(base["model"]).dead_code_threshold)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in base.items() if k in fields})
+
+
+def step_time(dataset: str, peer: bool, batch_size: int, device: str, n: int = 10) -> float:
+    """Seconds per training step on a fixed random batch (after 3 warm-up steps)."""
+    from peer import with_peer_quantizer
+
+    cfg = vqvae.preset(TRAIN_PRESETS[dataset]["model"])
+    torch.manual_seed(0)
+    model = (with_peer_quantizer(cfg) if peer else vqvae.VQVAE(cfg)).to(device).train()
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    for i in range(n + 3):
+        if i == 3:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        o = model(x)
+        opt.zero_grad(set_to_none=True)
+        o.loss.backward()
+        opt.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "cifar10"])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--steps", type=int, default=1000, help="total steps per row (all phases)")
+    p.add_argument("--pretrain-fraction", type=float, default=0.2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
+    p.add_argument("--runs", default="runs/bench")
+    p.add_argument("--limit-test", type=int, default=0)
+    p.add_argument("--json", help="write results here")
+    a = p.parse_args()
+
+    results = []
+    for row in a.rows.split(","):
+        cfg = config_for(a.dataset, row, a)
+        out = Path(cfg.out)
+        if out.exists():
+            import shutil
+            shutil.rmtree(out)
+        build = None
+        if row == "peer":
+            from peer import with_peer_quantizer
+            build = with_peer_quantizer
+        t = time.time()
+        summary = run(cfg, build_model=build)
+        ev = summary["final_eval"]
+        results.append(dict(row=row, psnr=ev["psnr"], ssim=ev["ssim"], codes_used=ev["codes_used"],
+                            codes_used_fraction=ev["codes_used_fraction"], perplexity=ev["perplexity"],
+                            wall_s=round(time.time() - t, 1), pretrain_steps=cfg.pretrain_steps,
+                            vq_steps=cfg.steps))
+    ours = step_time(a.dataset, False, a.batch_size, a.device)
+    peer = step_time(a.dataset, True, a.batch_size, a.device)
+
+    K = vqvae.preset(TRAIN_PRESETS[a.dataset]["model"]).codebook_size
+    print(f"\n{a.dataset}: {a.steps} steps per row, batch {a.batch_size}, seed {a.seed}, "
+          f"device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"| recipe | PSNR (dB) | SSIM | codes used | perplexity | wall (s) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['row']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['codes_used']}/{K} "
+              f"({100 * r['codes_used_fraction']:.1f} %) | {r['perplexity']:.1f} | {r['wall_s']:.0f} |")
+    print(f"\ntraining step (batch {a.batch_size}): ours {1000 * ours:.1f} ms, "
+          f"vector_quantize_pytorch {1000 * peer:.1f} ms, ratio peer/ours {peer / ours:.2f}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(dict(dataset=a.dataset, steps=a.steps, batch_size=a.batch_size,
+                                                seed=a.seed, device=a.device, rows=results,
+                                                step_ms_ours=1000 * ours, step_ms_peer=1000 * peer),
+                                           indent=2))
+
+
+if __name__ == "__main__":
+    main()
