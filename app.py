@@ -294,14 +294,15 @@ class Handlers:
         return "\n\n".join(lines)
 
     def select_model(self, model_name: str):
-        """Model dropdown -> card, example galleries, drawing tab visibility, code pickers."""
+        """Model dropdown -> card, example galleries, drawing pad (digit models only), code
+        pickers."""
         m = self.models.get(model_name)
         K = m.config.codebook_size
         digits = m.config.in_channels == 1
         ex = [(p, Path(p).stem) for p in m.examples]
         b = m.examples[1 % len(m.examples)] if m.examples else None
         return (self.model_card(model_name), m.card or "", ex,
-                gr.update(visible=digits), ex,
+                gr.update(visible=digits), gr.update(visible=not digits), ex,
                 m.examples[0] if m.examples else None, b,
                 gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
                 gr.update(maximum=K - 1, value=int(m.atlas_order[0])))
@@ -334,8 +335,8 @@ class Handlers:
                       opacity=0.9, colorbar=dict(title="uses", tickvals=np.log10(1 + np.array(ticks)),
                                                  ticktext=[f"{t:,}" for t in ticks], thickness=12))
         sel = in_image > 0
-        ring = dict(size=9 if three else 15, color="rgba(0,0,0,0)",
-                    line=dict(color="#e4572e", width=3 if three else 2.5))
+        ring = (dict(size=7, color="#e4572e", symbol="diamond") if three  # 3-D: no hollow rings
+                else dict(size=15, color="rgba(0,0,0,0)", line=dict(color="#e4572e", width=2.5)))
         coords = lambda a: dict(x=a[:, 0], y=a[:, 1], **(dict(z=a[:, 2]) if three else {}))
         Scatter = go.Scatter3d if three else go.Scattergl
         fig = go.Figure([
@@ -357,7 +358,8 @@ class Handlers:
         summary = (f"{used} of {len(u)} codes ({100 * used / len(u):.0f}%) are used on the training "
                    f"set; usage perplexity {perplexity(torch.as_tensor(u)):.0f}.")
         if sel.any():
-            summary += f" This image uses **{int(sel.sum())}** distinct codes (outlined)."
+            summary += (f" This image uses **{int(sel.sum())}** distinct codes "
+                        f"({'red diamonds' if three else 'ringed'}).")
         return fig, summary
 
     def atlas(self, model_name: str):
@@ -528,7 +530,10 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                                 image = image_input(elem_id="input-image", label="Your image", height=280, elem_classes=["fill-img"],
                                                   sources=["upload", "clipboard"])
                                 recon_btn = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
-                            with gr.Tab("Draw", id="draw") as draw_tab:
+                            with gr.Tab("Draw", id="draw"):
+                                no_draw = gr.Markdown("The drawing pad is for the digit models "
+                                                      "(one channel); this model takes colour "
+                                                      "images.", visible=False)
                                 sketch = gr.Sketchpad(
                                     label="Draw a digit",
                                     type="numpy", image_mode="RGBA", canvas_size=(280, 280),
@@ -690,7 +695,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
             dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
 
         if names:
-            sel_outs = [card, card_full, examples, draw_tab, interp_ex, img_a, img_b, pick, paint_code]
+            sel_outs = [card, card_full, examples, sketch, no_draw, interp_ex, img_a, img_b, pick, paint_code]
             on_model(model.change(h.select_model, model, sel_outs, **private))
             on_model(demo.load(h.select_model, model, sel_outs, **private))
     return demo

@@ -332,9 +332,9 @@ def test_build_app_exposes_the_api(dirs, tmp_path):
 
 
 def test_select_model(h):
-    card, full, ex, draw, ex2, a, b, pick, paint = h.select_model("cifar10")
+    card, full, ex, draw, no_draw, ex2, a, b, pick, paint = h.select_model("cifar10")
     assert "3-channel 32x32" in card and "8x8 codes" in card and "PSNR" in card
-    assert draw["visible"] is False, "no drawing pad for colour models"
+    assert draw["visible"] is False and no_draw["visible"] is True, "no drawing for colour"
     assert h.select_model("mnist")[3]["visible"] is True
     assert len(ex) == 6 and a.endswith("00.png") and b.endswith("01.png")
     assert pick["maximum"] == 31
