@@ -473,6 +473,12 @@ class Handlers:
         gif = images.write_gif(seq, self._out_path(".gif"), fps=f, pingpong=bool(pingpong))
         return str(gif), images.frame_strip(seq, scale=2, per_row=12)
 
+    def interpolate_if_any(self, image_a, image_b, *args):
+        """For page load and model changes: a model without examples is no error."""
+        if image_a is None or image_b is None:
+            return gr.skip(), gr.skip()
+        return self.interpolate(image_a, image_b, *args)
+
     def interp_example(self, model_name: str, target: str, evt: gr.SelectData):
         """Click on an example: it goes into A or B, and the next click into the other."""
         m = self.models.get(model_name)
@@ -690,7 +696,7 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
         def on_model(dep):
             """A model was chosen: show its first example, an interpolation, its atlas."""
             after_reconstruct(dep.then(h.example, model, [image] + recon_outs, **private))
-            dep.then(h.interpolate, [img_a, img_b, model, frames, fps, path, pingpong],
+            dep.then(h.interpolate_if_any, [img_a, img_b, model, frames, fps, path, pingpong],
                      [gif, strip], **private)
             dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
 

@@ -338,3 +338,14 @@ def test_select_model(h):
     assert h.select_model("mnist")[3]["visible"] is True
     assert len(ex) == 6 and a.endswith("00.png") and b.endswith("01.png")
     assert pick["maximum"] == 31
+
+
+def test_no_models_no_examples(tmp_path, dirs):
+    empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
+    assert empty.handlers.models.names() == []
+    # a model without example images: nothing to show yet, and no error either
+    h = app.Handlers(dirs[0], tmp_path / "no-examples", cache_dir=tmp_path / "c2")
+    card, full, ex, *_, a, b, pick, paint = h.select_model("mnist")
+    assert ex == [] and a is None and b is None
+    assert h.example("mnist")[0] is None
+    assert all(isinstance(o, dict) for o in h.interpolate_if_any(a, b, "mnist"))
