@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
+from app_helpers import digits, make_models  # first: puts the repo root on sys.path
 import app
-from app_helpers import digits, make_models
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 

@@ -17,8 +17,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from app_helpers import make_models  # noqa: E402  # first: puts the repo root on sys.path
 import app  # noqa: E402
-from app_helpers import make_models  # noqa: E402
 
 
 def free_port() -> int:

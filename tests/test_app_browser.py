@@ -9,8 +9,8 @@ import socket
 import pytest
 from PIL import Image
 
+from app_helpers import digits, make_models  # first: puts the repo root on sys.path
 import app
-from app_helpers import digits, make_models
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
