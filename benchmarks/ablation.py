@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vqvae  # noqa: E402
+from speed import step_time  # noqa: E402
 from train.train import RECIPES, TRAIN_PRESETS, TrainConfig, run  # noqa: E402
 
 ROWS = ["baseline", "ema", "ema-kmeans", "full", "peer"]
@@ -50,31 +51,6 @@ def config_for(dataset: str, recipe: str, a) -> TrainConfig:
     base.setdefault("dead_code_threshold", vqvae.preset(base["model"]).dead_code_threshold)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in base.items() if k in fields})
-
-
-def step_time(dataset: str, peer: bool, batch_size: int, device: str, n: int = 10) -> float:
-    """Seconds per training step on a fixed random batch (after 3 warm-up steps)."""
-    from peer import with_peer_quantizer
-
-    cfg = vqvae.preset(TRAIN_PRESETS[dataset]["model"])
-    torch.manual_seed(0)
-    model = (with_peer_quantizer(cfg) if peer else vqvae.VQVAE(cfg)).to(device).train()
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(n + 3):
-        if i == 3:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-        o = model(x)
-        opt.zero_grad(set_to_none=True)
-        o.loss.backward()
-        opt.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
 
 
 def main() -> None:
@@ -110,8 +86,9 @@ def main() -> None:
                             codes_used_fraction=ev["codes_used_fraction"], perplexity=ev["perplexity"],
                             wall_s=round(time.time() - t, 1), pretrain_steps=cfg.pretrain_steps,
                             vq_steps=cfg.steps))
-    ours = step_time(a.dataset, False, a.batch_size, a.device)
-    peer = step_time(a.dataset, True, a.batch_size, a.device)
+    model_preset = TRAIN_PRESETS[a.dataset]["model"]
+    ours = step_time(model_preset, a.batch_size, a.device)
+    peer = step_time(model_preset, a.batch_size, a.device, peer=True)
 
     K = vqvae.preset(TRAIN_PRESETS[a.dataset]["model"]).codebook_size
     print(f"\n{a.dataset}: {a.steps} steps per row, batch {a.batch_size}, seed {a.seed}, "

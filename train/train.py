@@ -363,12 +363,13 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
             writer = None
 
     def emit(record: dict) -> None:
+        record.setdefault("elapsed_s", round(elapsed + time.time() - t_start, 2))
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
         if writer is not None:
             for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
+                if isinstance(v, (int, float)) and k not in ("step", "elapsed_s"):
                     writer.add_scalar(k, v, record["step"])
 
     def save(at_step: int) -> None:
