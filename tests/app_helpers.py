@@ -6,16 +6,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
-import vqvae
-from vqvae.projection import write_json_atomic
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # app.py lives at the repo root, outside the package
     sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import vqvae  # noqa: E402
+from vqvae.projection import write_json_atomic
+
 DATA = Path(__file__).parent / "data" / "mnist_small.npz"
 TINY = dict(hidden_channels=16, res_channels=8, res_layers=1, embedding_dim=8, codebook_size=32)
 
