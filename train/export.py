@@ -59,7 +59,7 @@ recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
 Reproduce: `python -m train.evaluate {name} --dataset {dataset} --data-dir DATA_DIR`.
 
 Training command: `{command}`
-"""
+{note}"""
 
 
 def _recipe_text(tc: dict) -> str:
@@ -97,7 +97,8 @@ def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, coun
 
 
 def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = ROOT / "pretrained",
-           assets: Path = ROOT / "assets", device: str = "cpu", progress: bool = True) -> Path:
+           assets: Path = ROOT / "assets", device: str = "cpu", progress: bool = True,
+           note: str = "") -> Path:
     run = Path(run)
     if not is_run_dir(run):
         raise RunError(f"{run} is not a training run folder (no train_config.json)")
@@ -134,7 +135,8 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
         hardware=summary.get("hardware", "not recorded"), torch=summary.get("torch", "?"),
         psnr=metrics["psnr"], ssim=metrics["ssim"], mse=metrics["mse"],
         codes_used=metrics["codes_used"], frac=100 * metrics["codes_used_fraction"],
-        perplexity=metrics["perplexity"], dataset=tc["dataset"], command=_command(tc)))
+        perplexity=metrics["perplexity"], dataset=tc["dataset"], command=_command(tc),
+        note=f"\n{note}\n" if note else ""))
     final = out_root / name
     old = out_root / f".{name}.old"
     if final.exists():
@@ -159,12 +161,14 @@ def main(argv=None) -> None:
     p.add_argument("--out-root", default=str(ROOT / "pretrained"))
     p.add_argument("--assets", default=str(ROOT / "assets"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--note", default="", help="a paragraph for the model card (how it was trained)")
     a = p.parse_args(argv)
     if not a.name.replace("-", "").replace("_", "").isalnum():
         print("error: --name may hold letters, digits, '-' and '_' only", file=sys.stderr)
         sys.exit(2)
     try:
-        export(Path(a.run), a.name, a.data_dir, Path(a.out_root), Path(a.assets), a.device)
+        export(Path(a.run), a.name, a.data_dir, Path(a.out_root), Path(a.assets), a.device,
+               note=a.note)
     except (RunError, FileNotFoundError, ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
