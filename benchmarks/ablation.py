@@ -8,6 +8,7 @@ seed, then evaluates on the whole test split:
   (c) ema-kmeans  + encoder pre-training and k-means init (seed 004)
   (d) full        + dead-code restarts (this project's recipe)
   (p) peer        (d)'s loop with vector_quantize_pytorch.VectorQuantize set to match
+  ema-restarts    (optional row, not run by default) (b) + dead-code restarts
 
 Also times one training step (forward + backward + optimizer) with our quantizer and with
 the peer's on the same network and batch.

@@ -63,6 +63,8 @@ RECIPES: dict[str, dict] = {
     "ema-kmeans": dict(ema=True, beta=0.25, kmeans=True, dead_code_threshold=0),
     # + dead-code restarts: the project's recipe
     "full": dict(ema=True, beta=0.25, kmeans=True),
+    # off the ladder: (b) + restarts, no pre-training or k-means (what restarts alone rescue)
+    "ema-restarts": dict(ema=True, beta=0.25, kmeans=False, pretrain_steps=0),
 }
 
 
