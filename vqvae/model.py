@@ -150,6 +150,12 @@ class VQVAE(nn.Module):
             idx = self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
             return self.quantizer.lookup(idx).to(z.dtype), idx
 
+    @staticmethod
+    def _recon_loss(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """MSE in the internal [-1, 1] pixel scale (4x the [0, 1]-scale MSE), in fp32; one
+        definition for pre-training and VQ training alike."""
+        return 4.0 * F.mse_loss(raw.float(), x.float())
+
     def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         return (self.decoder(z) + 1.0) * 0.5
 
@@ -186,14 +192,13 @@ class VQVAE(nn.Module):
         z_e = self.encode_continuous(x)
         if not quantize:
             raw = self._decode_raw(z_e)
-            recon_loss = 4.0 * F.mse_loss(raw.float(), x.float())
+            recon_loss = self._recon_loss(raw, x)
             zero = recon_loss.new_zeros(())
             return VQVAEOutput(raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero,
                                zero, zero)
         q = self.quantizer(z_e)
         raw = self._decode_raw(q.quantized.to(z_e.dtype))
-        # MSE in the internal [-1, 1] scale (4x the [0, 1]-scale MSE)
-        recon_loss = 4.0 * F.mse_loss(raw.float(), x.float())
+        recon_loss = self._recon_loss(raw, x)
         loss = recon_loss + q.codebook_loss + q.commitment_loss
         return VQVAEOutput(raw.clamp(0.0, 1.0), q.indices, loss, recon_loss, q.codebook_loss,
                            q.commitment_loss, q.perplexity, q.codes_used)
