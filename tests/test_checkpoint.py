@@ -63,6 +63,14 @@ def test_bad_config_gives_a_clear_error(trained, tmp_path):
         vqvae.load_pretrained(tmp_path / "m")
 
 
+def test_config_that_disagrees_with_the_weights_gives_a_clear_error(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    bigger = vqvae.VQVAEConfig(**{**vars(trained.config), "codebook_size": trained.config.codebook_size * 2})
+    bigger.to_json(tmp_path / "m" / "config.json")
+    with pytest.raises(ValueError, match=r"weights in .*model.safetensors do not match .*config.json"):
+        vqvae.load_pretrained(tmp_path / "m")
+
+
 def test_missing_model_lists_the_options(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(vqvae.checkpoint, "PRETRAINED_DIR", tmp_path / "shipped")
     monkeypatch.chdir(tmp_path)

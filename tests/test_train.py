@@ -253,6 +253,15 @@ def test_resume_may_extend_steps(tmp_path, finished_run):
     assert json.loads((run / "summary.json").read_text())["step"] == 55
 
 
+def test_resuming_a_finished_run_changes_nothing(capsys, tmp_path, finished_run):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = _snapshot(run)
+    train_train.main(["--out", str(run), "--resume"])
+    assert "already finished at step 50 of 50; nothing to do" in capsys.readouterr().err
+    assert _snapshot(run) == before  # no second "final" eval line, summary kept
+
+
 # ----------------------------------------------------------------------------- export
 @pytest.mark.slow
 def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_path, finished_run):

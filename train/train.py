@@ -304,6 +304,13 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out)
+        if int(ckpt["step"]) >= cfg.total_steps:  # nothing to train: leave every file as it is
+            if main_proc:
+                print(f"{out} already finished at step {int(ckpt['step'])} of {cfg.total_steps}; "
+                      f"nothing to do (pass a larger --steps to train on)", file=sys.stderr)
+            summary_file = out / "summary.json"
+            return (json.loads(summary_file.read_text()) if summary_file.is_file() else
+                    {"step": int(ckpt["step"]), "total_steps": cfg.total_steps, "interrupted": False})
     elif (out / CHECKPOINT).exists():
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose "
                          f"another --out (nothing was changed)")
@@ -375,12 +382,14 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
                     writer.add_scalar(k, v, record["step"])
 
     def save(at_step: int) -> None:
-        if not main_proc:
-            return
+        # checked on every rank: DDP keeps the weights equal, so all ranks stop together
+        # instead of the others waiting in a collective for rank 0
         bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
         if bad:
             raise TrainError(f"weights became NaN/inf at step {at_step} ({bad[0]}); the last good "
                              f"checkpoint in {out} is kept. Try a lower --lr.")
+        if not main_proc:
+            return
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": opt.state_dict(), "step": at_step, "kmeans_done": kmeans_done,

@@ -61,7 +61,11 @@ def load_pretrained(name_or_dir, device="cpu"):
         state = load_file(str(d / WEIGHTS_NAME), device="cpu")
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{d / WEIGHTS_NAME} is not a readable safetensors file: {e}") from e
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing/unexpected keys or shapes that disagree with config.json
+        raise ValueError(f"the weights in {d / WEIGHTS_NAME} do not match {d / CONFIG_NAME} "
+                         f"(was one of them replaced?): {e}") from e
     return model.to(device).eval()
 
 
