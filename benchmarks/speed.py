@@ -25,9 +25,10 @@ import vqvae  # noqa: E402
 
 
 def step_time(preset: str, batch_size: int, device: str, *, peer: bool = False, n: int = 10,
-              warmup: int = 3) -> float:
-    """Seconds per training step of ``preset``'s network (our quantizer, or the peer's)."""
-    cfg = vqvae.preset(preset)
+              warmup: int = 3, overrides: dict | None = None) -> float:
+    """Seconds per training step of ``preset``'s network (our quantizer, or the peer's),
+    with ``overrides`` of its config fields (e.g. ``hidden_channels``)."""
+    cfg = vqvae.preset(preset, **(overrides or {}))
     torch.manual_seed(0)
     if peer:
         from peer import with_peer_quantizer

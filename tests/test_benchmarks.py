@@ -1,0 +1,58 @@
+"""The benchmark scripts' own logic (their training runs are what train's tests cover)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vqvae
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import capacity  # noqa: E402
+
+
+@pytest.mark.parametrize("row", sorted(capacity.ROWS))
+def test_every_capacity_row_builds_a_network_with_the_same_bits(row):
+    base = vqvae.preset("mnist")
+    cfg = vqvae.preset("mnist", **capacity.ROWS[row])
+    model = vqvae.VQVAE(cfg).train()
+    out = model(torch.rand(4, 1, 28, 28))
+    assert out.indices.shape == (4, 7, 7) and torch.isfinite(out.loss)
+    assert (cfg.codebook_size, cfg.downsample) == (base.codebook_size, base.downsample)
+
+
+def _report(tmp_path, name, steps, rows):
+    report = dict(dataset="mnist", steps=steps, batch_size=128, seed=0, device="cpu",
+                  torch=torch.__version__, codebook_size=512, rows=rows)
+    path = tmp_path / name
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+def _row(name, psnr):
+    return dict(row=name, overrides=capacity.ROWS[name], params=690000, psnr=psnr, ssim=0.9,
+                codes_used=512, codes_used_fraction=1.0, perplexity=300.0, step_ms=100.0,
+                curve=[[1000, psnr - 1], [2000, psnr]])
+
+
+def test_merge_prints_one_table_from_several_files(tmp_path):
+    a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
+    b = _report(tmp_path, "b.json", 2000, [_row("wide", 27.25)])
+    out = subprocess.run([sys.executable, str(BENCH / "capacity.py"), "--merge", a, b],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| preset (as the preset) | 0.69 M | 26.50 |" in out
+    assert "| wide (hidden_channels=256, res_channels=64) | 0.69 M | 27.25 |" in out
+    assert "wide: 1000: 26.25, 2000: 27.25" in out
+
+
+def test_merge_refuses_files_with_different_budgets(tmp_path):
+    a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
+    b = _report(tmp_path, "b.json", 4000, [_row("wide", 27.25)])
+    res = subprocess.run([sys.executable, str(BENCH / "capacity.py"), "--merge", a, b],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "different datasets, budgets or seeds" in res.stderr
