@@ -54,19 +54,24 @@ def config_for(dataset: str, recipe: str, a) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in base.items() if k in fields})
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_budget_args(p: argparse.ArgumentParser, steps: int) -> None:
+    """The options every row shares (what :func:`config_for` reads), for each benchmark script."""
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "cifar10"])
     p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--steps", type=int, default=1000, help="total steps per row (all phases)")
+    p.add_argument("--steps", type=int, default=steps, help="total steps per row (all phases)")
     p.add_argument("--pretrain-fraction", type=float, default=0.2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--limit-test", type=int, default=0)
     p.add_argument("--json", help="write results here")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_budget_args(p, steps=1000)
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
     a = p.parse_args()
 
     results = []

@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vqvae  # noqa: E402
-from ablation import config_for  # noqa: E402
+from ablation import add_budget_args, config_for  # noqa: E402
 from speed import step_time  # noqa: E402
+from train.runs import eval_records  # noqa: E402
 from train.train import TRAIN_PRESETS, run  # noqa: E402
 
 ROWS: dict[str, dict] = {
@@ -56,11 +57,7 @@ def run_row(row: str, a) -> dict:
     params = sum(p.numel() for p in vqvae.VQVAE(vqvae.preset(model_name, **overrides)).parameters())
     t = time.time()
     ev = run(cfg)["final_eval"]
-    curve = []
-    for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "eval" in rec:
-            curve.append((rec["step"], round(rec["eval"]["psnr"], 2)))
+    curve = [(r["step"], round(r["eval"]["psnr"], 2)) for r in eval_records(cfg.out)]
     return dict(row=row, overrides=overrides, params=params, psnr=ev["psnr"], ssim=ev["ssim"],
                 codes_used=ev["codes_used"], codes_used_fraction=ev["codes_used_fraction"],
                 perplexity=ev["perplexity"], wall_s=round(time.time() - t, 1),
@@ -87,18 +84,9 @@ def print_table(report: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "cifar10"])
-    p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--steps", type=int, default=5000, help="total steps per row (all phases)")
-    p.add_argument("--pretrain-fraction", type=float, default=0.2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_budget_args(p, steps=5000)
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--runs", default="runs/bench")
-    p.add_argument("--limit-test", type=int, default=0)
-    p.add_argument("--json", help="write results here")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="print one table from earlier --json files")
     a = p.parse_args()
 

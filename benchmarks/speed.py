@@ -11,7 +11,6 @@ autocast and channels_last, as `python -m train` runs it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vqvae  # noqa: E402
+from train.runs import eval_records  # noqa: E402
 
 
 def step_time(preset: str, batch_size: int, device: str, *, peer: bool = False, n: int = 10,
@@ -57,9 +57,8 @@ def step_time(preset: str, batch_size: int, device: str, *, peer: bool = False, 
 
 def time_to_target(run: Path, target: float) -> tuple[float, int] | None:
     """(seconds, step) of the first periodic test evaluation at or above ``target`` dB."""
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if "eval" in r and r["eval"]["psnr"] >= target:
+    for r in eval_records(run):
+        if r["eval"]["psnr"] >= target:
             return r.get("elapsed_s"), r["step"]
     return None
 

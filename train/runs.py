@@ -19,6 +19,7 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_CONFIG = "train_config.json"
+METRICS = "metrics.jsonl"
 
 
 class RunError(RuntimeError):
@@ -52,6 +53,13 @@ def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
 def read_train_config(run_dir: Path) -> dict | None:
     p = Path(run_dir) / TRAIN_CONFIG
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def eval_records(run_dir: Path) -> list[dict]:
+    """The test-evaluation lines of a run's metrics file, in order (periodic ones, then the
+    final one): each has ``step``, ``eval`` (the metrics) and ``elapsed_s`` when recorded."""
+    lines = (Path(run_dir) / METRICS).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "eval" in r]
 
 
 def is_run_dir(path: Path) -> bool:

@@ -31,8 +31,8 @@ from vqvae.data import DATASETS, DatasetNotFoundError, load_uint8
 from vqvae.metrics import psnr
 
 from .evaluate import evaluate
-from .runs import (CHECKPOINT, TRAIN_CONFIG, RunError, atomic_torch_save, load_checkpoint,
-                   read_train_config)
+from .runs import (CHECKPOINT, METRICS, TRAIN_CONFIG, RunError, atomic_torch_save,
+                   load_checkpoint, read_train_config)
 
 
 class TrainError(RuntimeError):
@@ -365,7 +365,7 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         (out / TRAIN_CONFIG).write_text(json.dumps(
             {**dataclasses.asdict(cfg), "data_source": info.source, "world_size": world}, indent=2))
-        log = open(out / "metrics.jsonl", "a")
+        log = open(out / METRICS, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(out / "tb"))
