@@ -86,7 +86,10 @@ def main() -> None:
         if hit is None:
             print(f"\n{a.run}: no periodic evaluation reached {a.target} dB")
         else:
-            print(f"\n{a.run}: test PSNR >= {a.target} dB after {hit[1]} steps, {hit[0] / 60:.1f} min")
+            seconds, step = hit
+            took = f"{seconds / 60:.1f} min" if seconds is not None else \
+                "time not recorded (the run predates metrics.jsonl's elapsed_s)"
+            print(f"\n{a.run}: test PSNR >= {a.target} dB after {step} steps, {took}")
 
 
 if __name__ == "__main__":

@@ -56,3 +56,17 @@ def test_merge_refuses_files_with_different_budgets(tmp_path):
     res = subprocess.run([sys.executable, str(BENCH / "capacity.py"), "--merge", a, b],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "different datasets, budgets or seeds" in res.stderr
+
+
+@pytest.mark.parametrize("elapsed, expect", [(930.0, "after 4000 steps, 15.5 min"),
+                                             (None, "after 4000 steps, time not recorded")])
+def test_speed_reads_time_to_target_from_a_run(tmp_path, elapsed, expect):
+    lines = [dict(step=100, loss=0.1), dict(step=2000, eval=dict(psnr=24.1)),
+             dict(step=4000, eval=dict(psnr=24.6))]
+    if elapsed is not None:  # a run that records elapsed_s on every line
+        lines[1]["elapsed_s"], lines[2]["elapsed_s"] = 400.0, elapsed
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--device", "cpu", "--presets",
+                          "mnist", "--steps", "1", "--run", str(tmp_path), "--target", "24.5"],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"test PSNR >= 24.5 dB {expect}" in out
