@@ -32,6 +32,30 @@ def test_round_trip_gives_identical_outputs(trained, tmp_path, mnist_small):
     assert all(torch.equal(before[k], after[k]) for k in before)  # EMA buffers too
 
 
+def test_float16_file_is_half_the_size_and_loads_as_float32(trained, tmp_path, mnist_small):
+    trained.save_pretrained(tmp_path / "f32")
+    trained.save_pretrained(tmp_path / "f16", dtype="float16")
+    size = {k: (tmp_path / k / "model.safetensors").stat().st_size for k in ("f32", "f16")}
+    assert size["f16"] < 0.6 * size["f32"]
+    stored = vqvae.checkpoint.load_file(str(tmp_path / "f16" / "model.safetensors"))
+    params = {name for name, _ in trained.named_parameters()}
+    assert all(stored[k].dtype == torch.float16 for k in params)
+    assert stored["quantizer.ema_cluster_size"].dtype == torch.float32  # training state kept
+    loaded = vqvae.load_pretrained(tmp_path / "f16")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for name, p in loaded.named_parameters():
+        assert torch.equal(p, trained.get_parameter(name).half().float()), name
+    x = mnist_small.test[:8]
+    err = (loaded(x).reconstruction - trained(x).reconstruction).abs().max()
+    assert err < 0.02
+
+
+def test_unknown_weights_dtype_is_refused(trained, tmp_path):
+    with pytest.raises(ValueError, match="float16"):
+        trained.save_pretrained(tmp_path / "m", dtype="int8")
+    assert not (tmp_path / "m").exists()
+
+
 def test_loading_never_unpickles(trained, tmp_path, monkeypatch):
     trained.save_pretrained(tmp_path / "m")
 

@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vqvae
+from vqvae.data import DatasetNotFoundError
 from train import evaluate as train_evaluate
 from train import export as train_export
 from train import train as train_train
@@ -293,6 +294,33 @@ def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_pa
     assert f"{metrics['psnr']:.2f} dB" in card and "K=32" in card
     assert len(list((tmp_path / "assets" / "examples" / "tiny").glob("*.png"))) == 8
     assert (tmp_path / "assets" / "reconstructions" / "tiny.png").is_file()
+
+
+def test_float16_export_measures_the_shipped_weights_and_names_every_option(tmp_path, finished_run):
+    out = train_export.export(finished_run, "half", out_root=tmp_path / "pretrained",
+                              assets=tmp_path / "assets", progress=False, dtype="float16")
+    stored = load_file(str(out / "model.safetensors"))
+    assert stored["encoder.net.0.weight"].dtype == torch.float16
+    metrics = json.loads((out / "metrics.json").read_text())
+    tc = json.loads((finished_run / "train_config.json").read_text())
+    again = train_evaluate.evaluate_model(str(out), "mnist", tc["data_dir"], progress=False)
+    for k in ("psnr", "ssim", "mse"):
+        assert again[k] == pytest.approx(metrics[k], abs=1e-6), k
+    card = (out / "README.md").read_text()
+    assert "float16 safetensors" in card
+    # the card's command rebuilds this architecture, not the preset's
+    for flag in ("--hidden-channels 16", "--res-channels 8", "--res-layers 1",
+                 "--embedding-dim 8", "--codebook-size 32"):
+        assert flag in card, flag
+    assert not list((tmp_path / "pretrained").glob(".*"))  # no temporary folders left
+
+
+def test_failed_export_leaves_no_temporary_folder(tmp_path, finished_run):
+    with pytest.raises(DatasetNotFoundError):
+        train_export.export(finished_run, "broken", data_dir=str(tmp_path / "nowhere"),
+                            out_root=tmp_path / "pretrained", assets=tmp_path / "assets",
+                            progress=False)
+    assert list((tmp_path / "pretrained").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- errors

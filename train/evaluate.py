@@ -78,6 +78,26 @@ def format_table(m: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def split_images(model, dataset: str, data_dir: str, split: str = "test", limit: int = 0):
+    """(uint8 images (N, C, H, W), DatasetInfo) of a split, checked against the model's input."""
+    c = model.config
+    images, info = load_uint8(dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels)
+    if limit:
+        images = images[:limit]
+    if images.shape[1:] != (c.in_channels, c.image_size, c.image_size):
+        raise ValueError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes "
+                         f"{(c.in_channels, c.image_size, c.image_size)}")
+    return images, info
+
+
+def metrics_record(model, model_ref: str, images_u8: torch.Tensor, dataset: str, split: str,
+                   data_source: str, progress: bool = True) -> dict:
+    """What ``evaluate`` measures, with what was measured on which data."""
+    m = evaluate(model, images_u8, progress=progress)
+    return {"model": str(model_ref), "dataset": dataset, "split": split,
+            "data_source": data_source, "codebook_size": model.config.codebook_size, **m}
+
+
 def evaluate_model(model_ref: str, dataset: str | None, data_dir: str | None, split: str = "test",
                    device: str = "cpu", limit: int = 0, progress: bool = True) -> dict:
     """Load a model (run folder, pretrained name or save_pretrained folder) and evaluate it."""
@@ -87,16 +107,8 @@ def evaluate_model(model_ref: str, dataset: str | None, data_dir: str | None, sp
     data_dir = data_dir or (tc or {}).get("data_dir")
     if dataset is None or data_dir is None:
         raise ValueError("say which data to evaluate on: --dataset NAME --data-dir DIR")
-    c = model.config
-    images, info = load_uint8(dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels)
-    if limit:
-        images = images[:limit]
-    if images.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-        raise ValueError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes "
-                         f"{(c.in_channels, c.image_size, c.image_size)}")
-    m = evaluate(model, images, progress=progress)
-    return {"model": str(model_ref), "dataset": dataset, "split": split,
-            "data_source": info.source, "codebook_size": c.codebook_size, **m}
+    images, info = split_images(model, dataset, data_dir, split, limit)
+    return metrics_record(model, model_ref, images, dataset, split, info.source, progress)
 
 
 def main(argv=None) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 import vqvae
-from vqvae.data import DatasetNotFoundError, load_uint8
+from vqvae.data import DatasetNotFoundError
 from vqvae.projection import CODEBOOK_INFO, codebook_info, write_json_atomic
 
-from .evaluate import evaluate_model, format_table, usage_counts
+from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,8 @@ recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
 | | |
 |---|---|
 | data | {data_source}, trained on the train split, measured on the test split ({num_images} images) |
-| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}, hidden {hidden}, {res} residual layers; {bits:.0f} bits per image |
+| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}, hidden {hidden}, {res} residual layers of {res_ch} channels; {bits:.0f} bits per image |
+| weights | {dtype} safetensors, {weights_mb:.1f} MB ({params:.2f} M parameters) |
 | recipe | `{recipe}` recipe: {recipe_text} |
 | steps | {pretrain} pre-training + {steps} VQ steps, batch {batch}, lr {lr} (AdamW, cosine) |
 | time | {time} |
@@ -71,10 +72,17 @@ def _recipe_text(tc: dict) -> str:
     return ", ".join(parts)
 
 
+# Model options a run may override on top of its preset; the card's command repeats them.
+MODEL_OPTIONS = ("codebook_size", "embedding_dim", "hidden_channels", "res_layers",
+                 "res_channels", "downsample", "image_size", "channels")
+
+
 def _command(tc: dict) -> str:
-    return (f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
-            f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
-            f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}")
+    cmd = (f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
+           f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
+           f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}")
+    overrides = [f"--{k.replace('_', '-')} {tc[k]}" for k in MODEL_OPTIONS if tc.get(k) is not None]
+    return " ".join([cmd, *overrides])
 
 
 def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, count: int = 8) -> None:
@@ -98,7 +106,9 @@ def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, coun
 
 def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = ROOT / "pretrained",
            assets: Path = ROOT / "assets", device: str = "cpu", progress: bool = True,
-           note: str = "") -> Path:
+           note: str = "", dtype: str = "float32") -> Path:
+    """Write pretrained/NAME from a run. The metrics are measured on the weights as written
+    (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them."""
     run = Path(run)
     if not is_run_dir(run):
         raise RunError(f"{run} is not a training run folder (no train_config.json)")
@@ -108,26 +118,30 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
     model = vqvae.load_pretrained(run, device=device)
     c = model.config
 
-    metrics = evaluate_model(str(run), tc["dataset"], data_dir, "test", device, progress=progress)
-    metrics["model"] = name
-    train_u8, _ = load_uint8(tc["dataset"], data_dir, "train", image_size=c.image_size,
-                             channels=c.in_channels)
-    test_u8, _ = load_uint8(tc["dataset"], data_dir, "test", image_size=c.image_size,
-                            channels=c.in_channels)
-    info = codebook_info(model, usage_counts(model, train_u8))
-
     # build in a temporary folder, then swap it in: a failure never leaves half a model
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = out_root / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    write_json_atomic(tmp / "metrics.json", metrics)
-    write_json_atomic(tmp / CODEBOOK_INFO, info)
+    try:
+        model.save_pretrained(tmp, dtype=dtype)
+        model = vqvae.load_pretrained(tmp, device=device)  # measure what is shipped
+        train_u8, _ = split_images(model, tc["dataset"], data_dir, "train")
+        test_u8, data_info = split_images(model, tc["dataset"], data_dir, "test")
+        metrics = metrics_record(model, name, test_u8, tc["dataset"], "test", data_info.source,
+                                 progress)
+        write_json_atomic(tmp / "metrics.json", metrics)
+        write_json_atomic(tmp / CODEBOOK_INFO, codebook_info(model, usage_counts(model, train_u8)))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weights_mb = (tmp / "model.safetensors").stat().st_size / 1e6
     secs = summary.get("elapsed_s")
     (tmp / "README.md").write_text(CARD.format(
         title=f"VQ-VAE `{name}`", name=name, h=c.latent_size, K=c.codebook_size, C=c.in_channels,
         S=c.image_size, D=c.embedding_dim, hidden=c.hidden_channels, res=c.res_layers,
+        res_ch=c.res_channels, dtype=dtype, weights_mb=weights_mb,
+        params=sum(p.numel() for p in model.parameters()) / 1e6,
         bits=c.bits_per_image, data_source=metrics["data_source"], num_images=metrics["num_images"],
         recipe=tc["recipe"], recipe_text=_recipe_text(tc), pretrain=tc["pretrain_steps"],
         steps=tc["steps"], batch=tc["batch_size"] * tc.get("world_size", 1), lr=tc["lr"],
@@ -162,13 +176,15 @@ def main(argv=None) -> None:
     p.add_argument("--assets", default=str(ROOT / "assets"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--note", default="", help="a paragraph for the model card (how it was trained)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                   help="weights file precision; float16 halves it (loading gives float32)")
     a = p.parse_args(argv)
     if not a.name.replace("-", "").replace("_", "").isalnum():
         print("error: --name may hold letters, digits, '-' and '_' only", file=sys.stderr)
         sys.exit(2)
     try:
         export(Path(a.run), a.name, a.data_dir, Path(a.out_root), Path(a.assets), a.device,
-               note=a.note)
+               note=a.note, dtype=a.dtype)
     except (RunError, FileNotFoundError, ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -18,14 +18,25 @@ CONFIG_NAME = "config.json"
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
-def save_pretrained(model, directory) -> None:
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def save_pretrained(model, directory, dtype: str = "float32") -> None:
     """Write ``model``'s weights (safetensors) and config (JSON) into ``directory``.
+
+    ``dtype="float16"`` stores the parameters (conv weights and the codebook) in half
+    precision, which halves the file; the EMA statistics stay float32 so training can go
+    on from the file. ``load_pretrained`` always gives a float32 model.
     Files are written to a temporary name and renamed, so a crash leaves no half file."""
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    params = {name for name, _ in model.named_parameters()}
+    state = {k: (v.detach().to(WEIGHT_DTYPES[dtype]) if k in params else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
     tmp = d / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    save_file(state, str(tmp), metadata={"format": "pt", "dtype": dtype})
     os.replace(tmp, d / WEIGHTS_NAME)
     tmp = d / (CONFIG_NAME + ".tmp")
     model.config.to_json(tmp)
@@ -61,6 +72,7 @@ def load_pretrained(name_or_dir, device="cpu"):
         state = load_file(str(d / WEIGHTS_NAME), device="cpu")
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{d / WEIGHTS_NAME} is not a readable safetensors file: {e}") from e
+    # Parameters stored in float16 are widened to the model's float32 by load_state_dict.
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing/unexpected keys or shapes that disagree with config.json

@@ -204,11 +204,12 @@ class VQVAE(nn.Module):
                            q.commitment_loss, q.perplexity, q.codes_used)
 
     # -- checkpoints ---------------------------------------------------------------------
-    def save_pretrained(self, directory) -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+    def save_pretrained(self, directory, dtype: str = "float32") -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``
+        (``dtype="float16"`` halves the weights file; loading gives float32)."""
         from .checkpoint import save_pretrained
 
-        save_pretrained(self, directory)
+        save_pretrained(self, directory, dtype=dtype)
 
     @property
     def device(self) -> torch.device:
