@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 import vqvae
+from vqvae.checkpoint import WEIGHTS_NAME
 from vqvae.data import DatasetNotFoundError
 from vqvae.projection import CODEBOOK_INFO, codebook_info, write_json_atomic
 
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config
+from .train import MODEL_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,15 +74,11 @@ def _recipe_text(tc: dict) -> str:
     return ", ".join(parts)
 
 
-# Model options a run may override on top of its preset; the card's command repeats them.
-MODEL_OPTIONS = ("codebook_size", "embedding_dim", "hidden_channels", "res_layers",
-                 "res_channels", "downsample", "image_size", "channels")
-
-
 def _command(tc: dict) -> str:
     cmd = (f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
            f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
            f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}")
+    # repeat the model overrides, so the command rebuilds this network and not the preset's
     overrides = [f"--{k.replace('_', '-')} {tc[k]}" for k in MODEL_OPTIONS if tc.get(k) is not None]
     return " ".join([cmd, *overrides])
 
@@ -135,7 +133,7 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    weights_mb = (tmp / "model.safetensors").stat().st_size / 1e6
+    weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
     secs = summary.get("elapsed_s")
     (tmp / "README.md").write_text(CARD.format(
         title=f"VQ-VAE `{name}`", name=name, h=c.latent_size, K=c.codebook_size, C=c.in_channels,

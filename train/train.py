@@ -69,6 +69,11 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# TrainConfig fields that override the model preset (each a --flag; None = the preset's).
+MODEL_OPTIONS = ("codebook_size", "embedding_dim", "hidden_channels", "res_layers",
+                 "res_channels", "downsample", "image_size", "channels")
+
+
 @dataclass
 class TrainConfig:
     preset: str = "mnist"
@@ -145,9 +150,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kmeans", action=bool_flag, help="k-means codebook init after pre-training")
     p.add_argument("--kmeans-images", type=int)
     p.add_argument("--dead-code-threshold", type=int, help="restart codes unused this many steps; 0 = off")
-    for name in ("codebook-size", "embedding-dim", "hidden-channels", "res-layers",
-                 "res-channels", "downsample", "image-size", "channels"):
-        p.add_argument(f"--{name}", type=int)
+    for name in MODEL_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int)
     p.add_argument("--amp", action=bool_flag, help="bf16 autocast on CUDA (default on)")
     p.add_argument("--compile", action=bool_flag, help="torch.compile encoder and decoder")
     p.add_argument("--limit-train", type=int, help="use only the first N training images")
