@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import PIL.Image
 import torch
 import torchvision.transforms.v2  # noqa: F401  imported now, not on the first request
 import torchvision.utils  # noqa: F401
 
-import gradio as gr
 import vqvae
 from vqvae import images
 from vqvae.checkpoint import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME
@@ -59,6 +59,7 @@ footer { display: none !important; }
 
 
 # -- models ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Model:
@@ -104,15 +105,20 @@ class ModelStore:
     def names(self) -> list[str]:
         if not self.models_dir.is_dir():
             return []
-        names = sorted(p.name for p in self.models_dir.iterdir()
-                       if (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file())
+        names = sorted(
+            p.name
+            for p in self.models_dir.iterdir()
+            if (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file()
+        )
         # Digits first: they are the quickest to understand.
         order = {"mnist": 0, "fashion-mnist": 1, "cifar10": 2}
         return sorted(names, key=lambda n: (order.get(n, 9), n))
 
     def get(self, name) -> Model:
         if not isinstance(name, str) or name not in self.names():
-            raise gr.Error(f"Unknown model {name!r}. Available: {', '.join(self.names()) or 'none'}.")
+            raise gr.Error(
+                f"Unknown model {name!r}. Available: {', '.join(self.names()) or 'none'}."
+            )
         with self._lock:
             if name not in self._models:
                 self._models[name] = self._load(name)
@@ -125,15 +131,31 @@ class ModelStore:
         except (ValueError, OSError) as e:
             raise gr.Error(f"Model {name!r} could not be loaded: {e}") from e
         with torch.inference_mode():  # the first call pays for kernel selection; do it now
-            model.decode(model.encode(torch.zeros(1, model.config.in_channels,
-                                                  model.config.image_size,
-                                                  model.config.image_size)))
+            model.decode(
+                model.encode(
+                    torch.zeros(
+                        1,
+                        model.config.in_channels,
+                        model.config.image_size,
+                        model.config.image_size,
+                    )
+                )
+            )
         info = load_codebook_info(model, d, cache_dir=self.cache_dir / "codebook")
-        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else None
+        metrics = (
+            json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else None
+        )
         card = (d / "README.md").read_text() if (d / "README.md").is_file() else None
         ex_dir = self.examples_dir / name
-        examples = sorted(str(p) for p in ex_dir.glob("*")
-                          if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")) if ex_dir.is_dir() else []
+        examples = (
+            sorted(
+                str(p)
+                for p in ex_dir.glob("*")
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+            )
+            if ex_dir.is_dir()
+            else []
+        )
         return Model(name, d, model, info, metrics, card, examples)
 
     def atlas(self, m: Model) -> list[str]:
@@ -154,6 +176,7 @@ class ModelStore:
 
 
 # -- handlers --------------------------------------------------------------------------------
+
 
 class Handlers:
     """Every event of the app as a plain method: inputs are what Gradio passes (file paths,
@@ -207,18 +230,23 @@ class Handlers:
             a = np.array(grid, dtype=object)
             if a.ndim != 2:
                 raise ValueError
-            f = np.vectorize(lambda v: float(str(v).strip()) if str(v).strip() else np.nan,
-                             otypes=[float])(a)
+            f = np.vectorize(
+                lambda v: float(str(v).strip()) if str(v).strip() else np.nan, otypes=[float]
+            )(a)
         except (ValueError, TypeError):
             raise gr.Error(f"The code grid must be a {h}x{w} table of whole numbers.") from None
         if f.shape != (h, w):
-            raise gr.Error(f"The code grid must be {h}x{w} for model {m.name!r}, got "
-                           f"{f.shape[0]}x{f.shape[1]}.")
+            raise gr.Error(
+                f"The code grid must be {h}x{w} for model {m.name!r}, got "
+                f"{f.shape[0]}x{f.shape[1]}."
+            )
         if not np.isfinite(f).all() or (f != np.round(f)).any():
             raise gr.Error("Every cell of the code grid must be a whole number.")
         if f.min() < 0 or f.max() >= K:
-            raise gr.Error(f"Code indices must be between 0 and {K - 1}; got values from "
-                           f"{int(f.min())} to {int(f.max())}.")
+            raise gr.Error(
+                f"Code indices must be between 0 and {K - 1}; got values from "
+                f"{int(f.min())} to {int(f.max())}."
+            )
         return f.astype(np.int64)
 
     @staticmethod
@@ -240,9 +268,15 @@ class Handlers:
             psnr = float(vqvae.psnr(x, recon)[0])
         c = codes[0].numpy()
         K = m.config.codebook_size
-        return (images.enlarge(x[0], DISPLAY), images.enlarge(recon[0], DISPLAY),
-                images.code_map_image(c, K, DISPLAY), round(psnr, 2), int(len(np.unique(c))),
-                round(m.config.bits_per_image, 1), self._table(c))
+        return (
+            images.enlarge(x[0], DISPLAY),
+            images.enlarge(recon[0], DISPLAY),
+            images.code_map_image(c, K, DISPLAY),
+            round(psnr, 2),
+            int(len(np.unique(c))),
+            round(m.config.bits_per_image, 1),
+            self._table(c),
+        )
 
     def reconstruct_if_any(self, image, model_name: str):
         """For live events (clearing an image, an empty canvas): nothing to do is no error."""
@@ -280,9 +314,11 @@ class Handlers:
     def model_card(self, model_name: str) -> str:
         m = self.models.get(model_name)
         c = m.config
-        lines = [f"**{m.name}**: {c.in_channels}-channel {c.image_size}x{c.image_size} images "
-                 f"-> {c.latent_size}x{c.latent_size} codes from a codebook of "
-                 f"{c.codebook_size} ({c.bits_per_image:.0f} bits per image)."]
+        lines = [
+            f"**{m.name}**: {c.in_channels}-channel {c.image_size}x{c.image_size} images "
+            f"-> {c.latent_size}x{c.latent_size} codes from a codebook of "
+            f"{c.codebook_size} ({c.bits_per_image:.0f} bits per image)."
+        ]
         if m.metrics:
             r = m.metrics
             lines.append(
@@ -290,7 +326,8 @@ class Handlers:
                 f"{r.get('data_source', '')}): PSNR **{r.get('psnr', float('nan')):.2f} dB**, "
                 f"SSIM **{r.get('ssim', float('nan')):.3f}**, codes used "
                 f"**{r.get('codes_used', '?')} / {c.codebook_size}**, perplexity "
-                f"**{r.get('perplexity', float('nan')):.1f}**.")
+                f"**{r.get('perplexity', float('nan')):.1f}**."
+            )
         return "\n\n".join(lines)
 
     def select_model(self, model_name: str):
@@ -301,11 +338,18 @@ class Handlers:
         digits = m.config.in_channels == 1
         ex = [(p, Path(p).stem) for p in m.examples]
         b = m.examples[1 % len(m.examples)] if m.examples else None
-        return (self.model_card(model_name), m.card or "", ex,
-                gr.update(visible=digits), gr.update(visible=not digits), ex,
-                m.examples[0] if m.examples else None, b,
-                gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
-                gr.update(maximum=K - 1, value=int(m.atlas_order[0])))
+        return (
+            self.model_card(model_name),
+            m.card or "",
+            ex,
+            gr.update(visible=digits),
+            gr.update(visible=not digits),
+            ex,
+            m.examples[0] if m.examples else None,
+            b,
+            gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
+            gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
+        )
 
     # Codebook
     def codebook(self, model_name: str, view: str = "2-D", codes=None):
@@ -327,39 +371,87 @@ class Handlers:
         u = m.usage
         idx = np.arange(len(u))
         data = np.stack([idx, u, m.ranks, in_image], 1)
-        hover = ("<b>code %{customdata[0]}</b><br>used %{customdata[1]:,} times "
-                 "(rank %{customdata[2]})<br>%{customdata[3]} cells of this image<extra></extra>")
+        hover = (
+            "<b>code %{customdata[0]}</b><br>used %{customdata[1]:,} times "
+            "(rank %{customdata[2]})<br>%{customdata[3]} cells of this image<extra></extra>"
+        )
         logu = np.log10(1 + u)
-        ticks = [0] + [10 ** t for t in range(1, int(np.log10(max(1, u.max()))) + 1)]
-        marker = dict(color=logu, colorscale="Viridis", cmin=0, size=4 if three else 7,
-                      opacity=0.9, colorbar=dict(title="uses", tickvals=np.log10(1 + np.array(ticks)),
-                                                 ticktext=[f"{t:,}" for t in ticks], thickness=12))
+        ticks = [0] + [10**t for t in range(1, int(np.log10(max(1, u.max()))) + 1)]
+        marker = dict(
+            color=logu,
+            colorscale="Viridis",
+            cmin=0,
+            size=4 if three else 7,
+            opacity=0.9,
+            colorbar=dict(
+                title="uses",
+                tickvals=np.log10(1 + np.array(ticks)),
+                ticktext=[f"{t:,}" for t in ticks],
+                thickness=12,
+            ),
+        )
         sel = in_image > 0
-        ring = (dict(size=7, color="#e4572e", symbol="diamond") if three  # 3-D: no hollow rings
-                else dict(size=15, color="rgba(0,0,0,0)", line=dict(color="#e4572e", width=2.5)))
-        coords = lambda a: dict(x=a[:, 0], y=a[:, 1], **(dict(z=a[:, 2]) if three else {}))
+        ring = (
+            dict(size=7, color="#e4572e", symbol="diamond")
+            if three  # 3-D: no hollow rings
+            else dict(size=15, color="rgba(0,0,0,0)", line=dict(color="#e4572e", width=2.5))
+        )
+
+        def coords(a):
+            return dict(x=a[:, 0], y=a[:, 1], **(dict(z=a[:, 2]) if three else {}))
+
         Scatter = go.Scatter3d if three else go.Scattergl
-        fig = go.Figure([
-            Scatter(mode="markers", marker=marker, customdata=data, hovertemplate=hover,
-                    name="codes", showlegend=False, **coords(xyz)),
-            Scatter(mode="markers", marker=ring, customdata=data[sel], hovertemplate=hover,
-                    name="in this image", showlegend=bool(sel.any()), **coords(xyz[sel])),
-        ])
-        fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), template="plotly_white",
-                          legend=dict(x=0, y=1.06, orientation="h"),
-                          title=dict(text=f"{m.name}: {len(u)} codes, UMAP {view}", x=0.5, font_size=14))
+        fig = go.Figure(
+            [
+                Scatter(
+                    mode="markers",
+                    marker=marker,
+                    customdata=data,
+                    hovertemplate=hover,
+                    name="codes",
+                    showlegend=False,
+                    **coords(xyz),
+                ),
+                Scatter(
+                    mode="markers",
+                    marker=ring,
+                    customdata=data[sel],
+                    hovertemplate=hover,
+                    name="in this image",
+                    showlegend=bool(sel.any()),
+                    **coords(xyz[sel]),
+                ),
+            ]
+        )
+        fig.update_layout(
+            height=480,
+            margin=dict(l=10, r=10, t=30, b=10),
+            template="plotly_white",
+            legend=dict(x=0, y=1.06, orientation="h"),
+            title=dict(text=f"{m.name}: {len(u)} codes, UMAP {view}", x=0.5, font_size=14),
+        )
         if not three:
             fig.update_xaxes(showticklabels=False, title=None)
             fig.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
         else:
-            fig.update_scenes(xaxis_showticklabels=False, yaxis_showticklabels=False,
-                              zaxis_showticklabels=False, xaxis_title="", yaxis_title="", zaxis_title="")
+            fig.update_scenes(
+                xaxis_showticklabels=False,
+                yaxis_showticklabels=False,
+                zaxis_showticklabels=False,
+                xaxis_title="",
+                yaxis_title="",
+                zaxis_title="",
+            )
         used = int((u > 0).sum())
-        summary = (f"{used} of {len(u)} codes ({100 * used / len(u):.0f}%) are used on the training "
-                   f"set; usage perplexity {perplexity(torch.as_tensor(u)):.0f}.")
+        summary = (
+            f"{used} of {len(u)} codes ({100 * used / len(u):.0f}%) are used on the training "
+            f"set; usage perplexity {perplexity(torch.as_tensor(u)):.0f}."
+        )
         if sel.any():
-            summary += (f" This image uses **{int(sel.sum())}** distinct codes "
-                        f"({'red diamonds' if three else 'ringed'}).")
+            summary += (
+                f" This image uses **{int(sel.sum())}** distinct codes "
+                f"({'red diamonds' if three else 'ringed'})."
+            )
         return fig, summary
 
     def atlas(self, model_name: str):
@@ -381,16 +473,20 @@ class Handlers:
             if k != float(index):
                 raise ValueError
         except (TypeError, ValueError):
-            raise gr.Error(f"A code index is a whole number in [0, {K - 1}], got {index!r}.") from None
+            raise gr.Error(
+                f"A code index is a whole number in [0, {K - 1}], got {index!r}."
+            ) from None
         if not 0 <= k < K:
             raise gr.Error(f"Code index must be between 0 and {K - 1}, got {k}.")
         files = self.models.atlas(m)
         near, dist = nearest_codes(m.model, k, 8)
         total = max(1, int(m.usage.sum()))
-        details = (f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
-                   f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
-                   f"of {K}.\n\nNearest codes (embedding distance): "
-                   + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist)))
+        details = (
+            f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
+            f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
+            f"of {K}.\n\nNearest codes (embedding distance): "
+            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=False))
+        )
         gallery = [(files[int(j)], f"#{int(j)}") for j in near]
         return images.enlarge(m.atlas[k], DISPLAY), details, gallery
 
@@ -405,8 +501,12 @@ class Handlers:
         png, npy = self._out_path(".png"), self._out_path(".npy")
         PIL.Image.fromarray(images.to_uint8(x[0])).save(png)
         np.save(npy, c)
-        return (images.enlarge(x[0], DISPLAY),
-                images.code_map_image(c, m.config.codebook_size, DISPLAY), png, npy)
+        return (
+            images.enlarge(x[0], DISPLAY),
+            images.code_map_image(c, m.config.codebook_size, DISPLAY),
+            png,
+            npy,
+        )
 
     def paint(self, model_name: str, grid, code, evt: gr.SelectData):
         """Click on the code map: set the clicked cell to ``code`` and re-decode."""
@@ -450,8 +550,16 @@ class Handlers:
         return self.models.atlas(m)[k]
 
     # Interpolate
-    def interpolate(self, image_a, image_b, model_name: str, frames=24, fps=12,
-                    path: str = "lerp", pingpong: bool = True):
+    def interpolate(
+        self,
+        image_a,
+        image_b,
+        model_name: str,
+        frames=24,
+        fps=12,
+        path: str = "lerp",
+        pingpong: bool = True,
+    ):
         """Two images -> (animated GIF path, strip of the frames)."""
         m = self.models.get(model_name)
         try:
@@ -511,11 +619,14 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
         demo.handlers = h  # for tests and benchmarks
         gr.Markdown(INTRO)
         if not names:
-            gr.Markdown(f"**No models found in `{models_dir}`.** Train one (see README) or "
-                        f"start with `--models-dir` pointing at a folder of models.")
+            gr.Markdown(
+                f"**No models found in `{models_dir}`.** Train one (see README) or "
+                f"start with `--models-dir` pointing at a folder of models."
+            )
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(names, value=names[0] if names else None, label="Model",
-                                scale=1, min_width=200)
+            model = gr.Dropdown(
+                names, value=names[0] if names else None, label="Model", scale=1, min_width=200
+            )
             card = gr.Markdown(elem_id="model-card")
         with gr.Accordion("Model card", open=False):
             card_full = gr.Markdown()
@@ -523,99 +634,218 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
         with gr.Tabs():
             # 1. Reconstruct ---------------------------------------------------------------
             with gr.Tab("Reconstruct", id="reconstruct"):
-                gr.Markdown("Upload an image, click an example or draw a digit (in *Draw*, pick "
-                            "the brush, then draw: it reconstructs as you go). The model "
-                            "encodes it to a grid of codes and decodes the grid again; the "
-                            "code map shows which code sits where. Images are centre-cropped "
-                            "and resized to the model's size; for digit models, dark-on-light "
-                            "pictures are inverted to match MNIST.")
+                gr.Markdown(
+                    "Upload an image, click an example or draw a digit (in *Draw*, pick "
+                    "the brush, then draw: it reconstructs as you go). The model "
+                    "encodes it to a grid of codes and decodes the grid again; the "
+                    "code map shows which code sits where. Images are centre-cropped "
+                    "and resized to the model's size; for digit models, dark-on-light "
+                    "pictures are inverted to match MNIST."
+                )
                 with gr.Row():
                     with gr.Column(scale=2, min_width=280):
                         with gr.Tabs():
                             with gr.Tab("Upload", id="upload"):
-                                image = image_input(elem_id="input-image", label="Your image", height=280, elem_classes=["fill-img"],
-                                                  sources=["upload", "clipboard"])
-                                recon_btn = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
+                                image = image_input(
+                                    elem_id="input-image",
+                                    label="Your image",
+                                    height=280,
+                                    elem_classes=["fill-img"],
+                                    sources=["upload", "clipboard"],
+                                )
+                                recon_btn = gr.Button(
+                                    "Reconstruct", elem_id="recon-btn", variant="primary"
+                                )
                             with gr.Tab("Draw", id="draw"):
-                                no_draw = gr.Markdown("The drawing pad is for the digit models "
-                                                      "(one channel); this model takes colour "
-                                                      "images.", visible=False)
+                                no_draw = gr.Markdown(
+                                    "The drawing pad is for the digit models "
+                                    "(one channel); this model takes colour "
+                                    "images.",
+                                    visible=False,
+                                )
                                 sketch = gr.Sketchpad(
                                     label="Draw a digit",
-                                    type="numpy", image_mode="RGBA", canvas_size=(280, 280),
-                                    fixed_canvas=True, layers=False, transforms=(),
-                                    brush=gr.Brush(default_size=22, colors=["#000000"],
-                                                   color_mode="fixed"), height=340)
-                        examples = gr.Gallery(elem_id="examples", label="Examples (test set): click one", columns=4,
-                                              height="auto", allow_preview=False,
-                                              elem_classes=pix, object_fit="contain")
+                                    type="numpy",
+                                    image_mode="RGBA",
+                                    canvas_size=(280, 280),
+                                    fixed_canvas=True,
+                                    layers=False,
+                                    transforms=(),
+                                    brush=gr.Brush(
+                                        default_size=22, colors=["#000000"], color_mode="fixed"
+                                    ),
+                                    height=340,
+                                )
+                        examples = gr.Gallery(
+                            elem_id="examples",
+                            label="Examples (test set): click one",
+                            columns=4,
+                            height="auto",
+                            allow_preview=False,
+                            elem_classes=pix,
+                            object_fit="contain",
+                        )
                     with gr.Column(scale=5):
                         with gr.Row(equal_height=True):
-                            orig = gr.Image(elem_id="orig", label="Input (as the model sees it)", format="png",
-                                            height=DISPLAY + 64, elem_classes=pix, interactive=False,
-                                            buttons=["download"])
-                            recon = gr.Image(elem_id="recon", label="Reconstruction", format="png",
-                                             height=DISPLAY + 64, elem_classes=pix,
-                                             interactive=False, buttons=["download"])
-                            codemap = gr.Image(elem_id="codemap", label="Code map (index per cell)", format="png",
-                                               height=DISPLAY + 64, interactive=False,
-                                               elem_classes=pix, buttons=["download"])
+                            orig = gr.Image(
+                                elem_id="orig",
+                                label="Input (as the model sees it)",
+                                format="png",
+                                height=DISPLAY + 64,
+                                elem_classes=pix,
+                                interactive=False,
+                                buttons=["download"],
+                            )
+                            recon = gr.Image(
+                                elem_id="recon",
+                                label="Reconstruction",
+                                format="png",
+                                height=DISPLAY + 64,
+                                elem_classes=pix,
+                                interactive=False,
+                                buttons=["download"],
+                            )
+                            codemap = gr.Image(
+                                elem_id="codemap",
+                                label="Code map (index per cell)",
+                                format="png",
+                                height=DISPLAY + 64,
+                                interactive=False,
+                                elem_classes=pix,
+                                buttons=["download"],
+                            )
                         with gr.Row():
-                            psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", interactive=False, elem_classes=["numbers"])
-                            used = gr.Number(elem_id="used", label="Distinct codes in this image",
-                                             interactive=False, elem_classes=["numbers"])
-                            bits = gr.Number(label="Bits per image (h·w·log2 K)",
-                                             interactive=False, elem_classes=["numbers"])
+                            psnr = gr.Number(
+                                elem_id="psnr",
+                                label="PSNR (dB)",
+                                interactive=False,
+                                elem_classes=["numbers"],
+                            )
+                            used = gr.Number(
+                                elem_id="used",
+                                label="Distinct codes in this image",
+                                interactive=False,
+                                elem_classes=["numbers"],
+                            )
+                            bits = gr.Number(
+                                label="Bits per image (h·w·log2 K)",
+                                interactive=False,
+                                elem_classes=["numbers"],
+                            )
                         with gr.Accordion("Code indices as a table", open=False):
-                            codes = gr.Dataframe(interactive=False, datatype="number", type="array",
-                                                 label="Code grid", max_height=320)
+                            codes = gr.Dataframe(
+                                interactive=False,
+                                datatype="number",
+                                type="array",
+                                label="Code grid",
+                                max_height=320,
+                            )
 
             # 2. Codebook ------------------------------------------------------------------
-            with gr.Tab("Codebook", id="codebook") as codebook_tab:
-                gr.Markdown("Every code is a vector; UMAP lays them out so that similar codes sit "
-                            "close together. Colour is how often a code is used on the training "
-                            "set (log scale); the codes in your current image are ringed. Hover "
-                            "for details. Below, the **atlas** shows what each code decodes to on "
-                            "its own (a grid filled with that one code); click one to inspect it.")
+            with gr.Tab("Codebook", id="codebook"):
+                gr.Markdown(
+                    "Every code is a vector; UMAP lays them out so that similar codes sit "
+                    "close together. Colour is how often a code is used on the training "
+                    "set (log scale); the codes in your current image are ringed. Hover "
+                    "for details. Below, the **atlas** shows what each code decodes to on "
+                    "its own (a grid filled with that one code); click one to inspect it."
+                )
                 with gr.Row():
                     with gr.Column(scale=3):
-                        view = gr.Radio(["2-D", "3-D"], elem_id="view", value="2-D", label="Projection",
-                                        container=False)
+                        view = gr.Radio(
+                            ["2-D", "3-D"],
+                            elem_id="view",
+                            value="2-D",
+                            label="Projection",
+                            container=False,
+                        )
                         plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
                         summary = gr.Markdown(elem_id="codebook-summary")
                     with gr.Column(scale=2):
-                        pick = gr.Number(elem_id="pick", label="Inspect code #", precision=0, minimum=0, value=0)
-                        pick_img = gr.Image(label="Decodes to", format="png", height=200,
-                                            interactive=False, elem_classes=pix)
-                        pick_md = gr.Markdown(elem_id="pick-md", )
-                        neighbours = gr.Gallery(label="Nearest codes", columns=8, height=140,
-                                                allow_preview=False, elem_classes=pix)
-                atlas = gr.Gallery(elem_id="atlas", label="Code atlas (most used first)",
-                                   columns=16, height=360, allow_preview=False, elem_classes=pix)
+                        pick = gr.Number(
+                            elem_id="pick", label="Inspect code #", precision=0, minimum=0, value=0
+                        )
+                        pick_img = gr.Image(
+                            label="Decodes to",
+                            format="png",
+                            height=200,
+                            interactive=False,
+                            elem_classes=pix,
+                        )
+                        pick_md = gr.Markdown(
+                            elem_id="pick-md",
+                        )
+                        neighbours = gr.Gallery(
+                            label="Nearest codes",
+                            columns=8,
+                            height=140,
+                            allow_preview=False,
+                            elem_classes=pix,
+                        )
+                atlas = gr.Gallery(
+                    elem_id="atlas",
+                    label="Code atlas (most used first)",
+                    columns=16,
+                    height=360,
+                    allow_preview=False,
+                    elem_classes=pix,
+                )
 
             # 3. Edit codes ----------------------------------------------------------------
-            with gr.Tab("Edit codes", id="edit") as edit_tab:
-                gr.Markdown("The current image's code grid. Choose a code (type its number or "
-                            "click the atlas on the right), then click cells of the code map to "
-                            "paint them; the image re-decodes at once. Or edit the numbers in the "
-                            "table. *Reset* goes back to the reconstructed image.")
+            with gr.Tab("Edit codes", id="edit"):
+                gr.Markdown(
+                    "The current image's code grid. Choose a code (type its number or "
+                    "click the atlas on the right), then click cells of the code map to "
+                    "paint them; the image re-decodes at once. Or edit the numbers in the "
+                    "table. *Reset* goes back to the reconstructed image."
+                )
                 with gr.Row():
                     with gr.Column(scale=3):
-                        edit_map = gr.Image(elem_id="edit-map", label="Code map: click a cell to paint it",
-                                            format="png", height=DISPLAY + 64, interactive=False,
-                                            elem_classes=pix)
+                        edit_map = gr.Image(
+                            elem_id="edit-map",
+                            label="Code map: click a cell to paint it",
+                            format="png",
+                            height=DISPLAY + 64,
+                            interactive=False,
+                            elem_classes=pix,
+                        )
                     with gr.Column(scale=3):
-                        edit_img = gr.Image(elem_id="edit-img", label="Decoded", format="png", height=DISPLAY + 64,
-                                            interactive=False, elem_classes=pix)
+                        edit_img = gr.Image(
+                            elem_id="edit-img",
+                            label="Decoded",
+                            format="png",
+                            height=DISPLAY + 64,
+                            interactive=False,
+                            elem_classes=pix,
+                        )
                     with gr.Column(scale=3, min_width=240):
                         with gr.Row(equal_height=True):
-                            paint_code = gr.Number(elem_id="paint-code", label="Paint with code #", precision=0,
-                                                   minimum=0, value=0, scale=2)
-                            paint_tile = gr.Image(height=90, interactive=False, elem_classes=pix,
-                                                  show_label=False, buttons=[], scale=1,
-                                                  min_width=90, container=False)
-                        edit_atlas = gr.Gallery(elem_id="edit-atlas", label="Pick a code", columns=8, height=200,
-                                                allow_preview=False, elem_classes=pix)
+                            paint_code = gr.Number(
+                                elem_id="paint-code",
+                                label="Paint with code #",
+                                precision=0,
+                                minimum=0,
+                                value=0,
+                                scale=2,
+                            )
+                            paint_tile = gr.Image(
+                                height=90,
+                                interactive=False,
+                                elem_classes=pix,
+                                show_label=False,
+                                buttons=[],
+                                scale=1,
+                                min_width=90,
+                                container=False,
+                            )
+                        edit_atlas = gr.Gallery(
+                            elem_id="edit-atlas",
+                            label="Pick a code",
+                            columns=8,
+                            height=200,
+                            allow_preview=False,
+                            elem_classes=pix,
+                        )
                         with gr.Row():
                             fill_btn = gr.Button("Fill all cells", size="sm")
                             reset_btn = gr.Button("Reset", size="sm")
@@ -623,19 +853,37 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                             dl_png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
                             dl_npy = gr.DownloadButton("Codes (.npy)", size="sm")
                 with gr.Accordion("Edit the grid as a table", open=False):
-                    grid = gr.Dataframe(elem_id="grid", interactive=True, datatype="number", label="Code grid",
-                                        type="array", max_height=360)
+                    grid = gr.Dataframe(
+                        elem_id="grid",
+                        interactive=True,
+                        datatype="number",
+                        label="Code grid",
+                        type="array",
+                        max_height=360,
+                    )
                 original = gr.State()
 
             # 4. Interpolate ---------------------------------------------------------------
             with gr.Tab("Interpolate", id="interpolate"):
-                gr.Markdown("Walk from image A to image B in latent space. **lerp** blends the "
-                            "encoder outputs and quantizes each step; **slerp** does so along a "
-                            "sphere; **codebook** blends the two quantized grids and decodes "
-                            "without re-quantizing. The result is a looping GIF.")
+                gr.Markdown(
+                    "Walk from image A to image B in latent space. **lerp** blends the "
+                    "encoder outputs and quantizes each step; **slerp** does so along a "
+                    "sphere; **codebook** blends the two quantized grids and decodes "
+                    "without re-quantizing. The result is a looping GIF."
+                )
                 with gr.Row():
-                    img_a = image_input(label="A", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
-                    img_b = image_input(label="B", height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
+                    img_a = image_input(
+                        label="A",
+                        height=220,
+                        elem_classes=["fill-img"],
+                        sources=["upload", "clipboard"],
+                    )
+                    img_b = image_input(
+                        label="B",
+                        height=220,
+                        elem_classes=["fill-img"],
+                        sources=["upload", "clipboard"],
+                    )
                     with gr.Column(min_width=260):
                         frames = gr.Slider(2, MAX_FRAMES, value=24, step=1, label="Frames")
                         fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
@@ -643,16 +891,41 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
                         pingpong = gr.Checkbox(value=True, label="Ping-pong (play back and forth)")
                         interp_btn = gr.Button("Make GIF", elem_id="interp-btn", variant="primary")
                 with gr.Row(equal_height=True):
-                    interp_ex = gr.Gallery(label="Examples: click to fill", columns=8, height=150,
-                                           allow_preview=False, elem_classes=pix, scale=3)
-                    target = gr.Radio(["A", "B"], value="A", label="Next example goes into",
-                                      scale=1, min_width=160)
+                    interp_ex = gr.Gallery(
+                        label="Examples: click to fill",
+                        columns=8,
+                        height=150,
+                        allow_preview=False,
+                        elem_classes=pix,
+                        scale=3,
+                    )
+                    target = gr.Radio(
+                        ["A", "B"],
+                        value="A",
+                        label="Next example goes into",
+                        scale=1,
+                        min_width=160,
+                    )
                 with gr.Row():
-                    gif = gr.Image(elem_id="gif", label="Animation", type="filepath", height=DISPLAY + 64,
-                                   interactive=False, elem_classes=pix, buttons=["download"],
-                                   scale=1)
-                    strip = gr.Image(elem_id="strip", label="Frames", format="png", height=DISPLAY + 64,
-                                     interactive=False, elem_classes=pix, scale=2)
+                    gif = gr.Image(
+                        elem_id="gif",
+                        label="Animation",
+                        type="filepath",
+                        height=DISPLAY + 64,
+                        interactive=False,
+                        elem_classes=pix,
+                        buttons=["download"],
+                        scale=1,
+                    )
+                    strip = gr.Image(
+                        elem_id="strip",
+                        label="Frames",
+                        format="png",
+                        height=DISPLAY + 64,
+                        interactive=False,
+                        elem_classes=pix,
+                        scale=2,
+                    )
 
         # -- events ---------------------------------------------------------------------------
         recon_outs = [orig, recon, codemap, psnr, used, bits, codes]
@@ -660,28 +933,48 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
 
         # The API: registered first, so these get the plain names (private events that call
         # the same functions are named after them too, with a suffix).
-        recon_click = recon_btn.click(h.reconstruct, [image, model], recon_outs,
-                                      api_name="reconstruct")
+        recon_click = recon_btn.click(
+            h.reconstruct, [image, model], recon_outs, api_name="reconstruct"
+        )
         view.change(h.codebook, [model, view, codes], [plot, summary], api_name="codebook")
         grid.input(h.edit, [model, grid], edit_outs, api_name="edit")
-        interp_btn.click(h.interpolate, [img_a, img_b, model, frames, fps, path, pingpong],
-                         [gif, strip], api_name="interpolate")
-        pick.change(h.code, [model, pick], [pick_img, pick_md, neighbours], api_name="code",
-                    trigger_mode="always_last")
+        interp_btn.click(
+            h.interpolate,
+            [img_a, img_b, model, frames, fps, path, pingpong],
+            [gif, strip],
+            api_name="interpolate",
+        )
+        pick.change(
+            h.code,
+            [model, pick],
+            [pick_img, pick_md, neighbours],
+            api_name="code",
+            trigger_mode="always_last",
+        )
 
         def after_reconstruct(dep):
             """A new current image: refresh the edit tab and the codebook highlight."""
-            return (dep.success(h.reset, [model, codes], [grid] + edit_outs, **private)
-                    .then(lambda c: c, codes, original, **private)
-                    .then(h.codebook, [model, view, codes], [plot, summary], **private))
+            return (
+                dep.success(h.reset, [model, codes], [grid] + edit_outs, **private)
+                .then(lambda c: c, codes, original, **private)
+                .then(h.codebook, [model, view, codes], [plot, summary], **private)
+            )
 
         after_reconstruct(recon_click)
         after_reconstruct(image.input(h.reconstruct_if_any, [image, model], recon_outs, **private))
-        after_reconstruct(examples.select(h.reconstruct_example, [model], [image] + recon_outs,
-                                          **private))
-        after_reconstruct(sketch.change(h.reconstruct_drawing, [sketch, model], recon_outs,
-                                        trigger_mode="always_last", show_progress="hidden",
-                                        **private))
+        after_reconstruct(
+            examples.select(h.reconstruct_example, [model], [image] + recon_outs, **private)
+        )
+        after_reconstruct(
+            sketch.change(
+                h.reconstruct_drawing,
+                [sketch, model],
+                recon_outs,
+                trigger_mode="always_last",
+                show_progress="hidden",
+                **private,
+            )
+        )
 
         atlas.select(h.atlas_pick, [model], pick, **private)
         edit_atlas.select(h.atlas_pick, [model], paint_code, **private)
@@ -696,12 +989,27 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
         def on_model(dep):
             """A model was chosen: show its first example, an interpolation, its atlas."""
             after_reconstruct(dep.then(h.example, model, [image] + recon_outs, **private))
-            dep.then(h.interpolate_if_any, [img_a, img_b, model, frames, fps, path, pingpong],
-                     [gif, strip], **private)
+            dep.then(
+                h.interpolate_if_any,
+                [img_a, img_b, model, frames, fps, path, pingpong],
+                [gif, strip],
+                **private,
+            )
             dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
 
         if names:
-            sel_outs = [card, card_full, examples, sketch, no_draw, interp_ex, img_a, img_b, pick, paint_code]
+            sel_outs = [
+                card,
+                card_full,
+                examples,
+                sketch,
+                no_draw,
+                interp_ex,
+                img_a,
+                img_b,
+                pick,
+                paint_code,
+            ]
             on_model(model.change(h.select_model, model, sel_outs, **private))
             on_model(demo.load(h.select_model, model, sel_outs, **private))
     return demo
@@ -714,8 +1022,9 @@ def image_input(**kw) -> gr.Image:
     every Image subclass.)"""
     im = gr.Image(type="filepath", image_mode=None, **kw)
     gradio_preprocess = im.preprocess
-    im.preprocess = lambda payload: (payload.path if payload is not None and payload.path
-                                     else gradio_preprocess(payload))  # data: URLs: Gradio
+    im.preprocess = lambda payload: (
+        payload.path if payload is not None and payload.path else gradio_preprocess(payload)
+    )  # data: URLs: Gradio
     return im
 
 
@@ -727,20 +1036,29 @@ def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, **
     return demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
-        theme=gr.themes.Soft(primary_hue="indigo"), css=CSS,
+        theme=gr.themes.Soft(primary_hue="indigo"),
+        css=CSS,
         allowed_paths=[str(h.models.examples_dir), str(h.models.cache_dir)],
-        max_file_size="25mb", show_error=True, **kw)
+        max_file_size="25mb",
+        show_error=True,
+        **kw,
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--host", default=None, help="default: $GRADIO_SERVER_NAME or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
-    p.add_argument("--models-dir", default=None,
-                   help="folder of model folders (default: $VQVAE_MODELS_DIR or pretrained/)")
-    p.add_argument("--examples-dir", default=None,
-                   help="folder of <model>/ example images (default: $VQVAE_EXAMPLES_DIR or "
-                        "assets/examples/)")
+    p.add_argument(
+        "--models-dir",
+        default=None,
+        help="folder of model folders (default: $VQVAE_MODELS_DIR or pretrained/)",
+    )
+    p.add_argument(
+        "--examples-dir",
+        default=None,
+        help="folder of <model>/ example images (default: $VQVAE_EXAMPLES_DIR or assets/examples/)",
+    )
     args = p.parse_args(argv)
     demo = build_app(args.models_dir, args.examples_dir)
     launch(demo, args.host, args.port)

@@ -13,7 +13,7 @@ seed, then evaluates on the whole test split:
 Also times one training step (forward + backward + optimizer) with our quantizer and with
 the peer's on the same network and batch.
 
-    python benchmarks/ablation.py --dataset mnist --data-dir ../shared/data --steps 1000
+    python -m benchmarks.ablation --dataset mnist --data-dir ../shared/data --steps 1000
 """
 
 from __future__ import annotations
@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import vqvae  # noqa: E402
-from speed import step_time  # noqa: E402
-from train.train import RECIPES, TRAIN_PRESETS, TrainConfig, run  # noqa: E402
+import vqvae
+from benchmarks.speed import step_time
+from train.train import RECIPES, TRAIN_PRESETS, TrainConfig, run
 
 ROWS = ["baseline", "ema", "ema-kmeans", "full", "peer"]
 
@@ -44,11 +40,22 @@ def config_for(dataset: str, recipe: str, a) -> TrainConfig:
     pretrain = 0 if base["pretrain_steps"] == 0 else int(a.steps * a.pretrain_fraction)
     if recipe == "peer":
         base["kmeans"] = False  # VectorQuantize runs its own k-means on its first batch
-    base.update(preset=dataset, recipe="full" if recipe == "peer" else recipe,
-                data_dir=a.data_dir, out=str(Path(a.runs) / f"{dataset}-{recipe}"),
-                steps=a.steps - pretrain, pretrain_steps=pretrain, batch_size=a.batch_size,
-                seed=a.seed, device=a.device, log_every=50, eval_every=10**9, ckpt_every=10**9,
-                sample_every=10**9, limit_test=a.limit_test)
+    base.update(
+        preset=dataset,
+        recipe="full" if recipe == "peer" else recipe,
+        data_dir=a.data_dir,
+        out=str(Path(a.runs) / f"{dataset}-{recipe}"),
+        steps=a.steps - pretrain,
+        pretrain_steps=pretrain,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        device=a.device,
+        log_every=50,
+        eval_every=10**9,
+        ckpt_every=10**9,
+        sample_every=10**9,
+        limit_test=a.limit_test,
+    )
     base.setdefault("dead_code_threshold", vqvae.preset(base["model"]).dead_code_threshold)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in base.items() if k in fields})
@@ -69,7 +76,9 @@ def add_budget_args(p: argparse.ArgumentParser, steps: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_budget_args(p, steps=1000)
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
     a = p.parse_args()
@@ -80,38 +89,67 @@ def main() -> None:
         out = Path(cfg.out)
         if out.exists():
             import shutil
+
             shutil.rmtree(out)
         build = None
         if row == "peer":
             from peer import with_peer_quantizer
+
             build = with_peer_quantizer
         t = time.time()
         summary = run(cfg, build_model=build)
         ev = summary["final_eval"]
-        results.append(dict(row=row, psnr=ev["psnr"], ssim=ev["ssim"], codes_used=ev["codes_used"],
-                            codes_used_fraction=ev["codes_used_fraction"], perplexity=ev["perplexity"],
-                            wall_s=round(time.time() - t, 1), pretrain_steps=cfg.pretrain_steps,
-                            vq_steps=cfg.steps))
+        results.append(
+            dict(
+                row=row,
+                psnr=ev["psnr"],
+                ssim=ev["ssim"],
+                codes_used=ev["codes_used"],
+                codes_used_fraction=ev["codes_used_fraction"],
+                perplexity=ev["perplexity"],
+                wall_s=round(time.time() - t, 1),
+                pretrain_steps=cfg.pretrain_steps,
+                vq_steps=cfg.steps,
+            )
+        )
     model_preset = TRAIN_PRESETS[a.dataset]["model"]
     ours = step_time(model_preset, a.batch_size, a.device)
     peer = step_time(model_preset, a.batch_size, a.device, peer=True)
 
     K = vqvae.preset(TRAIN_PRESETS[a.dataset]["model"]).codebook_size
-    print(f"\n{a.dataset}: {a.steps} steps per row, batch {a.batch_size}, seed {a.seed}, "
-          f"device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| recipe | PSNR (dB) | SSIM | codes used | perplexity | wall (s) |")
+    print(
+        f"\n{a.dataset}: {a.steps} steps per row, batch {a.batch_size}, seed {a.seed}, "
+        f"device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print("| recipe | PSNR (dB) | SSIM | codes used | perplexity | wall (s) |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['row']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['codes_used']}/{K} "
-              f"({100 * r['codes_used_fraction']:.1f} %) | {r['perplexity']:.1f} | {r['wall_s']:.0f} |")
-    print(f"\ntraining step (batch {a.batch_size}): ours {1000 * ours:.1f} ms, "
-          f"vector_quantize_pytorch {1000 * peer:.1f} ms, ratio peer/ours {peer / ours:.2f}")
+        print(
+            f"| {r['row']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['codes_used']}/{K} "
+            f"({100 * r['codes_used_fraction']:.1f} %) | {r['perplexity']:.1f} "
+            f"| {r['wall_s']:.0f} |"
+        )
+    print(
+        f"\ntraining step (batch {a.batch_size}): ours {1000 * ours:.1f} ms, "
+        f"vector_quantize_pytorch {1000 * peer:.1f} ms, ratio peer/ours {peer / ours:.2f}"
+    )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(dict(dataset=a.dataset, steps=a.steps, batch_size=a.batch_size,
-                                                seed=a.seed, device=a.device, rows=results,
-                                                step_ms_ours=1000 * ours, step_ms_peer=1000 * peer),
-                                           indent=2))
+        Path(a.json).write_text(
+            json.dumps(
+                dict(
+                    dataset=a.dataset,
+                    steps=a.steps,
+                    batch_size=a.batch_size,
+                    seed=a.seed,
+                    device=a.device,
+                    rows=results,
+                    step_ms_ours=1000 * ours,
+                    step_ms_peer=1000 * peer,
+                ),
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

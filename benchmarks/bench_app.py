@@ -1,7 +1,7 @@
 """Server-side timings of the app's main actions, and its cold start.
 
-    python benchmarks/bench_app.py                       # the shipped models in pretrained/
-    python benchmarks/bench_app.py --models-dir /tmp/m --examples-dir /tmp/ex --repeat 30
+    python -m benchmarks.bench_app                       # the shipped models in pretrained/
+    python -m benchmarks.bench_app --models-dir /tmp/m --examples-dir /tmp/ex --repeat 30
 
 Handlers are timed directly (median of --repeat calls after one warm-up; what the server
 spends, without HTTP). Cold start spawns ``python app.py`` and times until a gradio_client
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tools.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -57,11 +57,17 @@ def cold_start(models_dir, examples_dir, image: str, model: str) -> tuple[float,
     five more /reconstruct round trips through gradio_client (upload, queue, outputs)."""
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--models-dir",
-           str(models_dir), "--examples-dir", str(examples_dir)]
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--port",
+        str(port),
+        "--models-dir",
+        str(models_dir),
+        "--examples-dir",
+        str(examples_dir),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -88,6 +94,18 @@ def cold_start(models_dir, examples_dir, image: str, model: str) -> tuple[float,
         proc.wait(timeout=30)
 
 
+def timings(h, name: str, a, b, table, repeat: int) -> dict[str, float]:
+    """Median milliseconds of each handler for one model and its two inputs."""
+    return {
+        "reconstruct": median_ms(lambda: h.reconstruct(a, name), repeat),
+        "codebook 2-D": median_ms(lambda: h.codebook(name, "2-D", table), repeat),
+        "codebook 3-D": median_ms(lambda: h.codebook(name, "3-D", table), repeat),
+        "code details": median_ms(lambda: h.code(name, 0), repeat),
+        "edit": median_ms(lambda: h.edit(name, table), repeat),
+        "GIF 24 frames": median_ms(lambda: h.interpolate(a, b, name, 24, 12, "lerp", True), repeat),
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models-dir", default=str(ROOT / "pretrained"))
@@ -104,8 +122,10 @@ def main():
     names = h.models.names()
     if not names:
         sys.exit(f"no models in {args.models_dir}")
-    print(f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} thread(s); median of {args.repeat} calls, ms\n")
+    print(
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} thread(s); median of {args.repeat} calls, ms\n"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -113,29 +133,31 @@ def main():
             c = h.models.get(name).config
             table = h.reconstruct(a, name)[6]
             h.atlas(name)  # built once per model (cached); not part of the per-request times
-            rows.append((name, f"{c.image_size}x{c.image_size}x{c.in_channels}", {
-                "reconstruct": median_ms(lambda: h.reconstruct(a, name), args.repeat),
-                "codebook 2-D": median_ms(lambda: h.codebook(name, "2-D", table), args.repeat),
-                "codebook 3-D": median_ms(lambda: h.codebook(name, "3-D", table), args.repeat),
-                "code details": median_ms(lambda: h.code(name, 0), args.repeat),
-                "edit": median_ms(lambda: h.edit(name, table), args.repeat),
-                "GIF 24 frames": median_ms(
-                    lambda: h.interpolate(a, b, name, 24, 12, "lerp", True), args.repeat),
-            }))
+            rows.append(
+                (
+                    name,
+                    f"{c.image_size}x{c.image_size}x{c.in_channels}",
+                    timings(h, name, a, b, table, args.repeat),
+                )
+            )
         cols = list(rows[0][2])
         print(f"{'model':<14} {'input':<10} " + " ".join(f"{c:>13}" for c in cols))
         for name, shape, t in rows:
             print(f"{name:<14} {shape:<10} " + " ".join(f"{t[c]:>13.1f}" for c in cols))
-        print("\n(GIF: 24 frames, lerp, ping-pong (46 frames in the file), 224 px, plus the "
-              "frame strip. Handler time only: Gradio's own encoding of outputs comes on top, "
-              "see the round trip below.)")
+        print(
+            "\n(GIF: 24 frames, lerp, ping-pong (46 frames in the file), 224 px, plus the "
+            "frame strip. Handler time only: Gradio's own encoding of outputs comes on top, "
+            "see the round trip below.)"
+        )
         if not args.no_cold_start:
             a, _ = inputs_for(h, names[0], Path(tmp))
             cold, trip = cold_start(args.models_dir, args.examples_dir, a, names[0])
-            print(f"\ncold start (spawn `python app.py` -> first /reconstruct answered): "
-                  f"{cold:.1f} s")
-            print(f"/reconstruct round trip through gradio_client, warm ({names[0]}): "
-                  f"{trip:.0f} ms")
+            print(
+                f"\ncold start (spawn `python app.py` -> first /reconstruct answered): {cold:.1f} s"
+            )
+            print(
+                f"/reconstruct round trip through gradio_client, warm ({names[0]}): {trip:.0f} ms"
+            )
 
 
 if __name__ == "__main__":

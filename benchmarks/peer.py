@@ -20,10 +20,17 @@ class PeerQuantizer(nn.Module):
         from vector_quantize_pytorch import VectorQuantize
 
         self.codebook_size, self.dim = codebook_size, dim
-        self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, decay=0.99,
-                                 commitment_weight=0.25, kmeans_init=True, kmeans_iters=10,
-                                 threshold_ema_dead_code=dead_code_threshold,
-                                 accept_image_fmap=True, rotation_trick=False)
+        self.vq = VectorQuantize(
+            dim=dim,
+            codebook_size=codebook_size,
+            decay=0.99,
+            commitment_weight=0.25,
+            kmeans_init=True,
+            kmeans_iters=10,
+            threshold_ema_dead_code=dead_code_threshold,
+            accept_image_fmap=True,
+            rotation_trick=False,
+        )
 
     @property
     def embedding(self) -> torch.Tensor:

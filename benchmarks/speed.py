@@ -1,8 +1,8 @@
 """Training speed: milliseconds per step and images/s for each preset's network, and, given a
 run folder, the wall time its periodic test evaluation took to reach a PSNR target.
 
-    python benchmarks/speed.py                                   # step times on this machine
-    python benchmarks/speed.py --run runs/cifar10 --target 24.5  # + time to 24.5 dB
+    python -m benchmarks.speed                                   # step times on this machine
+    python -m benchmarks.speed --run runs/cifar10 --target 24.5  # + time to 24.5 dB
 
 Step = forward + backward + AdamW step on a fixed batch, after warm-up; on CUDA with bf16
 autocast and channels_last, as `python -m train` runs it.
@@ -11,21 +11,25 @@ autocast and channels_last, as `python -m train` runs it.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import vqvae  # noqa: E402
-from train.runs import eval_records  # noqa: E402
+import vqvae
+from train.runs import eval_records
 
 
-def step_time(preset: str, batch_size: int, device: str, *, peer: bool = False, n: int = 10,
-              warmup: int = 3, overrides: dict | None = None) -> float:
+def step_time(
+    preset: str,
+    batch_size: int,
+    device: str,
+    *,
+    peer: bool = False,
+    n: int = 10,
+    warmup: int = 3,
+    overrides: dict | None = None,
+) -> float:
     """Seconds per training step of ``preset``'s network (our quantizer, or the peer's),
     with ``overrides`` of its config fields (e.g. ``hidden_channels``)."""
     cfg = vqvae.preset(preset, **(overrides or {}))
@@ -64,7 +68,9 @@ def time_to_target(run: Path, target: float) -> tuple[float, int] | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--presets", default="mnist,cifar10")
@@ -73,8 +79,11 @@ def main() -> None:
     p.add_argument("--target", type=float, default=24.5)
     a = p.parse_args()
 
-    hw = torch.cuda.get_device_name() if a.device.startswith("cuda") else \
-        f"CPU, {torch.get_num_threads()} torch threads"
+    hw = (
+        torch.cuda.get_device_name()
+        if a.device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} torch threads"
+    )
     print(f"device: {a.device} ({hw}), torch {torch.__version__}, batch {a.batch_size}")
     print("| preset | ms / step | images / s |")
     print("|---|---|---|")
@@ -87,8 +96,11 @@ def main() -> None:
             print(f"\n{a.run}: no periodic evaluation reached {a.target} dB")
         else:
             seconds, step = hit
-            took = f"{seconds / 60:.1f} min" if seconds is not None else \
-                "time not recorded (the run predates metrics.jsonl's elapsed_s)"
+            took = (
+                f"{seconds / 60:.1f} min"
+                if seconds is not None
+                else "time not recorded (the run predates metrics.jsonl's elapsed_s)"
+            )
             print(f"\n{a.run}: test PSNR >= {a.target} dB after {step} steps, {took}")
 
 

@@ -3,18 +3,13 @@ and a model card) and a folder of example images, as the app expects them."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # app.py lives at the repo root, outside the package
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import vqvae  # noqa: E402
+import vqvae
 from vqvae.projection import write_json_atomic
 
 DATA = Path(__file__).parent / "data" / "mnist_small.npz"
@@ -39,13 +34,29 @@ def make_models(root: Path) -> tuple[Path, Path]:
         model.save_pretrained(d)
         K = model.config.codebook_size
         usage = rng.integers(0, 1000, K) * (rng.random(K) > 0.25)
-        write_json_atomic(d / "codebook.json", {
-            "usage": usage.tolist(), "umap_2d": rng.normal(size=(K, 2)).round(3).tolist(),
-            "umap_3d": rng.normal(size=(K, 3)).round(3).tolist()})
-        write_json_atomic(d / "metrics.json", dict(
-            dataset=name, data_source="random weights (test)", psnr=10.0, ssim=0.1, mse=0.1,
-            codes_used=int((usage > 0).sum()), codes_used_fraction=float((usage > 0).mean()),
-            perplexity=20.0, bits_per_image=model.config.bits_per_image, num_images=6))
+        write_json_atomic(
+            d / "codebook.json",
+            {
+                "usage": usage.tolist(),
+                "umap_2d": rng.normal(size=(K, 2)).round(3).tolist(),
+                "umap_3d": rng.normal(size=(K, 3)).round(3).tolist(),
+            },
+        )
+        write_json_atomic(
+            d / "metrics.json",
+            dict(
+                dataset=name,
+                data_source="random weights (test)",
+                psnr=10.0,
+                ssim=0.1,
+                mse=0.1,
+                codes_used=int((usage > 0).sum()),
+                codes_used_fraction=float((usage > 0).mean()),
+                perplexity=20.0,
+                bits_per_image=model.config.bits_per_image,
+                num_images=6,
+            ),
+        )
         (d / "README.md").write_text(f"# {name} (test model)\n\nRandom weights.\n")
         ex = examples / name
         ex.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Shared fixtures: a small real MNIST sample, a tiny fast config, and an isolated cache."""
 
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,9 +14,6 @@ DATA = Path(__file__).parent / "data"
 # The test models are tiny: a second OpenMP thread only adds synchronisation, and on a busy
 # machine its spin-waits make a 5 ms forward take half a second.
 torch.set_num_threads(1)
-
-# The shared datasets folder beside the checkout (../shared/data), when there is one.
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -41,5 +39,33 @@ def mnist_small():
 @pytest.fixture
 def tiny_config():
     """The MNIST preset (EMA + restarts, 28x28x1 -> 7x7) shrunk to run in milliseconds."""
-    return vqvae.preset("mnist", hidden_channels=16, res_channels=8, res_layers=1,
-                        embedding_dim=8, codebook_size=32, name="tiny")
+    return vqvae.preset(
+        "mnist",
+        hidden_channels=16,
+        res_channels=8,
+        res_layers=1,
+        embedding_dim=8,
+        codebook_size=32,
+        name="tiny",
+    )
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """An idx file as torchvision's MNIST reads it: magic, big-endian dims, then the bytes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """The small MNIST sample as torchvision's idx files: ``--preset mnist --data-dir`` it."""
+    d = np.load(DATA / "mnist_small.npz")
+    root = tmp_path_factory.mktemp("mnist-idx")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", d[f"{split}_images"][:, 0], 0x803)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", d[f"{split}_labels"], 0x801)
+    return root

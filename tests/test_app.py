@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from app_helpers import digits, make_models  # first: puts the repo root on sys.path
 import app
+from app_helpers import digits, make_models
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 
@@ -53,10 +53,10 @@ def select(index) -> gr.SelectData:
 
 # -- Reconstruct ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, grid", [("mnist", 7), ("cifar10", 8)])
 def test_reconstruct_outputs(h, dirs, name, grid):
-    orig, recon, cmap, psnr, used, bits, table = h.reconstruct(
-        str(dirs[1] / name / "01.png"), name)
+    orig, recon, cmap, psnr, used, bits, table = h.reconstruct(str(dirs[1] / name / "01.png"), name)
     # enlarged by an integer factor (no blur): 28 -> 252, 32 -> 256; code map 7x36, 8x32
     side = 252 if name == "mnist" else 256
     assert orig.size == recon.size == (side, side)
@@ -114,10 +114,16 @@ SAME_DIGIT = {
     "white on transparent": lambda p: save(_rgba(255), p / "a.png"),
     "black on transparent": lambda p: save(_rgba(0), p / "a.png"),
     "LA": lambda p: save(_rgba(255).convert("LA"), p / "a.png"),
-    "animated": lambda p: save(Image.fromarray(digits(1)[0]), p / "a.gif", save_all=True,
-                               append_images=[Image.new("L", (28, 28), 255)], duration=100),
-    "bigger": lambda p: save(Image.fromarray(digits(1)[0]).resize((280, 280), Image.NEAREST),
-                             p / "a.png"),
+    "animated": lambda p: save(
+        Image.fromarray(digits(1)[0]),
+        p / "a.gif",
+        save_all=True,
+        append_images=[Image.new("L", (28, 28), 255)],
+        duration=100,
+    ),
+    "bigger": lambda p: save(
+        Image.fromarray(digits(1)[0]).resize((280, 280), Image.NEAREST), p / "a.png"
+    ),
 }
 
 
@@ -132,15 +138,19 @@ def test_formats_give_the_same_codes(h, digit_png, tmp_path, kind):
     assert agree >= (0.8 if kind == "bigger" else 1.0), f"{kind}: {agree:.0%} of codes agree"
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"),
-    lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"),
-    lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.tif"),
-    lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.jpg"),
-    lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"),
-    lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"),
-    lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"),
-], ids=["1x1", "1x3000", "cmyk-tiff", "cmyk-jpeg", "int32", "float", "1-bit"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"),
+        lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"),
+        lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.tif"),
+        lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.jpg"),
+        lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"),
+        lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"),
+        lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"),
+    ],
+    ids=["1x1", "1x3000", "cmyk-tiff", "cmyk-jpeg", "int32", "float", "1-bit"],
+)
 def test_odd_but_valid_images(h, tmp_path, make):
     for name in ("mnist", "cifar10"):
         out = h.reconstruct(make(tmp_path), name)
@@ -196,6 +206,7 @@ def test_unknown_model(h, digit_png):
 
 # -- Codebook ---------------------------------------------------------------------------------
 
+
 def test_codebook_plot_rings_the_image_codes(h, digit_png):
     codes = h.reconstruct(digit_png, "mnist")[6]
     fig, summary = h.codebook("mnist", "2-D", codes)
@@ -221,7 +232,9 @@ def test_codebook_bad_inputs(h):
 def test_atlas_and_code_details(h):
     atlas = h.atlas("mnist")
     assert len(atlas) == 32
-    usage = np.array(json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"])
+    usage = np.array(
+        json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"]
+    )
     first = int(atlas[0][1].lstrip("#"))
     assert usage[first] == usage.max(), "most used first"
     assert Image.open(atlas[0][0]).size == (84, 84)
@@ -229,7 +242,7 @@ def test_atlas_and_code_details(h):
     assert h.atlas_pick("mnist", select(0)) == first
     img, md, near = h.code("mnist", first)
     assert img.size == (252, 252)
-    assert f"rank **1**" in md and f"{usage[first]:,}" in md
+    assert "rank **1**" in md and f"{usage[first]:,}" in md
     assert len(near) == 8 and f"#{first}" not in [c for _, c in near]
     for bad in (-1, 32, 1e9, 2.5, "x", None):
         with pytest.raises(gr.Error):
@@ -237,6 +250,7 @@ def test_atlas_and_code_details(h):
 
 
 # -- Edit -------------------------------------------------------------------------------------
+
 
 def test_edit_paint_fill_reset(h, digit_png):
     table = h.reconstruct(digit_png, "mnist")[6]
@@ -258,17 +272,20 @@ def test_edit_paint_fill_reset(h, digit_png):
     assert (np.load(h.edit("mnist", {"headers": [], "data": expect.tolist()})[3]) == expect).all()
 
 
-@pytest.mark.parametrize("grid, words", [
-    (np.full((7, 7), 32), "between 0 and 31"),
-    (np.full((7, 7), -1), "between 0 and 31"),
-    (np.zeros((6, 7)), "7x7"),
-    (np.zeros((7, 7, 2)), "7x7"),
-    ([[0] * 7] * 6 + [[0] * 6 + ["x"]], "whole number"),
-    ([[0] * 7] * 6 + [[0] * 6 + [1.5]], "whole number"),
-    ([[0] * 7] * 6 + [[0] * 6 + [float("nan")]], "whole number"),
-    ([], "empty"),
-    (None, "empty"),
-])
+@pytest.mark.parametrize(
+    "grid, words",
+    [
+        (np.full((7, 7), 32), "between 0 and 31"),
+        (np.full((7, 7), -1), "between 0 and 31"),
+        (np.zeros((6, 7)), "7x7"),
+        (np.zeros((7, 7, 2)), "7x7"),
+        ([[0] * 7] * 6 + [[0] * 6 + ["x"]], "whole number"),
+        ([[0] * 7] * 6 + [[0] * 6 + [1.5]], "whole number"),
+        ([[0] * 7] * 6 + [[0] * 6 + [float("nan")]], "whole number"),
+        ([], "empty"),
+        (None, "empty"),
+    ],
+)
 def test_edit_bad_grids(h, grid, words):
     with pytest.raises(gr.Error, match=words):
         h.edit("mnist", grid)
@@ -281,6 +298,7 @@ def test_paint_bad_code(h, digit_png):
 
 
 # -- Interpolate ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["lerp", "slerp", "codebook"])
 def test_interpolate_writes_a_looping_gif(h, dirs, path):
@@ -306,10 +324,17 @@ def _gif_ms(path) -> int:
     return total
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(frames=0), "frames"), (dict(frames=10**6), "frames"), (dict(frames="many"), "numbers"),
-    (dict(fps=0), "per second"), (dict(fps=1000), "per second"), (dict(path="zigzag"), "Path"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(frames=0), "frames"),
+        (dict(frames=10**6), "frames"),
+        (dict(frames="many"), "numbers"),
+        (dict(fps=0), "per second"),
+        (dict(fps=1000), "per second"),
+        (dict(path="zigzag"), "Path"),
+    ],
+)
 def test_interpolate_bad_settings(h, digit_png, kw, words):
     with pytest.raises(gr.Error, match=words):
         h.interpolate(digit_png, digit_png, "mnist", **kw)
@@ -323,6 +348,7 @@ def test_interp_example_alternates(h):
 
 
 # -- the app ----------------------------------------------------------------------------------
+
 
 def test_build_app_exposes_the_api(dirs, tmp_path):
     demo = app.build_app(*dirs, cache_dir=tmp_path)

@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-from app_helpers import make_models  # noqa: E402  # first: puts the repo root on sys.path
-import app  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import app
+from app_helpers import make_models
+from tools.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,8 @@ def server(tmp_path_factory):
 def test_reconstruct(server):
     client, examples = server
     orig, recon, cmap, psnr, used, bits, table = client.predict(
-        handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct")
+        handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct"
+    )
     assert Image.open(recon).size == (252, 252)
     assert Image.open(cmap).size == (252, 252)
     codes = np.array(table["data"])
@@ -53,8 +46,9 @@ def test_reconstruct(server):
 
 def test_codebook_and_code(server):
     client, examples = server
-    table = client.predict(handle_file(str(examples / "cifar10" / "01.png")), "cifar10",
-                           api_name="/reconstruct")[6]
+    table = client.predict(
+        handle_file(str(examples / "cifar10" / "01.png")), "cifar10", api_name="/reconstruct"
+    )[6]
     plot, summary = client.predict("cifar10", "2-D", table, api_name="/codebook")
     fig = json.loads(plot["plot"])
     assert len(fig["data"]) == 2 and "distinct codes" in summary
@@ -85,22 +79,49 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
     junk.write_bytes(b"\x89PNG\r\n\x1a\n this is no image")
     grid = {"headers": [str(j) for j in range(7)], "data": [[5] * 7 for _ in range(7)]}
     bad_calls = [
-        (lambda: client.predict(handle_file(str(junk)), "mnist", api_name="/reconstruct"),
-         "not an image|corrupt"),
+        (
+            lambda: client.predict(handle_file(str(junk)), "mnist", api_name="/reconstruct"),
+            "not an image|corrupt",
+        ),
         (lambda: client.predict(None, "mnist", api_name="/reconstruct"), "No image"),
-        (lambda: client.predict("mnist", {**grid, "data": [[999] * 7] * 7}, api_name="/edit"),
-         "between 0 and 31"),
-        (lambda: client.predict("mnist", {**grid, "data": [[1] * 3] * 2}, api_name="/edit"),
-         "7x7"),
-        (lambda: client.predict("mnist", "2-D", {**grid, "data": [[1] * 8] * 8},
-                                api_name="/codebook"), "7x7"),
+        (
+            lambda: client.predict("mnist", {**grid, "data": [[999] * 7] * 7}, api_name="/edit"),
+            "between 0 and 31",
+        ),
+        (lambda: client.predict("mnist", {**grid, "data": [[1] * 3] * 2}, api_name="/edit"), "7x7"),
+        (
+            lambda: client.predict(
+                "mnist", "2-D", {**grid, "data": [[1] * 8] * 8}, api_name="/codebook"
+            ),
+            "7x7",
+        ),
         (lambda: client.predict("mnist", 10**9, api_name="/code"), "between 0 and 31"),
-        (lambda: client.predict(handle_file(str(examples / "mnist" / "00.png")),
-                                handle_file(str(examples / "mnist" / "01.png")), "mnist",
-                                10**7, 12, "lerp", True, api_name="/interpolate"), "frames|maximum"),
-        (lambda: client.predict(handle_file(str(examples / "mnist" / "00.png")),
-                                handle_file(str(examples / "mnist" / "01.png")), "mnist",
-                                8, 12, "sideways", True, api_name="/interpolate"), None),
+        (
+            lambda: client.predict(
+                handle_file(str(examples / "mnist" / "00.png")),
+                handle_file(str(examples / "mnist" / "01.png")),
+                "mnist",
+                10**7,
+                12,
+                "lerp",
+                True,
+                api_name="/interpolate",
+            ),
+            "frames|maximum",
+        ),
+        (
+            lambda: client.predict(
+                handle_file(str(examples / "mnist" / "00.png")),
+                handle_file(str(examples / "mnist" / "01.png")),
+                "mnist",
+                8,
+                12,
+                "sideways",
+                True,
+                api_name="/interpolate",
+            ),
+            None,
+        ),
     ]
     for call, words in bad_calls:
         with pytest.raises((AppError, ValueError)) as err:
@@ -108,8 +129,9 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
         if words:
             assert re.search(words, str(err.value)), str(err.value)
     # still up, still right
-    out = client.predict(handle_file(str(examples / "mnist" / "02.png")), "mnist",
-                         api_name="/reconstruct")
+    out = client.predict(
+        handle_file(str(examples / "mnist" / "02.png")), "mnist", api_name="/reconstruct"
+    )
     assert np.array(out[6]["data"]).shape == (7, 7)
 
 
@@ -121,5 +143,6 @@ def test_docs_api_examples_run(server):
     assert len(blocks) == 4
     for code in blocks:
         code = code.replace("http://127.0.0.1:7860/", client.src).replace(
-            "assets/examples/", f"{examples}/")
+            "assets/examples/", f"{examples}/"
+        )
         exec(compile(code, "docs/api.md", "exec"), {})

@@ -4,17 +4,24 @@ models. Skipped when Chromium or Playwright is missing."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 from PIL import Image
 
-from app_helpers import digits, make_models  # first: puts the repo root on sys.path
 import app
+from app_helpers import digits, make_models
+from tools.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
@@ -27,9 +34,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     models, examples = make_models(root)
     demo = app.build_app(models, examples, cache_dir=root / "cache")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", demo.handlers, root
     demo.close()
@@ -54,7 +59,8 @@ def wait_src_change(page, selector: str, old: str):
     page.wait_for_function(
         "([sel, old]) => { const i = document.querySelector(sel);"
         " return i && i.getAttribute('src') && i.getAttribute('src') !== old; }",
-        arg=[selector, old])
+        arg=[selector, old],
+    )
 
 
 def test_reconstruct_tab(page, server):
@@ -67,7 +73,8 @@ def test_reconstruct_tab(page, server):
     page.locator("#input-image input[type=file]").set_input_files(str(path))
     page.locator("#recon-btn").click()
     page.wait_for_function(
-        "v => document.querySelector('#psnr input').value == v", arg=str(expected))
+        "v => document.querySelector('#psnr input').value == v", arg=str(expected)
+    )
     assert page.locator("#codemap img").count() == 1
     # draw a stroke on the drawing pad: it reconstructs as you draw
     before = src(page, "#recon img")
@@ -91,8 +98,7 @@ def test_codebook_tab(page):
     box = page.locator("#pick input")
     box.fill("5")
     box.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('#pick-md').innerText.includes('Code 5')")
+    page.wait_for_function("() => document.querySelector('#pick-md').innerText.includes('Code 5')")
 
 
 def test_edit_tab(page):

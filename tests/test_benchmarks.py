@@ -9,11 +9,9 @@ import pytest
 import torch
 
 import vqvae
+from benchmarks import capacity
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import capacity  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("row", sorted(capacity.ROWS))
@@ -27,24 +25,46 @@ def test_every_capacity_row_builds_a_network_with_the_same_bits(row):
 
 
 def _report(tmp_path, name, steps, rows):
-    report = dict(dataset="mnist", steps=steps, batch_size=128, seed=0, device="cpu",
-                  torch=torch.__version__, codebook_size=512, rows=rows)
+    report = dict(
+        dataset="mnist",
+        steps=steps,
+        batch_size=128,
+        seed=0,
+        device="cpu",
+        torch=torch.__version__,
+        codebook_size=512,
+        rows=rows,
+    )
     path = tmp_path / name
     path.write_text(json.dumps(report))
     return str(path)
 
 
 def _row(name, psnr):
-    return dict(row=name, overrides=capacity.ROWS[name], params=690000, psnr=psnr, ssim=0.9,
-                codes_used=512, codes_used_fraction=1.0, perplexity=300.0, step_ms=100.0,
-                curve=[[1000, psnr - 1], [2000, psnr]])
+    return dict(
+        row=name,
+        overrides=capacity.ROWS[name],
+        params=690000,
+        psnr=psnr,
+        ssim=0.9,
+        codes_used=512,
+        codes_used_fraction=1.0,
+        perplexity=300.0,
+        step_ms=100.0,
+        curve=[[1000, psnr - 1], [2000, psnr]],
+    )
 
 
 def test_merge_prints_one_table_from_several_files(tmp_path):
     a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
     b = _report(tmp_path, "b.json", 2000, [_row("wide", 27.25)])
-    out = subprocess.run([sys.executable, str(BENCH / "capacity.py"), "--merge", a, b],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.capacity", "--merge", a, b],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
     assert "| preset (as the preset) | 0.69 M | 26.50 |" in out
     assert "| wide (hidden_channels=256, res_channels=64) | 0.69 M | 27.25 |" in out
     assert "wide: 1000: 26.25, 2000: 27.25" in out
@@ -53,20 +73,47 @@ def test_merge_prints_one_table_from_several_files(tmp_path):
 def test_merge_refuses_files_with_different_budgets(tmp_path):
     a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
     b = _report(tmp_path, "b.json", 4000, [_row("wide", 27.25)])
-    res = subprocess.run([sys.executable, str(BENCH / "capacity.py"), "--merge", a, b],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.capacity", "--merge", a, b],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode != 0 and "different datasets, budgets or seeds" in res.stderr
 
 
-@pytest.mark.parametrize("elapsed, expect", [(930.0, "after 4000 steps, 15.5 min"),
-                                             (None, "after 4000 steps, time not recorded")])
+@pytest.mark.parametrize(
+    "elapsed, expect",
+    [(930.0, "after 4000 steps, 15.5 min"), (None, "after 4000 steps, time not recorded")],
+)
 def test_speed_reads_time_to_target_from_a_run(tmp_path, elapsed, expect):
-    lines = [dict(step=100, loss=0.1), dict(step=2000, eval=dict(psnr=24.1)),
-             dict(step=4000, eval=dict(psnr=24.6))]
+    lines = [
+        dict(step=100, loss=0.1),
+        dict(step=2000, eval=dict(psnr=24.1)),
+        dict(step=4000, eval=dict(psnr=24.6)),
+    ]
     if elapsed is not None:  # a run that records elapsed_s on every line
         lines[1]["elapsed_s"], lines[2]["elapsed_s"] = 400.0, elapsed
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    out = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--device", "cpu", "--presets",
-                          "mnist", "--steps", "1", "--run", str(tmp_path), "--target", "24.5"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "--device",
+            "cpu",
+            "--presets",
+            "mnist",
+            "--steps",
+            "1",
+            "--run",
+            str(tmp_path),
+            "--target",
+            "24.5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
     assert f"test PSNR >= 24.5 dB {expect}" in out

@@ -1,4 +1,5 @@
-"""save_pretrained / load_pretrained: identical outputs, safetensors + JSON, no pickle, clear errors."""
+"""save_pretrained / load_pretrained: identical outputs, safetensors + JSON, no pickle,
+clear errors."""
 
 import pickle
 
@@ -14,13 +15,16 @@ def trained(tiny_config, mnist_small):
     """A tiny model whose EMA state and buffers have moved away from the init."""
     model = vqvae.VQVAE(tiny_config).train()
     for i in range(3):
-        model(mnist_small.train[i * 16:(i + 1) * 16])
+        model(mnist_small.train[i * 16 : (i + 1) * 16])
     return model.eval()
 
 
 def test_round_trip_gives_identical_outputs(trained, tmp_path, mnist_small):
     trained.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
     loaded = vqvae.load_pretrained(tmp_path / "m")
     assert not loaded.training and loaded.config == trained.config
     x = mnist_small.test[:8]
@@ -62,8 +66,12 @@ def test_loading_never_unpickles(trained, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("checkpoint loading must not unpickle")
 
-    for target, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
-                         (torch, "load")):
+    for target, name in (
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
+        (torch, "load"),
+    ):
         monkeypatch.setattr(target, name, refuse)
     loaded = vqvae.load_pretrained(str(tmp_path / "m"))
     assert torch.equal(loaded.codebook, trained.codebook)
@@ -74,8 +82,13 @@ def test_corrupt_weights_give_a_clear_error(trained, tmp_path, damage):
     trained.save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({"garbage": b"not a safetensors file at all" * 10,
-                         "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    weights.write_bytes(
+        {
+            "garbage": b"not a safetensors file at all" * 10,
+            "truncated": data[: len(data) // 2],
+            "empty": b"",
+        }[damage]
+    )
     with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
         vqvae.load_pretrained(tmp_path / "m")
 
@@ -89,9 +102,13 @@ def test_bad_config_gives_a_clear_error(trained, tmp_path):
 
 def test_config_that_disagrees_with_the_weights_gives_a_clear_error(trained, tmp_path):
     trained.save_pretrained(tmp_path / "m")
-    bigger = vqvae.VQVAEConfig(**{**vars(trained.config), "codebook_size": trained.config.codebook_size * 2})
+    bigger = vqvae.VQVAEConfig(
+        **{**vars(trained.config), "codebook_size": trained.config.codebook_size * 2}
+    )
     bigger.to_json(tmp_path / "m" / "config.json")
-    with pytest.raises(ValueError, match=r"weights in .*model.safetensors do not match .*config.json"):
+    with pytest.raises(
+        ValueError, match=r"weights in .*model.safetensors do not match .*config.json"
+    ):
         vqvae.load_pretrained(tmp_path / "m")
 
 
@@ -120,5 +137,8 @@ def test_save_overwrites_and_leaves_no_temporary_files(trained, tiny_config, tmp
     other = vqvae.VQVAE(tiny_config.replace(codebook_size=16))
     other.save_pretrained(tmp_path / "m")
     trained.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
     assert vqvae.load_pretrained(tmp_path / "m").config.codebook_size == 32

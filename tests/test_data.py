@@ -53,7 +53,9 @@ def test_folder_dataset_loads_as_uint8(image_folder):
     x, info = load_uint8("folder", image_folder, "train", image_size=16, channels=3)
     assert x.shape == (3, 3, 16, 16) and x.dtype == torch.uint8
     assert (info.channels, info.image_size, info.name) == (3, 16, "folder")
-    for img, colour in zip(x, COLOURS):  # files come back in name order, colours intact
+    for img, colour in zip(
+        x, COLOURS, strict=False
+    ):  # files come back in name order, colours intact
         assert img.flatten(1).unique(dim=1).t().tolist() == [list(colour)]
     grey, _ = load_uint8("folder", image_folder, "test", image_size=8, channels=1)
     assert grey.shape == (3, 1, 8, 8)
@@ -95,7 +97,9 @@ def test_mnist_small_fixture(mnist_small):
     assert mnist_small.test_labels.shape == (128,)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="no MNIST in ../shared/data")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="no MNIST in ../shared/data"
+)
 def test_real_mnist_loads_and_matches_the_fixture():
     x, info = load_uint8("mnist", SHARED_DATA, "test")
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.uint8

@@ -1,8 +1,6 @@
 """Two gloo processes feeding different data keep identical codebooks (EMA, k-means init,
 dead-code restarts are all synchronised)."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -10,18 +8,14 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import vqvae
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.ports import free_port
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
     try:
         g = torch.Generator().manual_seed(100 + rank)  # each rank its own data
         vq = vqvae.VectorQuantizer(16, 4, use_ema=True, decay=0.9, dead_code_threshold=2).train()
@@ -36,17 +30,24 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             due = vq.steps_unused == 1  # restarted now unless chosen in this step
             vq(z)
             restarted += int((due & (vq.steps_unused == 0)).sum())
-        save_file({"codebook": vq.codebook.detach().contiguous(),
-                   "ema_cluster_size": vq.ema_cluster_size, "ema_embed_sum": vq.ema_embed_sum,
-                   "steps_unused": vq.steps_unused,
-                   "after_kmeans": after_kmeans, "restarted": torch.tensor(restarted)}, f"{out_dir}/rank{rank}.safetensors")
+        save_file(
+            {
+                "codebook": vq.codebook.detach().contiguous(),
+                "ema_cluster_size": vq.ema_cluster_size,
+                "ema_embed_sum": vq.ema_embed_sum,
+                "steps_unused": vq.steps_unused,
+                "after_kmeans": after_kmeans,
+                "restarted": torch.tensor(restarted),
+            },
+            f"{out_dir}/rank{rank}.safetensors",
+        )
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_codebooks_identical_across_ranks(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = load_file(tmp_path / "rank0.safetensors")
     r1 = load_file(tmp_path / "rank1.safetensors")
     for key in ("after_kmeans", "codebook", "ema_cluster_size", "ema_embed_sum", "steps_unused"):

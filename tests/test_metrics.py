@@ -20,7 +20,9 @@ def test_psnr_matches_its_definition(mse):
     x = torch.full((1, 1, 4, 4), 0.5)
     y = x + math.sqrt(mse)
     assert float(vqvae.psnr(x, y)) == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
-    assert float(vqvae.psnr(x, y, data_range=2.0)) == pytest.approx(10 * math.log10(4 / mse), abs=1e-3)
+    assert float(vqvae.psnr(x, y, data_range=2.0)) == pytest.approx(
+        10 * math.log10(4 / mse), abs=1e-3
+    )
 
 
 def test_psnr_is_per_image():

@@ -6,10 +6,13 @@ import torch
 import vqvae
 
 
-@pytest.mark.parametrize("name, shape, grid", [
-    ("mnist", (1, 28, 28), (7, 7)),
-    ("cifar10", (3, 32, 32), (8, 8)),
-])
+@pytest.mark.parametrize(
+    "name, shape, grid",
+    [
+        ("mnist", (1, 28, 28), (7, 7)),
+        ("cifar10", (3, 32, 32), (8, 8)),
+    ],
+)
 def test_preset_shapes_and_index_range(name, shape, grid):
     config = vqvae.preset(name)
     assert config.codebook_size == 512 and config.latent_size == grid[0]
@@ -32,8 +35,15 @@ def test_preset_shapes_and_index_range(name, shape, grid):
 
 
 def test_downsample_8():
-    config = vqvae.VQVAEConfig(in_channels=3, image_size=64, downsample=8, hidden_channels=32,
-                               res_channels=8, embedding_dim=16, codebook_size=64)
+    config = vqvae.VQVAEConfig(
+        in_channels=3,
+        image_size=64,
+        downsample=8,
+        hidden_channels=32,
+        res_channels=8,
+        embedding_dim=16,
+        codebook_size=64,
+    )
     model = vqvae.VQVAE(config).eval()
     codes = model.encode(torch.rand(2, 3, 64, 64))
     assert codes.shape == (2, 8, 8) and config.latent_size == 8
@@ -135,15 +145,18 @@ def mnist_model(tiny_config):
     return vqvae.VQVAE(tiny_config).eval()
 
 
-@pytest.mark.parametrize("x, match", [
-    (torch.rand(1, 3, 28, 28), "takes 1-channel images, got 3 channels"),
-    (torch.rand(1, 1, 30, 30), "multiples of 4, got 30x30"),
-    (torch.rand(1, 1, 28, 26), "multiples of 4, got 28x26"),
-    (torch.full((1, 1, 28, 28), float("nan")), "NaN or infinite"),
-    (torch.rand(1, 1, 28, 28) * 255, r"must be in \[0, 1\]"),
-    (torch.rand(1, 1, 28, 28) - 0.5, r"must be in \[0, 1\]"),
-    (torch.rand(1, 28, 28), r"shape \(B, C, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.rand(1, 3, 28, 28), "takes 1-channel images, got 3 channels"),
+        (torch.rand(1, 1, 30, 30), "multiples of 4, got 30x30"),
+        (torch.rand(1, 1, 28, 26), "multiples of 4, got 28x26"),
+        (torch.full((1, 1, 28, 28), float("nan")), "NaN or infinite"),
+        (torch.rand(1, 1, 28, 28) * 255, r"must be in \[0, 1\]"),
+        (torch.rand(1, 1, 28, 28) - 0.5, r"must be in \[0, 1\]"),
+        (torch.rand(1, 28, 28), r"shape \(B, C, H, W\)"),
+    ],
+)
 def test_bad_images_are_rejected(mnist_model, x, match):
     with pytest.raises(ValueError, match=match):
         mnist_model.encode(x)
@@ -163,13 +176,16 @@ def test_integer_images_are_rejected(mnist_model):
         mnist_model.encode(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
 
 
-@pytest.mark.parametrize("codes, error, match", [
-    (torch.full((1, 7, 7), 32), ValueError, r"must be in \[0, 31\], got values in \[32, 32\]"),
-    (torch.full((1, 7, 7), -1), ValueError, r"must be in \[0, 31\]"),
-    (torch.zeros(1, 7, 7, dtype=torch.float32), TypeError, "integer tensor"),
-    (torch.zeros(7, 7, dtype=torch.long), ValueError, r"shape \(B, h, w\), got \(7, 7\)"),
-    (torch.zeros(1, 1, 7, 7, dtype=torch.long), ValueError, r"shape \(B, h, w\)"),
-])
+@pytest.mark.parametrize(
+    "codes, error, match",
+    [
+        (torch.full((1, 7, 7), 32), ValueError, r"must be in \[0, 31\], got values in \[32, 32\]"),
+        (torch.full((1, 7, 7), -1), ValueError, r"must be in \[0, 31\]"),
+        (torch.zeros(1, 7, 7, dtype=torch.float32), TypeError, "integer tensor"),
+        (torch.zeros(7, 7, dtype=torch.long), ValueError, r"shape \(B, h, w\), got \(7, 7\)"),
+        (torch.zeros(1, 1, 7, 7, dtype=torch.long), ValueError, r"shape \(B, h, w\)"),
+    ],
+)
 def test_bad_codes_are_rejected(mnist_model, codes, error, match):
     with pytest.raises(error, match=match):
         mnist_model.decode(codes)

@@ -11,8 +11,9 @@ import vqvae
 
 def latents(*values, dim=1):
     """Rows of ``values`` (each a D-tuple or a number) as latents (1, D, 1, N)."""
-    rows = torch.tensor([v if isinstance(v, (tuple, list)) else [v] for v in values],
-                        dtype=torch.float32)
+    rows = torch.tensor(
+        [v if isinstance(v, (tuple, list)) else [v] for v in values], dtype=torch.float32
+    )
     return rows.t().reshape(1, dim, 1, len(values))
 
 
@@ -85,14 +86,15 @@ def test_batch_statistics():
     p = [0.5, 0.25, 0.25]
     assert float(out.perplexity) == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)))
     # commitment = beta * mean((z - q)^2)
-    assert float(out.commitment_loss) == pytest.approx(0.25 * (0.01 + 0.04 + 0.01 + 1.0) / 4,
-                                                       rel=1e-5)
+    assert float(out.commitment_loss) == pytest.approx(
+        0.25 * (0.01 + 0.04 + 0.01 + 1.0) / 4, rel=1e-5
+    )
 
 
 def test_kmeans_init_finds_separated_clusters():
     g = torch.Generator().manual_seed(1)
     centres = torch.randn(8, 4, generator=g) * 5
-    samples = (centres.repeat_interleave(64, 0) + 0.05 * torch.randn(512, 4, generator=g))
+    samples = centres.repeat_interleave(64, 0) + 0.05 * torch.randn(512, 4, generator=g)
     samples = samples[torch.randperm(512, generator=g)]
     vq = vqvae.VectorQuantizer(8, 4, use_ema=True)
     inertia = vq.init_kmeans(samples)
@@ -152,7 +154,9 @@ def test_no_restarts_in_eval_mode():
 
 def test_quantizer_rejects_wrong_latent_shape():
     vq = vqvae.VectorQuantizer(4, 2)
-    with pytest.raises(ValueError, match=r"expected latents of shape \(B, 2, h, w\), got \(1, 3, 2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"expected latents of shape \(B, 2, h, w\), got \(1, 3, 2, 2\)"
+    ):
         vq(torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match=r"expected codebook of shape \(4, 2\)"):
         vq.set_codebook(torch.zeros(3, 2))

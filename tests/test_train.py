@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,44 +18,25 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vqvae
-from vqvae.data import DatasetNotFoundError
 from train import evaluate as train_evaluate
 from train import export as train_export
 from train import train as train_train
+from vqvae.data import DatasetNotFoundError
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "mnist_small.npz"
 
 # A model that trains in milliseconds a step; flags the tests share.
-TINY = ["--hidden-channels", "16", "--res-channels", "8", "--res-layers", "1",
-        "--embedding-dim", "8", "--codebook-size", "32", "--device", "cpu"]
+TINY = "--hidden-channels 16 --res-channels 8 --res-layers 1 --embedding-dim 8 --codebook-size 32 --device cpu".split()  # noqa: E501
 # 20 pre-training steps, k-means, 30 VQ steps on 128 images (4 batches an epoch).
-QUICK = TINY + ["--pretrain-steps", "20", "--steps", "30", "--batch-size", "32",
-                "--lr", "3e-3", "--warmup-steps", "5", "--limit-train", "128",
-                "--limit-test", "64", "--kmeans-images", "128", "--dead-code-threshold", "3",
-                "--log-every", "1", "--eval-every", "25", "--eval-images", "32",
-                "--sample-every", "25", "--ckpt-every", "10"]
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    """An idx file as torchvision's MNIST reads it: magic, big-endian dims, then the bytes."""
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", magic))
-        f.write(struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-@pytest.fixture(scope="session")
-def mnist_dir(tmp_path_factory):
-    """The small MNIST sample as torchvision's idx files: ``--preset mnist --data-dir`` it."""
-    d = np.load(DATA)
-    root = tmp_path_factory.mktemp("mnist-idx")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", d[f"{split}_images"][:, 0], 0x803)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", d[f"{split}_labels"], 0x801)
-    return root
+QUICK = (
+    TINY
+    + (
+        "--pretrain-steps 20 --steps 30 --batch-size 32 --lr 3e-3 --warmup-steps 5 "
+        "--limit-train 128 --limit-test 64 --kmeans-images 128 --dead-code-threshold 3 "
+        "--log-every 1 --eval-every 25 --eval-images 32 --sample-every 25 --ckpt-every 10"
+    ).split()
+)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +45,9 @@ def folder_dir(tmp_path_factory):
     d = np.load(DATA)
     root = tmp_path_factory.mktemp("mnist-png")
     for split, n in (("train", 128), ("test", 32)):
-        for i, (img, label) in enumerate(zip(d[f"{split}_images"][:n], d[f"{split}_labels"][:n])):
+        for i, (img, label) in enumerate(
+            zip(d[f"{split}_images"][:n], d[f"{split}_labels"][:n], strict=False)
+        ):
             folder = root / split / str(int(label))
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[0]).save(folder / f"{i:04d}.png")
@@ -105,8 +87,9 @@ def finished_run(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        train_train.main(["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out),
-                          *QUICK])
+        train_train.main(
+            ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out), *QUICK]
+        )
     finally:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGTERM, before[1])
@@ -136,11 +119,18 @@ def test_three_phases_lower_the_loss(finished_run):
     assert len(final) == 1 and final[0]["eval"]["num_images"] == 64
     assert final[0]["eval"]["psnr"] > 8
 
-    for name in ("checkpoint.pt", "model.safetensors", "config.json", "train_config.json",
-                 "summary.json"):
+    for name in (
+        "checkpoint.pt",
+        "model.safetensors",
+        "config.json",
+        "train_config.json",
+        "summary.json",
+    ):
         assert (finished_run / name).is_file(), name
     assert sorted(p.name for p in (finished_run / "samples").glob("*.png")) == [
-        "step_000025.png", "step_000050.png"]
+        "step_000025.png",
+        "step_000050.png",
+    ]
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["step"] == summary["total_steps"] == 50 and not summary["interrupted"]
     assert summary["final_eval"] == final[0]["eval"]
@@ -160,10 +150,31 @@ def test_three_phases_lower_the_loss(finished_run):
 def test_folder_dataset_trains_and_restores_signal_handlers(tmp_path, folder_dir):
     before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "run"
-    train_train.main(["--preset", "folder", "--data-dir", str(folder_dir), "--out", str(out),
-                      "--channels", "1", "--image-size", "28", *TINY, "--pretrain-steps", "2",
-                      "--steps", "3", "--batch-size", "32", "--kmeans-images", "64",
-                      "--log-every", "1"])
+    train_train.main(
+        [
+            "--preset",
+            "folder",
+            "--data-dir",
+            str(folder_dir),
+            "--out",
+            str(out),
+            "--channels",
+            "1",
+            "--image-size",
+            "28",
+            *TINY,
+            "--pretrain-steps",
+            "2",
+            "--steps",
+            "3",
+            "--batch-size",
+            "32",
+            "--kmeans-images",
+            "64",
+            "--log-every",
+            "1",
+        ]
+    )
     # a caller's Ctrl-C works again once training has returned
     assert signal.getsignal(signal.SIGINT) is before
     tc = json.loads((out / "train_config.json").read_text())
@@ -184,14 +195,32 @@ def _subprocess_env() -> dict:
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, mnist_dir, monkeypatch):
     # 4 batches an epoch, so the run crosses many epochs; restarts after 3 unused steps
-    opts = ["--preset", "mnist", "--data-dir", str(mnist_dir), *QUICK, "--steps", "100",
-            "--ckpt-every", "100000", "--eval-every", "100000", "--sample-every", "100000"]
+    opts = [
+        "--preset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        *QUICK,
+        "--steps",
+        "100",
+        "--ckpt-every",
+        "100000",
+        "--eval-every",
+        "100000",
+        "--sample-every",
+        "100000",
+    ]
 
     # B: interrupted by Ctrl-C during the VQ phase
     run_b = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "train", *opts, "--out", str(run_b)],
-                            cwd=tmp_path, env=_subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", *opts, "--out", str(run_b)],
+        cwd=tmp_path,
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         metrics = run_b / "metrics.jsonl"
@@ -228,13 +257,13 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, mnist_dir, monkeypa
     train_train.main([*opts, "--out", str(run_a)])
     monkeypatch.undo()
     # restarts happen after the interruption, so the restored RNG state matters
-    assert sum(restarts[stopped_at - 20:]) > 0
+    assert sum(restarts[stopped_at - 20 :]) > 0
 
     # B resumed finishes with exactly A's per-step figures and weights
     train_train.main(["--out", str(run_b), "--resume"])
     a, b = step_records(run_a), step_records(run_b)
     assert [r["step"] for r in b] == list(range(1, 121))
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=False):
         for timing in ("images_per_s", "elapsed_s"):
             ra.pop(timing), rb.pop(timing)
         assert ra == rb, f"step {ra['step']} differs after resuming at {stopped_at}"
@@ -266,15 +295,27 @@ def test_resuming_a_finished_run_changes_nothing(capsys, tmp_path, finished_run)
 # ----------------------------------------------------------------------------- export
 @pytest.mark.slow
 def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_path, finished_run):
-    out = train_export.export(finished_run, "tiny", out_root=tmp_path / "pretrained",
-                              assets=tmp_path / "assets", progress=False)
+    out = train_export.export(
+        finished_run,
+        "tiny",
+        out_root=tmp_path / "pretrained",
+        assets=tmp_path / "assets",
+        progress=False,
+    )
     assert out == tmp_path / "pretrained" / "tiny"
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "codebook.json", "config.json", "metrics.json", "model.safetensors"]
+        "README.md",
+        "codebook.json",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
     model = vqvae.load_pretrained(out)
     ref = vqvae.load_pretrained(finished_run)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 ref.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=False)
+    )
 
     info = json.loads((out / "codebook.json").read_text())
     assert len(info["usage"]) == 32 and sum(info["usage"]) == 512 * 7 * 7  # whole train split
@@ -297,8 +338,14 @@ def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_pa
 
 
 def test_float16_export_measures_the_shipped_weights_and_names_every_option(tmp_path, finished_run):
-    out = train_export.export(finished_run, "half", out_root=tmp_path / "pretrained",
-                              assets=tmp_path / "assets", progress=False, dtype="float16")
+    out = train_export.export(
+        finished_run,
+        "half",
+        out_root=tmp_path / "pretrained",
+        assets=tmp_path / "assets",
+        progress=False,
+        dtype="float16",
+    )
     stored = load_file(str(out / "model.safetensors"))
     assert stored["encoder.net.0.weight"].dtype == torch.float16
     metrics = json.loads((out / "metrics.json").read_text())
@@ -309,17 +356,27 @@ def test_float16_export_measures_the_shipped_weights_and_names_every_option(tmp_
     card = (out / "README.md").read_text()
     assert "float16 safetensors" in card
     # the card's command rebuilds this architecture, not the preset's
-    for flag in ("--hidden-channels 16", "--res-channels 8", "--res-layers 1",
-                 "--embedding-dim 8", "--codebook-size 32"):
+    for flag in (
+        "--hidden-channels 16",
+        "--res-channels 8",
+        "--res-layers 1",
+        "--embedding-dim 8",
+        "--codebook-size 32",
+    ):
         assert flag in card, flag
     assert not list((tmp_path / "pretrained").glob(".*"))  # no temporary folders left
 
 
 def test_failed_export_leaves_no_temporary_folder(tmp_path, finished_run):
     with pytest.raises(DatasetNotFoundError):
-        train_export.export(finished_run, "broken", data_dir=str(tmp_path / "nowhere"),
-                            out_root=tmp_path / "pretrained", assets=tmp_path / "assets",
-                            progress=False)
+        train_export.export(
+            finished_run,
+            "broken",
+            data_dir=str(tmp_path / "nowhere"),
+            out_root=tmp_path / "pretrained",
+            assets=tmp_path / "assets",
+            progress=False,
+        )
     assert list((tmp_path / "pretrained").iterdir()) == []
 
 
@@ -337,8 +394,9 @@ def test_unknown_dataset(capsys, tmp_path):
 
 
 def test_missing_data_folder(capsys, tmp_path):
-    err = fail_with(capsys, ["--data-dir", str(tmp_path / "nowhere"), "--out",
-                             str(tmp_path / "r"), *TINY])
+    err = fail_with(
+        capsys, ["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY]
+    )
     assert f"data folder {tmp_path / 'nowhere'} does not exist" in err
     assert not (tmp_path / "r").exists()
 
@@ -350,8 +408,9 @@ def test_empty_folder_dataset(capsys, tmp_path, layout):
         (data / split).mkdir(parents=True)
         if layout == "empty class folder":
             (data / split / "digits").mkdir()
-    err = fail_with(capsys, ["--preset", "folder", "--data-dir", str(data), "--out",
-                             str(tmp_path / "r"), *TINY])
+    err = fail_with(
+        capsys, ["--preset", "folder", "--data-dir", str(data), "--out", str(tmp_path / "r"), *TINY]
+    )
     assert f"{data / 'train'}: no images found" in err
     assert not (tmp_path / "r").exists()
 
@@ -360,13 +419,13 @@ def _snapshot(run: Path) -> dict:
     return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
 
-def test_existing_run_is_not_overwritten_without_resume(capsys, tmp_path, finished_run,
-                                                        mnist_dir):
+def test_existing_run_is_not_overwritten_without_resume(capsys, tmp_path, finished_run, mnist_dir):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     before = _snapshot(run)
-    err = fail_with(capsys, ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run),
-                             *QUICK])
+    err = fail_with(
+        capsys, ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run), *QUICK]
+    )
     assert "already holds a run; pass --resume" in err
     assert _snapshot(run) == before
 
@@ -391,22 +450,36 @@ def test_resume_with_a_corrupt_checkpoint(capsys, tmp_path, finished_run):
 
 
 def test_evaluate_on_a_folder_without_a_model(capsys, tmp_path):
-    err = fail_with(capsys, [str(tmp_path), "--dataset", "mnist", "--data-dir", str(tmp_path)],
-                    main=train_evaluate.main)
+    err = fail_with(
+        capsys,
+        [str(tmp_path), "--dataset", "mnist", "--data-dir", str(tmp_path)],
+        main=train_evaluate.main,
+    )
     assert "no model at" in err and "model.safetensors" in err
 
 
 def test_export_of_a_folder_that_is_not_a_run(capsys, tmp_path):
-    err = fail_with(capsys, [str(tmp_path), "--name", "x", "--out-root",
-                             str(tmp_path / "pretrained"), "--assets", str(tmp_path / "assets")],
-                    main=train_export.main)
+    err = fail_with(
+        capsys,
+        [
+            str(tmp_path),
+            "--name",
+            "x",
+            "--out-root",
+            str(tmp_path / "pretrained"),
+            "--assets",
+            str(tmp_path / "assets"),
+        ],
+        main=train_export.main,
+    )
     assert "is not a training run folder" in err
     assert not (tmp_path / "pretrained").exists() and not (tmp_path / "assets").exists()
 
 
 @pytest.mark.parametrize("caught_by", ["logged loss", "checkpoint"])
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, mnist_dir,
-                                                           monkeypatch, caught_by):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    capsys, tmp_path, mnist_dir, monkeypatch, caught_by
+):
     # from the 8th VQ step on the loss is NaN (as after a too-high learning rate)
     run = tmp_path / "run"
     kept = {}
@@ -425,10 +498,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path, mni
 
     monkeypatch.setattr(vqvae.VQVAE, "forward", poisoned)
     log_every, ckpt_every = ("1", "5") if caught_by == "logged loss" else ("1000", "1")
-    err = fail_with(capsys, ["--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run),
-                             *TINY, "--pretrain-steps", "0", "--steps", "20", "--batch-size", "32",
-                             "--limit-train", "128", "--kmeans-images", "64", "--log-every",
-                             log_every, "--ckpt-every", ckpt_every])
+    err = fail_with(
+        capsys,
+        [
+            "--preset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--out",
+            str(run),
+            *TINY,
+            "--pretrain-steps",
+            "0",
+            "--steps",
+            "20",
+            "--batch-size",
+            "32",
+            "--limit-train",
+            "128",
+            "--kmeans-images",
+            "64",
+            "--log-every",
+            log_every,
+            "--ckpt-every",
+            ckpt_every,
+        ],
+    )
     if caught_by == "logged loss":
         assert "loss became nan at step 8" in err
     else:

@@ -3,7 +3,6 @@ writes, and both ranks end with the same weights and codebook."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,8 +10,9 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import REPO, TINY, step_records
 
-from test_train import REPO, TINY, mnist_dir, step_records  # noqa: F401 (fixture)
+from tools.ports import free_port
 
 # Runs the training CLI unchanged, then dumps the rank's final model state: rank 1 writes no
 # files of its own, so this is the only way to see its codebook.
@@ -42,24 +42,49 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mnist_dir):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     dumps, out = tmp_path / "dumps", tmp_path / "run"
     dumps.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(worker), str(dumps),
-           "--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(out), *TINY,
-           "--pretrain-steps", "4", "--steps", "8", "--batch-size", "16", "--lr", "3e-3",
-           "--warmup-steps", "2", "--limit-train", "128", "--limit-test", "32",
-           "--kmeans-images", "64", "--dead-code-threshold", "2", "--log-every", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(worker),
+        str(dumps),
+        "--preset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(out),
+        *TINY,
+        "--pretrain-steps",
+        "4",
+        "--steps",
+        "8",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--limit-train",
+        "128",
+        "--limit-test",
+        "32",
+        "--kmeans-images",
+        "64",
+        "--dead-code-threshold",
+        "2",
+        "--log-every",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]

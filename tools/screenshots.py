@@ -1,7 +1,7 @@
 """Screenshots of the app's four tabs for the README: assets/screenshots/<tab>.png.
 
-    python tools/screenshots.py                        # the shipped models in pretrained/
-    python tools/screenshots.py --models-dir /tmp/m --examples-dir /tmp/ex --out /tmp/shots
+    python -m tools.screenshots                        # the shipped models in pretrained/
+    python -m tools.screenshots --models-dir /tmp/m --examples-dir /tmp/ex --out /tmp/shots
 
 Starts ``python app.py`` on a free port, drives it in headless Chromium (Playwright; needs
 /usr/bin/chromium, e.g. ``apt-get install chromium``) and stops it again.
@@ -10,16 +10,24 @@ Starts ``python app.py`` on a free port, drives it in headless Chromium (Playwri
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from tools.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -47,18 +55,25 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port),
-                             "--models-dir", args.models_dir, "--examples-dir", args.examples_dir])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--port",
+            str(port),
+            "--models-dir",
+            args.models_dir,
+            "--examples-dir",
+            args.examples_dir,
+        ]
+    )
     try:
         wait_for(url, proc)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=ARGS)
-            page = browser.new_page(viewport={"width": 1380, "height": 1000},
-                                    device_scale_factor=1)
+            page = browser.new_page(viewport={"width": 1380, "height": 1000}, device_scale_factor=1)
             page.set_default_timeout(60_000)
             page.goto(url)
             if args.model:
@@ -86,7 +101,8 @@ def main():
                 page.wait_for_timeout(400)
             page.wait_for_function(
                 "old => document.querySelector('#edit-img img').getAttribute('src') !== old",
-                arg=old)
+                arg=old,
+            )
             page.wait_for_timeout(1000)
             shot(page, out / "edit.png")
 
@@ -105,8 +121,11 @@ def main():
 def shot(page, path: Path, max_height: int = 1250) -> None:
     """The page from the top, cut at ``max_height`` px (the code atlas is long)."""
     height = min(max_height, page.evaluate("document.documentElement.scrollHeight"))
-    page.screenshot(path=str(path), full_page=True,
-                    clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height})
+    page.screenshot(
+        path=str(path),
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height},
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ from .runs import read_train_config
 
 
 @torch.no_grad()
-def evaluate(model, images_u8: torch.Tensor, *, device=None, batch_size: int = 500,
-             progress: bool = True, quantize: bool = True) -> dict:
+def evaluate(
+    model,
+    images_u8: torch.Tensor,
+    *,
+    device=None,
+    batch_size: int = 500,
+    progress: bool = True,
+    quantize: bool = True,
+) -> dict:
     """Metrics of ``model`` over uint8 images (N, C, H, W), in fp32 and eval mode.
     PSNR is the mean of per-image PSNR; codes used are distinct codes over the whole set."""
     from tqdm.auto import tqdm
@@ -34,9 +41,10 @@ def evaluate(model, images_u8: torch.Tensor, *, device=None, batch_size: int = 5
     K = model.config.codebook_size
     usage = CodebookUsage(K)
     sums = dict(psnr=0.0, ssim=0.0, mse=0.0)
-    for i in tqdm(range(0, len(images_u8), batch_size), disable=not progress, desc="evaluate",
-                  unit="batch"):
-        x = images_u8[i:i + batch_size].to(device).float() / 255.0
+    for i in tqdm(
+        range(0, len(images_u8), batch_size), disable=not progress, desc="evaluate", unit="batch"
+    ):
+        x = images_u8[i : i + batch_size].to(device).float() / 255.0
         out = model(x, quantize=quantize)
         rec = out.reconstruction.float()
         sums["psnr"] += float(psnr(rec, x).sum())
@@ -48,32 +56,43 @@ def evaluate(model, images_u8: torch.Tensor, *, device=None, batch_size: int = 5
     n = len(images_u8)
     h = w = model.config.latent_size
     return {
-        "psnr": sums["psnr"] / n, "ssim": sums["ssim"] / n, "mse": sums["mse"] / n,
-        "codes_used": usage.used, "codes_used_fraction": usage.fraction,
-        "perplexity": usage.perplexity, "bits_per_image": vqvae.metrics.bits_per_image(h, w, K),
+        "psnr": sums["psnr"] / n,
+        "ssim": sums["ssim"] / n,
+        "mse": sums["mse"] / n,
+        "codes_used": usage.used,
+        "codes_used_fraction": usage.fraction,
+        "perplexity": usage.perplexity,
+        "bits_per_image": vqvae.metrics.bits_per_image(h, w, K),
         "num_images": n,
     }
 
 
-def usage_counts(model, images_u8: torch.Tensor, *, device=None, batch_size: int = 1000) -> torch.Tensor:
+def usage_counts(
+    model, images_u8: torch.Tensor, *, device=None, batch_size: int = 1000
+) -> torch.Tensor:
     """Per-code counts (K,) over a set of uint8 images."""
     usage = CodebookUsage(model.config.codebook_size)
     device = device or model.device
     with torch.no_grad():
         for i in range(0, len(images_u8), batch_size):
-            usage.update(model.encode(images_u8[i:i + batch_size].to(device).float() / 255.0))
+            usage.update(model.encode(images_u8[i : i + batch_size].to(device).float() / 255.0))
     return usage.counts
 
 
 def format_table(m: dict) -> str:
-    rows = [("dataset", f"{m['dataset']} / {m['split']} ({m['num_images']} images)"),
-            ("data copy", m["data_source"]),
-            ("PSNR (mean per image)", f"{m['psnr']:.2f} dB"),
-            ("SSIM", f"{m['ssim']:.4f}"),
-            ("MSE", f"{m['mse']:.6f}"),
-            ("codes used", f"{m['codes_used']} / {m['codebook_size']} ({100 * m['codes_used_fraction']:.1f} %)"),
-            ("perplexity", f"{m['perplexity']:.1f}"),
-            ("bits per image", f"{m['bits_per_image']:.0f}")]
+    rows = [
+        ("dataset", f"{m['dataset']} / {m['split']} ({m['num_images']} images)"),
+        ("data copy", m["data_source"]),
+        ("PSNR (mean per image)", f"{m['psnr']:.2f} dB"),
+        ("SSIM", f"{m['ssim']:.4f}"),
+        ("MSE", f"{m['mse']:.6f}"),
+        (
+            "codes used",
+            f"{m['codes_used']} / {m['codebook_size']} ({100 * m['codes_used_fraction']:.1f} %)",
+        ),
+        ("perplexity", f"{m['perplexity']:.1f}"),
+        ("bits per image", f"{m['bits_per_image']:.0f}"),
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -81,25 +100,49 @@ def format_table(m: dict) -> str:
 def split_images(model, dataset: str, data_dir: str, split: str = "test", limit: int = 0):
     """(uint8 images (N, C, H, W), DatasetInfo) of a split, checked against the model's input."""
     c = model.config
-    images, info = load_uint8(dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels)
+    images, info = load_uint8(
+        dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels
+    )
     if limit:
         images = images[:limit]
     if images.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-        raise ValueError(f"{dataset} images are {tuple(images.shape[1:])}, the model takes "
-                         f"{(c.in_channels, c.image_size, c.image_size)}")
+        raise ValueError(
+            f"{dataset} images are {tuple(images.shape[1:])}, the model takes "
+            f"{(c.in_channels, c.image_size, c.image_size)}"
+        )
     return images, info
 
 
-def metrics_record(model, model_ref: str, images_u8: torch.Tensor, dataset: str, split: str,
-                   data_source: str, progress: bool = True) -> dict:
+def metrics_record(
+    model,
+    model_ref: str,
+    images_u8: torch.Tensor,
+    dataset: str,
+    split: str,
+    data_source: str,
+    progress: bool = True,
+) -> dict:
     """What ``evaluate`` measures, with what was measured on which data."""
     m = evaluate(model, images_u8, progress=progress)
-    return {"model": str(model_ref), "dataset": dataset, "split": split,
-            "data_source": data_source, "codebook_size": model.config.codebook_size, **m}
+    return {
+        "model": str(model_ref),
+        "dataset": dataset,
+        "split": split,
+        "data_source": data_source,
+        "codebook_size": model.config.codebook_size,
+        **m,
+    }
 
 
-def evaluate_model(model_ref: str, dataset: str | None, data_dir: str | None, split: str = "test",
-                   device: str = "cpu", limit: int = 0, progress: bool = True) -> dict:
+def evaluate_model(
+    model_ref: str,
+    dataset: str | None,
+    data_dir: str | None,
+    split: str = "test",
+    device: str = "cpu",
+    limit: int = 0,
+    progress: bool = True,
+) -> dict:
     """Load a model (run folder, pretrained name or save_pretrained folder) and evaluate it."""
     model = vqvae.load_pretrained(model_ref, device=device)
     tc = read_train_config(Path(model_ref)) if Path(model_ref).is_dir() else None
@@ -112,8 +155,11 @@ def evaluate_model(model_ref: str, dataset: str | None, data_dir: str | None, sp
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", help="run folder, pretrained/ name, or save_pretrained folder")
     p.add_argument("--dataset", choices=DATASETS, help="default: the run's dataset")
     p.add_argument("--data-dir", help="dataset root, e.g. ../shared/data")

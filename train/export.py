@@ -41,8 +41,9 @@ recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
 
 | | |
 |---|---|
-| data | {data_source}, trained on the train split, measured on the test split ({num_images} images) |
-| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}, hidden {hidden}, {res} residual layers of {res_ch} channels; {bits:.0f} bits per image |
+| data | {data_source}: trained on the train split, measured on test ({num_images} images) |
+| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}; {bits:.0f} bits per image |
+| network | hidden {hidden}, {res} residual layers of {res_ch} channels |
 | weights | {dtype} safetensors, {weights_mb:.1f} MB ({params:.2f} M parameters) |
 | recipe | `{recipe}` recipe: {recipe_text} |
 | steps | {pretrain} pre-training + {steps} VQ steps, batch {batch}, lr {lr} (AdamW, cosine) |
@@ -66,18 +67,23 @@ Training command: `{command}`
 
 
 def _recipe_text(tc: dict) -> str:
-    parts = ["EMA codebook (decay 0.99)" if tc["ema"] else "codebook loss",
-             f"beta={tc['beta']}",
-             "k-means init" if tc["kmeans"] else "random codebook init",
-             f"dead-code restarts after {tc['dead_code_threshold']} unused steps"
-             if tc["dead_code_threshold"] else "no restarts"]
+    parts = [
+        "EMA codebook (decay 0.99)" if tc["ema"] else "codebook loss",
+        f"beta={tc['beta']}",
+        "k-means init" if tc["kmeans"] else "random codebook init",
+        f"dead-code restarts after {tc['dead_code_threshold']} unused steps"
+        if tc["dead_code_threshold"]
+        else "no restarts",
+    ]
     return ", ".join(parts)
 
 
 def _command(tc: dict) -> str:
-    cmd = (f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
-           f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
-           f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}")
+    cmd = (
+        f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
+        f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
+        f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}"
+    )
     # repeat the model overrides, so the command rebuilds this network and not the preset's
     overrides = [f"--{k.replace('_', '-')} {tc[k]}" for k in MODEL_OPTIONS if tc.get(k) is not None]
     return " ".join([cmd, *overrides])
@@ -93,25 +99,37 @@ def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, coun
     if ex.exists():
         shutil.rmtree(ex)
     ex.mkdir(parents=True)
-    for i, img in zip(pick.tolist(), x):
+    for i, img in zip(pick.tolist(), x, strict=False):
         save_image(img, ex / f"test_{i:05d}.png")
     with torch.no_grad():
         rec = model.decode(model.encode(x.to(model.device))).cpu()
     grid = torch.nn.functional.interpolate(torch.cat([x, rec]), scale_factor=4, mode="nearest")
     (assets / "reconstructions").mkdir(parents=True, exist_ok=True)
-    save_image(grid, assets / "reconstructions" / f"{name}.png", nrow=count, padding=4, pad_value=1.0)
+    save_image(
+        grid, assets / "reconstructions" / f"{name}.png", nrow=count, padding=4, pad_value=1.0
+    )
 
 
-def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = ROOT / "pretrained",
-           assets: Path = ROOT / "assets", device: str = "cpu", progress: bool = True,
-           note: str = "", dtype: str = "float32") -> Path:
+def export(
+    run: Path,
+    name: str,
+    data_dir: str | None = None,
+    out_root: Path = ROOT / "pretrained",
+    assets: Path = ROOT / "assets",
+    device: str = "cpu",
+    progress: bool = True,
+    note: str = "",
+    dtype: str = "float32",
+) -> Path:
     """Write pretrained/NAME from a run. The metrics are measured on the weights as written
     (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them."""
     run = Path(run)
     if not is_run_dir(run):
         raise RunError(f"{run} is not a training run folder (no train_config.json)")
     tc = read_train_config(run)
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    summary = (
+        json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    )
     data_dir = data_dir or tc["data_dir"]
     model = vqvae.load_pretrained(run, device=device)
     c = model.config
@@ -126,8 +144,9 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
         model = vqvae.load_pretrained(tmp, device=device)  # measure what is shipped
         train_u8, _ = split_images(model, tc["dataset"], data_dir, "train")
         test_u8, data_info = split_images(model, tc["dataset"], data_dir, "test")
-        metrics = metrics_record(model, name, test_u8, tc["dataset"], "test", data_info.source,
-                                 progress)
+        metrics = metrics_record(
+            model, name, test_u8, tc["dataset"], "test", data_info.source, progress
+        )
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / CODEBOOK_INFO, codebook_info(model, usage_counts(model, train_u8)))
     except BaseException:
@@ -135,20 +154,44 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
         raise
     weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
     secs = summary.get("elapsed_s")
-    (tmp / "README.md").write_text(CARD.format(
-        title=f"VQ-VAE `{name}`", name=name, h=c.latent_size, K=c.codebook_size, C=c.in_channels,
-        S=c.image_size, D=c.embedding_dim, hidden=c.hidden_channels, res=c.res_layers,
-        res_ch=c.res_channels, dtype=dtype, weights_mb=weights_mb,
-        params=sum(p.numel() for p in model.parameters()) / 1e6,
-        bits=c.bits_per_image, data_source=metrics["data_source"], num_images=metrics["num_images"],
-        recipe=tc["recipe"], recipe_text=_recipe_text(tc), pretrain=tc["pretrain_steps"],
-        steps=tc["steps"], batch=tc["batch_size"] * tc.get("world_size", 1), lr=tc["lr"],
-        time=f"{secs / 60:.1f} min of training" if secs else "not recorded",
-        hardware=summary.get("hardware", "not recorded"), torch=summary.get("torch", "?"),
-        psnr=metrics["psnr"], ssim=metrics["ssim"], mse=metrics["mse"],
-        codes_used=metrics["codes_used"], frac=100 * metrics["codes_used_fraction"],
-        perplexity=metrics["perplexity"], dataset=tc["dataset"], command=_command(tc),
-        note=f"\n{note}\n" if note else ""))
+    (tmp / "README.md").write_text(
+        CARD.format(
+            title=f"VQ-VAE `{name}`",
+            name=name,
+            h=c.latent_size,
+            K=c.codebook_size,
+            C=c.in_channels,
+            S=c.image_size,
+            D=c.embedding_dim,
+            hidden=c.hidden_channels,
+            res=c.res_layers,
+            res_ch=c.res_channels,
+            dtype=dtype,
+            weights_mb=weights_mb,
+            params=sum(p.numel() for p in model.parameters()) / 1e6,
+            bits=c.bits_per_image,
+            data_source=metrics["data_source"],
+            num_images=metrics["num_images"],
+            recipe=tc["recipe"],
+            recipe_text=_recipe_text(tc),
+            pretrain=tc["pretrain_steps"],
+            steps=tc["steps"],
+            batch=tc["batch_size"] * tc.get("world_size", 1),
+            lr=tc["lr"],
+            time=f"{secs / 60:.1f} min of training" if secs else "not recorded",
+            hardware=summary.get("hardware", "not recorded"),
+            torch=summary.get("torch", "?"),
+            psnr=metrics["psnr"],
+            ssim=metrics["ssim"],
+            mse=metrics["mse"],
+            codes_used=metrics["codes_used"],
+            frac=100 * metrics["codes_used_fraction"],
+            perplexity=metrics["perplexity"],
+            dataset=tc["dataset"],
+            command=_command(tc),
+            note=f"\n{note}\n" if note else "",
+        )
+    )
     final = out_root / name
     old = out_root / f".{name}.old"
     if final.exists():
@@ -165,8 +208,11 @@ def export(run: Path, name: str, data_dir: str | None = None, out_root: Path = R
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="training run folder")
     p.add_argument("--name", required=True, help="folder name under pretrained/")
     p.add_argument("--data-dir", help="dataset root (default: the run's)")
@@ -174,15 +220,27 @@ def main(argv=None) -> None:
     p.add_argument("--assets", default=str(ROOT / "assets"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--note", default="", help="a paragraph for the model card (how it was trained)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
-                   help="weights file precision; float16 halves it (loading gives float32)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="weights file precision; float16 halves it (loading gives float32)",
+    )
     a = p.parse_args(argv)
     if not a.name.replace("-", "").replace("_", "").isalnum():
         print("error: --name may hold letters, digits, '-' and '_' only", file=sys.stderr)
         sys.exit(2)
     try:
-        export(Path(a.run), a.name, a.data_dir, Path(a.out_root), Path(a.assets), a.device,
-               note=a.note, dtype=a.dtype)
+        export(
+            Path(a.run),
+            a.name,
+            a.data_dir,
+            Path(a.out_root),
+            Path(a.assets),
+            a.device,
+            note=a.note,
+            dtype=a.dtype,
+        )
     except (RunError, FileNotFoundError, ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

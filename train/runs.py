@@ -1,12 +1,12 @@
 """Run folders: what training writes and evaluate/export read.
 
-    runs/NAME/
-      config.json, model.safetensors   latest weights (vqvae.load_pretrained reads them)
-      train_config.json                the training options
-      checkpoint.pt                    full state for --resume (weights_only-loadable)
-      metrics.jsonl                    one JSON object per log / eval line
-      summary.json                     final figures, time and hardware
-      samples/step_NNNNNN.png          targets (top) vs reconstructions (bottom)
+runs/NAME/
+  config.json, model.safetensors   latest weights (vqvae.load_pretrained reads them)
+  train_config.json                the training options
+  checkpoint.pt                    full state for --resume (weights_only-loadable)
+  metrics.jsonl                    one JSON object per log / eval line
+  summary.json                     final figures, time and hardware
+  samples/step_NNNNNN.png          targets (top) vs reconstructions (bottom)
 """
 
 from __future__ import annotations
@@ -40,14 +40,18 @@ def atomic_torch_save(obj, path: Path) -> None:
 def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
-        raise RunError(f"{run_dir} has no {CHECKPOINT}: not a training run folder "
-                       f"(or the run was killed before its first checkpoint)")
+        raise RunError(
+            f"{run_dir} has no {CHECKPOINT}: not a training run folder "
+            f"(or the run was killed before its first checkpoint)"
+        )
     try:
         # weights_only: tensors, numbers and strings only, no arbitrary unpickling
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RunError(f"{path} is corrupt or unreadable ({type(e).__name__}: {e}). "
-                       f"Nothing was changed; start a new run with another --out.") from e
+        raise RunError(
+            f"{path} is corrupt or unreadable ({type(e).__name__}: {e}). "
+            f"Nothing was changed; start a new run with another --out."
+        ) from e
 
 
 def read_train_config(run_dir: Path) -> dict | None:

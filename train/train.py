@@ -24,15 +24,21 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import vqvae
 from vqvae.data import DATASETS, DatasetNotFoundError, load_uint8
 from vqvae.metrics import psnr
 
 from .evaluate import evaluate
-from .runs import (CHECKPOINT, METRICS, TRAIN_CONFIG, RunError, atomic_torch_save,
-                   load_checkpoint, read_train_config)
+from .runs import (
+    CHECKPOINT,
+    METRICS,
+    TRAIN_CONFIG,
+    RunError,
+    atomic_torch_save,
+    load_checkpoint,
+    read_train_config,
+)
 
 
 class TrainError(RuntimeError):
@@ -43,15 +49,34 @@ class TrainError(RuntimeError):
 # fashion-mnist and cifar10 models were trained to these budgets (see their model cards).
 # Flags override any of these.
 TRAIN_PRESETS: dict[str, dict] = {
-    "mnist": dict(dataset="mnist", model="mnist", steps=20_000, pretrain_steps=1_000,
-                  batch_size=128, lr=3e-4),
-    "fashion-mnist": dict(dataset="fashion-mnist", model="fashion-mnist", steps=20_000,
-                          pretrain_steps=1_000, batch_size=128, lr=3e-4),
-    "cifar10": dict(dataset="cifar10", model="cifar10", steps=60_000, pretrain_steps=2_000,
-                    batch_size=128, lr=3e-4),
+    "mnist": dict(
+        dataset="mnist", model="mnist", steps=20_000, pretrain_steps=1_000, batch_size=128, lr=3e-4
+    ),
+    "fashion-mnist": dict(
+        dataset="fashion-mnist",
+        model="fashion-mnist",
+        steps=20_000,
+        pretrain_steps=1_000,
+        batch_size=128,
+        lr=3e-4,
+    ),
+    "cifar10": dict(
+        dataset="cifar10",
+        model="cifar10",
+        steps=60_000,
+        pretrain_steps=2_000,
+        batch_size=128,
+        lr=3e-4,
+    ),
     # your own images: root/train/<class>/*.png and root/test/<class>/*.png
-    "folder": dict(dataset="folder", model="cifar10", steps=30_000, pretrain_steps=1_000,
-                   batch_size=128, lr=3e-4),
+    "folder": dict(
+        dataset="folder",
+        model="cifar10",
+        steps=30_000,
+        pretrain_steps=1_000,
+        batch_size=128,
+        lr=3e-4,
+    ),
 }
 
 # The ablation ladder of the benchmarks, each a set of flags. "full" is the default.
@@ -70,8 +95,16 @@ RECIPES: dict[str, dict] = {
 
 
 # TrainConfig fields that override the model preset (each a --flag; None = the preset's).
-MODEL_OPTIONS = ("codebook_size", "embedding_dim", "hidden_channels", "res_layers",
-                 "res_channels", "downsample", "image_size", "channels")
+MODEL_OPTIONS = (
+    "codebook_size",
+    "embedding_dim",
+    "hidden_channels",
+    "res_layers",
+    "res_channels",
+    "downsample",
+    "image_size",
+    "channels",
+)
 
 
 @dataclass
@@ -128,11 +161,17 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- options
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m train", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="python -m train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default=None, help=f"one of {sorted(TRAIN_PRESETS)} (default mnist)")
-    p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="quantizer recipe ladder used by the benchmarks (default full)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(RECIPES),
+        help="quantizer recipe ladder used by the benchmarks (default full)",
+    )
     p.add_argument("--dataset", choices=DATASETS, help="override the preset's dataset")
     p.add_argument("--data-dir", help="dataset root (e.g. ../shared/data); default ./data")
     p.add_argument("--out", help="run folder (default runs/<preset>)")
@@ -149,7 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, help="commitment cost")
     p.add_argument("--kmeans", action=bool_flag, help="k-means codebook init after pre-training")
     p.add_argument("--kmeans-images", type=int)
-    p.add_argument("--dead-code-threshold", type=int, help="restart codes unused this many steps; 0 = off")
+    p.add_argument(
+        "--dead-code-threshold", type=int, help="restart codes unused this many steps; 0 = off"
+    )
     for name in MODEL_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int)
     p.add_argument("--amp", action=bool_flag, help="bf16 autocast on CUDA (default on)")
@@ -165,7 +206,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults <- preset <- recipe <- explicit flags."""
     preset_name = args.preset or "mnist"
     if preset_name not in TRAIN_PRESETS:
-        raise TrainError(f"unknown preset {preset_name!r}; choose from {', '.join(sorted(TRAIN_PRESETS))}")
+        raise TrainError(
+            f"unknown preset {preset_name!r}; choose from {', '.join(sorted(TRAIN_PRESETS))}"
+        )
     values = dict(preset=preset_name, out=f"runs/{preset_name}", **TRAIN_PRESETS[preset_name])
     values["dead_code_threshold"] = vqvae.preset(values["model"]).dead_code_threshold
     recipe = args.recipe or "full"
@@ -183,23 +226,38 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise TrainError("--steps and --pretrain-steps must be >= 0 and --batch-size >= 1")
     for k in ("log_every", "eval_every", "ckpt_every", "sample_every"):
         if getattr(cfg, k) < 1:
-            raise TrainError(f"--{k.replace('_', '-')} must be >= 1 (use a large number to "
-                             f"make it rare)")
+            raise TrainError(
+                f"--{k.replace('_', '-')} must be >= 1 (use a large number to make it rare)"
+            )
     return cfg
 
 
 def model_config(cfg: TrainConfig) -> vqvae.VQVAEConfig:
-    overrides = {k: getattr(cfg, k) for k in ("codebook_size", "embedding_dim", "hidden_channels",
-                                               "res_layers", "res_channels", "downsample")
-                 if getattr(cfg, k) is not None}
+    overrides = {
+        k: getattr(cfg, k)
+        for k in (
+            "codebook_size",
+            "embedding_dim",
+            "hidden_channels",
+            "res_layers",
+            "res_channels",
+            "downsample",
+        )
+        if getattr(cfg, k) is not None
+    }
     if cfg.image_size is not None:
         overrides["image_size"] = cfg.image_size
     if cfg.channels is not None:
         overrides["in_channels"] = cfg.channels
     try:
-        return vqvae.preset(cfg.model, use_ema=cfg.ema, beta=cfg.beta,
-                            dead_code_threshold=cfg.dead_code_threshold,
-                            name=cfg.preset if cfg.preset != "folder" else "custom", **overrides)
+        return vqvae.preset(
+            cfg.model,
+            use_ema=cfg.ema,
+            beta=cfg.beta,
+            dead_code_threshold=cfg.dead_code_threshold,
+            name=cfg.preset if cfg.preset != "folder" else "custom",
+            **overrides,
+        )
     except ValueError as e:
         raise TrainError(f"invalid model options: {e}") from e
 
@@ -222,7 +280,9 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainError("--device cuda was asked for but CUDA is not available; use --device cpu")
+            raise TrainError(
+                "--device cuda was asked for but CUDA is not available; use --device cpu"
+            )
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
@@ -232,7 +292,8 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 def hardware(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"CPU ({os.cpu_count()} cores, {platform.machine()}, {torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()}, {threads} torch threads)"
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -240,7 +301,9 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    )
 
 
 class Batches:
@@ -248,13 +311,28 @@ class Batches:
     resumed run sees exactly the batches it would have seen. Each rank takes its slice of
     every global batch. Data stays uint8 on its device and is scaled to [0, 1] per batch."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int, rank: int, world: int,
-                 channels_last: bool):
-        self.images, self.bs, self.seed, self.rank, self.world = images, batch_size, seed, rank, world
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world: int,
+        channels_last: bool,
+    ):
+        self.images, self.bs, self.seed, self.rank, self.world = (
+            images,
+            batch_size,
+            seed,
+            rank,
+            world,
+        )
         self.per_epoch = len(images) // (batch_size * world)
         if self.per_epoch == 0:
-            raise TrainError(f"{len(images)} training images are fewer than one batch of "
-                             f"{batch_size * world}; lower --batch-size")
+            raise TrainError(
+                f"{len(images)} training images are fewer than one batch of "
+                f"{batch_size * world}; lower --batch-size"
+            )
         self.channels_last = channels_last
         self._epoch, self._perm = -1, None
 
@@ -265,7 +343,7 @@ class Batches:
             self._perm = torch.randperm(len(self.images), generator=g).to(self.images.device)
             self._epoch = epoch
         start = (pos * self.world + self.rank) * self.bs
-        x = self.images[self._perm[start:start + self.bs]].float().div_(255.0)
+        x = self.images[self._perm[start : start + self.bs]].float().div_(255.0)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -292,8 +370,12 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping "
-              f"(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping "
+            f"(Ctrl-C again to stop without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------- the run
@@ -311,27 +393,41 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         ckpt = load_checkpoint(out)
         if int(ckpt["step"]) >= cfg.total_steps:  # nothing to train: leave every file as it is
             if main_proc:
-                print(f"{out} already finished at step {int(ckpt['step'])} of {cfg.total_steps}; "
-                      f"nothing to do (pass a larger --steps to train on)", file=sys.stderr)
+                print(
+                    f"{out} already finished at step {int(ckpt['step'])} of {cfg.total_steps}; "
+                    f"nothing to do (pass a larger --steps to train on)",
+                    file=sys.stderr,
+                )
             summary_file = out / "summary.json"
-            return (json.loads(summary_file.read_text()) if summary_file.is_file() else
-                    {"step": int(ckpt["step"]), "total_steps": cfg.total_steps, "interrupted": False})
+            return (
+                json.loads(summary_file.read_text())
+                if summary_file.is_file()
+                else {
+                    "step": int(ckpt["step"]),
+                    "total_steps": cfg.total_steps,
+                    "interrupted": False,
+                }
+            )
     elif (out / CHECKPOINT).exists():
-        raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose "
-                         f"another --out (nothing was changed)")
+        raise TrainError(
+            f"{out} already holds a run; pass --resume to continue it or choose "
+            f"another --out (nothing was changed)"
+        )
 
     # data
     try:
-        train_u8, info = load_uint8(cfg.dataset, cfg.data_dir, "train", image_size=cfg.image_size,
-                                    channels=cfg.channels)
-        test_u8, _ = load_uint8(cfg.dataset, cfg.data_dir, "test", image_size=cfg.image_size,
-                                channels=cfg.channels)
+        train_u8, info = load_uint8(
+            cfg.dataset, cfg.data_dir, "train", image_size=cfg.image_size, channels=cfg.channels
+        )
+        test_u8, _ = load_uint8(
+            cfg.dataset, cfg.data_dir, "test", image_size=cfg.image_size, channels=cfg.channels
+        )
     except ValueError as e:
         raise TrainError(str(e)) from e
     if cfg.limit_train:
-        train_u8 = train_u8[:cfg.limit_train]
+        train_u8 = train_u8[: cfg.limit_train]
     if cfg.limit_test:
-        test_u8 = test_u8[:cfg.limit_test]
+        test_u8 = test_u8[: cfg.limit_test]
     on_gpu = dev.type == "cuda" and train_u8.numel() < 4 * 2**30
     train_u8 = train_u8.to(dev if on_gpu else "cpu")
     cl = cfg.channels_last
@@ -339,20 +435,27 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     # model
     mcfg = model_config(cfg)
     if (train_u8.shape[1], train_u8.shape[2]) != (mcfg.in_channels, mcfg.image_size):
-        raise TrainError(f"data is {tuple(train_u8.shape[1:])} but the model expects "
-                         f"{mcfg.in_channels}x{mcfg.image_size}x{mcfg.image_size}; set "
-                         f"--channels/--image-size")
+        raise TrainError(
+            f"data is {tuple(train_u8.shape[1:])} but the model expects "
+            f"{mcfg.in_channels}x{mcfg.image_size}x{mcfg.image_size}; set "
+            f"--channels/--image-size"
+        )
     torch.manual_seed(cfg.seed)
     model = (build_model or vqvae.VQVAE)(mcfg).to(dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+    )
     step, elapsed, kmeans_done = 0, 0.0, False
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed, kmeans_done = int(ckpt["step"]), float(ckpt["elapsed"]), bool(ckpt["kmeans_done"])
+        step, elapsed, kmeans_done = (
+            int(ckpt["step"]),
+            float(ckpt["elapsed"]),
+            bool(ckpt["kmeans_done"]),
+        )
         torch.set_rng_state(ckpt["rng_cpu"])
         if dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], dev)
@@ -367,11 +470,16 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     log = writer = None
     if main_proc:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        (out / TRAIN_CONFIG).write_text(json.dumps(
-            {**dataclasses.asdict(cfg), "data_source": info.source, "world_size": world}, indent=2))
+        (out / TRAIN_CONFIG).write_text(
+            json.dumps(
+                {**dataclasses.asdict(cfg), "data_source": info.source, "world_size": world},
+                indent=2,
+            )
+        )
         log = open(out / METRICS, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
+
             writer = SummaryWriter(str(out / "tb"))
         except ImportError:  # tensorboard is optional
             writer = None
@@ -389,15 +497,23 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     def save(at_step: int) -> None:
         # checked on every rank: DDP keeps the weights equal, so all ranks stop together
         # instead of the others waiting in a collective for rank 0
-        bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+        bad = [
+            n
+            for n, p in model.state_dict().items()
+            if p.is_floating_point() and not torch.isfinite(p).all()
+        ]
         if bad:
-            raise TrainError(f"weights became NaN/inf at step {at_step} ({bad[0]}); the last good "
-                             f"checkpoint in {out} is kept. Try a lower --lr.")
+            raise TrainError(
+                f"weights became NaN/inf at step {at_step} ({bad[0]}); the last good "
+                f"checkpoint in {out} is kept. Try a lower --lr."
+            )
         if not main_proc:
             return
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "step": at_step, "kmeans_done": kmeans_done,
+            "optimizer": opt.state_dict(),
+            "step": at_step,
+            "kmeans_done": kmeans_done,
             "elapsed": elapsed + (time.time() - t_start),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
@@ -422,15 +538,24 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         pick = torch.randperm(len(train_u8), generator=g)[:n][rank::world].to(train_u8.device)
         model.eval()
         with torch.no_grad(), amp:
-            z = torch.cat([model.encode_continuous(train_u8[pick[i:i + 512]].to(dev).float() / 255).float()
-                           for i in range(0, len(pick), 512)])
+            z = torch.cat(
+                [
+                    model.encode_continuous(
+                        train_u8[pick[i : i + 512]].to(dev).float() / 255
+                    ).float()
+                    for i in range(0, len(pick), 512)
+                ]
+            )
         model.train()
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        keep = torch.randperm(len(flat), generator=g)[:max(1, cfg.kmeans_samples // world)]
+        keep = torch.randperm(len(flat), generator=g)[: max(1, cfg.kmeans_samples // world)]
         inertia = model.quantizer.init_kmeans(flat[keep.to(flat.device)], seed=cfg.seed)
         if main_proc:
-            print(f"k-means init on {len(keep) * world} encoder outputs: inertia/sample {float(inertia):.4f}",
-                  flush=True)
+            print(
+                f"k-means init on {len(keep) * world} encoder outputs: "
+                f"inertia/sample {float(inertia):.4f}",
+                flush=True,
+            )
         emit({"step": step, "event": "kmeans_init", "inertia_per_sample": float(inertia)})
 
     # which forward the step uses; DDP is rebuilt when the set of trained parameters changes
@@ -446,8 +571,13 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
 
     stop = StopFlag()
     t_start = time.time()
-    bar = tqdm(total=cfg.total_steps, initial=step, disable=not main_proc, dynamic_ncols=True,
-               desc="pretrain" if step < cfg.pretrain_steps else "vq")
+    bar = tqdm(
+        total=cfg.total_steps,
+        initial=step,
+        disable=not main_proc,
+        dynamic_ncols=True,
+        desc="pretrain" if step < cfg.pretrain_steps else "vq",
+    )
     current_vq, net = None, None
     window = dict(n=0, t=time.time(), loss=0.0)
     model.train()
@@ -478,28 +608,43 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
             if step % cfg.log_every == 0 or step == cfg.total_steps:
                 loss = o.loss.detach().item()
                 if not math.isfinite(loss):
-                    raise TrainError(f"loss became {loss} at step {step}; the last good checkpoint "
-                                     f"in {out} is kept. Try a lower --lr or --grad-clip.")
+                    raise TrainError(
+                        f"loss became {loss} at step {step}; the last good checkpoint "
+                        f"in {out} is kept. Try a lower --lr or --grad-clip."
+                    )
                 dt = time.time() - window["t"]
-                rec = {"step": step, "phase": "vq" if vq else "pretrain", "loss": loss,
-                       "recon_loss": o.recon_loss.detach().item(),
-                       "commitment_loss": o.commitment_loss.detach().item(),
-                       "codebook_loss": o.codebook_loss.detach().item(),
-                       "perplexity": o.perplexity.item(), "codes_used": int(o.codes_used),
-                       "psnr": psnr(o.reconstruction.detach().float(), x.float()).mean().item(),
-                       "lr": opt.param_groups[0]["lr"],
-                       "images_per_s": (step - window["n"]) * cfg.batch_size * world / max(dt, 1e-9)
-                       if window["n"] else None}
+                rec = {
+                    "step": step,
+                    "phase": "vq" if vq else "pretrain",
+                    "loss": loss,
+                    "recon_loss": o.recon_loss.detach().item(),
+                    "commitment_loss": o.commitment_loss.detach().item(),
+                    "codebook_loss": o.codebook_loss.detach().item(),
+                    "perplexity": o.perplexity.item(),
+                    "codes_used": int(o.codes_used),
+                    "psnr": psnr(o.reconstruction.detach().float(), x.float()).mean().item(),
+                    "lr": opt.param_groups[0]["lr"],
+                    "images_per_s": (step - window["n"]) * cfg.batch_size * world / max(dt, 1e-9)
+                    if window["n"]
+                    else None,
+                }
                 window.update(n=step, t=time.time())
                 emit(rec)
-                bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{rec['psnr']:.2f}",
-                                ppl=f"{rec['perplexity']:.0f}", used=rec["codes_used"])
+                bar.set_postfix(
+                    loss=f"{loss:.4f}",
+                    psnr=f"{rec['psnr']:.2f}",
+                    ppl=f"{rec['perplexity']:.0f}",
+                    used=rec["codes_used"],
+                )
             if main_proc and (step % cfg.eval_every == 0) and step < cfg.total_steps:
-                ev = evaluate(model, test_u8[:cfg.eval_images], device=dev, progress=False,
-                              quantize=vq)
+                ev = evaluate(
+                    model, test_u8[: cfg.eval_images], device=dev, progress=False, quantize=vq
+                )
                 emit({"step": step, "eval": ev})
-                bar.write(f"step {step}: test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}, "
-                          f"codes used {ev['codes_used']}/{mcfg.codebook_size}")
+                bar.write(
+                    f"step {step}: test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}, "
+                    f"codes used {ev['codes_used']}/{mcfg.codebook_size}"
+                )
                 model.train()
             if main_proc and step % cfg.sample_every == 0:
                 sample_grid(step)
@@ -524,13 +669,22 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         save(step)
         if main_proc:
             sample_grid(step)
-            final_eval = evaluate(model, test_u8, device=dev, progress=True,
-                                  quantize=step >= cfg.pretrain_steps)
+            final_eval = evaluate(
+                model, test_u8, device=dev, progress=True, quantize=step >= cfg.pretrain_steps
+            )
             emit({"step": step, "eval": final_eval, "final": True})
-    summary = {"step": step, "total_steps": cfg.total_steps, "interrupted": interrupted,
-               "elapsed_s": round(elapsed + time.time() - t_start, 1), "device": str(dev),
-               "hardware": hardware(dev), "world_size": world, "data_source": info.source,
-               "torch": torch.__version__, "final_eval": final_eval}
+    summary = {
+        "step": step,
+        "total_steps": cfg.total_steps,
+        "interrupted": interrupted,
+        "elapsed_s": round(elapsed + time.time() - t_start, 1),
+        "device": str(dev),
+        "hardware": hardware(dev),
+        "world_size": world,
+        "data_source": info.source,
+        "torch": torch.__version__,
+        "final_eval": final_eval,
+    }
     if main_proc:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if log is not None:
@@ -538,12 +692,17 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         if writer is not None:
             writer.close()
         if interrupted:
-            print(f"stopped at step {step}; checkpoint saved. Continue with: "
-                  f"python -m train --out {out} --resume", file=sys.stderr)
+            print(
+                f"stopped at step {step}; checkpoint saved. Continue with: "
+                f"python -m train --out {out} --resume",
+                file=sys.stderr,
+            )
         elif final_eval:
-            print(f"done: {step} steps in {summary['elapsed_s']:.0f} s; test PSNR "
-                  f"{final_eval['psnr']:.2f} dB, codes used {final_eval['codes_used']}/"
-                  f"{mcfg.codebook_size}; weights in {out}")
+            print(
+                f"done: {step} steps in {summary['elapsed_s']:.0f} s; test PSNR "
+                f"{final_eval['psnr']:.2f} dB, codes used {final_eval['codes_used']}/"
+                f"{mcfg.codebook_size}; weights in {out}"
+            )
     if world > 1:
         dist.barrier()
     return summary
@@ -557,11 +716,23 @@ def main(argv=None) -> None:
             saved = read_train_config(out)
             if saved is None:
                 raise RunError(f"cannot resume: {out} is not a run folder (no {TRAIN_CONFIG})")
-            saved = {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+            saved = {
+                k: v
+                for k, v in saved.items()
+                if k in {f.name for f in dataclasses.fields(TrainConfig)}
+            }
             saved["out"] = str(out)  # the folder resumed, also when it was moved since
             # a resumed run keeps its options; only these may change
-            for k in ("steps", "device", "data_dir", "log_every", "eval_every", "ckpt_every",
-                      "sample_every", "compile"):
+            for k in (
+                "steps",
+                "device",
+                "data_dir",
+                "log_every",
+                "eval_every",
+                "ckpt_every",
+                "sample_every",
+                "compile",
+            ):
                 if getattr(args, k, None) is not None:
                     saved[k] = getattr(args, k)
             cfg = check_config(TrainConfig(**saved))

@@ -1,9 +1,9 @@
 """vqvae: a VQ-VAE library: model, vector quantizer, metrics, data and checkpoints.
 
-    >>> import vqvae, torch
-    >>> model = vqvae.VQVAE(vqvae.preset("mnist"))
-    >>> codes = model.encode(torch.rand(2, 1, 28, 28))       # (2, 7, 7) int64
-    >>> images = model.decode(codes)                          # (2, 1, 28, 28) in [0, 1]
+>>> import vqvae, torch
+>>> model = vqvae.VQVAE(vqvae.preset("mnist"))
+>>> codes = model.encode(torch.rand(2, 1, 28, 28))       # (2, 7, 7) int64
+>>> images = model.decode(codes)                          # (2, 1, 28, 28) in [0, 1]
 """
 
 from .checkpoint import load_pretrained, resolve_pretrained, save_pretrained
@@ -16,7 +16,20 @@ from .quantizer import QuantizerOutput, VectorQuantizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "VQVAE", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "QuantizerOutput", "preset",
-    "PRESETS", "load_pretrained", "save_pretrained", "resolve_pretrained", "psnr", "ssim",
-    "CodebookUsage", "interpolate", "code_atlas", "color_code_map",
+    "VQVAE",
+    "VQVAEConfig",
+    "VQVAEOutput",
+    "VectorQuantizer",
+    "QuantizerOutput",
+    "preset",
+    "PRESETS",
+    "load_pretrained",
+    "save_pretrained",
+    "resolve_pretrained",
+    "psnr",
+    "ssim",
+    "CodebookUsage",
+    "interpolate",
+    "code_atlas",
+    "color_code_map",
 ]

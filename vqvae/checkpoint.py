@@ -33,8 +33,10 @@ def save_pretrained(model, directory, dtype: str = "float32") -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     params = {name for name, _ in model.named_parameters()}
-    state = {k: (v.detach().to(WEIGHT_DTYPES[dtype]) if k in params else v.detach()).cpu().contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.detach().to(WEIGHT_DTYPES[dtype]) if k in params else v.detach()).cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     tmp = d / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt", "dtype": dtype})
     os.replace(tmp, d / WEIGHTS_NAME)
@@ -54,7 +56,8 @@ def resolve_pretrained(name_or_dir) -> Path:
     available = sorted(x.name for x in PRETRAINED_DIR.glob("*") if (x / WEIGHTS_NAME).is_file())
     raise FileNotFoundError(
         f"no model at {name_or_dir!r}: expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME}, "
-        f"or the name of one in {PRETRAINED_DIR} (available: {', '.join(available) or 'none'})")
+        f"or the name of one in {PRETRAINED_DIR} (available: {', '.join(available) or 'none'})"
+    )
 
 
 def load_pretrained(name_or_dir, device="cpu"):
@@ -76,8 +79,10 @@ def load_pretrained(name_or_dir, device="cpu"):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing/unexpected keys or shapes that disagree with config.json
-        raise ValueError(f"the weights in {d / WEIGHTS_NAME} do not match {d / CONFIG_NAME} "
-                         f"(was one of them replaced?): {e}") from e
+        raise ValueError(
+            f"the weights in {d / WEIGHTS_NAME} do not match {d / CONFIG_NAME} "
+            f"(was one of them replaced?): {e}"
+        ) from e
     return model.to(device).eval()
 
 

@@ -68,7 +68,7 @@ class VQVAEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VQVAEConfig":
+    def from_dict(cls, d: dict) -> VQVAEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -82,12 +82,14 @@ class VQVAEConfig:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "VQVAEConfig":
+    def from_json(cls, text_or_path: str | Path) -> VQVAEConfig:
         p = Path(text_or_path)
-        text = p.read_text() if not str(text_or_path).lstrip().startswith("{") else str(text_or_path)
+        text = (
+            p.read_text() if not str(text_or_path).lstrip().startswith("{") else str(text_or_path)
+        )
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **changes) -> "VQVAEConfig":
+    def replace(self, **changes) -> VQVAEConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -96,16 +98,43 @@ _RECIPE = dict(use_ema=True, ema_decay=0.99, beta=0.25, dead_code_threshold=200)
 
 PRESETS: dict[str, dict] = {
     # 28x28x1 -> 7x7 codes
-    "mnist": dict(name="mnist", in_channels=1, image_size=28, hidden_channels=128,
-                  res_layers=2, res_channels=32, downsample=4, embedding_dim=64,
-                  codebook_size=512, **_RECIPE),
-    "fashion-mnist": dict(name="fashion-mnist", in_channels=1, image_size=28, hidden_channels=128,
-                          res_layers=2, res_channels=32, downsample=4, embedding_dim=64,
-                          codebook_size=512, **_RECIPE),
+    "mnist": dict(
+        name="mnist",
+        in_channels=1,
+        image_size=28,
+        hidden_channels=128,
+        res_layers=2,
+        res_channels=32,
+        downsample=4,
+        embedding_dim=64,
+        codebook_size=512,
+        **_RECIPE,
+    ),
+    "fashion-mnist": dict(
+        name="fashion-mnist",
+        in_channels=1,
+        image_size=28,
+        hidden_channels=128,
+        res_layers=2,
+        res_channels=32,
+        downsample=4,
+        embedding_dim=64,
+        codebook_size=512,
+        **_RECIPE,
+    ),
     # 32x32x3 -> 8x8 codes
-    "cifar10": dict(name="cifar10", in_channels=3, image_size=32, hidden_channels=128,
-                    res_layers=2, res_channels=32, downsample=4, embedding_dim=64,
-                    codebook_size=512, **_RECIPE),
+    "cifar10": dict(
+        name="cifar10",
+        in_channels=3,
+        image_size=32,
+        hidden_channels=128,
+        res_layers=2,
+        res_channels=32,
+        downsample=4,
+        embedding_dim=64,
+        codebook_size=512,
+        **_RECIPE,
+    ),
 }
 
 

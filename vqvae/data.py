@@ -55,7 +55,8 @@ def _torchvision_digits(name: str, root: Path, split: str):
         raise DatasetNotFoundError(
             f"{name}: not found under {root} and could not be downloaded ({type(e).__name__}: "
             f"{e}). Put the four idx files (train-images-idx3-ubyte, ...) in "
-            f"{root / folder / 'raw'}, or point --data-dir at a folder that has them.") from e
+            f"{root / folder / 'raw'}, or point --data-dir at a folder that has them."
+        ) from e
     return ds.data[:, None].contiguous(), DataInfo(name, f"{folder} (torchvision idx files)", 1, 28)
 
 
@@ -73,8 +74,11 @@ def _find_cifar_jpeg(root: Path) -> Path | None:
     if not done.is_file():
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tarball) as tf:
-            members = [m for m in tf.getmembers()
-                       if not (m.name.startswith("/") or ".." in Path(m.name).parts)]
+            members = [
+                m
+                for m in tf.getmembers()
+                if not (m.name.startswith("/") or ".." in Path(m.name).parts)
+            ]
             tf.extractall(dest, members=members)
         done.touch()
     hits = [p.parent for p in dest.rglob("train") if (p.parent / "test").is_dir()]
@@ -99,7 +103,8 @@ def _cifar10(root: Path, split: str):
         raise DatasetNotFoundError(
             f"cifar10: not found under {root} and could not be downloaded ({type(e).__name__}). "
             f"Put torchvision's cifar-10-batches-py/ folder there, or {CIFAR_JPEG_TARBALL}, or an "
-            f"unpacked cifar10-jpeg/{{train,test}}/<class>/*.jpg folder.") from e
+            f"unpacked cifar10-jpeg/{{train,test}}/<class>/*.jpg folder."
+        ) from e
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return x, DataInfo("cifar10", "CIFAR-10 (original, torchvision)", 3, 32)
 
@@ -111,12 +116,14 @@ def image_transform(channels: int, image_size: int):
     from torchvision.transforms import v2
 
     mode = "L" if channels == 1 else "RGB"
-    return v2.Compose([
-        lambda im: ImageOps.exif_transpose(im).convert(mode),
-        v2.PILToTensor(),
-        v2.Resize(image_size, antialias=True),
-        v2.CenterCrop(image_size),
-    ])
+    return v2.Compose(
+        [
+            lambda im: ImageOps.exif_transpose(im).convert(mode),
+            v2.PILToTensor(),
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    )
 
 
 def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
@@ -131,10 +138,12 @@ def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
     except FileNotFoundError as e:
         raise DatasetNotFoundError(
             f"{path}: no images found. A folder dataset needs images in class subfolders, "
-            f"e.g. {path}/<class>/xxx.png (one class folder is fine).") from e
+            f"e.g. {path}/<class>/xxx.png (one class folder is fine)."
+        ) from e
     key = hashlib.sha1(
         f"{path.resolve()}|{channels}|{image_size}|{len(ds)}|"
-        f"{os.stat(ds.samples[-1][0]).st_mtime_ns}".encode()).hexdigest()[:16]
+        f"{os.stat(ds.samples[-1][0]).st_mtime_ns}".encode()
+    ).hexdigest()[:16]
     cached = cache_dir() / "arrays" / f"{path.name}-{key}.npy"
     if cached.is_file():
         return torch.from_numpy(np.load(cached))
@@ -149,8 +158,14 @@ def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
     return x
 
 
-def load_uint8(name: str, root, split: str = "train", *, image_size: int | None = None,
-               channels: int | None = None) -> tuple[torch.Tensor, DataInfo]:
+def load_uint8(
+    name: str,
+    root,
+    split: str = "train",
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> tuple[torch.Tensor, DataInfo]:
     """A whole split as uint8 (N, C, H, W) plus a :class:`DataInfo`.
 
     ``name`` is one of :data:`DATASETS`. For ``folder``, ``root`` holds ``train/`` and
@@ -171,7 +186,8 @@ def load_uint8(name: str, root, split: str = "train", *, image_size: int | None 
     if not (root / split).is_dir():
         raise DatasetNotFoundError(
             f"folder dataset: {root / split} does not exist. Put your images in "
-            f"{root}/train/<class>/*.png and {root}/test/<class>/*.png.")
+            f"{root}/train/<class>/*.png and {root}/test/<class>/*.png."
+        )
     x = _folder_uint8(root / split, ch, size)
     return x, DataInfo("folder", f"image folder {root}", ch, size)
 

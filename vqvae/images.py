@@ -49,8 +49,10 @@ def load_image(source, *, max_pixels: int = MAX_PIXELS) -> tuple[PIL.Image.Image
     else:
         im = _open(Path(source), max_pixels)
     if im.width * im.height > max_pixels:
-        raise ImageError(f"The image is {im.width}x{im.height} pixels; the limit is "
-                         f"{max_pixels / 1e6:.0f} megapixels.")
+        raise ImageError(
+            f"The image is {im.width}x{im.height} pixels; the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels."
+        )
     if im.width < 1 or im.height < 1:
         raise ImageError("The image is empty (0 pixels).")
     n_frames = getattr(im, "n_frames", 1)
@@ -75,20 +77,26 @@ def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             im = PIL.Image.open(path)
             if im.width * im.height > max_pixels:
-                raise ImageError(f"The image is {im.width}x{im.height} pixels; the limit is "
-                                 f"{max_pixels / 1e6:.0f} megapixels.")
+                raise ImageError(
+                    f"The image is {im.width}x{im.height} pixels; the limit is "
+                    f"{max_pixels / 1e6:.0f} megapixels."
+                )
             im.load()
     except ImageError:
         raise
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{path.name} is too large to open safely (over "
-                         f"{PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels).") from e
+        raise ImageError(
+            f"{path.name} is too large to open safely (over "
+            f"{PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)."
+        ) from e
     except PIL.UnidentifiedImageError as e:
-        raise ImageError(f"{path.name} is not an image this app can read "
-                         f"(PNG, JPEG, GIF, WebP, BMP, TIFF...).") from e
+        raise ImageError(
+            f"{path.name} is not an image this app can read (PNG, JPEG, GIF, WebP, BMP, TIFF...)."
+        ) from e
     except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, zlib errors...
-        raise ImageError(f"{path.name} is corrupt or truncated and cannot be decoded "
-                         f"({type(e).__name__}: {e}).") from e
+        raise ImageError(
+            f"{path.name} is corrupt or truncated and cannot be decoded ({type(e).__name__}: {e})."
+        ) from e
     return im
 
 
@@ -96,8 +104,7 @@ def _from_array(a: np.ndarray) -> PIL.Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
-        raise ImageError(f"An image array must be (H, W), (H, W, 3) or (H, W, 4), got "
-                         f"{a.shape}.")
+        raise ImageError(f"An image array must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}.")
     if a.dtype != np.uint8:
         a = np.asarray(a, np.float64)
         if not np.isfinite(a).all():
@@ -151,8 +158,9 @@ def _flatten_alpha(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
     return out.convert("RGB" if im.mode == "RGBA" else "L")
 
 
-def to_model_input(im: PIL.Image.Image, channels: int, image_size: int, *,
-                   invert: bool | None = None) -> tuple[torch.Tensor, bool]:
+def to_model_input(
+    im: PIL.Image.Image, channels: int, image_size: int, *, invert: bool | None = None
+) -> tuple[torch.Tensor, bool]:
     """A (1, C, S, S) float tensor in [0, 1] from an image opened by :func:`load_image`:
     centre-cropped to a square, resized (vqvae.data.image_transform), converted to
     ``channels``. For 1-channel models, ``invert=None`` inverts dark-on-light pictures (mean
@@ -174,12 +182,19 @@ def to_model_input(im: PIL.Image.Image, channels: int, image_size: int, *,
 
 
 def _border_mean(x: torch.Tensor) -> float:
-    b = torch.cat([x[..., 0, :].flatten(), x[..., -1, :].flatten(), x[..., :, 0].flatten(),
-                   x[..., :, -1].flatten()])
+    b = torch.cat(
+        [
+            x[..., 0, :].flatten(),
+            x[..., -1, :].flatten(),
+            x[..., :, 0].flatten(),
+            x[..., :, -1].flatten(),
+        ]
+    )
     return float(b.mean())
 
 
 # -- pictures for people -------------------------------------------------------------------
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(C, H, W) or (B, C, H, W) float in [0, 1] -> uint8 (H, W[, 3]) / (B, H, W[, 3])."""
@@ -199,8 +214,9 @@ def enlarge(x, size: int = 256) -> PIL.Image.Image:
     return im.resize((im.width * k, im.height * k), PIL.Image.NEAREST)
 
 
-def code_map_image(codes, codebook_size: int, size: int = 256, *,
-                   numbers: bool = True) -> PIL.Image.Image:
+def code_map_image(
+    codes, codebook_size: int, size: int = 256, *, numbers: bool = True
+) -> PIL.Image.Image:
     """A code grid (h, w) drawn as coloured cells (vqvae.color_code_map), each an integer
     ``size // max(h, w)`` pixels wide, with thin grid lines and each cell's index written
     in black or white, whichever reads better on its colour."""
@@ -220,8 +236,13 @@ def code_map_image(codes, codebook_size: int, size: int = 256, *,
             for j in range(w):
                 r, g, b = (int(v) for v in rgb[i, j])
                 ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
-                draw.text(((j + 0.5) * cell, (i + 0.5) * cell), str(int(codes[i, j])),
-                          fill=ink, font=font, anchor="mm")
+                draw.text(
+                    ((j + 0.5) * cell, (i + 0.5) * cell),
+                    str(int(codes[i, j])),
+                    fill=ink,
+                    font=font,
+                    anchor="mm",
+                )
     return im
 
 
@@ -232,20 +253,23 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def frame_strip(frames: torch.Tensor, *, scale: int = 2, per_row: int = 12,
-                pad: int = 2) -> PIL.Image.Image:
+def frame_strip(
+    frames: torch.Tensor, *, scale: int = 2, per_row: int = 12, pad: int = 2
+) -> PIL.Image.Image:
     """Frames (N, C, H, W) in [0, 1] side by side (``per_row`` a row, white gaps),
     enlarged ``scale`` times without blur."""
     from torchvision.utils import make_grid
 
-    grid = make_grid(frames.float().cpu(), nrow=min(per_row, len(frames)), padding=pad,
-                     pad_value=1.0)
+    grid = make_grid(
+        frames.float().cpu(), nrow=min(per_row, len(frames)), padding=pad, pad_value=1.0
+    )
     im = PIL.Image.fromarray(to_uint8(grid))
     return im.resize((im.width * scale, im.height * scale), PIL.Image.NEAREST)
 
 
-def write_gif(frames: torch.Tensor, path, *, fps: float = 12.0, pingpong: bool = False,
-              size: int = 224) -> Path:
+def write_gif(
+    frames: torch.Tensor, path, *, fps: float = 12.0, pingpong: bool = False, size: int = 224
+) -> Path:
     """Write frames (N, C, H, W) in [0, 1] as a looping animated GIF at ``path``, enlarged
     (nearest) towards ``size`` pixels; ``pingpong`` plays them forwards then backwards.
 
@@ -260,14 +284,19 @@ def write_gif(frames: torch.Tensor, path, *, fps: float = 12.0, pingpong: bool =
     k = max(1, size // max(h, w))
     tall = PIL.Image.fromarray(a.reshape(n * h, w, *a.shape[3:]))
     if tall.mode == "RGB":
-        tall = tall.quantize(256, method=PIL.Image.Quantize.MEDIANCUT,
-                             dither=PIL.Image.Dither.NONE)
+        tall = tall.quantize(256, method=PIL.Image.Quantize.MEDIANCUT, dither=PIL.Image.Dither.NONE)
     palette = tall.getpalette() if tall.mode == "P" else None
     idx = np.asarray(tall).reshape(n, h, w).repeat(k, axis=1).repeat(k, axis=2)
     ims = [PIL.Image.fromarray(f, tall.mode) for f in idx]
     if palette is not None:
         for im in ims:
             im.putpalette(palette)
-    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:],
-                duration=round(1000.0 / fps), loop=0)
+    ims[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=ims[1:],
+        duration=round(1000.0 / fps),
+        loop=0,
+    )
     return Path(path)

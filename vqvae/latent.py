@@ -24,8 +24,9 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float, dim: int = 1) -> torch.Te
 
 
 @torch.no_grad()
-def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 16,
-                path: str = "lerp") -> torch.Tensor:
+def interpolate(
+    model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 16, path: str = "lerp"
+) -> torch.Tensor:
     """Frames (steps, C, H, W) in [0, 1] going from image ``x0`` to ``x1`` (each (C, H, W) or
     (1, C, H, W), in [0, 1]).
 
@@ -42,8 +43,9 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 16,
     x0 = x0[None] if x0.dim() == 3 else x0
     x1 = x1[None] if x1.dim() == 3 else x1
     if x0.shape != x1.shape:
-        raise ValueError(f"both images must have the same shape, got {tuple(x0.shape)} and "
-                         f"{tuple(x1.shape)}")
+        raise ValueError(
+            f"both images must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
     dev = model.device
     z = model.encode_continuous(torch.cat([x0, x1]).to(dev)).float()
     z0, z1 = z[:1], z[1:]

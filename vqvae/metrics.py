@@ -13,7 +13,9 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.float() - y.float()).pow(2).flatten(1).mean(1)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, max_db: float = 100.0) -> torch.Tensor:
+def psnr(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, max_db: float = 100.0
+) -> torch.Tensor:
     """Per-image PSNR in dB, shape (B,). Identical images give ``max_db`` rather than inf."""
     m = mse(x, y)
     return (10.0 * torch.log10(data_range**2 / m.clamp_min(1e-30))).clamp_max(max_db)
@@ -26,8 +28,9 @@ def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> t
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004, Gaussian 11x11 window, sigma 1.5, valid region),
     averaged over channels; shape (B,). The window shrinks for images smaller than it."""
     x, y = x.float(), y.float()

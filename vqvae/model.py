@@ -43,10 +43,13 @@ class Encoder(nn.Module):
         h = c.hidden_channels
         chans = [c.in_channels] + [h // 2 ** (n_down - 1 - i) for i in range(n_down)]
         layers: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:]):
+        for cin, cout in zip(chans[:-1], chans[1:], strict=False):
             layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.ReLU()]
-        layers += [nn.Conv2d(h, h, 3, padding=1), ResidualStack(h, c.res_channels, c.res_layers),
-                   nn.Conv2d(h, c.embedding_dim, 1)]
+        layers += [
+            nn.Conv2d(h, h, 3, padding=1),
+            ResidualStack(h, c.res_channels, c.res_layers),
+            nn.Conv2d(h, c.embedding_dim, 1),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,9 +64,11 @@ class Decoder(nn.Module):
         n_down = int(math.log2(c.downsample))
         h = c.hidden_channels
         chans = [h // 2**i for i in range(n_down)] + [c.in_channels]
-        layers: list[nn.Module] = [nn.Conv2d(c.embedding_dim, h, 3, padding=1),
-                                   ResidualStack(h, c.res_channels, c.res_layers)]
-        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+        layers: list[nn.Module] = [
+            nn.Conv2d(c.embedding_dim, h, 3, padding=1),
+            ResidualStack(h, c.res_channels, c.res_layers),
+        ]
+        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:], strict=False)):
             layers.append(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1))
             if i < n_down - 1:
                 layers.append(nn.ReLU())
@@ -100,9 +105,14 @@ class VQVAE(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.quantizer = VectorQuantizer(
-            config.codebook_size, config.embedding_dim, beta=config.beta, use_ema=config.use_ema,
-            decay=config.ema_decay, eps=config.ema_eps,
-            dead_code_threshold=config.dead_code_threshold)
+            config.codebook_size,
+            config.embedding_dim,
+            beta=config.beta,
+            use_ema=config.use_ema,
+            decay=config.ema_decay,
+            eps=config.ema_eps,
+            dead_code_threshold=config.dead_code_threshold,
+        )
         self.decoder = Decoder(config)
 
     # -- input checks --------------------------------------------------------------------
@@ -113,17 +123,23 @@ class VQVAE(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(x.shape)}")
         if x.shape[1] != c.in_channels:
-            raise ValueError(f"this model takes {c.in_channels}-channel images, got "
-                             f"{x.shape[1]} channels (shape {tuple(x.shape)})")
+            raise ValueError(
+                f"this model takes {c.in_channels}-channel images, got "
+                f"{x.shape[1]} channels (shape {tuple(x.shape)})"
+            )
         if x.shape[2] % c.downsample or x.shape[3] % c.downsample or x.shape[2] == 0:
-            raise ValueError(f"image height and width must be positive multiples of "
-                             f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}")
+            raise ValueError(
+                f"image height and width must be positive multiples of "
+                f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}"
+            )
         # One host sync for both checks (NaN fails every comparison).
         if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
             if not bool(torch.isfinite(x).all()):
                 raise ValueError("images contain NaN or infinite values")
-            raise ValueError(f"images must be in [0, 1], got values in "
-                             f"[{x.min().item():.3g}, {x.max().item():.3g}]")
+            raise ValueError(
+                f"images must be in [0, 1], got values in "
+                f"[{x.min().item():.3g}, {x.max().item():.3g}]"
+            )
 
     def _check_indices(self, indices: torch.Tensor) -> None:
         if not torch.is_tensor(indices) or indices.is_floating_point() or indices.is_complex():
@@ -132,8 +148,10 @@ class VQVAE(nn.Module):
             raise ValueError(f"code indices must have shape (B, h, w), got {tuple(indices.shape)}")
         K = self.config.codebook_size
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= K):
-            raise ValueError(f"code indices must be in [0, {K - 1}], got values in "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+            raise ValueError(
+                f"code indices must be in [0, {K - 1}], got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
 
     # -- the pieces ----------------------------------------------------------------------
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +180,10 @@ class VQVAE(nn.Module):
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] from latents (B, D, h, w) (quantized or not)."""
         if z.dim() != 4 or z.shape[1] != self.config.embedding_dim:
-            raise ValueError(f"latents must have shape (B, {self.config.embedding_dim}, h, w), "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(
+                f"latents must have shape (B, {self.config.embedding_dim}, h, w), "
+                f"got {tuple(z.shape)}"
+            )
         return self._decode_raw(z).clamp(0.0, 1.0)
 
     @torch.no_grad()
@@ -194,14 +214,23 @@ class VQVAE(nn.Module):
             raw = self._decode_raw(z_e)
             recon_loss = self._recon_loss(raw, x)
             zero = recon_loss.new_zeros(())
-            return VQVAEOutput(raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero,
-                               zero, zero)
+            return VQVAEOutput(
+                raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero, zero, zero
+            )
         q = self.quantizer(z_e)
         raw = self._decode_raw(q.quantized.to(z_e.dtype))
         recon_loss = self._recon_loss(raw, x)
         loss = recon_loss + q.codebook_loss + q.commitment_loss
-        return VQVAEOutput(raw.clamp(0.0, 1.0), q.indices, loss, recon_loss, q.codebook_loss,
-                           q.commitment_loss, q.perplexity, q.codes_used)
+        return VQVAEOutput(
+            raw.clamp(0.0, 1.0),
+            q.indices,
+            loss,
+            recon_loss,
+            q.codebook_loss,
+            q.commitment_loss,
+            q.perplexity,
+            q.codes_used,
+        )
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_pretrained(self, directory, dtype: str = "float32") -> None:

@@ -20,8 +20,13 @@ def umap_coords(codebook: torch.Tensor, dims: int = 2, seed: int = 0) -> np.ndar
     import umap  # umap-learn; imported lazily, it is slow to import
 
     x = codebook.detach().float().cpu().numpy()
-    reducer = umap.UMAP(n_components=dims, n_neighbors=min(15, len(x) - 1), min_dist=0.1,
-                        random_state=seed, n_jobs=1)
+    reducer = umap.UMAP(
+        n_components=dims,
+        n_neighbors=min(15, len(x) - 1),
+        min_dist=0.1,
+        random_state=seed,
+        n_jobs=1,
+    )
     return reducer.fit_transform(x).astype(np.float32)
 
 

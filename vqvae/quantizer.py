@@ -39,7 +39,7 @@ def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     out = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+    return torch.cat([o[:s] for o, s in zip(out, sizes, strict=False)])
 
 
 @dataclass
@@ -71,8 +71,17 @@ class VectorQuantizer(nn.Module):
     rank holds the same codebook.
     """
 
-    def __init__(self, codebook_size: int, dim: int, *, beta: float = 0.25, use_ema: bool = False,
-                 decay: float = 0.99, eps: float = 1e-5, dead_code_threshold: int = 0):
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        *,
+        beta: float = 0.25,
+        use_ema: bool = False,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_code_threshold: int = 0,
+    ):
         super().__init__()
         self.codebook_size = codebook_size
         self.dim = dim
@@ -84,8 +93,9 @@ class VectorQuantizer(nn.Module):
 
         # Sonnet-style uniform init; k-means init replaces it when training asks for it.
         bound = (3.0 / dim) ** 0.5
-        self.embedding = nn.Parameter(torch.empty(codebook_size, dim).uniform_(-bound, bound),
-                                      requires_grad=not use_ema)
+        self.embedding = nn.Parameter(
+            torch.empty(codebook_size, dim).uniform_(-bound, bound), requires_grad=not use_ema
+        )
         # EMA state: hidden (not yet de-biased) averages, and how many updates went in.
         self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
         self.register_buffer("ema_embed_sum", torch.zeros(codebook_size, dim))
@@ -99,15 +109,17 @@ class VectorQuantizer(nn.Module):
         return self.embedding
 
     def extra_repr(self) -> str:
-        return (f"K={self.codebook_size}, D={self.dim}, beta={self.beta}, ema={self.use_ema}, "
-                f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}")
+        return (
+            f"K={self.codebook_size}, D={self.dim}, beta={self.beta}, ema={self.use_ema}, "
+            f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
+        )
 
     # -- nearest neighbour ---------------------------------------------------------------
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Indices (N,) of the nearest code for each row of ``flat`` (N, D), squared L2 in
         its matrix-product form ||z||^2 - 2 z.e + ||e||^2."""
         e = self.embedding.float()
-        d = (flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ e.t() + e.pow(2).sum(1)[None, :])
+        d = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ e.t() + e.pow(2).sum(1)[None, :]
         return d.argmin(1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
@@ -117,7 +129,9 @@ class VectorQuantizer(nn.Module):
     # -- forward -------------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         if z_e.dim() != 4 or z_e.shape[1] != self.dim:
-            raise ValueError(f"expected latents of shape (B, {self.dim}, h, w), got {tuple(z_e.shape)}")
+            raise ValueError(
+                f"expected latents of shape (B, {self.dim}, h, w), got {tuple(z_e.shape)}"
+            )
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = z_e.float()
             b, d, h, w = z.shape
@@ -144,8 +158,9 @@ class VectorQuantizer(nn.Module):
             p = counts / counts.sum().clamp_min(1)
             perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
             codes_used = (counts > 0).sum()
-        return QuantizerOutput(q_st, idx.view(b, h, w), codebook_loss, commitment, perplexity,
-                               codes_used)
+        return QuantizerOutput(
+            q_st, idx.view(b, h, w), codebook_loss, commitment, perplexity, codes_used
+        )
 
     # -- EMA -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -169,8 +184,10 @@ class VectorQuantizer(nn.Module):
         as if it had a long history (so the first EMA steps do not wipe it out)."""
         vectors = vectors.to(self.embedding.device, torch.float32)
         if vectors.shape != self.embedding.shape:
-            raise ValueError(f"expected codebook of shape {tuple(self.embedding.shape)}, "
-                             f"got {tuple(vectors.shape)}")
+            raise ValueError(
+                f"expected codebook of shape {tuple(self.embedding.shape)}, "
+                f"got {tuple(vectors.shape)}"
+            )
         if cluster_size is None:
             cluster_size = torch.ones(self.codebook_size, device=vectors.device)
         cluster_size = cluster_size.to(vectors.device, torch.float32).clamp_min(1e-3)
@@ -195,8 +212,9 @@ class VectorQuantizer(nn.Module):
             samples = samples.permute(0, 2, 3, 1).reshape(-1, samples.shape[1])
         samples = _all_gather_rows(samples.detach().float())
         if samples.shape[0] < self.codebook_size:
-            raise ValueError(f"k-means needs at least K={self.codebook_size} samples, "
-                             f"got {samples.shape[0]}")
+            raise ValueError(
+                f"k-means needs at least K={self.codebook_size} samples, got {samples.shape[0]}"
+            )
         rank0 = not _distributed() or dist.get_rank() == 0
         centres = torch.zeros_like(self.embedding, dtype=torch.float32)
         sizes = torch.zeros(self.codebook_size, device=self.embedding.device)
@@ -205,8 +223,11 @@ class VectorQuantizer(nn.Module):
             x = samples.cpu().numpy()
             km = KMeans(self.codebook_size, n_init=1, max_iter=iters, random_state=seed).fit(x)
             centres.copy_(torch.from_numpy(km.cluster_centers_).float())
-            sizes.copy_(torch.bincount(torch.from_numpy(km.labels_).long(),
-                                       minlength=self.codebook_size).float())
+            sizes.copy_(
+                torch.bincount(
+                    torch.from_numpy(km.labels_).long(), minlength=self.codebook_size
+                ).float()
+            )
             inertia.fill_(float(km.inertia_) / x.shape[0])
         # Scale cluster sizes to a mean of 1: the init then counts for about as much as one
         # sample per code, and the EMA soon follows the real statistics.
