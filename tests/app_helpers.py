@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import vqvae
-from vqvae.projection import write_json_atomic
+from vqvae.files import write_json_atomic
 
 DATA = Path(__file__).parent / "data" / "mnist_small.npz"
 TINY = dict(hidden_channels=16, res_channels=8, res_layers=1, embedding_dim=8, codebook_size=32)

@@ -20,7 +20,8 @@ import torch
 import vqvae
 from vqvae.checkpoint import WEIGHTS_NAME
 from vqvae.data import DatasetNotFoundError
-from vqvae.projection import CODEBOOK_INFO, codebook_info, write_json_atomic
+from vqvae.files import write_json_atomic
+from vqvae.projection import CODEBOOK_INFO, codebook_info
 
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config

@@ -12,10 +12,11 @@ runs/NAME/
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
+
+from vqvae.files import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_CONFIG = "train_config.json"
@@ -28,13 +29,8 @@ class RunError(RuntimeError):
 
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temp file, fsync, then rename: a kill never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:

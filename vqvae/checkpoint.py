@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .config import VQVAEConfig
+from .files import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -37,12 +37,10 @@ def save_pretrained(model, directory, dtype: str = "float32") -> None:
         k: (v.detach().to(WEIGHT_DTYPES[dtype]) if k in params else v.detach()).cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    tmp = d / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "dtype": dtype})
-    os.replace(tmp, d / WEIGHTS_NAME)
-    tmp = d / (CONFIG_NAME + ".tmp")
-    model.config.to_json(tmp)
-    os.replace(tmp, d / CONFIG_NAME)
+    with atomic_write(d / WEIGHTS_NAME) as f:
+        f.write(save(state, metadata={"format": "pt", "dtype": dtype}))
+    with atomic_write(d / CONFIG_NAME, "w") as f:
+        f.write(model.config.to_json() + "\n")
 
 
 def resolve_pretrained(name_or_dir) -> Path:
@@ -84,9 +82,3 @@ def load_pretrained(name_or_dir, device="cpu"):
             f"(was one of them replaced?): {e}"
         ) from e
     return model.to(device).eval()
-
-
-def read_json(directory, name: str):
-    """A JSON file beside a model's weights (metrics, UMAP coordinates...), or None."""
-    p = resolve_pretrained(directory) / name
-    return json.loads(p.read_text()) if p.is_file() else None

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .files import atomic_write
+
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
 CIFAR_JPEG_TARBALL = "cifar10-jpeg.tar.gz"
 
@@ -152,9 +154,8 @@ def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
     loader = DataLoader(ds, batch_size=512, num_workers=min(4, os.cpu_count() or 1))
     x = torch.cat([b for b, _ in loader])
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npy")
-    np.save(tmp, x.numpy())
-    os.replace(tmp, cached)
+    with atomic_write(cached) as f:
+        np.save(f, x.numpy())
     return x
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import write_json_atomic
 
 CODEBOOK_INFO = "codebook.json"
 
@@ -39,13 +40,6 @@ def codebook_info(model, usage: torch.Tensor | None = None) -> dict:
         "umap_2d": umap_coords(cb, 2).round(4).tolist(),
         "umap_3d": umap_coords(cb, 3).round(4).tolist(),
     }
-
-
-def write_json_atomic(path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def load_codebook_info(model, model_dir=None, cache_dir=None) -> dict:
