@@ -1,0 +1,27 @@
+"""The README's library snippet is run as written, so the README cannot drift from the API."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under ``## heading`` up to the next level-2 heading."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_library_snippet_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", _section(README.read_text(), "The library"), re.S)
+    assert blocks, "README's 'The library' section has no python block"
+    monkeypatch.chdir(tmp_path)  # the snippet saves a model into the working directory
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, str(README), "exec"), namespace)
+    # what the snippet's comments promise
+    assert tuple(namespace["codes"].shape) == (4, 7, 7)
+    assert tuple(namespace["recon"].shape) == (4, 1, 28, 28)
+    assert tuple(namespace["frames"].shape) == (16, 1, 28, 28)
+    assert (tmp_path / "my-model" / "model.safetensors").is_file()
