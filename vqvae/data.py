@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,20 +73,72 @@ def _find_cifar_jpeg(root: Path) -> Path | None:
     tarball = root / CIFAR_JPEG_TARBALL
     if not tarball.is_file():
         return None
-    dest = cache_dir() / "cifar10-jpeg-unpacked"
-    done = dest / ".complete"
-    if not done.is_file():
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tarball) as tf:
-            members = [
-                m
-                for m in tf.getmembers()
-                if not (m.name.startswith("/") or ".." in Path(m.name).parts)
-            ]
-            tf.extractall(dest, members=members)
-        done.touch()
+    dest = _unpack_tarball(tarball, cache_dir() / "cifar10-jpeg-unpacked")
     hits = [p.parent for p in dest.rglob("train") if (p.parent / "test").is_dir()]
     return hits[0] if hits else None
+
+
+def _unpack_tarball(tarball: Path, dest: Path) -> Path:
+    """Unpack ``tarball`` into the folder ``dest`` once, safely, and return ``dest``.
+
+    Members that would land outside ``dest`` (absolute names, ``..``, links pointing out,
+    devices) make it a ValueError and nothing is kept. It is unpacked into a uniquely named
+    folder beside ``dest`` and renamed into place when complete, so a killed unpack leaves
+    nothing half-done and processes unpacking at once (DDP ranks) never share a folder: the
+    first to finish wins, the others drop their copy."""
+    done = dest / ".complete"
+    if done.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        with tarfile.open(tarball) as tf:
+            try:
+                if hasattr(tarfile, "data_filter"):  # Python 3.12, 3.11.4+, 3.10.12+
+                    tf.extractall(tmp, filter="data")
+                else:
+                    tf.extractall(tmp, members=_safe_members(tf))
+            except tarfile.TarError as e:  # FilterError and friends
+                raise ValueError(
+                    f"{tarball}: refusing to unpack an unsafe archive member ({e})"
+                ) from e
+        (tmp / ".complete").touch()
+        for _ in range(3):
+            try:
+                os.rename(tmp, dest)  # atomic; fails if dest exists and is not empty
+                return dest
+            except OSError:
+                if done.is_file():  # another process finished first: use its copy
+                    return dest
+                if dest.exists():  # a leftover of an unpack that was killed: set it aside
+                    _remove_tree(dest)
+        raise OSError(f"could not move the unpacked {tarball.name} to {dest}")
+    finally:
+        _remove_tree(tmp)
+
+
+def _safe_members(tf: tarfile.TarFile):
+    """For Pythons without tarfile's data filter: plain files and folders with relative
+    names inside the destination, nothing else (no links, devices or FIFOs)."""
+    for m in tf.getmembers():
+        parts = Path(m.name).parts
+        if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
+            raise ValueError(f"{tf.name}: refusing to unpack unsafe archive member {m.name!r}")
+        m.mode = (m.mode | 0o600) & 0o755  # no set-uid bits, always readable by us
+        yield m
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` (a folder) if it exists, atomically setting it aside first so that a
+    reader never sees it half-deleted."""
+    if not path.exists():
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    try:
+        os.replace(path, aside / path.name)
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _cifar10(root: Path, split: str):

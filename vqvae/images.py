@@ -22,51 +22,75 @@ from PIL import ImageDraw, ImageFont, ImageOps
 from .data import image_transform
 from .latent import color_code_map
 
-# 50 megapixels: any photo a person uploads, far below what would exhaust memory.
+# Pixel limits keep every accepted input within ~300 MB and ~1.5 s of decoding on 2 cores
+# (issue 11): a 16 MP RGBA picture is 64 MB as 8-bit, and nothing is ever held as floats at
+# full size. Larger pictures are refused from their header, before decoding, except JPEG
+# photos, which decode at 1/2, 1/4 or 1/8 scale (PIL's draft mode) to within the limit.
+MAX_DECODED_PIXELS = 16_000_000
+# The largest picture accepted at all (a camera JPEG, decoded at reduced scale); the app
+# also sets PIL's own decompression-bomb guard to it.
 MAX_PIXELS = 50_000_000
+_BLOCK_PIXELS = 1 << 18  # converted a block of rows at a time: float temporaries of ~8 MB
 
 
 class ImageError(ValueError):
     """A file or array that cannot be used as an image; the message is meant for users."""
 
 
-def load_image(source, *, max_pixels: int = MAX_PIXELS) -> tuple[PIL.Image.Image, list[str]]:
-    """Open ``source`` (a path, a PIL image or a uint8/float numpy array (H, W[, C])) as an
-    8-bit ``L`` or ``RGB`` PIL image, plus notes on what was done to it (for the user).
+def load_image(
+    source, *, max_pixels: int = MAX_PIXELS, max_decoded_pixels: int = MAX_DECODED_PIXELS
+) -> tuple[PIL.Image.Image, list[str]]:
+    """Open ``source`` (a path, a PIL image or a numpy array (H, W[, C]) of uint8, 16-bit,
+    bool or float values) as an 8-bit ``L`` or ``RGB`` PIL image, plus notes on what was
+    done to it (for the user).
 
     EXIF orientation is applied; animated images give their first frame; 16-bit and float
-    images are scaled to 8 bits; CMYK, palette and 1-bit images are converted; transparent
-    pixels are composited on black or white, whichever contrasts with the opaque content.
+    images are scaled to 8 bits (floats up to 1 are taken as [0, 1]); CMYK, palette and
+    1-bit images are converted; transparent pixels are composited on black or white,
+    whichever contrasts with the opaque content.
+
+    Size limits: a file's size is read from its header before decoding. Pictures of more
+    than ``max_decoded_pixels`` (16 MP) are refused, except JPEGs of up to ``max_pixels``
+    (50 MP), which are decoded at 1/2, 1/4 or 1/8 scale to fit. Arrays and PIL images over
+    ``max_decoded_pixels`` are refused too.
     Raises :class:`ImageError` for a missing, corrupt, non-image or too large input.
     """
     notes: list[str] = []
     if source is None or (isinstance(source, (str, Path)) and not str(source)):
         raise ImageError("No image given: upload one, pick an example or draw.")
+    own = True  # may be changed in place (not the caller's PIL image)
     if isinstance(source, np.ndarray):
-        im = _from_array(source)
+        im = _from_array(source, max_decoded_pixels, notes)
     elif isinstance(source, PIL.Image.Image):
-        im = source
+        im, own = source, False
     else:
-        im = _open(Path(source), max_pixels)
-    if im.width * im.height > max_pixels:
-        raise ImageError(
-            f"The image is {im.width}x{im.height} pixels; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels."
-        )
-    if im.width < 1 or im.height < 1:
-        raise ImageError("The image is empty (0 pixels).")
-    n_frames = getattr(im, "n_frames", 1)
-    if n_frames > 1:
+        im = _open(Path(source), max_pixels, max_decoded_pixels, notes)
+    _check_size(im.width, im.height, max_decoded_pixels)
+    # is_animated reads at most two frames; n_frames would walk them all (a GIF of 200k
+    # 1x1 frames takes seconds).
+    if getattr(im, "is_animated", False):
         im.seek(0)
-        notes.append(f"animated image: used the first of {n_frames} frames")
+        notes.append("animated image: used its first frame")
     try:
-        im = ImageOps.exif_transpose(im)
+        if own:
+            ImageOps.exif_transpose(im, in_place=True)  # no full-size copy
+        else:
+            im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block is not worth refusing the picture for
         notes.append("ignored unreadable EXIF orientation")
     return _to_8bit(im, notes), notes
 
 
-def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
+def _check_size(w: int, h: int, limit: int, what: str = "") -> None:
+    if w * h > limit:
+        raise ImageError(
+            f"The image is {w}x{h} pixels; the limit is {limit / 1e6:.0f} megapixels{what}."
+        )
+    if w < 1 or h < 1:
+        raise ImageError("The image is empty (0 pixels).")
+
+
+def _open(path: Path, max_pixels: int, max_decoded: int, notes: list[str]) -> PIL.Image.Image:
     if not path.is_file():
         raise ImageError(f"No such file: {path.name}")
     if path.stat().st_size == 0:
@@ -75,12 +99,18 @@ def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; make it an error.
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
-            im = PIL.Image.open(path)
-            if im.width * im.height > max_pixels:
-                raise ImageError(
-                    f"The image is {im.width}x{im.height} pixels; the limit is "
-                    f"{max_pixels / 1e6:.0f} megapixels."
-                )
+            im = PIL.Image.open(path)  # reads the header only
+            w, h = im.size
+            if w * h > max_decoded:
+                if w * h <= max_pixels:
+                    # JPEG decodes at 1/2, 1/4 or 1/8 scale (to ceil(w / s) x ceil(h / s));
+                    # other formats ignore draft() and are refused below.
+                    fits = [s for s in (2, 4, 8) if -(-w // s) * -(-h // s) <= max_decoded]
+                    s = fits[0] if fits else 8
+                    im.draft(im.mode, (max(1, w // s), max(1, h // s)))
+                if im.width * im.height > max_decoded:
+                    _check_size(w, h, max_decoded, f" ({max_pixels / 1e6:.0f} for JPEG photos)")
+                notes.append(f"large photo ({w}x{h}) decoded at {im.width}x{im.height}")
             im.load()
     except ImageError:
         raise
@@ -100,17 +130,70 @@ def _open(path: Path, max_pixels: int) -> PIL.Image.Image:
     return im
 
 
-def _from_array(a: np.ndarray) -> PIL.Image.Image:
+def _from_array(a: np.ndarray, max_decoded: int, notes: list[str]) -> PIL.Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
         raise ImageError(f"An image array must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}.")
+    _check_size(a.shape[1], a.shape[0], max_decoded)
     if a.dtype != np.uint8:
-        a = np.asarray(a, np.float64)
-        if not np.isfinite(a).all():
-            raise ImageError("The image array contains NaN or infinite values.")
-        a = np.clip(a * 255.0 if a.max(initial=0) <= 1.0 else a, 0, 255).round().astype(np.uint8)
+        if a.dtype.kind not in "buif":
+            raise ImageError(f"An image array must hold numbers, got dtype {a.dtype}.")
+        src = a
+
+        def rows(r0, r1):
+            return src[r0:r1]
+
+        if a.dtype.kind == "f":
+            hi = _float_max(rows, a.shape[0], a.shape[1], finite=True)
+        else:
+            hi = float(a.max(initial=0))
+        a = _to_uint8(rows, a.shape, hi, unit=hi <= 1.0)  # [0, 1] floats, or a 0/1 mask
+        if hi > 255:
+            notes.append(f"{src.dtype} image scaled to 8 bits")
     return PIL.Image.fromarray(a)
+
+
+def _row_blocks(h: int, w: int):
+    step = max(1, _BLOCK_PIXELS // max(1, w))
+    for r0 in range(0, h, step):
+        yield r0, min(h, r0 + step)
+
+
+def _float_max(rows, h: int, w: int, *, finite: bool) -> float:
+    """Largest value of rows(r0, r1) over all row blocks, at least 0, without a full-size
+    copy; non-finite values are ignored, or an ImageError if ``finite``."""
+    hi = 0.0
+    for r0, r1 in _row_blocks(h, w):
+        b = rows(r0, r1)
+        ok = np.isfinite(b)
+        if not ok.all():
+            if finite:
+                raise ImageError("The image array contains NaN or infinite values.")
+            b = b[ok]
+        hi = max(hi, float(b.max(initial=0)))
+    return hi
+
+
+def _to_uint8(rows, shape: tuple, hi: float, *, unit: bool) -> np.ndarray:
+    """uint8 array of ``shape`` from values read a block of rows at a time (rows(r0, r1)):
+    times 255 if ``unit`` (values in [0, 1]); else divided down to 8 bits if their maximum
+    ``hi`` is over 255 (16-bit: 65535 -> 255; larger ranges: hi -> 255); then clipped to
+    [0, 255] and rounded, NaN -> 0."""
+    div = 257.0 if hi <= 65535 else hi / 255.0
+    out = np.empty(shape, np.uint8)
+    for r0, r1 in _row_blocks(shape[0], shape[1]):
+        v = rows(r0, r1)
+        b = np.array(v, np.float64)  # a copy: changed in place below
+        if unit:
+            b *= 255.0
+        elif hi > 255:
+            b /= div
+        if v.dtype.kind == "f":
+            np.copyto(b, 0.0, where=np.isnan(b))  # +-inf: clipped below
+        np.clip(b, 0, 255, out=b)
+        out[r0:r1] = np.rint(b, out=b)
+    return out
 
 
 def _to_8bit(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
@@ -120,16 +203,16 @@ def _to_8bit(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
     if mode == "1":
         return im.convert("L")
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float greyscale
-        a = np.asarray(im, dtype=np.float64)
-        if not np.isfinite(a).all():
-            a = np.nan_to_num(a)
-        hi = a.max(initial=0)
-        if mode == "F" and hi <= 1.0:
-            a = a * 255.0
-        elif hi > 255:
-            a = a / (257.0 if hi <= 65535 else hi / 255.0)
+        w, h = im.size
+
+        def rows(r0, r1):  # a PIL crop: no full-size numpy copy
+            return np.asarray(im.crop((0, r0, w, r1)))
+
+        # integer modes: PIL's extrema need no copy; floats may hold NaN or inf
+        hi = _float_max(rows, h, w, finite=False) if mode == "F" else float(im.getextrema()[1])
+        if hi > 255:
             notes.append(f"{mode} image scaled to 8 bits")
-        return PIL.Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")
+        return PIL.Image.fromarray(_to_uint8(rows, (h, w), hi, unit=mode == "F" and hi <= 1.0))
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -143,19 +226,29 @@ def _to_8bit(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
 
 def _flatten_alpha(im: PIL.Image.Image, notes: list[str]) -> PIL.Image.Image:
     """Composite on black or white: whichever contrasts with the opaque pixels, so a light
-    drawing on a transparent background stays visible, and so does a dark one."""
-    base = im.convert("RGBA")
-    a = np.asarray(base, dtype=np.float32)
-    alpha = a[..., 3] / 255.0
-    if alpha.min() >= 1.0:
-        return im.convert("RGB" if im.mode == "RGBA" else "L")
-    luma = a[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    w = alpha.sum()
-    bright = (luma * alpha).sum() / w > 127.5 if w > 0 else False
+    drawing on a transparent background stays visible, and so does a dark one. Works a
+    block of rows at a time: no full-size RGBA or float copy."""
+    mode = "RGB" if im.mode == "RGBA" else "L"
+    if im.getchannel(im.mode[-1]).getextrema()[0] >= 255:  # fully opaque
+        return im.convert(mode)
+    w, h = im.size
+    coef = np.array([0.299, 0.587, 0.114], np.float32)
+    lit = weight = 0.0
+    for r0, r1 in _row_blocks(h, w):
+        a = np.asarray(im.crop((0, r0, w, r1)).convert("RGBA"), np.float32)
+        alpha = a[..., 3] / 255.0
+        lit += float(((a[..., :3] @ coef) * alpha).sum(dtype=np.float64))
+        weight += float(alpha.sum(dtype=np.float64))
+    bright = lit / weight > 127.5 if weight > 0 else False
     bg = (0, 0, 0, 255) if bright else (255, 255, 255, 255)
     notes.append(f"transparent pixels composited on {'black' if bright else 'white'}")
-    out = PIL.Image.alpha_composite(PIL.Image.new("RGBA", base.size, bg), base)
-    return out.convert("RGB" if im.mode == "RGBA" else "L")
+    out = PIL.Image.new(mode, im.size)
+    back = PIL.Image.new("RGBA", (w, next(_row_blocks(h, w))[1]), bg)
+    for r0, r1 in _row_blocks(h, w):
+        tile = im.crop((0, r0, w, r1)).convert("RGBA")
+        under = back if back.height == r1 - r0 else back.crop((0, 0, w, r1 - r0))
+        out.paste(PIL.Image.alpha_composite(under, tile).convert(mode), (0, r0))
+    return out
 
 
 def to_model_input(
@@ -168,11 +261,12 @@ def to_model_input(
     whether it was inverted."""
     w, h = im.size
     side = min(w, h)
-    if w != h:  # crop first, so a 1 x 40000 strip never becomes a 28 x 1120000 tensor
-        left, top = (w - side) // 2, (h - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-    if side > 4 * image_size:  # box-filter most of the way down; cheap and alias-free
-        im = im.reduce(side // (2 * image_size))
+    # crop first, so a 1 x 40000 strip never becomes a 28 x 1120000 tensor
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    if side > 4 * image_size:  # box-filter most of the way down (cropping as it reduces)
+        im = im.reduce(side // (2 * image_size), box=box)
+    elif w != h:
+        im = im.crop(box)
     x = image_transform(channels, image_size)(im).float().div(255.0)[None]
     if invert is None:
         invert = channels == 1 and _border_mean(x) > 0.5
