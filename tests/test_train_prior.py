@@ -203,3 +203,23 @@ def test_runs_as_a_module():
         timeout=120,
     )
     assert out.returncode == 0 and "--vqvae" in out.stdout and "export" in out.stdout
+
+
+def test_the_benchmark_measures_a_trained_prior(finished_run, tiny_vqvae, mnist_dir, tmp_path):
+    from benchmarks import prior as bench
+
+    out = tmp_path / "figures.json"
+    result = bench.main([
+        "--model", str(tiny_vqvae), "--prior", str(finished_run), "--dataset", "mnist",
+        "--data-dir", str(mnist_dir), "--samples", "20", "--classifier-epochs", "3",
+        "--codes-cache", str(tmp_path / "codes"), "--out", str(out),
+    ])  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    final = [r for r in records(finished_run) if r.get("final")][-1]["eval"]
+    nll = result["nll"]
+    assert nll["bits_per_image"] == pytest.approx(final["bits_per_image"], rel=1e-6)
+    assert nll["ratio_to_unigram"] == pytest.approx(nll["bits_per_image"] / nll["unigram_bits"])
+    cc = result["class_consistency"]
+    assert cc["samples"] == 20 and len(cc["per_class"]) == 10 and 0 <= cc["accuracy"] <= 1
+    assert result["classifier_test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert result["speed"]["n"] == 16 and result["speed"]["seconds"] > 0
