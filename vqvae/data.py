@@ -263,3 +263,39 @@ class TensorImages(Dataset):
 def get_dataset(name: str, root, split: str = "train", **kw) -> Dataset:
     """The split as a torch Dataset of float images in [0, 1] (see :func:`load_uint8`)."""
     return TensorImages(load_uint8(name, root, split, **kw)[0])
+
+
+def load_labels(name: str, root, split: str = "train") -> tuple[torch.Tensor, list[str]]:
+    """The class labels of a split, int64 (N,) in the order of :func:`load_uint8`'s images,
+    and the class names. ``folder`` datasets take them from their class subfolders."""
+    from torchvision import datasets
+
+    root = Path(root).expanduser()
+    train = _check_split(split)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name in ("mnist", "fashion-mnist"):
+        cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+        try:
+            ds = cls(str(root), train=train, download=True)
+        except Exception:
+            _torchvision_digits(name, root, split)  # raises the clear DatasetNotFoundError
+            raise
+        return ds.targets.long(), list(ds.classes)
+    if name == "cifar10" and (root / "cifar-10-batches-py").is_dir():
+        ds = datasets.CIFAR10(str(root), train=train, download=False)
+        return torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
+    if name == "cifar10":
+        folder = _find_cifar_jpeg(root)
+        if folder is None:
+            load_uint8(name, root, split)  # downloads, or raises the usual clear error
+            ds = datasets.CIFAR10(str(root), train=train, download=False)
+            return torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
+        folder = folder / split
+    else:
+        folder = root / split
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"image folder {folder} does not exist")
+    # ImageFolder's sorted order is the order _folder_uint8 decodes the images in
+    ds = datasets.ImageFolder(str(folder))
+    return torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)

@@ -1,0 +1,705 @@
+"""python -m train.prior: train a prior over a VQ-VAE's codes (vqvae.prior.CodePrior).
+
+python -m train.prior --vqvae mnist --data-dir ../shared/data --out runs/prior-mnist
+python -m train.prior --out runs/prior-mnist --resume          # continue exactly
+python -m train.prior export runs/prior-mnist --name mnist     # into pretrained/mnist/
+
+Encodes the train and test splits with the VQ-VAE once (cached in the run folder, keyed by
+the codebook's fingerprint), then trains the transformer on the code grids: AdamW with
+warm-up and cosine decay, labels dropped with probability --label-dropout so one prior
+samples with and without a class (classifier-free guidance), bf16 autocast on CUDA. Writes
+like ``python -m train``: metrics.jsonl, periodic test NLL and decoded sample grids, atomic
+checkpoints, Ctrl-C saves; ``torchrun --nproc_per_node=N -m train.prior ...`` runs DDP.
+
+runs/NAME/
+  prior.safetensors, prior.json    latest weights (vqvae.load_prior reads them)
+  train_config.json, checkpoint.pt, metrics.jsonl, summary.json   as for python -m train
+  codes-<dataset>-<fingerprint>.npz  the encoded splits (int16 codes + labels)
+  samples/step_NNNNNN.png          decoded samples, a row per class
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import vqvae
+from vqvae.data import DATASETS, DatasetNotFoundError, load_labels, load_uint8
+from vqvae.files import atomic_write, write_json_atomic
+from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint, load_prior
+
+from .runs import (
+    CHECKPOINT,
+    METRICS,
+    TRAIN_CONFIG,
+    RunError,
+    atomic_torch_save,
+    load_checkpoint,
+    read_train_config,
+)
+from .train import StopFlag, TrainError, hardware, lr_at, resolve_device, setup_distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Per-dataset presets. MNIST and Fashion-MNIST (7x7 codes) are sized for a 2-core CPU:
+# about 0.4 s a step there, so 6000 steps fit in under an hour, and 16 samples take about
+# 0.2 s. CIFAR-10 (8x8 codes of natural images) wants more and is meant for a GPU.
+_SMALL = dict(d_model=192, n_layers=6, n_heads=6, dropout=0.1, steps=6_000, batch_size=64,
+              lr=1e-3)  # fmt: skip
+PRIOR_PRESETS: dict[str, dict] = {
+    "mnist": _SMALL,
+    "fashion-mnist": _SMALL,
+    "cifar10": dict(
+        d_model=256, n_layers=8, n_heads=8, dropout=0.1, steps=20_000, batch_size=128, lr=6e-4
+    ),  # fmt: skip
+    "folder": dict(
+        d_model=256, n_layers=6, n_heads=8, dropout=0.1, steps=10_000, batch_size=64, lr=6e-4
+    ),  # fmt: skip
+}
+
+
+@dataclass
+class PriorTrainConfig:
+    vqvae: str = "mnist"  # pretrained name or folder of the VQ-VAE whose codes are modelled
+    dataset: str = "mnist"
+    data_dir: str = "data"
+    out: str = "runs/prior-mnist"
+    conditional: bool = True  # class token from the dataset's labels
+    label_dropout: float = 0.1  # labels replaced by the null class: the unconditional prior
+    # the transformer
+    d_model: int = 192
+    n_layers: int = 6
+    n_heads: int = 6
+    dropout: float = 0.1
+    # optimisation
+    steps: int = 6_000
+    batch_size: int = 64  # per process
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decay to lr * this
+    weight_decay: float = 0.05  # on weight matrices only
+    grad_clip: float = 1.0  # 0 = off
+    seed: int = 0
+    # machinery
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    limit_train: int = 0  # use only the first N training grids (tests, quick looks)
+    limit_test: int = 0
+    log_every: int = 50
+    eval_every: int = 1_000
+    eval_images: int = 2_000  # test grids for the periodic NLL (the final one uses all)
+    ckpt_every: int = 500
+    sample_every: int = 1_000
+
+    @property
+    def total_steps(self) -> int:  # what train.train.lr_at reads
+        return self.steps
+
+
+# ----------------------------------------------------------------------------- options
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m train.prior",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--vqvae", help="pretrained model name or folder (default mnist)")
+    p.add_argument("--dataset", choices=DATASETS, help="default: the VQ-VAE's name")
+    p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), help="default: the dataset")
+    p.add_argument("--data-dir", help="dataset root (e.g. ../shared/data); default ./data")
+    p.add_argument("--out", help="run folder (default runs/prior-<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--conditional", action=bool_flag, help="class-conditional (default on)")
+    p.add_argument("--label-dropout", type=float)
+    for name in ("d-model", "n-layers", "n-heads"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int, help="code grids per step per process")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", action=bool_flag, help="bf16 autocast on CUDA (default on)")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=int, help="use only the first N test images")
+    for name in ("log-every", "eval-every", "eval-images", "ckpt-every", "sample-every"):
+        p.add_argument(f"--{name}", type=int)
+    return p.parse_args(argv)
+
+
+# options a resumed run may change; everything else is the run's own
+RESUMABLE = ("steps", "device", "data_dir", "log_every", "eval_every", "ckpt_every",
+             "sample_every")  # fmt: skip
+
+
+def build_config(args: argparse.Namespace) -> PriorTrainConfig:
+    """Defaults <- preset (by dataset) <- explicit flags."""
+    fields = {f.name for f in dataclasses.fields(PriorTrainConfig)}
+    if args.resume:
+        out = Path(args.out or "runs/prior-mnist")
+        saved = read_train_config(out)
+        if saved is None:
+            raise RunError(f"cannot resume: {out} is not a run folder (no {TRAIN_CONFIG})")
+        values = {k: v for k, v in saved.items() if k in fields}
+        values["out"] = str(out)  # the folder resumed, also when it was moved since
+        values.update({k: getattr(args, k) for k in RESUMABLE if getattr(args, k) is not None})
+        return check_config(PriorTrainConfig(**values))
+    name = args.vqvae or "mnist"
+    dataset = args.dataset
+    if dataset is None:
+        dataset = _model_name(name)
+        if dataset not in DATASETS:
+            raise TrainError(
+                f"the VQ-VAE {name!r} is not named after a dataset; pass --dataset "
+                f"({', '.join(DATASETS)})"
+            )
+    preset = args.preset or dataset
+    values = dict(vqvae=name, dataset=dataset, out=f"runs/prior-{dataset}", **PRIOR_PRESETS[preset])
+    for k, v in vars(args).items():
+        if k in fields and v is not None:
+            values[k] = v
+    return check_config(PriorTrainConfig(**values))
+
+
+def _model_name(name_or_dir: str) -> str:
+    try:
+        folder = vqvae.resolve_pretrained(name_or_dir)
+    except FileNotFoundError as e:
+        raise TrainError(str(e)) from e
+    return vqvae.VQVAEConfig.from_json(folder / "config.json").name
+
+
+def check_config(cfg: PriorTrainConfig) -> PriorTrainConfig:
+    if cfg.steps < 0 or cfg.batch_size < 1:
+        raise TrainError("--steps must be >= 0 and --batch-size >= 1")
+    if not 0.0 <= cfg.label_dropout < 1.0:
+        raise TrainError(f"--label-dropout must be in [0, 1), got {cfg.label_dropout}")
+    for k in ("log_every", "eval_every", "ckpt_every", "sample_every", "eval_images"):
+        if getattr(cfg, k) < 1:
+            raise TrainError(f"--{k.replace('_', '-')} must be >= 1")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- the codes
+@torch.no_grad()
+def encode_split(model, images_u8: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Codes int16 (N, h, w) of uint8 images, in float32 (no autocast: exact nearest codes)."""
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = images_u8[i : i + batch_size].to(model.device).float() / 255.0
+        out.append(model.encode(x).to("cpu", torch.int16))
+    return torch.cat(out)
+
+
+def code_cache_path(out: Path, dataset: str, fingerprint: str) -> Path:
+    return Path(out) / f"codes-{dataset}-{fingerprint}.npz"
+
+
+def encoded_splits(model, dataset: str, data_dir, out: Path, progress: bool = True) -> dict:
+    """The train and test splits as codes + labels, encoded once and cached in ``out``.
+    Returns tensors train_codes / test_codes int64 (N, h, w), train_labels / test_labels
+    int64 (N,), and class_names, data_source."""
+    fp = codebook_fingerprint(model)
+    path = code_cache_path(out, dataset, fp)
+    if not path.is_file():
+        c = model.config
+        arrays = {}
+        for split in ("train", "test"):
+            images, info = load_uint8(
+                dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels
+            )
+            labels, names = load_labels(dataset, data_dir, split)
+            if len(labels) != len(images):
+                raise TrainError(f"{dataset} {split}: {len(images)} images, {len(labels)} labels")
+            if progress:
+                print(f"encoding the {split} split ({len(images)} images) ...", flush=True)
+            try:
+                codes = encode_split(model, images)
+            except ValueError as e:  # images of another shape than the VQ-VAE takes
+                raise TrainError(f"the VQ-VAE cannot encode {dataset}: {e}") from e
+            arrays[f"{split}_codes"] = codes.numpy()
+            arrays[f"{split}_labels"] = labels.numpy().astype(np.int16)
+        arrays["class_names"] = np.array(names, dtype=np.str_)
+        arrays["data_source"] = np.array(info.source, dtype=np.str_)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
+    with np.load(path, allow_pickle=False) as d:
+        result = {k: torch.from_numpy(d[k]).long() for k in d.files if "codes" in k or "lab" in k}
+        result["class_names"] = [str(x) for x in d["class_names"]]
+        result["data_source"] = str(d["data_source"])
+    return result
+
+
+def unigram_bits(codes: torch.Tensor, K: int) -> float:
+    """Bits per grid of a model that ignores context: h*w times the entropy of the codes'
+    usage over ``codes`` (N, h, w) itself (an optimistic baseline: fitted to these codes)."""
+    p = torch.bincount(codes.flatten(), minlength=K).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log2()).sum()) * codes[0].numel()
+
+
+@torch.no_grad()
+def test_nll(prior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> dict:
+    """Mean bits per grid of ``codes`` under ``prior``: with their labels (when the prior is
+    conditional) and without (the null class)."""
+    was_training = prior.training
+    prior.eval()
+    sums = dict(cond=0.0, uncond=0.0)
+    for i in range(0, len(codes), batch_size):
+        c = codes[i : i + batch_size].to(prior.device)
+        sums["uncond"] += float(prior.nll_bits(c).double().sum())
+        if prior.num_classes:
+            sums["cond"] += float(prior.nll_bits(c, labels[i : i + batch_size]).double().sum())
+    prior.train(was_training)
+    n = max(1, len(codes))
+    bits = (sums["cond"] if prior.num_classes else sums["uncond"]) / n
+    return {"bits_per_image": bits, "bits_unconditional": sums["uncond"] / n, "num_images": n}
+
+
+class CodeBatches:
+    """Real epochs over shuffled code grids, the order a function of (seed, epoch) alone (as
+    train.train.Batches): a resumed run sees exactly the batches it would have seen."""
+
+    def __init__(self, codes, labels, batch_size: int, seed: int, rank: int, world: int):
+        self.codes, self.labels = codes, labels
+        self.bs, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.per_epoch = len(codes) // (batch_size * world)
+        if self.per_epoch == 0:
+            raise TrainError(
+                f"{len(codes)} training grids are fewer than one batch of "
+                f"{batch_size * world}; lower --batch-size"
+            )
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.codes), generator=g).to(self.codes.device)
+            self._epoch = epoch
+        start = (pos * self.world + self.rank) * self.bs
+        pick = self._perm[start : start + self.bs]
+        return self.codes[pick], self.labels[pick]
+
+
+# ----------------------------------------------------------------------------- the run
+def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
+    """Train as ``cfg`` says; returns the summary. ``stop`` replaces the Ctrl-C handler
+    (an object with ``.requested``, read once a step, and ``.restore()``)."""
+    rank, world, local_rank = setup_distributed()
+    main_proc = rank == 0
+    dev = resolve_device(cfg.device, local_rank)
+    out = Path(cfg.out)
+
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out)
+        if int(ckpt["step"]) >= cfg.steps:
+            if main_proc:
+                print(
+                    f"{out} already finished at step {int(ckpt['step'])} of {cfg.steps}; "
+                    f"nothing to do (pass a larger --steps to train on)",
+                    file=sys.stderr,
+                )
+            summary_file = out / "summary.json"
+            if summary_file.is_file():
+                return json.loads(summary_file.read_text())
+            return {"step": int(ckpt["step"]), "total_steps": cfg.steps, "interrupted": False}
+    elif (out / CHECKPOINT).exists():
+        raise TrainError(
+            f"{out} already holds a run; pass --resume to continue it or choose "
+            f"another --out (nothing was changed)"
+        )
+
+    # the VQ-VAE and its codes (rank 0 encodes; the others read its cache)
+    try:
+        model = vqvae.load_pretrained(cfg.vqvae, device=dev)
+    except (FileNotFoundError, ValueError) as e:
+        raise TrainError(f"cannot load the VQ-VAE: {e}") from e
+    fingerprint = codebook_fingerprint(model)
+    if ckpt is not None and ckpt["fingerprint"] != fingerprint:
+        raise TrainError(
+            f"the VQ-VAE {cfg.vqvae!r} changed since this run started (its codebook differs); "
+            f"the run's codes belong to the old one. Start a new run with another --out."
+        )
+    try:
+        if main_proc:
+            data = encoded_splits(model, cfg.dataset, cfg.data_dir, out)
+        if world > 1:
+            dist.barrier()
+        if not main_proc:
+            data = encoded_splits(model, cfg.dataset, cfg.data_dir, out, progress=False)
+    except ValueError as e:
+        raise TrainError(str(e)) from e
+    train_codes, train_labels = data["train_codes"], data["train_labels"]
+    test_codes, test_labels = data["test_codes"], data["test_labels"]
+    if cfg.limit_train:
+        train_codes, train_labels = train_codes[: cfg.limit_train], train_labels[: cfg.limit_train]
+    if cfg.limit_test:
+        test_codes, test_labels = test_codes[: cfg.limit_test], test_labels[: cfg.limit_test]
+    train_codes, train_labels = train_codes.to(dev), train_labels.to(dev)
+
+    # the prior
+    names = data["class_names"] if cfg.conditional else []
+    pcfg = PriorConfig.for_model(
+        model,
+        num_classes=len(names),
+        class_names=names,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        dropout=cfg.dropout,
+    )
+    torch.manual_seed(cfg.seed)
+    prior = CodePrior(pcfg).to(dev)
+    decay = [p for p in prior.parameters() if p.dim() >= 2]
+    no_decay = [p for p in prior.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+    step, elapsed = 0, 0.0
+    if ckpt is not None:
+        prior.load_state_dict(ckpt["prior"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], dev)
+    net = prior
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(prior, device_ids=[dev.index] if dev.type == "cuda" else None)
+    batches = CodeBatches(train_codes, train_labels, cfg.batch_size, cfg.seed, rank, world)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
+    seq_len = pcfg.seq_len
+    baselines = {
+        "uniform_bits": pcfg.uniform_bits,
+        "unigram_bits": unigram_bits(test_codes, pcfg.codebook_size),
+    }
+
+    log = None
+    if main_proc:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        run_info = {"data_source": data["data_source"], "world_size": world,
+                    "fingerprint": fingerprint}  # fmt: skip
+        write_json_atomic(out / TRAIN_CONFIG, {**dataclasses.asdict(cfg), **run_info}, indent=2)
+        log = open(out / METRICS, "a")
+
+    def emit(record: dict) -> None:
+        record.setdefault("elapsed_s", round(elapsed + time.time() - t_start, 2))
+        if log is not None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+    def save(at_step: int) -> None:
+        bad = [n for n, p in prior.state_dict().items() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainError(
+                f"weights became NaN/inf at step {at_step} ({bad[0]}); the last good "
+                f"checkpoint in {out} is kept. Try a lower --lr."
+            )
+        if not main_proc:
+            return
+        state = {
+            "prior": {k: v.detach().cpu() for k, v in prior.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "step": at_step,
+            "elapsed": elapsed + (time.time() - t_start),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "fingerprint": fingerprint,
+            "train_config": json.dumps(dataclasses.asdict(cfg)),
+        }
+        atomic_torch_save(state, out / CHECKPOINT)
+        prior.save_pretrained(out)  # latest weights, loadable by vqvae.load_prior(out)
+
+    def sample_grid(at_step: int) -> None:
+        """8 samples per class (a row each) or 64 unconditional ones, decoded; its own
+        generator, so the training RNG is untouched."""
+        from torchvision.utils import save_image
+
+        g = torch.Generator(dev).manual_seed(cfg.seed)
+        labels = torch.arange(pcfg.num_classes).repeat_interleave(8) if pcfg.num_classes else None
+        prior.eval()
+        codes = prior.sample(len(labels) if labels is not None else 64, labels, generator=g)
+        prior.train()
+        images = model.decode(codes).float().cpu()
+        save_image(images, out / "samples" / f"step_{at_step:06d}.png", nrow=8, pad_value=1.0)
+
+    def evaluate(limit: int | None) -> dict:
+        ev = test_nll(prior, test_codes[:limit], test_labels[:limit])
+        return {**ev, "bits_per_code": ev["bits_per_image"] / seq_len, **baselines}
+
+    from tqdm.auto import tqdm
+
+    stop = stop or StopFlag()
+    t_start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not main_proc, dynamic_ncols=True,
+               desc="prior")  # fmt: skip
+    window = dict(n=step, t=time.time())
+    prior.train()
+    final_eval = None
+    try:
+        if main_proc and step == 0 and not resume:
+            emit({"step": 0, "eval": evaluate(cfg.eval_images)})
+        while step < cfg.steps:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            codes, labels = batches(step)
+            if pcfg.num_classes:
+                dropped = torch.rand(len(labels), device=labels.device) < cfg.label_dropout
+                labels = torch.where(dropped, -1, labels)
+            else:
+                labels = None
+            with amp:
+                logits = net(codes, labels)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise TrainError(
+                        f"loss became {value} at step {step}; the last good checkpoint in "
+                        f"{out} is kept. Try a lower --lr."
+                    )
+                dt = time.time() - window["t"]
+                bits = value * seq_len / math.log(2)
+                emit({
+                    "step": step,
+                    "loss": value,
+                    "bits_per_image": bits,
+                    "lr": opt.param_groups[0]["lr"],
+                    "grids_per_s": (step - window["n"]) * cfg.batch_size * world / max(dt, 1e-9),
+                })  # fmt: skip
+                window.update(n=step, t=time.time())
+                bar.set_postfix(loss=f"{value:.3f}", bits=f"{bits:.1f}")
+            if main_proc and step % cfg.eval_every == 0 and step < cfg.steps:
+                ev = evaluate(cfg.eval_images)
+                emit({"step": step, "eval": ev})
+                bar.write(
+                    f"step {step}: test {ev['bits_per_image']:.1f} bits/image "
+                    f"(unigram {ev['unigram_bits']:.1f}, uniform {ev['uniform_bits']:.0f})"
+                )
+            if main_proc and step % cfg.sample_every == 0 and step < cfg.steps:
+                sample_grid(step)
+            # under DDP every rank must stop at the same step: they agree at log steps only
+            stopping = stop.requested
+            if world > 1:
+                stopping = False
+                if step % cfg.log_every == 0:
+                    flag = torch.tensor([float(stop.requested)], device=dev)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stopping = bool(flag.item())
+            if step % cfg.ckpt_every == 0 or stopping:
+                save(step)
+            if stopping:
+                break
+    finally:
+        bar.close()
+        stop.restore()
+    interrupted = step < cfg.steps
+    if not interrupted:
+        save(step)
+        if main_proc:
+            sample_grid(step)
+            final_eval = evaluate(None)
+            emit({"step": step, "eval": final_eval, "final": True})
+    summary = {
+        "step": step,
+        "total_steps": cfg.steps,
+        "interrupted": interrupted,
+        "elapsed_s": round(elapsed + time.time() - t_start, 1),
+        "device": str(dev),
+        "hardware": hardware(dev),
+        "world_size": world,
+        "data_source": data["data_source"],
+        "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in prior.parameters()),
+        "final_eval": final_eval,
+    }
+    if main_proc:
+        write_json_atomic(out / "summary.json", summary, indent=2)
+        log.close()
+        if interrupted:
+            print(
+                f"stopped at step {step}; checkpoint saved. Continue with: "
+                f"python -m train.prior --out {out} --resume",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"done: {step} steps in {summary['elapsed_s']:.0f} s; test "
+                f"{final_eval['bits_per_image']:.1f} bits/image (unigram "
+                f"{final_eval['unigram_bits']:.1f}, uniform {final_eval['uniform_bits']:.0f}); "
+                f"prior in {out}"
+            )
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+# ----------------------------------------------------------------------------- export
+CARD_START, CARD_END = "<!-- prior -->", "<!-- /prior -->"
+CARD = """{start}
+## Prior
+
+A {kind} autoregressive transformer over the {h}x{w} codes ({layers} layers, width
+{d_model}, {params:.2f} M parameters), trained with `python -m train.prior` for {steps} steps
+({time}, {hardware}). Load it with
+
+```python
+prior = vqvae.load_prior("{name}")
+codes = prior.sample(16{label_arg}, temperature=1.0)   # (16, {h}, {w}) int64
+images = model.decode(codes)
+```
+
+| test split ({num_images} images, {data_source}) | bits per image |
+|---|---|
+| under the prior{cond_note} | **{bits:.1f}** ({per_code:.2f} per code) |
+{uncond_row}| unigram (entropy of code usage, ignores context) | {unigram:.1f} |
+| uniform (h*w*log2 K) | {uniform:.0f} |
+{end}"""
+
+
+def export(
+    run_dir: Path,
+    name: str,
+    out_root: Path = ROOT / "pretrained",
+    data_dir: str | None = None,
+) -> Path:
+    """Write the run's prior into ``out_root/name`` (which holds its VQ-VAE): prior.safetensors,
+    prior.json, prior_metrics.json (test NLL over the whole split) and a section of the model
+    card README.md (replaced on a second export)."""
+    run_dir = Path(run_dir)
+    tc = read_train_config(run_dir)
+    if tc is None:
+        raise RunError(f"{run_dir} is not a prior training run (no {TRAIN_CONFIG})")
+    folder = Path(out_root) / name
+    model = vqvae.load_pretrained(folder)
+    prior = load_prior(run_dir, model=model)  # a prior for another model: a clear ValueError
+    data = encoded_splits(model, tc["dataset"], data_dir or tc["data_dir"], run_dir)
+    ev = test_nll(prior, data["test_codes"], data["test_labels"])
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    c = prior.config
+    metrics = {
+        "model": name,
+        "dataset": tc["dataset"],
+        "split": "test",
+        "data_source": data["data_source"],
+        **ev,
+        "bits_per_code": ev["bits_per_image"] / c.seq_len,
+        "uniform_bits": c.uniform_bits,
+        "unigram_bits": unigram_bits(data["test_codes"], c.codebook_size),
+        "num_classes": c.num_classes,
+        "parameters": sum(p.numel() for p in prior.parameters()),
+        "steps": summary.get("step"),
+        "elapsed_s": summary.get("elapsed_s"),
+        "hardware": summary.get("hardware"),
+    }
+    metrics["ratio_to_unigram"] = metrics["bits_per_image"] / metrics["unigram_bits"]
+    prior.save_pretrained(folder)
+    write_json_atomic(folder / "prior_metrics.json", metrics, indent=2)
+    secs = metrics["elapsed_s"]
+    section = CARD.format(
+        start=CARD_START,
+        end=CARD_END,
+        kind="class-conditional" if c.num_classes else "unconditional",
+        h=c.height,
+        w=c.width,
+        layers=c.n_layers,
+        d_model=c.d_model,
+        params=metrics["parameters"] / 1e6,
+        steps=metrics["steps"] or "?",
+        time=f"{secs / 60:.0f} min" if secs else "time not recorded",
+        hardware=metrics["hardware"] or "hardware not recorded",
+        name=name,
+        label_arg=", labels=0" if c.num_classes else "",
+        num_images=ev["num_images"],
+        data_source=data["data_source"],
+        cond_note=", given the class" if c.num_classes else "",
+        bits=ev["bits_per_image"],
+        per_code=metrics["bits_per_code"],
+        uncond_row=f"| under the prior, without the class | {ev['bits_unconditional']:.1f} |\n"
+        if c.num_classes
+        else "",
+        unigram=metrics["unigram_bits"],
+        uniform=c.uniform_bits,
+    )
+    card = folder / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    if CARD_START in text and CARD_END in text:
+        head, rest = text.split(CARD_START, 1)
+        text = head + section + rest.split(CARD_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
+    with atomic_write(card, "w") as f:
+        f.write(text)
+    print(
+        f"wrote the prior into {folder}: {ev['bits_per_image']:.1f} bits/image on the test "
+        f"split (unigram {metrics['unigram_bits']:.1f}, uniform {c.uniform_bits:.0f})"
+    )
+    return folder
+
+
+def export_main(argv) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m train.prior export",
+        description="Write a trained prior into pretrained/NAME/ beside its VQ-VAE.",
+    )
+    p.add_argument("run", help="prior training run folder")
+    p.add_argument("--name", required=True, help="the model's folder name under --out-root")
+    p.add_argument("--out-root", default=str(ROOT / "pretrained"))
+    p.add_argument("--data-dir", help="dataset root (default: the run's; used if not cached)")
+    a = p.parse_args(argv)
+    try:
+        export(Path(a.run), a.name, Path(a.out_root), a.data_dir)
+    except (RunError, FileNotFoundError, ValueError, TrainError, DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
+    args = parse_args(argv)
+    try:
+        summary = run(build_config(args), resume=args.resume)
+    except (TrainError, RunError, DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if summary["interrupted"]:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
