@@ -4,6 +4,8 @@ clear errors."""
 import json
 import pickle
 import re
+import resource
+import time
 
 import pytest
 import torch
@@ -204,3 +206,52 @@ def test_checkpoint_module_knows_nothing_of_the_model():
             imported.update(alias.name for alias in node.names)
     assert "files" in imported  # the check sees relative imports
     assert not imported & {"model", "config", "quantizer", "vqvae", "vqvae.model", "vqvae.config"}
+
+
+# -- crafted config.json --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("hidden_channels", -1),
+        ("image_size", -4),
+        ("image_size", 0),
+        ("codebook_size", 512.0),
+        ("codebook_size", True),
+        ("embedding_dim", "8"),
+        ("res_layers", -1),
+        ("downsample", 3),
+        ("beta", float("nan")),
+        ("ema_decay", 1.0),
+        ("ema_eps", 0),
+        ("use_ema", 1),
+        ("dead_code_threshold", 2.5),
+        ("name", None),
+    ],
+)
+def test_crafted_config_gives_the_loaders_value_error(trained, tmp_path, field, value):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=rf"config.json is not a valid VQ-VAE config: {field}"):
+        vqvae.load_pretrained(tmp_path / "m")
+
+
+def test_config_asking_for_a_huge_codebook_fails_before_allocating(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    # 2**24 codes of 8 floats: the codebook and its EMA sums would take 1 GiB
+    path.write_text(json.dumps({**json.loads(path.read_text()), "codebook_size": 2**24}))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"quantizer.embedding is \(32, 8\) in the file"):
+        vqvae.load_pretrained(tmp_path / "m")
+    assert time.perf_counter() - t0 < 0.5
+    # the process's peak memory did not grow by anything near the 1 GiB a build would take
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 200 * 1024
+
+
+def test_wider_network_in_config_names_the_mismatching_tensors(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    trained.config.replace(hidden_channels=24).to_json(tmp_path / "m" / "config.json")
+    with pytest.raises(ValueError, match=r"do not match .*net\.0\.weight is \(8, 1, 4, 4\)"):
+        vqvae.load_pretrained(tmp_path / "m")
