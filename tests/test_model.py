@@ -151,6 +151,8 @@ def mnist_model(tiny_config):
         (torch.rand(1, 3, 28, 28), "takes 1-channel images, got 3 channels"),
         (torch.rand(1, 1, 30, 30), "multiples of 4, got 30x30"),
         (torch.rand(1, 1, 28, 26), "multiples of 4, got 28x26"),
+        (torch.rand(1, 1, 0, 28), "positive multiples of 4, got 0x28"),
+        (torch.rand(1, 1, 28, 0), "positive multiples of 4, got 28x0"),
         (torch.full((1, 1, 28, 28), float("nan")), "NaN or infinite"),
         (torch.rand(1, 1, 28, 28) * 255, r"must be in \[0, 1\]"),
         (torch.rand(1, 1, 28, 28) - 0.5, r"must be in \[0, 1\]"),

@@ -11,7 +11,7 @@ from .config import PRESETS, VQVAEConfig, preset
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
 from .model import VQVAE, VQVAEOutput, load_pretrained, save_pretrained
-from .quantizer import QuantizerOutput, VectorQuantizer
+from .quantizer import Quantizer, QuantizerOutput, VectorQuantizer
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "VQVAEOutput",
     "VectorQuantizer",
     "QuantizerOutput",
+    "Quantizer",
     "preset",
     "PRESETS",
     "load_pretrained",

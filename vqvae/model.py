@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .config import VQVAEConfig
-from .quantizer import VectorQuantizer
+from .quantizer import Quantizer, VectorQuantizer
 
 
 class ResidualStack(nn.Module):
@@ -105,13 +105,13 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = VectorQuantizer(
+        self.quantizer: Quantizer = VectorQuantizer(
             config.codebook_size,
             config.embedding_dim,
             beta=config.beta,
             use_ema=config.use_ema,
-            decay=config.ema_decay,
-            eps=config.ema_eps,
+            ema_decay=config.ema_decay,
+            ema_eps=config.ema_eps,
             dead_code_threshold=config.dead_code_threshold,
         )
         self.decoder = Decoder(config)
@@ -128,7 +128,7 @@ class VQVAE(nn.Module):
                 f"this model takes {c.in_channels}-channel images, got "
                 f"{x.shape[1]} channels (shape {tuple(x.shape)})"
             )
-        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or x.shape[2] == 0:
+        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or 0 in x.shape[2:]:
             raise ValueError(
                 f"image height and width must be positive multiples of "
                 f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}"
@@ -162,12 +162,9 @@ class VQVAE(nn.Module):
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest codes of latents (B, D, h, w): returns (quantized (B, D, h, w) float32,
-        indices (B, h, w) int64). Pure lookup: no EMA update or restart, in any mode."""
-        with torch.autocast(device_type=z_e.device.type, enabled=False):
-            z = z_e.float()
-            b, d, h, w = z.shape
-            idx = self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
-            return self.quantizer.lookup(idx).to(z.dtype), idx
+        indices (B, h, w) int64). Pure lookup (the quantizer's ``quantize``): no EMA
+        update or restart, in any mode."""
+        return self.quantizer.quantize(z_e)
 
     @staticmethod
     def _recon_loss(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -299,7 +296,7 @@ class VQVAE(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.quantizer.embedding.device
+        return self.quantizer.codebook.device
 
 
 def load_pretrained(name_or_dir, device="cpu") -> VQVAE:
