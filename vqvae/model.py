@@ -14,6 +14,20 @@ from .config import VQVAEConfig
 from .quantizer import Quantizer, VectorQuantizer
 
 
+def check_image_range(x: torch.Tensor) -> None:
+    """Raise ValueError unless every value of the float tensor ``x`` (any shape: a batch or
+    a whole dataset) is finite and in [0, 1] (1e-3 tolerance for resampling overshoot).
+    One host sync: call it at the API boundary or once per dataset, not in a training
+    step."""
+    # One host sync for both checks (NaN fails every comparison).
+    if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or infinite values")
+        raise ValueError(
+            f"images must be in [0, 1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]"
+        )
+
+
 class ResidualStack(nn.Module):
     """``layers`` x (ReLU, 3x3 conv, ReLU, 1x1 conv, skip), then a ReLU, as in the paper."""
 
@@ -117,7 +131,8 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(config)
 
     # -- input checks --------------------------------------------------------------------
-    def _check_images(self, x: torch.Tensor) -> None:
+    def _check_image_shape(self, x: torch.Tensor) -> None:
+        """Type and shape checks: host-side only (no sync), so they run in every forward."""
         c = self.config
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise TypeError("images must be a float tensor in [0, 1] of shape (B, C, H, W)")
@@ -133,14 +148,20 @@ class VQVAE(nn.Module):
                 f"image height and width must be positive multiples of "
                 f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}"
             )
-        # One host sync for both checks (NaN fails every comparison).
-        if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("images contain NaN or infinite values")
-            raise ValueError(
-                f"images must be in [0, 1], got values in "
-                f"[{x.min().item():.3g}, {x.max().item():.3g}]"
-            )
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise TypeError/ValueError unless ``x`` is a float (B, C, H, W) batch this model
+        takes (C = ``in_channels``, H and W positive multiples of ``downsample``) with every
+        value finite and in [0, 1] (:func:`check_image_range`, one host sync).
+
+        The public entry points (``encode``, ``encode_continuous``, ``model(x)`` in eval
+        mode) call it. The training forward (``model.train()(x)``) checks the shape only,
+        so a training step has no host sync: check the data's range once up front
+        (``check_image_range(dataset)``) instead."""
+        self._check_image_shape(x)
+        check_image_range(x)
+
+    _check_images = check_images  # the old private name
 
     def _check_indices(self, indices: torch.Tensor) -> None:
         if not torch.is_tensor(indices) or indices.is_floating_point() or indices.is_complex():
@@ -157,7 +178,7 @@ class VQVAE(nn.Module):
     # -- the pieces ----------------------------------------------------------------------
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-quantization latents z_e (B, D, h, w) of images ``x`` (B, C, H, W) in [0, 1]."""
-        self._check_images(x)
+        self.check_images(x)
         return self.encoder(x * 2.0 - 1.0)
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,8 +227,17 @@ class VQVAE(nn.Module):
 
         With ``quantize=False`` the decoder reads z_e directly (plain autoencoder, used to
         pre-train encoder and decoder before k-means init); ``indices`` is then None and the
-        quantizer's losses and statistics are zero."""
-        z_e = self.encode_continuous(x)
+        quantizer's losses and statistics are zero.
+
+        In training mode (and under ``torch.compile``) the input's value range is not
+        checked, only its shape: the step then has no host sync and no data-dependent
+        Python branch, and compiles to one graph (``torch.compile(model, fullgraph=True)``).
+        Check the training data once with :func:`check_image_range`. In eval mode the
+        forward checks like :meth:`check_images`."""
+        self._check_image_shape(x)
+        if not self.training and not torch.compiler.is_compiling():
+            check_image_range(x)
+        z_e = self.encoder(x * 2.0 - 1.0)
         if not quantize:
             raw = self._decode_raw(z_e)
             recon_loss = self._recon_loss(raw, x)

@@ -200,7 +200,11 @@ class VectorQuantizer(nn.Module):
             b, d, h, w = z.shape
             flat = z.permute(0, 2, 3, 1).reshape(-1, d)
             idx = self.nearest(flat)  # chosen with the codebook before this step's update
-            counts = torch.bincount(idx, minlength=self.codebook_size).float()
+            # index_add_ rather than bincount: a fixed output shape, so torch.compile keeps
+            # the whole step in one graph (float counts are exact up to 2**24 per code)
+            counts = flat.new_zeros(self.codebook_size).index_add_(
+                0, idx, flat.new_ones(idx.shape[0])
+            )
 
             if self.training:
                 counts = _all_reduce_sum(counts)  # every rank sees the global usage
@@ -223,19 +227,27 @@ class VectorQuantizer(nn.Module):
         )  # fmt: skip
 
     # -- EMA -----------------------------------------------------------------------------
+    # The training-step updates below are tensor operations only: no host sync, no branch
+    # on a tensor's value, in-place writes under no_grad, so torch.compile keeps the whole
+    # training step in one graph (and a GPU can replay it as a CUDA graph).
+    def _debias(self) -> torch.Tensor:
+        """1 - decay^t for the t = ``ema_updates`` updates so far, a 0-dim float64 tensor on
+        the buffers' device (computed there: reading ``ema_updates`` would sync the host)."""
+        return 1.0 - torch.pow(self.ema_decay, self.ema_updates)
+
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, idx, flat)
         embed_sum = _all_reduce_sum(embed_sum)
         self.ema_cluster_size.lerp_(counts, 1.0 - self.ema_decay)
         self.ema_embed_sum.lerp_(embed_sum, 1.0 - self.ema_decay)
-        self.ema_updates += 1
+        self.ema_updates.add_(1)
         # De-bias early steps like sonnet's ExponentialMovingAverage: hidden / (1 - decay^t).
-        debias = 1.0 - self.ema_decay ** float(self.ema_updates)
+        debias = self._debias().float()
         cluster = self.ema_cluster_size / debias
         n = cluster.sum()
         cluster = (cluster + self.ema_eps) / (n + self.codebook_size * self.ema_eps) * n  # Laplace
-        self.embedding.data.copy_(self.ema_embed_sum / debias / cluster[:, None])
+        self.embedding.copy_(self.ema_embed_sum / debias / cluster[:, None])
 
     # -- codebook initialisation and restarts --------------------------------------------
     @torch.no_grad()
@@ -253,7 +265,7 @@ class VectorQuantizer(nn.Module):
         cluster_size = cluster_size.to(vectors.device, torch.float32).clamp_min(1e-3)
         vectors = _broadcast(vectors.contiguous())
         cluster_size = _broadcast(cluster_size.contiguous())
-        self.embedding.data.copy_(vectors)
+        self.embedding.copy_(vectors)
         self.ema_cluster_size.copy_(cluster_size)
         self.ema_embed_sum.copy_(vectors * cluster_size[:, None])
         # decay^ema_updates ~ 0: the hidden averages are already de-biased values.
@@ -296,18 +308,18 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
+        """Re-seed codes unused for ``dead_code_threshold`` training steps from rows of this
+        batch's encoder outputs ``flat`` (N, D), given the step's code ``counts`` (K,)."""
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-        dead = self.steps_unused >= self.dead_code_threshold
-        n_dead = int(dead.sum())  # identical on all ranks: counts were all-reduced
-        if n_dead == 0:
-            return
-        # Re-seed from this batch's encoder outputs; rank 0 picks, everyone copies.
-        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        dead = self.steps_unused >= self.dead_code_threshold  # identical on all ranks
+        # A random row for every code, used where the code is dead: fixed shapes and no
+        # count of the dead read back to the host. Rank 0 picks, everyone copies.
+        pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
         new = _broadcast(flat[pick].contiguous())
-        self.embedding.data[dead] = new
+        self.embedding.copy_(torch.where(dead[:, None], new, self.embedding))
         if self.use_ema:
             # one sample's worth of mass so the EMA keeps the new code where it was put
-            scale = 1.0 - self.ema_decay ** float(self.ema_updates)
-            self.ema_cluster_size[dead] = scale
-            self.ema_embed_sum[dead] = new * scale
-        self.steps_unused[dead] = 0
+            scale = self._debias().float()
+            self.ema_cluster_size.copy_(torch.where(dead, scale, self.ema_cluster_size))
+            self.ema_embed_sum.copy_(torch.where(dead[:, None], new * scale, self.ema_embed_sum))
+        self.steps_unused.masked_fill_(dead, 0)
