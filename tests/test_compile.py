@@ -61,12 +61,21 @@ def test_training_forward_is_one_graph(tiny_config, mnist_small, use_ema):
     """Dynamo's capture alone (fast, and where graph breaks happen): one graph, captured
     once, with no op that reads a value back to the host."""
     model = vqvae.VQVAE(_config(tiny_config, use_ema)).train()
+    eager = copy.deepcopy(model)
     recorder = Recorder()
     compiled = torch.compile(_step, fullgraph=True, backend=recorder)
     for i in range(3):
-        loss, out = compiled(model, mnist_small.train[i * 16 : (i + 1) * 16])
+        x = mnist_small.train[i * 16 : (i + 1) * 16]
+        torch.manual_seed(i)
+        loss, out = compiled(model, x)
         loss.backward()
+        torch.manual_seed(i)
+        loss_e, out_e = _step(eager, x)
+        assert torch.equal(out.indices, out_e.indices)
+        torch.testing.assert_close(loss, loss_e)
     assert len(recorder.graphs) == 1
+    for key, value in eager.state_dict().items():  # EMA, restarts: the same updates
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
     assert recorder.host_syncs() == []
     assert float(model.quantizer.ema_updates) == (3.0 if use_ema else 0.0)
     assert model.quantizer.steps_unused.max() < THRESHOLD  # restarts ran in the graph
