@@ -1,7 +1,11 @@
 """save_pretrained / load_pretrained: identical outputs, safetensors + JSON, no pickle,
 clear errors."""
 
+import json
 import pickle
+import re
+import resource
+import time
 
 import pytest
 import torch
@@ -142,3 +146,112 @@ def test_save_overwrites_and_leaves_no_temporary_files(trained, tiny_config, tmp
         "model.safetensors",
     ]
     assert vqvae.load_pretrained(tmp_path / "m").config.codebook_size == 32
+
+
+# -- format_version -------------------------------------------------------------------------
+def test_config_json_carries_the_format_version(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert stored["format_version"] == vqvae.config.FORMAT_VERSION == 1
+    for name in ("mnist", "fashion-mnist", "cifar10"):  # the shipped models carry it too
+        shipped = json.loads((vqvae.checkpoint.PRETRAINED_DIR / name / "config.json").read_text())
+        assert shipped["format_version"] == 1, name
+
+
+def test_config_without_format_version_reads_as_version_1(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    old = json.loads(path.read_text())
+    del old["format_version"]  # as written before the field existed
+    path.write_text(json.dumps(old))
+    loaded = vqvae.load_pretrained(tmp_path / "m")
+    assert loaded.config == trained.config
+    assert torch.equal(loaded.codebook, trained.codebook)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1"])
+def test_unknown_format_version_gives_a_clear_error(trained, tmp_path, version):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": version}))
+    with pytest.raises(ValueError, match=re.escape(str(path))) as e:
+        vqvae.VQVAE.from_pretrained(tmp_path / "m")
+    assert f"format_version {version!r}" in str(e.value) or f"got {version!r}" in str(e.value)
+
+
+def test_class_methods_and_aliases_are_one_thing(trained, tmp_path):
+    vqvae.save_pretrained(trained, tmp_path / "a", dtype="float16")
+    trained.save_pretrained(tmp_path / "b", dtype="float16")
+    fa = vqvae.checkpoint.load_file(str(tmp_path / "a" / "model.safetensors"))
+    fb = vqvae.checkpoint.load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+    assert fa["quantizer.embedding"].dtype == torch.float16
+    a = vqvae.load_pretrained(tmp_path / "a")
+    b = vqvae.VQVAE.from_pretrained(tmp_path / "b", device="cpu")
+    assert type(a) is type(b) is vqvae.VQVAE and not b.training
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_module_knows_nothing_of_the_model():
+    # no import circle: the file layer imports neither the model nor the config
+    import ast
+
+    tree = ast.parse(open(vqvae.checkpoint.__file__).read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert "files" in imported  # the check sees relative imports
+    assert not imported & {"model", "config", "quantizer", "vqvae", "vqvae.model", "vqvae.config"}
+
+
+# -- crafted config.json --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("hidden_channels", -1),
+        ("image_size", -4),
+        ("image_size", 0),
+        ("codebook_size", 512.0),
+        ("codebook_size", True),
+        ("embedding_dim", "8"),
+        ("res_layers", -1),
+        ("downsample", 3),
+        ("beta", float("nan")),
+        ("ema_decay", 1.0),
+        ("ema_eps", 0),
+        ("use_ema", 1),
+        ("dead_code_threshold", 2.5),
+        ("name", None),
+    ],
+)
+def test_crafted_config_gives_the_loaders_value_error(trained, tmp_path, field, value):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=rf"config.json is not a valid VQ-VAE config: {field}"):
+        vqvae.load_pretrained(tmp_path / "m")
+
+
+def test_config_asking_for_a_huge_codebook_fails_before_allocating(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    # 2**24 codes of 8 floats: the codebook and its EMA sums would take 1 GiB
+    path.write_text(json.dumps({**json.loads(path.read_text()), "codebook_size": 2**24}))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"quantizer.embedding is \(32, 8\) in the file"):
+        vqvae.load_pretrained(tmp_path / "m")
+    assert time.perf_counter() - t0 < 0.5
+    # the process's peak memory did not grow by anything near the 1 GiB a build would take
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 200 * 1024
+
+
+def test_wider_network_in_config_names_the_mismatching_tensors(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "m")
+    trained.config.replace(hidden_channels=24).to_json(tmp_path / "m" / "config.json")
+    with pytest.raises(ValueError, match=r"do not match .*net\.0\.weight is \(8, 1, 4, 4\)"):
+        vqvae.load_pretrained(tmp_path / "m")

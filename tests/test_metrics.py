@@ -66,3 +66,26 @@ def test_codebook_usage_uniform_perplexity_is_k():
     usage.update(torch.arange(16).repeat(3))
     assert usage.used == 16 and usage.fraction == 1.0
     assert usage.perplexity == pytest.approx(16.0)
+
+
+def test_one_perplexity_for_batches_datasets_and_the_app():
+    counts = torch.tensor([4, 1, 1, 0])
+    p = [4 / 6, 1 / 6, 1 / 6]
+    expected = math.exp(-sum(q * math.log(q) for q in p))
+    got = vqvae.metrics.perplexity(counts)
+    assert got.dim() == 0 and float(got) == pytest.approx(expected, rel=1e-6)
+    assert vqvae.metrics.perplexity(counts.double()).dtype == torch.float64
+    assert float(vqvae.metrics.perplexity(torch.zeros(8))) == 1.0  # nothing counted yet
+    assert float(vqvae.metrics.perplexity(torch.ones(8))) == pytest.approx(8.0)
+    # the quantizer's batch statistic is the same function of the batch's code counts
+    vq = vqvae.VectorQuantizer(4, 1).eval()
+    vq.embedding.data = torch.tensor([[0.0], [10.0], [20.0], [30.0]])
+    z = torch.tensor([0.0, 0.1, 0.2, 0.3, 10.0, 20.0]).view(1, 1, 1, 6)
+    assert float(vq(z).perplexity) == pytest.approx(expected, rel=1e-6)
+
+
+def test_one_bits_per_image():
+    assert vqvae.metrics.bits_per_image(7, 7, 512) == 7 * 7 * 9
+    assert vqvae.metrics.bits_per_image(8, 4, 2) == 32
+    c = vqvae.preset("cifar10", codebook_size=1024)
+    assert c.bits_per_image == vqvae.metrics.bits_per_image(8, 8, 1024) == 640

@@ -151,6 +151,8 @@ def mnist_model(tiny_config):
         (torch.rand(1, 3, 28, 28), "takes 1-channel images, got 3 channels"),
         (torch.rand(1, 1, 30, 30), "multiples of 4, got 30x30"),
         (torch.rand(1, 1, 28, 26), "multiples of 4, got 28x26"),
+        (torch.rand(1, 1, 0, 28), "positive multiples of 4, got 0x28"),
+        (torch.rand(1, 1, 28, 0), "positive multiples of 4, got 28x0"),
         (torch.full((1, 1, 28, 28), float("nan")), "NaN or infinite"),
         (torch.rand(1, 1, 28, 28) * 255, r"must be in \[0, 1\]"),
         (torch.rand(1, 1, 28, 28) - 0.5, r"must be in \[0, 1\]"),
@@ -205,3 +207,41 @@ def test_decoded_images_are_clamped_to_unit_range(mnist_model, mnist_small):
     assert torch.equal(mnist_model(mnist_small.test[:2]).reconstruction, torch.ones(2, 1, 28, 28))
     z = mnist_model.encode_continuous(mnist_small.test[:2])
     assert mnist_model.decode_latents(z).max() == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(codebook_size=512.0), r"codebook_size must be an integer, got 512\.0 \(float\)"),
+        (dict(hidden_channels=True), "hidden_channels must be an integer, got True"),
+        (dict(hidden_channels=-1), "hidden_channels must be >= 1, got -1"),
+        (dict(hidden_channels=2, downsample=8), "hidden_channels must be >= 4 with downsample 8"),
+        (dict(image_size=-4), "image_size must be >= 1, got -4"),
+        (dict(image_size=30), "image_size 30 is not divisible by downsample 4"),
+        (dict(in_channels=0), "in_channels must be >= 1"),
+        (dict(res_channels=0), "res_channels must be >= 1"),
+        (dict(res_layers=-1), "res_layers must be >= 0"),
+        (dict(codebook_size=1), "codebook_size must be >= 2"),
+        (dict(embedding_dim=0), "embedding_dim >= 1"),
+        (dict(beta=-0.1), "beta must be >= 0"),
+        (dict(beta=float("inf")), "beta must be a finite number"),
+        (dict(beta="0.25"), "beta must be a finite number"),
+        (dict(ema_decay=0.0), r"ema_decay must be in \(0, 1\)"),
+        (dict(ema_eps=-1e-5), "ema_eps must be > 0"),
+        (dict(use_ema="yes"), "use_ema must be true or false"),
+        (dict(dead_code_threshold=-1), "dead_code_threshold must be >= 0"),
+        (dict(name=3), "name must be a string"),
+    ],
+)
+def test_config_checks_types_and_ranges(changes, match):
+    with pytest.raises(ValueError, match=match):
+        vqvae.VQVAEConfig(**changes)
+
+
+def test_config_accepts_numpy_numbers_as_plain_ones():
+    import numpy as np
+
+    c = vqvae.VQVAEConfig(codebook_size=np.int64(64), beta=np.float32(0.5))
+    assert type(c.codebook_size) is int and c.codebook_size == 64
+    assert type(c.beta) is float and c.beta == 0.5
+    assert vqvae.VQVAEConfig.from_json(c.to_json()) == c

@@ -30,7 +30,7 @@ def test_training_forward_moves_the_ema_codebook_and_eval_does_not(tiny_config, 
 
 def test_ema_update_matches_hand_arithmetic():
     decay, eps, K = 0.5, 0.1, 2
-    vq = vqvae.VectorQuantizer(K, 1, use_ema=True, decay=decay, eps=eps).train()
+    vq = vqvae.VectorQuantizer(K, 1, use_ema=True, ema_decay=decay, ema_eps=eps).train()
     vq.embedding.data = torch.tensor([[0.0], [10.0]])  # EMA buffers start at zero
 
     # step 1: 1, 2 -> code 0; 9 -> code 1
@@ -57,14 +57,15 @@ def test_ema_update_matches_hand_arithmetic():
     smoothed = [(c + eps) / (n + K * eps) * n for c in n_i]
     expected = [hidden_s[0] / debias / smoothed[0], hidden_s[1] / debias / smoothed[1]]
     assert vq.codebook.flatten().tolist() == pytest.approx(expected, rel=1e-6)
-    # the quantized output is the codebook as it was before this step's update
+    # the quantized output is the codebook as it is after this step's update
+    assert out.quantized.flatten().tolist() == pytest.approx([expected[i] for i in (0, 0, 1, 1)])
     assert float(out.codebook_loss) == 0.0
 
 
 def test_ema_two_dimensional_after_set_codebook():
     """set_codebook gives the codes a long history (debias ~ 1) with mass ``cluster_size``."""
     decay, eps = 0.5, 1e-6
-    vq = vqvae.VectorQuantizer(2, 2, use_ema=True, decay=decay, eps=eps).train()
+    vq = vqvae.VectorQuantizer(2, 2, use_ema=True, ema_decay=decay, ema_eps=eps).train()
     vq.set_codebook(torch.tensor([[0.0, 0.0], [4.0, 4.0]]), torch.tensor([2.0, 1.0]))
     vq(latents((1.0, 0.0), (0.0, 3.0), (5.0, 5.0), dim=2))
     n_i = [0.5 * 2 + 0.5 * 2, 0.5 * 1 + 0.5 * 1]  # [2, 1]
@@ -160,3 +161,92 @@ def test_quantizer_rejects_wrong_latent_shape():
         vq(torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match=r"expected codebook of shape \(4, 2\)"):
         vq.set_codebook(torch.zeros(3, 2))
+
+
+def test_training_step_chooses_codes_before_and_outputs_them_after_its_ema_update():
+    """The documented order: indices from the codebook before the step, vectors (and the
+    commitment loss) from the codebook after the step's EMA update."""
+    vq = vqvae.VectorQuantizer(2, 1, use_ema=True, ema_decay=0.5, beta=1.0).train()
+    vq.set_codebook(torch.tensor([[0.0], [10.0]]))
+    z = latents(4.9, 5.1, 5.2)  # 4.9 is nearer code 0 now, nearer code 1 after the update
+    before = vq.codebook.detach().clone()
+    expected_idx = vq.quantize(z)[1]  # the pure lookup with the old codebook
+    out = vq(z)
+    after = vq.codebook.detach()
+    assert not torch.equal(after, before)
+    assert torch.equal(out.indices, expected_idx)
+    assert out.indices.flatten().tolist() == [0, 1, 1]
+    assert torch.equal(out.quantized, after[out.indices].permute(0, 3, 1, 2))
+    assert not torch.equal(out.quantized, before[out.indices].permute(0, 3, 1, 2))
+    q = after[out.indices.flatten(), 0]
+    assert float(out.commitment_loss) == pytest.approx(float(((z.flatten() - q) ** 2).mean()))
+    # with the new codebook 4.9 would go to code 1: indices were not re-chosen after
+    assert vq.quantize(z)[1].flatten().tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_quantize_is_pure_in_any_mode(training):
+    vq = vqvae.VectorQuantizer(4, 2, use_ema=True, dead_code_threshold=1).train(training)
+    vq.set_codebook(torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0], [-50.0, 50.0]]))
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    z = torch.rand(2, 2, 3, 3)
+    q, idx = vq.quantize(z)
+    assert q.shape == (2, 2, 3, 3) and idx.shape == (2, 3, 3) and idx.dtype == torch.int64
+    assert torch.equal(q, vq.lookup(idx))
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
+    assert torch.equal(idx.flatten(), torch.cdist(flat, vq.codebook.detach()).argmin(1))
+    assert all(torch.equal(v, state[k]) for k, v in vq.state_dict().items())
+    with pytest.raises(ValueError, match=r"expected latents of shape \(B, 2, h, w\)"):
+        vq.quantize(torch.zeros(1, 3, 2, 2))
+
+
+class RoundingQuantizer(torch.nn.Module):
+    """A quantizer written only from the Quantizer contract: codes are the integers
+    0..K-1 on the first latent channel, every other channel zero."""
+
+    def __init__(self, codebook_size: int, embedding_dim: int):
+        super().__init__()
+        self.codebook_size, self.embedding_dim = codebook_size, embedding_dim
+        cb = torch.zeros(codebook_size, embedding_dim)
+        cb[:, 0] = torch.arange(codebook_size)
+        self.register_buffer("cb", cb)
+
+    @property
+    def codebook(self):
+        return self.cb
+
+    def lookup(self, indices):
+        return self.cb[indices].permute(0, 3, 1, 2)
+
+    def quantize(self, z_e):
+        idx = z_e[:, 0].round().clamp(0, self.codebook_size - 1).long()
+        return self.lookup(idx), idx
+
+    def forward(self, z_e):
+        q, idx = self.quantize(z_e)
+        zero = z_e.new_zeros(())
+        counts = torch.bincount(idx.flatten(), minlength=self.codebook_size)
+        return vqvae.QuantizerOutput(
+            q.detach() + z_e - z_e.detach(),
+            idx,
+            zero,
+            zero,
+            vqvae.metrics.perplexity(counts),
+            (counts > 0).sum(),
+        )
+
+
+def test_any_quantizer_meeting_the_contract_plugs_into_the_model(tiny_config, mnist_small):
+    assert isinstance(vqvae.VectorQuantizer(4, 2), vqvae.Quantizer)
+    assert not isinstance(torch.nn.Linear(2, 2), vqvae.Quantizer)
+    model = vqvae.VQVAE(tiny_config).eval()
+    model.quantizer = RoundingQuantizer(tiny_config.codebook_size, tiny_config.embedding_dim)
+    assert isinstance(model.quantizer, vqvae.Quantizer)
+    x = mnist_small.test[:4]
+    codes = model.encode(x)
+    z = model.encode_continuous(x)
+    assert torch.equal(codes, z[:, 0].round().clamp(0, 31).long())
+    out = model(x)
+    assert torch.equal(out.indices, codes)
+    assert torch.equal(model.decode(codes), out.reconstruction)
+    assert torch.equal(model.codebook, model.quantizer.cb)

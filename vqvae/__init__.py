@@ -6,12 +6,12 @@
 >>> images = model.decode(codes)                          # (2, 1, 28, 28) in [0, 1]
 """
 
-from .checkpoint import load_pretrained, resolve_pretrained, save_pretrained
+from .checkpoint import resolve_pretrained
 from .config import PRESETS, VQVAEConfig, preset
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
-from .model import VQVAE, VQVAEOutput
-from .quantizer import QuantizerOutput, VectorQuantizer
+from .model import VQVAE, VQVAEOutput, load_pretrained, save_pretrained
+from .quantizer import Quantizer, QuantizerOutput, VectorQuantizer
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "VQVAEOutput",
     "VectorQuantizer",
     "QuantizerOutput",
+    "Quantizer",
     "preset",
     "PRESETS",
     "load_pretrained",

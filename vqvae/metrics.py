@@ -47,10 +47,15 @@ def ssim(
     return s.flatten(1).mean(1)
 
 
-def perplexity(counts: torch.Tensor) -> float:
-    """exp(entropy) of the code distribution given per-code counts (K,)."""
-    p = counts.double() / counts.sum().clamp_min(1)
-    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum()))
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the code distribution given per-code counts (K,) (any numeric dtype;
+    all zero gives 1): a 0-dim tensor on ``counts``' device, in [1, K], float64 for float64
+    counts, float32 otherwise. No host sync (``float()`` it to read it). The one definition
+    behind the quantizer's batch perplexity and :attr:`CodebookUsage.perplexity`."""
+    counts = torch.as_tensor(counts)
+    p = counts.to(torch.promote_types(counts.dtype, torch.float32))
+    p = p / p.sum().clamp_min(1)
+    return torch.exp(-torch.special.xlogy(p, p).sum())  # xlogy: 0 log 0 = 0
 
 
 class CodebookUsage:
@@ -73,9 +78,11 @@ class CodebookUsage:
 
     @property
     def perplexity(self) -> float:
-        return perplexity(self.counts)
+        """exp(entropy) of the counts so far (:func:`perplexity`, in float64)."""
+        return float(perplexity(self.counts.double()))
 
 
 def bits_per_image(latent_h: int, latent_w: int, codebook_size: int) -> float:
-    """Bits to store one code grid: h * w * log2(K)."""
+    """Bits to store one code grid of h x w codes from K without entropy coding:
+    h * w * log2(K). The one definition (``VQVAEConfig.bits_per_image`` calls it)."""
     return latent_h * latent_w * math.log2(codebook_size)

@@ -9,8 +9,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checkpoint
 from .config import VQVAEConfig
-from .quantizer import VectorQuantizer
+from .quantizer import Quantizer, VectorQuantizer
+
+
+def check_image_range(x: torch.Tensor) -> None:
+    """Raise ValueError unless every value of the float tensor ``x`` (any shape: a batch or
+    a whole dataset) is finite and in [0, 1] (1e-3 tolerance for resampling overshoot).
+    One host sync: call it at the API boundary or once per dataset, not in a training
+    step."""
+    # One host sync for both checks (NaN fails every comparison).
+    if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or infinite values")
+        raise ValueError(
+            f"images must be in [0, 1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]"
+        )
 
 
 class ResidualStack(nn.Module):
@@ -104,19 +119,20 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = VectorQuantizer(
+        self.quantizer: Quantizer = VectorQuantizer(
             config.codebook_size,
             config.embedding_dim,
             beta=config.beta,
             use_ema=config.use_ema,
-            decay=config.ema_decay,
-            eps=config.ema_eps,
+            ema_decay=config.ema_decay,
+            ema_eps=config.ema_eps,
             dead_code_threshold=config.dead_code_threshold,
         )
         self.decoder = Decoder(config)
 
     # -- input checks --------------------------------------------------------------------
-    def _check_images(self, x: torch.Tensor) -> None:
+    def _check_image_shape(self, x: torch.Tensor) -> None:
+        """Type and shape checks: host-side only (no sync), so they run in every forward."""
         c = self.config
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise TypeError("images must be a float tensor in [0, 1] of shape (B, C, H, W)")
@@ -127,19 +143,25 @@ class VQVAE(nn.Module):
                 f"this model takes {c.in_channels}-channel images, got "
                 f"{x.shape[1]} channels (shape {tuple(x.shape)})"
             )
-        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or x.shape[2] == 0:
+        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or 0 in x.shape[2:]:
             raise ValueError(
                 f"image height and width must be positive multiples of "
                 f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}"
             )
-        # One host sync for both checks (NaN fails every comparison).
-        if not bool(((x >= -1e-3) & (x <= 1 + 1e-3)).all()):
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("images contain NaN or infinite values")
-            raise ValueError(
-                f"images must be in [0, 1], got values in "
-                f"[{x.min().item():.3g}, {x.max().item():.3g}]"
-            )
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise TypeError/ValueError unless ``x`` is a float (B, C, H, W) batch this model
+        takes (C = ``in_channels``, H and W positive multiples of ``downsample``) with every
+        value finite and in [0, 1] (:func:`check_image_range`, one host sync).
+
+        The public entry points (``encode``, ``encode_continuous``, ``model(x)`` in eval
+        mode) call it. The training forward (``model.train()(x)``) checks the shape only,
+        so a training step has no host sync: check the data's range once up front
+        (``check_image_range(dataset)``) instead."""
+        self._check_image_shape(x)
+        check_image_range(x)
+
+    _check_images = check_images  # the old private name
 
     def _check_indices(self, indices: torch.Tensor) -> None:
         if not torch.is_tensor(indices) or indices.is_floating_point() or indices.is_complex():
@@ -156,17 +178,14 @@ class VQVAE(nn.Module):
     # -- the pieces ----------------------------------------------------------------------
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-quantization latents z_e (B, D, h, w) of images ``x`` (B, C, H, W) in [0, 1]."""
-        self._check_images(x)
+        self.check_images(x)
         return self.encoder(x * 2.0 - 1.0)
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest codes of latents (B, D, h, w): returns (quantized (B, D, h, w) float32,
-        indices (B, h, w) int64). Pure lookup: no EMA update or restart, in any mode."""
-        with torch.autocast(device_type=z_e.device.type, enabled=False):
-            z = z_e.float()
-            b, d, h, w = z.shape
-            idx = self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
-            return self.quantizer.lookup(idx).to(z.dtype), idx
+        indices (B, h, w) int64). Pure lookup (the quantizer's ``quantize``): no EMA
+        update or restart, in any mode."""
+        return self.quantizer.quantize(z_e)
 
     @staticmethod
     def _recon_loss(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -208,8 +227,17 @@ class VQVAE(nn.Module):
 
         With ``quantize=False`` the decoder reads z_e directly (plain autoencoder, used to
         pre-train encoder and decoder before k-means init); ``indices`` is then None and the
-        quantizer's losses and statistics are zero."""
-        z_e = self.encode_continuous(x)
+        quantizer's losses and statistics are zero.
+
+        In training mode (and under ``torch.compile``) the input's value range is not
+        checked, only its shape: the step then has no host sync and no data-dependent
+        Python branch, and compiles to one graph (``torch.compile(model, fullgraph=True)``).
+        Check the training data once with :func:`check_image_range`. In eval mode the
+        forward checks like :meth:`check_images`."""
+        self._check_image_shape(x)
+        if not self.training and not torch.compiler.is_compiling():
+            check_image_range(x)
+        z_e = self.encoder(x * 2.0 - 1.0)
         if not quantize:
             raw = self._decode_raw(z_e)
             recon_loss = self._recon_loss(raw, x)
@@ -233,13 +261,79 @@ class VQVAE(nn.Module):
         )
 
     # -- checkpoints ---------------------------------------------------------------------
-    def save_pretrained(self, directory, dtype: str = "float32") -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory``
-        (``dtype="float16"`` halves the weights file; loading gives float32)."""
-        from .checkpoint import save_pretrained
+    @classmethod
+    def from_pretrained(cls, name_or_dir, device="cpu") -> VQVAE:
+        """Load a model written by :meth:`save_pretrained`: a folder path, or a bare name
+        that resolves to ``pretrained/<name>/`` (see :func:`vqvae.resolve_pretrained`).
+        Returns the model, float32, in eval mode on ``device``. Never unpickles.
 
-        save_pretrained(self, directory, dtype=dtype)
+        Raises FileNotFoundError when there is no such model, ValueError when
+        ``config.json`` is not a valid config (bad types or ranges, an unknown
+        ``format_version``) or the weights file is unreadable or does not match it. The
+        tensor shapes are checked against the file's header before anything is allocated."""
+        d = checkpoint.resolve_pretrained(name_or_dir)
+        config_path, weights_path = d / checkpoint.CONFIG_NAME, d / checkpoint.WEIGHTS_NAME
+        try:
+            config = VQVAEConfig.from_json(config_path)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{config_path} is not a valid VQ-VAE config: {e}") from e
+        # Shapes the config implies, from a model on the meta device (no memory), against
+        # the header: a config that asks for a huge codebook fails here, not after a big
+        # allocation.
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        stored = checkpoint.read_weight_shapes(weights_path)
+        problems = [f"missing {k}" for k in expected if k not in stored]
+        problems += [f"unexpected {k}" for k in stored if k not in expected]
+        problems += [
+            f"{k} is {stored[k]} in the file, {expected[k]} by the config"
+            for k in expected
+            if k in stored and stored[k] != expected[k]
+        ]
+        if problems:
+            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            raise ValueError(
+                f"the weights in {weights_path} do not match {config_path} "
+                f"(was one of them replaced?): {shown}"
+            )
+        state = checkpoint.read_weights(weights_path)
+        model = cls(config)
+        # Parameters stored in float16 are widened to the model's float32 by load_state_dict.
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # a dtype that cannot be copied, say
+            raise ValueError(
+                f"the weights in {weights_path} do not match {config_path} "
+                f"(was one of them replaced?): {e}"
+            ) from e
+        return model.to(device).eval()
+
+    def save_pretrained(self, directory, dtype: str = "float32") -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``, each
+        atomically (a crash leaves no half file).
+
+        ``dtype="float16"`` stores the parameters (conv weights and the codebook) in half
+        precision, which halves the file; the buffers (EMA statistics, restart counters)
+        keep their dtype so training can go on from the file. :meth:`from_pretrained`
+        always gives a float32 model."""
+        cast = checkpoint.check_weights_dtype(dtype)
+        params = {name for name, _ in self.named_parameters()}
+        state = {
+            k: (v.detach().to(cast) if k in params else v.detach()).cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }
+        checkpoint.write_pretrained(directory, state, self.config.to_json(), dtype=dtype)
 
     @property
     def device(self) -> torch.device:
-        return self.quantizer.embedding.device
+        return self.quantizer.codebook.device
+
+
+def load_pretrained(name_or_dir, device="cpu") -> VQVAE:
+    """``VQVAE.from_pretrained``: a model by folder or by the name of a shipped one."""
+    return VQVAE.from_pretrained(name_or_dir, device=device)
+
+
+def save_pretrained(model: VQVAE, directory, dtype: str = "float32") -> None:
+    """``model.save_pretrained(directory, dtype=dtype)``."""
+    model.save_pretrained(directory, dtype=dtype)

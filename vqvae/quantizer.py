@@ -4,11 +4,14 @@ dead-code restarts. Every trick is a flag; defaults follow the VQ-VAE paper."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .metrics import perplexity
 
 
 def _distributed() -> bool:
@@ -44,6 +47,8 @@ def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class QuantizerOutput:
+    """What a quantizer's forward returns."""
+
     quantized: torch.Tensor  # (B, D, h, w) straight-through quantized latents
     indices: torch.Tensor  # (B, h, w) int64
     codebook_loss: torch.Tensor  # scalar, 0 under EMA
@@ -52,19 +57,58 @@ class QuantizerOutput:
     codes_used: torch.Tensor  # scalar int, distinct codes in this batch (all ranks)
 
 
+@runtime_checkable
+class Quantizer(Protocol):
+    """The contract a quantizer meets to sit inside :class:`vqvae.VQVAE` (as
+    ``model.quantizer``); :class:`VectorQuantizer` is one, ``benchmarks/peer.py`` adapts
+    another library's to it. Latents are float (B, D, h, w), codes int64 (B, h, w) in
+    [0, K).
+
+    - ``codebook_size`` (K) and ``embedding_dim`` (D).
+    - ``codebook``: the (K, D) code vectors (the tensor training toggles ``requires_grad``
+      on: trained by the codebook loss, or updated in place without gradients).
+    - ``forward(z_e) -> QuantizerOutput``: the training forward; in training mode it may
+      update its codebook and statistics.
+    - ``quantize(z_e) -> (quantized (B, D, h, w), indices (B, h, w))``: nearest codes, pure
+      (no update of anything, in any mode).
+    - ``lookup(indices (B, h, w)) -> (B, D, h, w)``: code vectors as latents.
+
+    Training calls ``init_kmeans(samples, seed=...)`` too when k-means init is on.
+    """
+
+    codebook_size: int
+    embedding_dim: int
+
+    @property
+    def codebook(self) -> torch.Tensor: ...
+
+    def __call__(self, z_e: torch.Tensor) -> QuantizerOutput: ...
+
+    def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor: ...
+
+
 class VectorQuantizer(nn.Module):
     """Maps continuous latents ``z_e`` of shape (B, D, h, w) to their nearest codebook vectors.
 
     Args:
         codebook_size: K, the number of code vectors.
-        dim: D, the size of each code vector.
+        embedding_dim: D, the size of each code vector.
         beta: commitment cost (paper: 0.25).
         use_ema: update the codebook by exponential moving averages of the assigned
             encoder outputs (paper appendix) instead of by the codebook loss.
-        decay: EMA decay (0.99).
-        eps: Laplace smoothing of the EMA cluster sizes.
-        dead_code_threshold: codes not chosen for this many training steps are re-seeded
-            from the current batch's encoder outputs; 0 turns restarts off.
+        ema_decay: EMA decay (0.99).
+        ema_eps: Laplace smoothing of the EMA cluster sizes.
+        dead_code_threshold: a count of training steps (forward calls in training mode),
+            not of epochs or images: a code not chosen in this many consecutive steps is
+            re-seeded from the current batch's encoder outputs; 0 turns restarts off.
+
+    A training step chooses each latent's code with the codebook as it was before the
+    step; the vectors it outputs (and the commitment loss) are those codes *after* this
+    step's EMA update and restarts. (sonnet and others output the codes as they were
+    before; here the decoder sees the codebook it will be evaluated with.) Restarts never
+    change a vector chosen in the step: a code chosen is not dead.
 
     The quantizer always computes in fp32, also under autocast. When ``torch.distributed``
     is initialised, EMA statistics, k-means init and restarts are synchronised so every
@@ -74,33 +118,34 @@ class VectorQuantizer(nn.Module):
     def __init__(
         self,
         codebook_size: int,
-        dim: int,
+        embedding_dim: int,
         *,
         beta: float = 0.25,
         use_ema: bool = False,
-        decay: float = 0.99,
-        eps: float = 1e-5,
+        ema_decay: float = 0.99,
+        ema_eps: float = 1e-5,
         dead_code_threshold: int = 0,
     ):
         super().__init__()
         self.codebook_size = codebook_size
-        self.dim = dim
+        self.embedding_dim = embedding_dim
         self.beta = beta
         self.use_ema = use_ema
-        self.decay = decay
-        self.eps = eps
+        self.ema_decay = ema_decay
+        self.ema_eps = ema_eps
         self.dead_code_threshold = dead_code_threshold
 
         # Sonnet-style uniform init; k-means init replaces it when training asks for it.
-        bound = (3.0 / dim) ** 0.5
+        bound = (3.0 / embedding_dim) ** 0.5
         self.embedding = nn.Parameter(
-            torch.empty(codebook_size, dim).uniform_(-bound, bound), requires_grad=not use_ema
+            torch.empty(codebook_size, embedding_dim).uniform_(-bound, bound),
+            requires_grad=not use_ema,
         )
         # EMA state: hidden (not yet de-biased) averages, and how many updates went in.
         self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
-        self.register_buffer("ema_embed_sum", torch.zeros(codebook_size, dim))
+        self.register_buffer("ema_embed_sum", torch.zeros(codebook_size, embedding_dim))
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.float64))
-        # Steps since each code was last chosen in training (for restarts).
+        # Training steps since each code was last chosen (for restarts).
         self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
 
     @property
@@ -110,8 +155,9 @@ class VectorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"K={self.codebook_size}, D={self.dim}, beta={self.beta}, ema={self.use_ema}, "
-            f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
+            f"K={self.codebook_size}, D={self.embedding_dim}, beta={self.beta}, "
+            f"use_ema={self.use_ema}, ema_decay={self.ema_decay}, "
+            f"dead_code_threshold={self.dead_code_threshold}"
         )
 
     # -- nearest neighbour ---------------------------------------------------------------
@@ -126,18 +172,39 @@ class VectorQuantizer(nn.Module):
         """Code vectors for ``indices`` (B, h, w) as latents (B, D, h, w)."""
         return F.embedding(indices, self.embedding).permute(0, 3, 1, 2).contiguous()
 
+    def _check_latents(self, z_e: torch.Tensor) -> None:
+        if z_e.dim() != 4 or z_e.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"expected latents of shape (B, {self.embedding_dim}, h, w), got {tuple(z_e.shape)}"
+            )
+
+    def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codes of latents ``z_e`` (B, D, h, w): returns (quantized (B, D, h, w), the
+        code vectors, float32; indices (B, h, w) int64). Pure: no EMA update, no restart, no
+        statistics, in training and eval mode alike."""
+        self._check_latents(z_e)
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            b, d, h, w = z_e.shape
+            idx = self.nearest(z_e.float().permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+            return self.lookup(idx), idx
+
     # -- forward -------------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
-        if z_e.dim() != 4 or z_e.shape[1] != self.dim:
-            raise ValueError(
-                f"expected latents of shape (B, {self.dim}, h, w), got {tuple(z_e.shape)}"
-            )
+        """The training forward of latents ``z_e`` (B, D, h, w): straight-through quantized
+        latents, codes and losses. In training mode it also updates the EMA codebook and
+        restarts dead codes (when on); see the class docstring for which codebook the
+        output uses."""
+        self._check_latents(z_e)
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = z_e.float()
             b, d, h, w = z.shape
             flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-            idx = self.nearest(flat)
-            counts = torch.bincount(idx, minlength=self.codebook_size).float()
+            idx = self.nearest(flat)  # chosen with the codebook before this step's update
+            # index_add_ rather than bincount: a fixed output shape, so torch.compile keeps
+            # the whole step in one graph (float counts are exact up to 2**24 per code)
+            counts = flat.new_zeros(self.codebook_size).index_add_(
+                0, idx, flat.new_ones(idx.shape[0])
+            )
 
             if self.training:
                 counts = _all_reduce_sum(counts)  # every rank sees the global usage
@@ -146,7 +213,7 @@ class VectorQuantizer(nn.Module):
                 if self.dead_code_threshold > 0:
                     self._restart_dead_codes(flat, counts)
 
-            q = self.lookup(idx.view(b, h, w)).float()
+            q = self.lookup(idx.view(b, h, w)).float()  # the codebook after the update
             commitment = self.beta * F.mse_loss(z, q.detach())
             if self.use_ema:
                 codebook_loss = z.new_zeros(())
@@ -154,28 +221,33 @@ class VectorQuantizer(nn.Module):
                 codebook_loss = F.mse_loss(q, z.detach())
             # straight-through: value exactly q, identity gradient to the encoder (z - sg[z] == 0)
             q_st = q.detach() + (z - z.detach())
-
-            p = counts / counts.sum().clamp_min(1)
-            perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
-            codes_used = (counts > 0).sum()
         return QuantizerOutput(
-            q_st, idx.view(b, h, w), codebook_loss, commitment, perplexity, codes_used
-        )
+            q_st, idx.view(b, h, w), codebook_loss, commitment, perplexity(counts),
+            (counts > 0).sum(),
+        )  # fmt: skip
 
     # -- EMA -----------------------------------------------------------------------------
+    # The training-step updates below are tensor operations only: no host sync, no branch
+    # on a tensor's value, in-place writes under no_grad, so torch.compile keeps the whole
+    # training step in one graph (and a GPU can replay it as a CUDA graph).
+    def _debias(self) -> torch.Tensor:
+        """1 - decay^t for the t = ``ema_updates`` updates so far, a 0-dim float64 tensor on
+        the buffers' device (computed there: reading ``ema_updates`` would sync the host)."""
+        return 1.0 - torch.pow(self.ema_decay, self.ema_updates)
+
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, idx, flat)
         embed_sum = _all_reduce_sum(embed_sum)
-        self.ema_cluster_size.lerp_(counts, 1.0 - self.decay)
-        self.ema_embed_sum.lerp_(embed_sum, 1.0 - self.decay)
-        self.ema_updates += 1
+        self.ema_cluster_size.lerp_(counts, 1.0 - self.ema_decay)
+        self.ema_embed_sum.lerp_(embed_sum, 1.0 - self.ema_decay)
+        self.ema_updates.add_(1)
         # De-bias early steps like sonnet's ExponentialMovingAverage: hidden / (1 - decay^t).
-        debias = 1.0 - self.decay ** float(self.ema_updates)
+        debias = self._debias().float()
         cluster = self.ema_cluster_size / debias
         n = cluster.sum()
-        cluster = (cluster + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace
-        self.embedding.data.copy_(self.ema_embed_sum / debias / cluster[:, None])
+        cluster = (cluster + self.ema_eps) / (n + self.codebook_size * self.ema_eps) * n  # Laplace
+        self.embedding.copy_(self.ema_embed_sum / debias / cluster[:, None])
 
     # -- codebook initialisation and restarts --------------------------------------------
     @torch.no_grad()
@@ -193,7 +265,7 @@ class VectorQuantizer(nn.Module):
         cluster_size = cluster_size.to(vectors.device, torch.float32).clamp_min(1e-3)
         vectors = _broadcast(vectors.contiguous())
         cluster_size = _broadcast(cluster_size.contiguous())
-        self.embedding.data.copy_(vectors)
+        self.embedding.copy_(vectors)
         self.ema_cluster_size.copy_(cluster_size)
         self.ema_embed_sum.copy_(vectors * cluster_size[:, None])
         # decay^ema_updates ~ 0: the hidden averages are already de-biased values.
@@ -236,18 +308,18 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
+        """Re-seed codes unused for ``dead_code_threshold`` training steps from rows of this
+        batch's encoder outputs ``flat`` (N, D), given the step's code ``counts`` (K,)."""
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-        dead = self.steps_unused >= self.dead_code_threshold
-        n_dead = int(dead.sum())  # identical on all ranks: counts were all-reduced
-        if n_dead == 0:
-            return
-        # Re-seed from this batch's encoder outputs; rank 0 picks, everyone copies.
-        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        dead = self.steps_unused >= self.dead_code_threshold  # identical on all ranks
+        # A random row for every code, used where the code is dead: fixed shapes and no
+        # count of the dead read back to the host. Rank 0 picks, everyone copies.
+        pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
         new = _broadcast(flat[pick].contiguous())
-        self.embedding.data[dead] = new
+        self.embedding.copy_(torch.where(dead[:, None], new, self.embedding))
         if self.use_ema:
             # one sample's worth of mass so the EMA keeps the new code where it was put
-            scale = 1.0 - self.decay ** float(self.ema_updates)
-            self.ema_cluster_size[dead] = scale
-            self.ema_embed_sum[dead] = new * scale
-        self.steps_unused[dead] = 0
+            scale = self._debias().float()
+            self.ema_cluster_size.copy_(torch.where(dead, scale, self.ema_cluster_size))
+            self.ema_embed_sum.copy_(torch.where(dead[:, None], new * scale, self.ema_embed_sum))
+        self.steps_unused.masked_fill_(dead, 0)
