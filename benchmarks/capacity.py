@@ -55,7 +55,7 @@ def run_row(row: str, a) -> dict:
     )
     if Path(cfg.out).exists():
         shutil.rmtree(cfg.out)
-    model_name = TRAIN_PRESETS[a.dataset]["model"]
+    model_name = TRAIN_PRESETS[a.dataset]["model_preset"]
     params = sum(p.numel() for p in vqvae.VQVAE(vqvae.preset(model_name, **overrides)).parameters())
     t = time.time()
     ev = run(cfg)["final_eval"]
@@ -126,7 +126,7 @@ def main() -> None:
         seed=a.seed,
         device=a.device,
         torch=torch.__version__,
-        codebook_size=vqvae.preset(TRAIN_PRESETS[a.dataset]["model"]).codebook_size,
+        codebook_size=vqvae.preset(TRAIN_PRESETS[a.dataset]["model_preset"]).codebook_size,
         rows=[run_row(row, a) for row in a.rows.split(",")],
     )
     print_table(report)
