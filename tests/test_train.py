@@ -832,3 +832,26 @@ def test_replacing_a_model_folder_is_one_atomic_exchange(tmp_path):
         pytest.skip("this file system cannot exchange folders atomically")
     assert [p.name for p in b.iterdir()] == ["new.txt"]
     assert [p.name for p in a.iterdir()] == ["old.txt"]
+
+
+# ----------------------------------------------------------------------------- --compile
+def test_eval_lines_say_their_phase(finished_run):
+    evals = [r for r in records(finished_run) if "eval" in r]
+    assert [(r["step"], r["phase"]) for r in evals] == [(25, "vq"), (50, "vq")]
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_as_the_eager_one(tmp_path, mnist_dir):
+    opts = [
+        "--preset", "mnist", "--data-dir", str(mnist_dir), *TINY, "--pretrain-steps", "0",
+        "--steps", "6", "--batch-size", "32", "--lr", "3e-3", "--warmup-steps", "2",
+        "--limit-train", "128", "--limit-test", "32", "--kmeans-images", "64",
+        "--dead-code-threshold", "2", "--log-every", "1",
+    ]  # fmt: skip
+    train_train.main([*opts, "--out", str(tmp_path / "eager")])
+    train_train.main([*opts, "--out", str(tmp_path / "compiled"), "--compile"])
+    eager, compiled = step_records(tmp_path / "eager"), step_records(tmp_path / "compiled")
+    assert [r["step"] for r in compiled] == list(range(1, 7))
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["recon_loss"] == pytest.approx(a["recon_loss"], rel=1e-3), a["step"]
+        assert b["codes_used"] == a["codes_used"], a["step"]
