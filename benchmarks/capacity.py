@@ -4,7 +4,9 @@ Every row trains the full recipe (pre-training, k-means init, EMA codebook, dead
 restarts) with the same loop, budget, batch and seed as ``ablation.py``; only the network
 changes. K and the code grid stay fixed, so every row spends the same bits per image.
 
-  preset   the preset's network (hidden 128, 2 residual layers of 32 channels, D=64)
+  preset   the preset's network as vqvae.config defines it today (hidden 256, 2 residual
+           layers of 64 channels, D=64; it was hidden 128 / residual 32 when the tables in
+           BENCHMARKS.md were measured, so there "wide" is the row that is now the preset)
   wide     hidden 256, residual channels 64
   deep     4 residual layers
   d16      code vectors of 16 dimensions instead of 64

@@ -189,7 +189,6 @@ RENAMED_FLAGS = {
     "--ema": "--use-ema",
     "--no-ema": "--no-use-ema",
     "--channels": "--in-channels",
-    "--model": "--model-preset",
 }
 
 
@@ -208,9 +207,7 @@ def _flag_type(name: str):
 def _default_text(name: str) -> str:
     if name in ("preset", "out"):
         return ""
-    if any(name in d for d in (*TRAIN_PRESETS.values(), *RECIPES.values())) or name == (
-        "dead_code_threshold"
-    ):
+    if any(name in d for d in (*TRAIN_PRESETS.values(), *RECIPES.values())):
         return " (default: set by --preset / --recipe)"
     default = FIELDS[name].default
     if default is None:
@@ -334,8 +331,6 @@ def command_args(cfg: TrainConfig) -> list[str]:
             continue
         if isinstance(value, bool):
             args.append(flag(name) if value else "--no-" + flag(name)[2:])
-        elif value is None:  # a model option left to the preset while the base sets it
-            continue
         else:
             args += [flag(name), str(value)]
     return args
@@ -419,8 +414,8 @@ def load_data(cfg: TrainConfig, rank: int, world: int):
     if rank == 0:
         try:
             data = load()
-        except (TrainError, DatasetNotFoundError) as e:
-            problem = [str(e)]
+        except Exception as e:
+            problem = [f"{type(e).__name__}: {e}"]
             raise
         finally:  # doubles as the barrier; the others learn whether rank 0 succeeded
             dist.broadcast_object_list(problem, src=0)
