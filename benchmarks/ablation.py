@@ -3,12 +3,12 @@
 Every row trains the same network with the same loop, budget (total steps, batch size) and
 seed, then evaluates on the whole test split:
 
-  (a) baseline    seed-001 recipe: codebook loss, beta=1, random init, no pre-training
-  (b) ema         + EMA codebook (decay 0.99, beta=0.25)
-  (c) ema-kmeans  + encoder pre-training and k-means init (seed 004)
-  (d) full        + dead-code restarts (this project's recipe)
-  (p) peer        (d)'s loop with vector_quantize_pytorch.VectorQuantize set to match
-  ema-restarts    (optional row, not run by default) (b) + dead-code restarts
+  baseline      the paper's plain VQ-VAE: codebook loss, beta=1, random init, no pre-training
+  ema           + EMA codebook (decay 0.99, beta=0.25)
+  ema-kmeans    + encoder pre-training and k-means init
+  full          + dead-code restarts (this project's recipe)
+  peer          full's loop with vector_quantize_pytorch.VectorQuantize set to match
+  ema-restarts  (optional row, not run by default) ema + dead-code restarts
 
 Also times one training step (forward + backward + optimizer) with our quantizer and with
 the peer's on the same network and batch.
@@ -56,7 +56,7 @@ def config_for(dataset: str, recipe: str, a) -> TrainConfig:
         sample_every=10**9,
         limit_test=a.limit_test,
     )
-    base.setdefault("dead_code_threshold", vqvae.preset(base["model"]).dead_code_threshold)
+    base.setdefault("dead_code_threshold", vqvae.preset(base["model_preset"]).dead_code_threshold)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in base.items() if k in fields})
 
@@ -93,7 +93,7 @@ def main() -> None:
             shutil.rmtree(out)
         build = None
         if row == "peer":
-            from peer import with_peer_quantizer
+            from benchmarks.peer import with_peer_quantizer
 
             build = with_peer_quantizer
         t = time.time()
@@ -112,11 +112,11 @@ def main() -> None:
                 vq_steps=cfg.steps,
             )
         )
-    model_preset = TRAIN_PRESETS[a.dataset]["model"]
+    model_preset = TRAIN_PRESETS[a.dataset]["model_preset"]
     ours = step_time(model_preset, a.batch_size, a.device)
     peer = step_time(model_preset, a.batch_size, a.device, peer=True)
 
-    K = vqvae.preset(TRAIN_PRESETS[a.dataset]["model"]).codebook_size
+    K = vqvae.preset(TRAIN_PRESETS[a.dataset]["model_preset"]).codebook_size
     print(
         f"\n{a.dataset}: {a.steps} steps per row, batch {a.batch_size}, seed {a.seed}, "
         f"device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vqvae
-from benchmarks import capacity
+from benchmarks import capacity, speed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +106,8 @@ def test_speed_reads_time_to_target_from_a_run(tmp_path, elapsed, expect):
             "mnist",
             "--steps",
             "1",
+            "--quick",
+            "--no-compile",
             "--run",
             str(tmp_path),
             "--target",
@@ -117,3 +119,52 @@ def test_speed_reads_time_to_target_from_a_run(tmp_path, elapsed, expect):
         check=True,
     ).stdout
     assert f"test PSNR >= 24.5 dB {expect}" in out
+
+
+def _write_run(folder, lines, pretrain_steps=None):
+    folder.mkdir(exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if pretrain_steps is not None:
+        (folder / "train_config.json").write_text(json.dumps(dict(pretrain_steps=pretrain_steps)))
+    return folder
+
+
+def test_time_to_target_counts_only_evaluations_of_the_vq_phase(tmp_path):
+    # pre-training evaluations run without quantization: a high PSNR there is no target hit
+    lines = [
+        dict(step=1000, phase="pretrain", eval=dict(psnr=26.0), elapsed_s=60.0),
+        dict(step=2000, phase="vq", eval=dict(psnr=24.0), elapsed_s=120.0),
+        dict(step=3000, phase="vq", eval=dict(psnr=24.7), elapsed_s=180.0),
+    ]
+    assert speed.time_to_target(_write_run(tmp_path / "new", lines), 24.5) == (180.0, 3000)
+    # runs written before eval lines said their phase: inferred from pretrain_steps
+    old = [{k: v for k, v in r.items() if k != "phase"} for r in lines]
+    run = _write_run(tmp_path / "old", old, pretrain_steps=1000)
+    assert speed.time_to_target(run, 24.5) == (180.0, 3000)
+    assert speed.time_to_target(run, 25.0) is None
+
+
+def test_speed_times_the_vq_step_against_the_autoencoder_step():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "--device",
+            "cpu",
+            "--presets",
+            "mnist",
+            "--steps",
+            "1",
+            "--quick",
+            "--no-compile",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    (row,) = [line for line in out.splitlines() if line.startswith("| mnist | eager |")]
+    vq_ms, ae_ms, ratio, images = (float(c) for c in row.strip("|").split("|")[2:])
+    assert vq_ms > 0 and ae_ms > 0 and images > 0
+    assert ratio == pytest.approx(vq_ms / ae_ms, rel=0.02)

@@ -2,8 +2,12 @@
 phases lower the loss, an interrupted run resumes exactly, export writes a loadable model
 whose metrics evaluate reproduces, and bad input gives one clear message with nothing lost."""
 
+import dataclasses
+import errno
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +24,7 @@ from safetensors.torch import load_file
 import vqvae
 from train import evaluate as train_evaluate
 from train import export as train_export
+from train import runs as train_runs
 from train import train as train_train
 from vqvae.data import DatasetNotFoundError
 
@@ -158,7 +163,7 @@ def test_folder_dataset_trains_and_restores_signal_handlers(tmp_path, folder_dir
             str(folder_dir),
             "--out",
             str(out),
-            "--channels",
+            "--in-channels",
             "1",
             "--image-size",
             "28",
@@ -364,6 +369,11 @@ def test_float16_export_measures_the_shipped_weights_and_names_every_option(tmp_
         "--codebook-size 32",
     ):
         assert flag in card, flag
+    # and every other option: the command, run, builds this run's config exactly
+    (command,) = re.findall(r"Training command: `(.+)`", card)
+    assert _rebuilt(command, tc) == {
+        k: tc[k] for k in dataclasses.asdict(train_train.TrainConfig())
+    }
     assert not list((tmp_path / "pretrained").glob(".*"))  # no temporary folders left
 
 
@@ -443,6 +453,8 @@ def test_resume_with_a_corrupt_checkpoint(capsys, tmp_path, finished_run):
     shutil.copytree(finished_run, run)
     ckpt = run / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
+    prev = run / "checkpoint.prev.pt"  # and no fallback: the previous one is bad too
+    prev.write_bytes(prev.read_bytes()[:1000])
     before = _snapshot(run)
     err = fail_with(capsys, ["--out", str(run), "--resume"])
     assert f"{ckpt} is corrupt or unreadable" in err
@@ -533,3 +545,313 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     good = torch.load(run / "checkpoint.pt", weights_only=True)
     assert good["step"] == (5 if caught_by == "logged loss" else 7)
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- options
+def _rebuilt(command: str, tc: dict) -> dict:
+    """The config ``python -m train`` builds from a model card's command (DATA_DIR filled in)."""
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "train"], command
+    argv = [tc["data_dir"] if a == "DATA_DIR" else a for a in argv[3:]]
+    cfg = train_train.build_config(train_train.parse_args([*argv, "--out", tc["out"]]))
+    return dataclasses.asdict(cfg)
+
+
+def _options(tc: dict) -> dict:
+    """The TrainConfig fields of a train_config.json."""
+    return {k: tc[k] for k in dataclasses.asdict(train_train.TrainConfig())}
+
+
+def _changed(name: str, value):
+    """A valid value other than ``value`` for a TrainConfig field."""
+    special = dict(
+        preset="cifar10",
+        recipe="ema",
+        dataset="folder",
+        model_preset="fashion-mnist",
+        data_dir="elsewhere",
+        out="runs/elsewhere",
+        device="cpu",
+        downsample=8,
+        in_channels=1,
+        image_size=64,
+    )
+    if name in special:
+        return special[name]
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 3
+    if isinstance(value, float):
+        return value * 2 + 0.125
+    return value + 7
+
+
+def test_every_option_is_a_flag_and_the_card_command_rebuilds_every_option():
+    fields = dataclasses.fields(train_train.TrainConfig)
+    help_text = train_train.make_parser().format_help()
+    for f in fields:
+        assert train_train.flag(f.name) in help_text, f.name
+        assert f.metadata["help"], f.name
+    # a run with every option away from its default: the command names each one
+    cfg = train_train.TrainConfig(**{f.name: _changed(f.name, f.default) for f in fields})
+    tc = {**dataclasses.asdict(cfg), "world_size": 1, "data_source": "x"}
+    rebuilt = _rebuilt(train_export.training_command(tc), tc)
+    assert rebuilt == dataclasses.asdict(cfg)
+    # torchrun runs name the launcher
+    cmd = train_export.training_command({**tc, "world_size": 4})
+    assert cmd.startswith("torchrun --nproc_per_node=4 -m train --preset cifar10")
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--lr", "1e-3"], "--lr 0.001 (the run has 0.003)"),
+        (["--no-use-ema", "--steps", "40"], "--use-ema False (the run has True)"),
+        (["--hidden-channels", "32"], "--hidden-channels 32 (the run has 16)"),
+    ],
+)
+def test_resume_refuses_options_it_would_ignore(capsys, tmp_path, finished_run, flags, named):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = _snapshot(run)
+    err = fail_with(capsys, ["--out", str(run), "--resume", *flags])
+    assert "cannot change" in err and named in err and "--steps" in err
+    assert _snapshot(run) == before
+
+
+def test_resume_accepts_options_equal_to_the_runs(tmp_path, finished_run):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    train_train.main(
+        ["--out", str(run), "--resume", "--preset", "mnist", "--lr", "3e-3", "--steps", "32"]
+    )
+    assert [r["step"] for r in step_records(run)][-2:] == [51, 52]
+
+
+def test_old_flag_names_point_to_the_new_ones(capsys, tmp_path):
+    err = fail_with(capsys, ["--ema", "--out", str(tmp_path / "r")])
+    assert "--ema is now --use-ema" in err
+    err = fail_with(capsys, ["--channels", "1", "--out", str(tmp_path / "r")])
+    assert "--channels is now --in-channels" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_folders_with_the_old_option_names_still_resume_and_export(tmp_path, finished_run):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    tc = json.loads((run / "train_config.json").read_text())
+    old = dict(tc)
+    for key, renamed in (
+        ("model", "model_preset"),
+        ("ema", "use_ema"),
+        ("channels", "in_channels"),
+    ):
+        old[key] = old.pop(renamed)
+    (run / "train_config.json").write_text(json.dumps(old))
+    assert train_runs.read_train_config(run) == tc
+    train_train.main(["--out", str(run), "--resume", "--steps", "31"])
+    assert json.loads((run / "summary.json").read_text())["step"] == 51
+    # the resumed run writes today's names
+    assert json.loads((run / "train_config.json").read_text())["use_ema"] is True
+
+
+@pytest.mark.parametrize("name", ["mnist-wide", "cifar10-wide", "fashion-mnist-wide"])
+def test_the_gpu_runs_cards_rebuild_their_runs(name):
+    run = REPO.parent / "shared" / "gpu-runs" / name
+    if not run.is_dir():
+        pytest.skip(f"{run} is not on this machine")
+    tc = train_runs.read_train_config(run)
+    command = train_export.training_command(tc)
+    assert "--hidden-channels 256 --res-channels 64" in command
+    assert _rebuilt(command, tc) == {
+        k: tc[k] for k in dataclasses.asdict(train_train.TrainConfig())
+    }
+
+
+# ----------------------------------------------------------------------------- kills, full disks
+def test_resume_falls_back_to_the_previous_checkpoint_and_logs_each_step_once(
+    capsys, tmp_path, finished_run
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "summary.json").unlink()
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # the newest one is cut short
+    train_train.main(["--out", str(run), "--resume"])
+    err = capsys.readouterr().err
+    assert f"{ckpt} is corrupt or unreadable" in err
+    assert "resuming from the previous checkpoint" in err and "(step 40)" in err
+    # steps 41..50 ran again; their old lines were dropped, so each step is logged once
+    recs = records(run)
+    assert [r["step"] for r in step_records(run)] == list(range(1, 51))
+    assert [r["step"] for r in recs if "eval" in r] == [25, 50]
+    assert sum(r.get("event") == "kmeans_init" for r in recs) == 1
+    # and ends where the uninterrupted run did (bit for bit in a fresh process, as the Ctrl-C
+    # test shows; here an export earlier in this process may have loaded a library that
+    # changes float rounding of denormals)
+    final = [r["eval"]["psnr"] for r in (records(finished_run)[-1], recs[-1])]
+    assert final[1] == pytest.approx(final[0], abs=0.05)
+
+
+def test_truncate_metrics_drops_what_a_resume_writes_again(tmp_path):
+    lines = [
+        dict(step=19, loss=1.0),
+        dict(step=20, loss=1.0),
+        dict(step=20, eval=dict(psnr=9.0)),
+        dict(step=20, event="kmeans_init"),
+        dict(step=21, loss=1.0),
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in lines)
+    (tmp_path / "metrics.jsonl").write_text(text + '{"step": 22, "lo')  # cut by the kill
+    # a checkpoint at step 20 taken before the k-means init: that line comes again
+    assert train_runs.truncate_metrics(tmp_path, 20, kmeans_done=False) == 3
+    assert records(tmp_path) == lines[:3]
+    assert train_runs.truncate_metrics(tmp_path, 20, kmeans_done=False) == 0
+
+
+@pytest.mark.parametrize("stage", ["checkpoint", "samples"])
+def test_a_full_disk_ends_in_one_message_and_leaves_no_temp_file(
+    capsys, tmp_path, mnist_dir, monkeypatch, stage
+):
+    run = tmp_path / "run"
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if stage == "checkpoint":  # the second checkpoint fills the disk half-way
+        saves, real_save = [], torch.save
+
+        def save(obj, f, *a, **kw):
+            saves.append(1)
+            if len(saves) == 2:
+                f.write(b"x" * 1000)
+                raise full
+            return real_save(obj, f, *a, **kw)
+
+        monkeypatch.setattr(torch, "save", save)
+    else:
+
+        def save_samples(state):
+            raise OSError(errno.ENOSPC, "No space left on device", str(run / "samples" / "x"))
+
+        monkeypatch.setattr(train_train, "save_samples", save_samples)
+    err = fail_with(
+        capsys,
+        [
+            "--preset", "mnist", "--data-dir", str(mnist_dir), "--out", str(run), *TINY,
+            "--pretrain-steps", "0", "--steps", "12", "--batch-size", "32",
+            "--limit-train", "128", "--kmeans-images", "64", "--ckpt-every", "5",
+            "--sample-every", "7",
+        ],
+    )  # fmt: skip
+    assert "No space left on device" in err or "no space left" in err
+    assert f"python -m train --out {run} --resume" in err
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 5  # the last good one, intact
+    if stage == "checkpoint":
+        assert "could not save the checkpoint of step 10" in err
+
+
+# ----------------------------------------------------------------------------- export, killed
+class Killed(BaseException):
+    """Stands for a kill: nothing after the failure point runs."""
+
+
+@pytest.fixture
+def cheap_export(monkeypatch):
+    """Export without the UMAP projection (seconds saved; the layout is tested above)."""
+    monkeypatch.setattr(
+        train_export, "codebook_info", lambda model, counts: {"usage": counts.tolist()}
+    )
+
+
+def _old_model(root: Path, tiny_config) -> dict:
+    torch.manual_seed(1)
+    vqvae.VQVAE(tiny_config).save_pretrained(root / "m")
+    return load_file(root / "m" / "model.safetensors")
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("stage", ["metrics", "codebook", "card", "rename"])
+def test_a_failed_export_keeps_the_old_model(
+    tmp_path, finished_run, tiny_config, monkeypatch, cheap_export, stage
+):
+    root = tmp_path / "pretrained"
+    old = _old_model(root, tiny_config)
+
+    def fail(*a, **kw):
+        raise Killed
+
+    if stage == "rename":  # where the system cannot exchange folders: fail between renames
+        monkeypatch.setattr(train_export, "_swap_dirs", lambda a, b: False)
+        real_rename = os.rename
+
+        def rename(src, dst):
+            if Path(dst) == root / "m" and Path(src).name.endswith(".tmp"):
+                raise Killed  # the new model fails to move in; the old one must go back
+            real_rename(src, dst)
+
+        monkeypatch.setattr(train_export.os, "rename", rename)
+    else:
+        target = dict(metrics="metrics_record", codebook="codebook_info", card="training_command")
+        monkeypatch.setattr(train_export, target[stage], fail)
+    with pytest.raises(Killed):
+        train_export.export(finished_run, "m", out_root=root, assets=tmp_path / "a", progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["m"]
+    new = _weights(root / "m")
+    assert all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_export_after_a_kill_cleans_up_and_restores(
+    tmp_path, finished_run, tiny_config, cheap_export
+):
+    root = tmp_path / "pretrained"
+    old = _old_model(root, tiny_config)
+    # killed while building (a temp folder stays) and, with two renames, between them
+    (root / ".m.k3j4h2.tmp").mkdir()
+    (root / ".m.tmp").mkdir()  # the old fixed name
+    (root / "m").rename(root / ".m.old")
+    train_export.clean_stale(root, "m")
+    assert sorted(p.name for p in root.iterdir()) == ["m"]
+    assert all(torch.equal(old[k], v) for k, v in _weights(root / "m").items())
+
+    (root / ".m.x1.tmp").mkdir()
+    train_export.export(finished_run, "m", out_root=root, assets=tmp_path / "a", progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["m"]
+    ref = _weights(finished_run)
+    assert all(torch.equal(ref[k], v) for k, v in _weights(root / "m").items())
+
+
+def test_replacing_a_model_folder_is_one_atomic_exchange(tmp_path):
+    a, b = tmp_path / "new", tmp_path / "final"
+    a.mkdir(), b.mkdir()
+    (a / "new.txt").write_text("n"), (b / "old.txt").write_text("o")
+    if not train_export._swap_dirs(a, b):
+        pytest.skip("this file system cannot exchange folders atomically")
+    assert [p.name for p in b.iterdir()] == ["new.txt"]
+    assert [p.name for p in a.iterdir()] == ["old.txt"]
+
+
+# ----------------------------------------------------------------------------- --compile
+def test_eval_lines_say_their_phase(finished_run):
+    evals = [r for r in records(finished_run) if "eval" in r]
+    assert [(r["step"], r["phase"]) for r in evals] == [(25, "vq"), (50, "vq")]
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_as_the_eager_one(tmp_path, mnist_dir):
+    opts = [
+        "--preset", "mnist", "--data-dir", str(mnist_dir), *TINY, "--pretrain-steps", "0",
+        "--steps", "6", "--batch-size", "32", "--lr", "3e-3", "--warmup-steps", "2",
+        "--limit-train", "128", "--limit-test", "32", "--kmeans-images", "64",
+        "--dead-code-threshold", "2", "--log-every", "1",
+    ]  # fmt: skip
+    train_train.main([*opts, "--out", str(tmp_path / "eager")])
+    train_train.main([*opts, "--out", str(tmp_path / "compiled"), "--compile"])
+    eager, compiled = step_records(tmp_path / "eager"), step_records(tmp_path / "compiled")
+    assert [r["step"] for r in compiled] == list(range(1, 7))
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["recon_loss"] == pytest.approx(a["recon_loss"], rel=1e-3), a["step"]
+        assert b["codes_used"] == a["codes_used"], a["step"]

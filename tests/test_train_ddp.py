@@ -1,5 +1,6 @@
-"""``torchrun --nproc_per_node=2 -m train`` on CPU (gloo): the run completes, only rank 0
-writes, and both ranks end with the same weights and codebook."""
+"""``torchrun --nproc_per_node=2 -m train`` on CPU (gloo): the run completes, rank 0 reads the
+data before the others, only rank 0 writes, and both ranks end with the same weights and
+codebook."""
 
 import json
 import os
@@ -17,7 +18,7 @@ from tools.ports import free_port
 # Runs the training CLI unchanged, then dumps the rank's final model state: rank 1 writes no
 # files of its own, so this is the only way to see its codebook.
 WORKER = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
     import torch
     from safetensors.torch import save_file
     import vqvae
@@ -30,6 +31,17 @@ WORKER = textwrap.dedent("""
         init(self, config)
         models.append(self)
     vqvae.VQVAE.__init__ = recording_init
+    # when each rank reads the data; rank 0 is slow (as when it unpacks an archive)
+    load = train.load_uint8
+    def timed_load(*args, **kw):
+        start = time.time()
+        if os.environ["RANK"] == "0":
+            time.sleep(0.5)
+        result = load(*args, **kw)
+        with open(os.path.join(sys.argv[1], f"load{os.environ['RANK']}.txt"), "a") as f:
+            f.write(f"{start} {time.time()}\\n")
+        return result
+    train.load_uint8 = timed_load
     code = 0
     try:
         train.main(sys.argv[2:])
@@ -88,6 +100,18 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+    # rank 0 prepared the data (train and test split) before rank 1 began to read it
+    loads = [
+        [
+            tuple(map(float, line.split()))
+            for line in (dumps / f"load{r}.txt").read_text().split("\n")
+            if line
+        ]
+        for r in (0, 1)
+    ]
+    assert len(loads[0]) == len(loads[1]) == 2
+    assert min(start for start, _ in loads[1]) >= max(end for _, end in loads[0])
 
     r0, r1 = load_file(dumps / "rank0.safetensors"), load_file(dumps / "rank1.safetensors")
     assert r0.keys() == r1.keys()

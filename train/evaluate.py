@@ -98,7 +98,7 @@ def format_table(m: dict) -> str:
 
 
 def split_images(model, dataset: str, data_dir: str, split: str = "test", limit: int = 0):
-    """(uint8 images (N, C, H, W), DatasetInfo) of a split, checked against the model's input."""
+    """(uint8 images (N, C, H, W), DataInfo) of a split, checked against the model's input."""
     c = model.config
     images, info = load_uint8(
         dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,7 +27,7 @@ from vqvae.projection import CODEBOOK_INFO, codebook_info
 
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config
-from .train import MODEL_OPTIONS
+from .train import FIELDS, TrainConfig, command_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +71,7 @@ Training command: `{command}`
 
 def _recipe_text(tc: dict) -> str:
     parts = [
-        "EMA codebook (decay 0.99)" if tc["ema"] else "codebook loss",
+        "EMA codebook (decay 0.99)" if tc["use_ema"] else "codebook loss",
         f"beta={tc['beta']}",
         "k-means init" if tc["kmeans"] else "random codebook init",
         f"dead-code restarts after {tc['dead_code_threshold']} unused steps"
@@ -79,15 +81,72 @@ def _recipe_text(tc: dict) -> str:
     return ", ".join(parts)
 
 
-def _command(tc: dict) -> str:
-    cmd = (
-        f"python -m train --preset {tc['preset']} --recipe {tc['recipe']} --data-dir DATA_DIR "
-        f"--steps {tc['steps']} --pretrain-steps {tc['pretrain_steps']} "
-        f"--batch-size {tc['batch_size']} --lr {tc['lr']} --seed {tc['seed']}"
-    )
-    # repeat the model overrides, so the command rebuilds this network and not the preset's
-    overrides = [f"--{k.replace('_', '-')} {tc[k]}" for k in MODEL_OPTIONS if tc.get(k) is not None]
-    return " ".join([cmd, *overrides])
+def training_command(tc: dict) -> str:
+    """The command that rebuilds the run of ``tc`` (a read_train_config dict) exactly: every
+    option that differs from its preset and recipe, with the data folder as DATA_DIR."""
+    cfg = TrainConfig(**{k: v for k, v in tc.items() if k in FIELDS})
+    args = command_args(cfg)
+    if "--data-dir" in args:
+        i = args.index("--data-dir")
+        del args[i : i + 2]
+    args[4:4] = ["--data-dir", "DATA_DIR"]  # after --preset P --recipe R
+    world = tc.get("world_size", 1)
+    launcher = f"torchrun --nproc_per_node={world} -m train" if world > 1 else "python -m train"
+    return " ".join([launcher, *args])
+
+
+def _swap_dirs(a: Path, b: Path) -> bool:
+    """Exchange two folders in one atomic step (Linux renameat2, macOS renamex_np); False
+    where the system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        src, dst = os.fsencode(a), os.fsencode(b)
+        if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+            at_fdcwd, rename_exchange = -100, 2
+            ok = libc.renameat2(at_fdcwd, src, at_fdcwd, dst, rename_exchange) == 0
+        elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+            ok = libc.renamex_np(src, dst, 2) == 0  # RENAME_SWAP
+        else:
+            return False
+    except OSError:
+        return False
+    return ok
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put folder ``new`` at ``final``. Readers see the old folder or the new one at every
+    moment: an atomic exchange where the system has one; otherwise two renames, with
+    :func:`clean_stale` putting the old folder back if a kill falls between them."""
+    if not final.exists():
+        os.rename(new, final)
+        return
+    if _swap_dirs(new, final):
+        shutil.rmtree(new)  # now the old model
+        return
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(final, old)
+    try:
+        os.rename(new, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old)
+
+
+def clean_stale(out_root: Path, name: str) -> None:
+    """Undo what an export of ``name`` killed half-way left: restore a model moved aside,
+    delete temporary folders."""
+    final, old = out_root / name, out_root / f".{name}.old"
+    if old.is_dir() and not final.exists():
+        os.rename(old, final)
+    for stale in [old, *out_root.glob(f".{name}.*.tmp"), out_root / f".{name}.tmp"]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def write_examples(name: str, images_u8: torch.Tensor, model, assets: Path, count: int = 8) -> None:
@@ -137,9 +196,9 @@ def export(
 
     # build in a temporary folder, then swap it in: a failure never leaves half a model
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = out_root / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    clean_stale(out_root, name)
+    tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the shipped folder is an ordinary one
     try:
         model.save_pretrained(tmp, dtype=dtype)
         model = vqvae.load_pretrained(tmp, device=device)  # measure what is shipped
@@ -150,58 +209,51 @@ def export(
         )
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / CODEBOOK_INFO, codebook_info(model, usage_counts(model, train_u8)))
+        weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
+        secs = summary.get("elapsed_s")
+        (tmp / "README.md").write_text(
+            CARD.format(
+                title=f"VQ-VAE `{name}`",
+                name=name,
+                h=c.latent_size,
+                K=c.codebook_size,
+                C=c.in_channels,
+                S=c.image_size,
+                D=c.embedding_dim,
+                hidden=c.hidden_channels,
+                res=c.res_layers,
+                res_ch=c.res_channels,
+                dtype=dtype,
+                weights_mb=weights_mb,
+                params=sum(p.numel() for p in model.parameters()) / 1e6,
+                bits=c.bits_per_image,
+                data_source=metrics["data_source"],
+                num_images=metrics["num_images"],
+                recipe=tc["recipe"],
+                recipe_text=_recipe_text(tc),
+                pretrain=tc["pretrain_steps"],
+                steps=tc["steps"],
+                batch=tc["batch_size"] * tc.get("world_size", 1),
+                lr=tc["lr"],
+                time=f"{secs / 60:.1f} min of training" if secs else "not recorded",
+                hardware=summary.get("hardware", "not recorded"),
+                torch=summary.get("torch", "?"),
+                psnr=metrics["psnr"],
+                ssim=metrics["ssim"],
+                mse=metrics["mse"],
+                codes_used=metrics["codes_used"],
+                frac=100 * metrics["codes_used_fraction"],
+                perplexity=metrics["perplexity"],
+                dataset=tc["dataset"],
+                command=training_command(tc),
+                note=f"\n{note}\n" if note else "",
+            )
+        )
+        final = out_root / name
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
-    secs = summary.get("elapsed_s")
-    (tmp / "README.md").write_text(
-        CARD.format(
-            title=f"VQ-VAE `{name}`",
-            name=name,
-            h=c.latent_size,
-            K=c.codebook_size,
-            C=c.in_channels,
-            S=c.image_size,
-            D=c.embedding_dim,
-            hidden=c.hidden_channels,
-            res=c.res_layers,
-            res_ch=c.res_channels,
-            dtype=dtype,
-            weights_mb=weights_mb,
-            params=sum(p.numel() for p in model.parameters()) / 1e6,
-            bits=c.bits_per_image,
-            data_source=metrics["data_source"],
-            num_images=metrics["num_images"],
-            recipe=tc["recipe"],
-            recipe_text=_recipe_text(tc),
-            pretrain=tc["pretrain_steps"],
-            steps=tc["steps"],
-            batch=tc["batch_size"] * tc.get("world_size", 1),
-            lr=tc["lr"],
-            time=f"{secs / 60:.1f} min of training" if secs else "not recorded",
-            hardware=summary.get("hardware", "not recorded"),
-            torch=summary.get("torch", "?"),
-            psnr=metrics["psnr"],
-            ssim=metrics["ssim"],
-            mse=metrics["mse"],
-            codes_used=metrics["codes_used"],
-            frac=100 * metrics["codes_used_fraction"],
-            perplexity=metrics["perplexity"],
-            dataset=tc["dataset"],
-            command=_command(tc),
-            note=f"\n{note}\n" if note else "",
-        )
-    )
-    final = out_root / name
-    old = out_root / f".{name}.old"
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
     write_examples(name, test_u8, model, assets)
     print(format_table(metrics))
     print(f"wrote {final}")
