@@ -1,4 +1,5 @@
-"""vqvae: a VQ-VAE library: model, vector quantizer, metrics, data and checkpoints.
+"""vqvae: a VQ-VAE library: model, vector quantizer, metrics, data, checkpoints and a learned
+prior over the codes.
 
 >>> import vqvae, torch
 >>> model = vqvae.VQVAE(vqvae.preset("mnist"))
@@ -11,6 +12,7 @@ from .config import PRESETS, VQVAEConfig, preset
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
 from .model import VQVAE, VQVAEOutput, load_pretrained, save_pretrained
+from .prior import CodePrior, PriorConfig, load_prior
 from .quantizer import Quantizer, QuantizerOutput, VectorQuantizer
 
 __version__ = "0.1.0"
@@ -33,4 +35,7 @@ __all__ = [
     "interpolate",
     "code_atlas",
     "color_code_map",
+    "CodePrior",
+    "PriorConfig",
+    "load_prior",
 ]
