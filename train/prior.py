@@ -44,9 +44,9 @@ from .runs import (
     METRICS,
     TRAIN_CONFIG,
     RunError,
-    atomic_torch_save,
     load_checkpoint,
     read_train_config,
+    save_checkpoint_file,
 )
 from .train import StopFlag, TrainError, hardware, lr_at, resolve_device, setup_distributed
 
@@ -428,7 +428,7 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
             "fingerprint": fingerprint,
             "train_config": json.dumps(dataclasses.asdict(cfg)),
         }
-        atomic_torch_save(state, out / CHECKPOINT)
+        save_checkpoint_file(state, out)
         prior.save_pretrained(out)  # latest weights, loadable by vqvae.load_prior(out)
 
     def sample_grid(at_step: int) -> None:
