@@ -81,11 +81,11 @@ def _find_cifar_jpeg(root: Path) -> Path | None:
 def _unpack_tarball(tarball: Path, dest: Path) -> Path:
     """Unpack ``tarball`` into the folder ``dest`` once, safely, and return ``dest``.
 
-    Members that would land outside ``dest`` (absolute names, ``..``, links pointing out,
-    devices) make it a ValueError and nothing is kept. It is unpacked into a uniquely named
-    folder beside ``dest`` and renamed into place when complete, so a killed unpack leaves
-    nothing half-done and processes unpacking at once (DDP ranks) never share a folder: the
-    first to finish wins, the others drop their copy."""
+    Members that would land outside ``dest`` (``..`` in names, links pointing out of it) or
+    are devices make it a ValueError and nothing is kept (tarfile's ``data`` filter).
+    It is unpacked into a uniquely named folder beside ``dest`` and renamed into place when
+    complete, so a killed unpack leaves nothing half-done and processes unpacking at once
+    (DDP ranks) never share a folder: the first to finish wins, the others drop their copy."""
     done = dest / ".complete"
     if done.is_file():
         return dest
