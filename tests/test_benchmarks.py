@@ -167,4 +167,4 @@ def test_speed_times_the_vq_step_against_the_autoencoder_step():
     (row,) = [line for line in out.splitlines() if line.startswith("| mnist | eager |")]
     vq_ms, ae_ms, ratio, images = (float(c) for c in row.strip("|").split("|")[2:])
     assert vq_ms > 0 and ae_ms > 0 and images > 0
-    assert ratio == pytest.approx(vq_ms / ae_ms, rel=0.02)
+    assert ratio == pytest.approx(vq_ms / ae_ms, rel=0.02, abs=0.006)  # printed to 2 places
