@@ -308,3 +308,59 @@ def test_cli_runs_as_a_module(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "not a .vqz file" in r.stderr
+
+
+# ----------------------------------------------------------------------------- benchmark
+def test_jpeg_and_webp_payloads_are_their_entropy_coded_data():
+    from benchmarks.codec import (
+        closest_quality,
+        jpeg_bytes,
+        jpeg_payload,
+        webp_bytes,
+        webp_payload,
+    )
+
+    image = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+    d = jpeg_bytes(image, 50)
+    sos = d.index(b"\xff\xda")
+    scan_start = sos + 2 + int.from_bytes(d[sos + 2 : sos + 4], "big")
+    assert d.endswith(b"\xff\xd9") and jpeg_payload(d) == len(d) - 2 - scan_start
+    # a flat image has almost no scan data; the header (tables) stays over 100 bytes
+    flat = jpeg_bytes(np.zeros_like(image), 50)
+    assert jpeg_payload(flat) < 10 < 100 < len(flat) - jpeg_payload(flat)
+    w = webp_bytes(image, 50)
+    assert webp_payload(w) == int.from_bytes(w[16:20], "little") - 10 == len(w) - 30
+    sizes = {q: 10 * q for q in range(1, 101)}
+    assert closest_quality(sizes.get, 234) == 23 and closest_quality(sizes.get, 5) == 1
+    assert closest_quality(sizes.get, 5000) == 100
+
+
+def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
+    import json
+
+    from benchmarks import codec as bench
+
+    model, _ = tiny_pair
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    make_prior(num_classes=10, model=model, std=0.5).save_pretrained(folder)
+    out = tmp_path / "codec.json"
+    args = ["--dataset", "mnist", "--model", str(folder), "--data-dir", str(mnist_dir)]
+    bench.main([*args, "--limit", "3", "--out", str(out)])
+    r = json.loads(out.read_text())["mnist"]
+    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels"]
+    assert r["vqz_header_bytes"] == 12
+    assert r["vqz_bytes"] == r["vqz_header_bytes"] + r["vqz_payload_bytes"]
+    assert 8 * r["vqz_payload_bytes"] <= 1.01 * 8 * r["nll_bytes"] + 8
+    for key in ("jpeg_file", "jpeg_payload", "webp_file", "webp_payload"):
+        assert 1 <= r[key]["quality"] <= 100 and 0 < r[key]["psnr"] < 100
+    # a JPEG's header alone outweighs this tiny .vqz: its smallest file is still bigger
+    assert r["jpeg_file"]["file_bytes"] > r["vqz_bytes"]
+    assert "VQ-VAE PSNR" in capsys.readouterr().out
+    # a model without a prior: said clearly, nothing measured
+    bare = tmp_path / "bare"
+    model.save_pretrained(bare)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
+    assert e.value.code == 2
+    assert "no prior to compress with" in capsys.readouterr().err
