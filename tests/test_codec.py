@@ -128,18 +128,21 @@ def test_threads_do_not_change_the_file_and_are_restored(prior):
 def test_files_cost_the_priors_nll_within_one_percent_plus_the_header(tiny_pair):
     model, _ = tiny_pair
     prior = make_prior(model=model, std=0.6)  # peaked: far fewer bits than uniform
-    codes = prior.sample(12, labels=1, generator=torch.Generator().manual_seed(0))
-    nll = prior.nll_bits(codes, 1)
-    files = compress_codes(prior, codes, 1, model=model)
-    for f, bits in zip(files, nll.tolist(), strict=True):
-        info = read_header(f)
-        assert info.total_bytes == len(f) and info.header_bytes == 12
-        # a file is whole bytes: the payload may round the bits up to the next byte
-        assert info.payload_bytes <= math.ceil(1.01 * bits / 8) + 1, (info, bits)
-    payload = sum(read_header(f).payload_bytes for f in files)
-    assert 8 * payload <= 1.01 * float(nll.sum()) + 8 * len(files)
-    # far below the plain h*w*log2 K bits of these codes
-    assert 8 * payload < 0.8 * len(files) * prior.config.uniform_bits
+    sampled = prior.sample(12, labels=1, generator=torch.Generator().manual_seed(0))
+    uniform = torch.randint(0, 32, (6, 7, 7), generator=torch.Generator().manual_seed(0))
+    for codes in (sampled, uniform):
+        nll = prior.nll_bits(codes, 1)
+        files = compress_codes(prior, codes, 1, model=model)
+        for f, bits in zip(files, nll.tolist(), strict=True):
+            info = read_header(f)
+            assert info.total_bytes == len(f) and info.header_bytes == 12
+            # a file is whole bytes: the payload may round the bits up to the next byte
+            assert info.payload_bytes <= math.ceil(1.01 * bits / 8) + 1, (info, bits)
+        payload = sum(read_header(f).payload_bytes for f in files)
+        assert 8 * payload <= 1.01 * float(nll.sum()) + 8 * len(files)
+    # codes the prior finds likely cost far below the plain h*w*log2 K bits
+    payload = sum(read_header(f).payload_bytes for f in compress_codes(prior, sampled, 1))
+    assert 8 * payload < 0.8 * len(sampled) * prior.config.uniform_bits
 
 
 # ----------------------------------------------------------------------------- bad files
