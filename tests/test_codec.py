@@ -29,7 +29,10 @@ K, H, W, CLASSES = 16, 3, 4, 3
 
 def make_prior(num_classes=CLASSES, model=None, seed=1, std=0.5, **kw) -> CodePrior:
     kw = dict(num_classes=num_classes, d_model=32, n_layers=2, n_heads=2, **kw)
-    config = PriorConfig.for_model(model, **kw) if model else PriorConfig(K, H, W, **kw)
+    if model is None:  # a prior that names a (pretend) VQ-VAE, as trained priors do
+        config = PriorConfig(K, H, W, vqvae_fingerprint="0123456789abcdef", **kw)
+    else:
+        config = PriorConfig.for_model(model, **kw)
     prior = CodePrior(config).eval()
     # random weights far from the tiny init, so distributions are peaked and labels matter
     g = torch.Generator().manual_seed(seed)
@@ -199,6 +202,15 @@ def test_files_for_another_model_or_prior_are_refused(tiny_config, tiny_pair):
     # a prior for another grid: the file names other fingerprints
     with pytest.raises(ValueError, match="another"):
         decompress_codes(make_prior(), files)
+    # a prior that names no VQ-VAE codes only with the model, and the file names the model
+    untied = make_prior(model=model, std=0.3)
+    untied.config.vqvae_fingerprint = ""
+    with pytest.raises(ValueError, match=r"names no VQ-VAE .*: pass model="):
+        compress_codes(untied, codes)
+    files = compress_codes(untied, codes, model=model)
+    assert torch.equal(decompress_codes(untied, files, model=model)[0], codes)
+    with pytest.raises(ValueError, match="made with another VQ-VAE"):
+        decompress_codes(untied, files, model=other_model)
 
 
 def test_unknown_versions_and_non_vqz_data_are_refused(prior):

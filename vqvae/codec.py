@@ -43,7 +43,6 @@ each a ValueError with a message saying which.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import sys
 import weakref
@@ -198,7 +197,10 @@ def _coding_prior(prior: CodePrior) -> CodePrior:
     w = prior.head.weight
     if w.device.type == "cpu" and w.dtype == torch.float32 and not prior.training:
         return prior
-    return copy.deepcopy(prior).to("cpu", torch.float32).eval()
+    copy = CodePrior(prior.config)
+    copy.load_state_dict({k: v.detach().to("cpu", torch.float32)
+                          for k, v in prior.state_dict().items()})  # fmt: skip
+    return copy.eval()
 
 
 def quantize_probs(probs: torch.Tensor) -> np.ndarray:
@@ -314,10 +316,17 @@ def _label_list(prior: CodePrior, labels, n: int) -> list[int]:
 
 
 def _vqvae_fp(prior: CodePrior, model) -> str:
-    if model is None:
-        return prior.config.vqvae_fingerprint
-    prior.check_compatible(model)
-    return codebook_fingerprint(model)
+    """The codebook fingerprint a file names: the model's (checked against the prior), or
+    the one the prior's config names."""
+    if model is not None:
+        prior.check_compatible(model)
+        return codebook_fingerprint(model)
+    if not prior.config.vqvae_fingerprint:
+        raise ValueError(
+            "this prior names no VQ-VAE (its config has no vqvae_fingerprint): pass model=, "
+            "the VQ-VAE whose codes these are, so the file can name it"
+        )
+    return prior.config.vqvae_fingerprint
 
 
 def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=None) -> list:
