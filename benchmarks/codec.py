@@ -49,7 +49,7 @@ from vqvae.codec import compress, decompress, read_header
 from vqvae.data import DatasetNotFoundError, load_labels, load_uint8
 from vqvae.files import write_json_atomic
 from vqvae.images import to_uint8
-from vqvae.prior import load_prior
+from vqvae.prior import PRIOR_WEIGHTS, load_prior
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
@@ -253,10 +253,13 @@ def run(model_name, prior_name, dataset, data_dir, limit: int, use_labels: bool)
     try:
         prior = load_prior(prior_name or model_name, model=model)
     except FileNotFoundError as e:
+        if prior_name:
+            raise
         raise FileNotFoundError(
-            f"{model_name}: no prior to compress with ({e}). Train one with python -m "
-            f"train.prior and export it, or pass --prior DIR (a prior run folder)."
-        ) from None
+            f"the model {model_name!r} has no prior to compress with ({PRIOR_WEIGHTS} in "
+            f"its folder). Train one (python -m train.prior --vqvae {model_name}) and export "
+            f"it, or pass --prior DIR (a prior run folder)."
+        ) from e
     c = model.config
     images, info = load_uint8(dataset, data_dir, "test", image_size=c.image_size,
                               channels=c.in_channels)  # fmt: skip

@@ -378,4 +378,4 @@ def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
     assert e.value.code == 2
-    assert "no prior to compress with" in capsys.readouterr().err
+    assert "has no prior to compress with" in capsys.readouterr().err
