@@ -16,13 +16,14 @@ Per test image (the first ``--limit``, in the split's order; 0 = all):
   again and must give the VQ-VAE's reconstruction exactly.
 - JPEG (PIL/libjpeg, optimized Huffman tables) and WebP (PIL/libwebp, lossy, method 6) of
   the same uint8 image at the quality in 1..100 that brings the file closest to the .vqz
-  size, matched twice:
+  size (:func:`vqvae.codec.match_size`), matched twice:
   * full files: the whole JPEG / WebP file against the whole .vqz file;
   * header-less: each format's entropy-coded data against the .vqz payload. For JPEG that
     is the scan data (the bytes after each SOS segment's header up to the next marker; the
     quantization and Huffman tables, frame header and JFIF segment are header), measured by
     walking the file's markers. For WebP it is the VP8 chunk's data minus its 10-byte frame
-    header (the 12-byte RIFF header and the 8-byte chunk header are header too).
+    header (the 12-byte RIFF header and the 8-byte chunk header are header too); see
+    :func:`vqvae.codec.entropy_coded_bytes`.
   At these sizes a JPEG's header alone is often larger than a whole .vqz file: the lowest
   quality may still miss the target, so the sizes actually reached are reported beside it.
 - PSNR (and SSIM) of each against the original image, mean over images.
@@ -35,17 +36,15 @@ Numbers on CIFAR-10 are on its JPEG q75 copy (../shared/data), as the data sourc
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 
 import vqvae
-from vqvae.codec import compress, decompress, read_header
+from vqvae.codec import FORMATS, compress, decompress, match_size, read_header
 from vqvae.data import DatasetNotFoundError, load_labels, load_uint8
 from vqvae.files import write_json_atomic
 from vqvae.images import to_uint8
@@ -54,115 +53,13 @@ from vqvae.prior import PRIOR_WEIGHTS, load_prior
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
-# ----------------------------------------------------------------------------- the formats
-def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
-    """A JPEG of a uint8 (H, W) or (H, W, 3) image at ``quality`` (optimized Huffman)."""
-    buf = io.BytesIO()
-    PIL.Image.fromarray(image).save(buf, "JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
-
-
-def webp_bytes(image: np.ndarray, quality: int) -> bytes:
-    """A lossy WebP of a uint8 (H, W) or (H, W, 3) image at ``quality`` (method 6)."""
-    buf = io.BytesIO()
-    PIL.Image.fromarray(image).save(buf, "WEBP", quality=quality, method=6)
-    return buf.getvalue()
-
-
-def jpeg_payload(data: bytes) -> int:
-    """Bytes of a JPEG's entropy-coded scan data: from the end of each SOS segment to the
-    next marker that is not a stuffed 0xFF00 or a restart marker."""
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG file (no SOI marker)")
-    i, total = 2, 0
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            raise ValueError(f"not a JPEG marker at byte {i}")
-        marker = data[i + 1]
-        if marker == 0xD9:  # EOI
-            break
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        start = i + 2 + length
-        if marker != 0xDA:  # any segment but SOS: header
-            i = start
-            continue
-        k = start
-        while True:
-            k = data.index(b"\xff", k)
-            if data[k + 1] == 0x00 or 0xD0 <= data[k + 1] <= 0xD7:
-                k += 2
-                continue
-            break
-        total += k - start
-        i = k
-    return total
-
-
-def webp_payload(data: bytes) -> int:
-    """Bytes of a lossy WebP's VP8 bitstream after its 10-byte frame header."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise ValueError("not a WebP file")
-    i = 12
-    while i + 8 <= len(data):
-        fourcc, size = data[i : i + 4], int.from_bytes(data[i + 4 : i + 8], "little")
-        if fourcc == b"VP8 ":
-            return size - 10
-        i += 8 + size + (size & 1)
-    raise ValueError("no lossy VP8 chunk in this WebP file")
-
-
-def decode_image(data: bytes, channels: int) -> np.ndarray:
-    """A JPEG or WebP file back to uint8 (H, W) or (H, W, 3) for ``channels`` 1 or 3."""
-    im = PIL.Image.open(io.BytesIO(data))
-    return np.asarray(im.convert("L" if channels == 1 else "RGB"))
-
-
-FORMATS = {"jpeg": (jpeg_bytes, jpeg_payload), "webp": (webp_bytes, webp_payload)}
-
-
-def closest_quality(size_at, target: float) -> int:
-    """The quality in 1..100 whose size (``size_at(q)``, nearly increasing in q) is closest
-    to ``target``; ties go to the lower quality. Binary search, then the neighbours."""
-    lo, hi = 1, 100
-    while lo < hi:  # the lowest quality whose size reaches the target
-        mid = (lo + hi) // 2
-        if size_at(mid) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    near = range(max(1, lo - 2), min(100, lo + 2) + 1)
-    return min(near, key=lambda q: (abs(size_at(q) - target), q))
-
-
-def matched(image: np.ndarray, fmt: str, target_file: int, target_payload: int) -> dict:
-    """The ``fmt`` files of ``image`` closest to the .vqz sizes: {"file": ..., "payload":
-    ...}, each (quality, file bytes, payload bytes, decoded uint8 image)."""
-    encode, payload_of = FORMATS[fmt]
-    cache: dict[int, bytes] = {}
-
-    def data(q):
-        if q not in cache:
-            cache[q] = encode(image, q)
-        return cache[q]
-
-    out = {}
-    for key, target, size in (
-        ("file", target_file, lambda q: len(data(q))),
-        ("payload", target_payload, lambda q: payload_of(data(q))),
-    ):
-        q = closest_quality(size, target)
-        channels = 1 if image.ndim == 2 else 3
-        out[key] = (q, len(data(q)), payload_of(data(q)), decode_image(data(q), channels))
-    return out
-
-
+# ----------------------------------------------------------------------------- the figures
 def to_float(images_u8) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, H, W, 3) as float (N, C, H, W) in [0, 1]."""
     t = torch.from_numpy(np.stack(images_u8)).float() / 255.0
     return t[:, None] if t.dim() == 3 else t.permute(0, 3, 1, 2)
 
 
-# ----------------------------------------------------------------------------- the figures
 def measure(model, prior, images_u8: torch.Tensor, labels: torch.Tensor | None) -> dict:
     """Every figure for uint8 images (N, C, H, W) (see the module docstring)."""
     x = images_u8.float() / 255.0
@@ -200,18 +97,14 @@ def measure(model, prior, images_u8: torch.Tensor, labels: torch.Tensor | None) 
         "decompress_ms": 1000 * (t2 - t1) / n,
     }
     for fmt in FORMATS:
-        per = {"file": [], "payload": []}
-        for im, s, p in zip(originals, sizes.tolist(), payload.tolist(), strict=True):
-            m = matched(im, fmt, int(s), int(p))
-            for key in per:
-                per[key].append(m[key])
-        for key, rows in per.items():
-            q, full, pay, dec = zip(*rows, strict=True)
-            y = to_float(dec)
+        for key, targets in (("file", sizes), ("payload", payload)):
+            ms = [match_size(im, t, fmt, headerless=key == "payload")
+                  for im, t in zip(originals, targets.tolist(), strict=True)]  # fmt: skip
+            y = to_float([m.image for m in ms])
             result[f"{fmt}_{key}"] = {
-                "quality": float(np.mean(q)),
-                "file_bytes": float(np.mean(full)),
-                "payload_bytes": float(np.mean(pay)),
+                "quality": float(np.mean([m.quality for m in ms])),
+                "file_bytes": float(np.mean([m.file_bytes for m in ms])),
+                "payload_bytes": float(np.mean([m.data_bytes for m in ms])),
                 "psnr": vqvae.psnr(y, x).mean().item(),
                 "ssim": vqvae.ssim(y, x).mean().item(),
             }
