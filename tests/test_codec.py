@@ -1,0 +1,393 @@
+"""The .vqz codec: exact round trips, files about the size of the prior's NLL, clear errors
+for truncated, corrupted, foreign and future files, and the command line."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import vqvae
+from vqvae.codec import (
+    FORMAT_VERSION,
+    compress,
+    compress_codes,
+    decompress,
+    decompress_codes,
+    encode_classic,
+    entropy_coded_bytes,
+    main,
+    match_size,
+    prior_fingerprint,
+    read_header,
+)
+from vqvae.images import load_image, to_model_input, to_uint8
+from vqvae.prior import CodePrior, PriorConfig
+
+K, H, W, CLASSES = 16, 3, 4, 3
+
+
+def make_prior(num_classes=CLASSES, model=None, seed=1, std=0.5, **kw) -> CodePrior:
+    kw = dict(num_classes=num_classes, d_model=32, n_layers=2, n_heads=2, **kw)
+    if model is None:  # a prior that names a (pretend) VQ-VAE, as trained priors do
+        config = PriorConfig(K, H, W, vqvae_fingerprint="0123456789abcdef", **kw)
+    else:
+        config = PriorConfig.for_model(model, **kw)
+    prior = CodePrior(config).eval()
+    # random weights far from the tiny init, so distributions are peaked and labels matter
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return prior
+
+
+@pytest.fixture
+def prior():
+    return make_prior()
+
+
+@pytest.fixture
+def tiny_pair(tiny_config):
+    """A tiny VQ-VAE (28x28 -> 7x7 codes, K = 32) and a random prior tied to it."""
+    model = vqvae.VQVAE(tiny_config).eval()
+    return model, make_prior(model=model, std=0.3)
+
+
+def rand_codes(n=6, seed=0):
+    return torch.randint(0, K, (n, H, W), generator=torch.Generator().manual_seed(seed))
+
+
+LABELS = torch.tensor([0, 1, 2, -1, 1, 0])  # -1: no class on that grid
+
+
+# ----------------------------------------------------------------------------- round trips
+def test_random_codes_and_labels_round_trip_exactly(prior):
+    codes = rand_codes()
+    files = compress_codes(prior, codes, LABELS)
+    assert len(files) == 6 and all(isinstance(f, bytes) for f in files)
+    got, labels = decompress_codes(prior, files)
+    assert got.dtype == torch.long and torch.equal(got, codes)
+    assert torch.equal(labels, LABELS)
+    # one file alone, an int label for all, no labels, and an unconditional prior
+    got, labels = decompress_codes(prior, files[3])
+    assert torch.equal(got, codes[3:4]) and labels.tolist() == [-1]
+    got, labels = decompress_codes(prior, compress_codes(prior, codes, 2))
+    assert torch.equal(got, codes) and labels.tolist() == [2] * 6
+    uncond = make_prior(num_classes=0)
+    got, labels = decompress_codes(uncond, compress_codes(uncond, codes))
+    assert torch.equal(got, codes) and labels.tolist() == [-1] * 6
+
+
+def test_the_class_is_part_of_the_code(prior):
+    # the same grid coded under another class is another file, and costs other bits
+    codes = rand_codes(1)
+    a, b = compress_codes(prior, codes, 0)[0], compress_codes(prior, codes, 1)[0]
+    assert a != b and read_header(a).label == 0 and read_header(b).label == 1
+
+
+def test_real_images_round_trip_to_the_models_reconstruction(tiny_pair, mnist_small):
+    model, prior = tiny_pair
+    x, labels = mnist_small.test[:4], mnist_small.test_labels[:4]
+    prior = make_prior(num_classes=10, model=model, std=0.3)
+    files = compress(model, prior, x, labels)
+    images, got = decompress(model, prior, files)
+    assert torch.equal(got, labels)
+    assert images.shape == x.shape and images.dtype == torch.float32
+    assert torch.equal(images, model.decode(model.encode(x)))
+    # the same as the codes' own round trip
+    codes, _ = decompress_codes(prior, files, model=model)
+    assert torch.equal(codes, model.encode(x))
+
+
+def test_a_prior_in_training_mode_or_another_dtype_codes_the_same(tiny_pair):
+    model, _ = tiny_pair
+    prior = make_prior(model=model, std=0.3, dropout=0.3)  # dropout would randomise training
+    codes = prior.sample(3, labels=1, generator=torch.Generator().manual_seed(0))
+    files = compress_codes(prior, codes, 1, model=model)
+    prior.train()
+    assert compress_codes(prior, codes, 1, model=model) == files
+    assert prior.training  # the caller's prior is left as it was
+    wide = make_prior(model=model, std=0.3, dropout=0.3).to(torch.float64)
+    assert compress_codes(wide, codes, 1, model=model) == files
+    assert torch.equal(decompress_codes(prior, files, model=model)[0], codes)
+
+
+def test_threads_do_not_change_the_file_and_are_restored(prior):
+    codes = rand_codes()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        files = compress_codes(prior, codes, LABELS)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert compress_codes(prior, codes, LABELS) == files
+        assert torch.equal(decompress_codes(prior, files)[0], codes)
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- size
+def test_files_cost_the_priors_nll_within_one_percent_plus_the_header(tiny_pair):
+    model, _ = tiny_pair
+    prior = make_prior(model=model, std=0.6)  # peaked: far fewer bits than uniform
+    sampled = prior.sample(12, labels=1, generator=torch.Generator().manual_seed(0))
+    uniform = torch.randint(0, 32, (6, 7, 7), generator=torch.Generator().manual_seed(0))
+    for codes in (sampled, uniform):
+        nll = prior.nll_bits(codes, 1)
+        files = compress_codes(prior, codes, 1, model=model)
+        for f, bits in zip(files, nll.tolist(), strict=True):
+            info = read_header(f)
+            assert info.total_bytes == len(f) and info.header_bytes == 12
+            # a file is whole bytes: the payload may round the bits up to the next byte
+            assert info.payload_bytes <= math.ceil(1.01 * bits / 8) + 1, (info, bits)
+        payload = sum(read_header(f).payload_bytes for f in files)
+        assert 8 * payload <= 1.01 * float(nll.sum()) + 8 * len(files)
+    # codes the prior finds likely cost far below the plain h*w*log2 K bits
+    payload = sum(read_header(f).payload_bytes for f in compress_codes(prior, sampled, 1))
+    assert 8 * payload < 0.8 * len(sampled) * prior.config.uniform_bits
+
+
+# ----------------------------------------------------------------------------- bad files
+def test_truncated_files_are_refused(prior):
+    codes = rand_codes(3)
+    for f, c in zip(compress_codes(prior, codes, LABELS[:3]), codes, strict=True):
+        for n in range(len(f)):
+            with pytest.raises(ValueError, match="truncated|not a .vqz"):
+                decompress_codes(prior, f[:n])
+        assert torch.equal(decompress_codes(prior, f)[0][0], c)
+
+
+def test_a_flipped_bit_is_refused_or_changes_nothing(prior):
+    """Any single bit flip gives a ValueError or (a flip past the last byte that matters)
+    the very same codes: never a wrong image."""
+    codes = rand_codes(1)
+    refused = same = 0
+    for f, c in zip(compress_codes(prior, codes, 1), codes, strict=True):
+        for i in range(8 * len(f)):
+            bad = bytearray(f)
+            bad[i // 8] ^= 1 << (i % 8)
+            try:
+                got = decompress_codes(prior, bytes(bad))[0][0]
+            except ValueError as e:
+                assert any(w in str(e) for w in ("corrupted", "another", "version", ".vqz"))
+                refused += 1
+                continue
+            assert torch.equal(got, c)
+            same += 1
+    assert refused > 0.9 * (refused + same)
+
+
+def test_payload_corruption_is_caught_by_the_checksum(prior):
+    f = compress_codes(prior, rand_codes(1), 1)[0]
+    bad = bytearray(f)
+    bad[read_header(f).header_bytes] ^= 0x80  # the first payload bit: the first code changes
+    with pytest.raises(ValueError, match="corrupted or truncated .vqz file.*checksum"):
+        decompress_codes(prior, bytes(bad))
+
+
+def test_files_for_another_model_or_prior_are_refused(tiny_config, tiny_pair):
+    model, prior = tiny_pair
+    codes = prior.sample(2, generator=torch.Generator().manual_seed(0))
+    files = compress_codes(prior, codes, model=model)
+    other_prior = make_prior(model=model, seed=7, std=0.3)  # same VQ-VAE, other weights
+    with pytest.raises(ValueError, match="another prior"):
+        decompress(model, other_prior, files)
+    torch.manual_seed(5)
+    other_model = vqvae.VQVAE(tiny_config).eval()  # another codebook
+    with pytest.raises(ValueError, match="made with another VQ-VAE"):
+        decompress(other_model, make_prior(model=other_model, std=0.3), files)
+    with pytest.raises(ValueError, match="belongs to 'tiny'"):
+        decompress(other_model, prior, files)  # the prior itself refuses the model
+    # a prior for another grid: the file names other fingerprints
+    with pytest.raises(ValueError, match="another"):
+        decompress_codes(make_prior(), files)
+    # a prior that names no VQ-VAE codes only with the model, and the file names the model
+    untied = make_prior(model=model, std=0.3)
+    untied.config.vqvae_fingerprint = ""
+    with pytest.raises(ValueError, match=r"names no VQ-VAE .*: pass model="):
+        compress_codes(untied, codes)
+    files = compress_codes(untied, codes, model=model)
+    assert torch.equal(decompress_codes(untied, files, model=model)[0], codes)
+    with pytest.raises(ValueError, match="made with another VQ-VAE"):
+        decompress_codes(untied, files, model=other_model)
+
+
+def test_unknown_versions_and_non_vqz_data_are_refused(prior):
+    f = compress_codes(prior, rand_codes(1))[0]
+    assert read_header(f).version == FORMAT_VERSION
+    newer = f[:3] + bytes([FORMAT_VERSION + 1]) + f[4:]
+    with pytest.raises(ValueError, match="version 2 is newer .* update vqvae"):
+        decompress_codes(prior, newer)
+    with pytest.raises(ValueError, match="unknown .vqz format version 0"):
+        decompress_codes(prior, f[:3] + b"\0" + f[4:])
+    with pytest.raises(ValueError, match="not a .vqz file"):
+        decompress_codes(prior, b"\x89PNG\r\n\x1a\n" + f)
+    with pytest.raises(ValueError, match="not a .vqz file"):
+        decompress_codes(prior, b"")
+    with pytest.raises(TypeError, match="bytes"):
+        decompress_codes(prior, "file.vqz")
+    with pytest.raises(TypeError, match="bytes"):
+        decompress_codes(prior, [f, 3])
+
+
+def test_bad_codes_and_labels_give_clear_errors(prior):
+    codes = rand_codes(2)
+    bad = [
+        (lambda: compress_codes(prior, codes, 3), ValueError, r"labels must be in \[0, 2\]"),
+        (lambda: compress_codes(prior, codes, [0, -2]), ValueError, "labels must be in"),
+        (lambda: compress_codes(prior, codes, [0, 1, 2]), ValueError, r"shape \(2,\)"),
+        (lambda: compress_codes(prior, codes, 0.5), TypeError, "labels must be"),
+        (lambda: compress_codes(make_prior(0), codes, 1), ValueError, "unconditional"),
+        (lambda: compress_codes(prior, codes + K), ValueError, r"codes must be in \[0, 15\]"),
+        (lambda: compress_codes(prior, codes[:, :2]), ValueError, r"shape \(B, 3, 4\)"),
+        (lambda: compress_codes(prior, codes.float()), TypeError, "integer tensor"),
+        (lambda: compress_codes(object(), codes), TypeError, "CodePrior"),
+    ]
+    for call, error, message in bad:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_prior_fingerprint_follows_the_weights(prior):
+    fp = prior_fingerprint(prior)
+    assert fp == prior_fingerprint(make_prior()) and len(fp) == 16
+    with torch.no_grad():
+        prior.head.bias[0] += 1.0  # in place: the cached fingerprint must not be reused
+    assert prior_fingerprint(prior) != fp
+
+
+# ----------------------------------------------------------------------------- command line
+def write_pngs(folder, images):
+    folder.mkdir()
+    paths = []
+    for i, x in enumerate(images):
+        p = folder / f"digit{i}.png"
+        PIL.Image.fromarray(to_uint8(x)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_cli_round_trip(tiny_pair, mnist_small, tmp_path, monkeypatch, capsys):
+    model, _ = tiny_pair
+    prior = make_prior(num_classes=10, model=model, std=0.3)
+    folder = tmp_path / "pretrained" / "tiny"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    pngs = write_pngs(tmp_path / "in", mnist_small.test[:3])
+    main(["compress", *pngs, "--model", str(folder), "--label", "7", "-o", str(tmp_path / "z")])
+    out = capsys.readouterr().out
+    assert "digit0.png" in out and "header" in out and "prior NLL" in out
+    vqz = sorted((tmp_path / "z").glob("*.vqz"))
+    assert [p.name for p in vqz] == ["digit0.vqz", "digit1.vqz", "digit2.vqz"]
+    # decompress finds the model the files name in ./pretrained/
+    monkeypatch.chdir(tmp_path)
+    main(["decompress", *map(str, vqz), "-o", str(tmp_path / "back")])
+    assert "(class 7)" in capsys.readouterr().out
+    for png in pngs:
+        x, _ = to_model_input(load_image(png)[0], 1, 28)
+        expected = to_uint8(model.decode(model.encode(x))[0])
+        name = tmp_path / "back" / png.rsplit("/", 1)[1]
+        assert np.array_equal(np.asarray(PIL.Image.open(name)), expected)
+
+
+def test_cli_errors_are_clear(tiny_pair, tmp_path, capsys):
+    model, prior = tiny_pair
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(b"VQZ\x09rest")
+    with pytest.raises(SystemExit) as e:
+        main(["decompress", str(bad), "--model", str(folder), "-o", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "bad.vqz: .vqz format version 9 is newer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compress", str(tmp_path / "none.png"), "--model", str(folder), "-o", "x"])
+    assert "No such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no shipped model has this file's fingerprints
+        f = compress_codes(prior, prior.sample(1), model=model)[0]
+        (tmp_path / "a.vqz").write_bytes(f)
+        main(["decompress", str(tmp_path / "a.vqz"), "-o", str(tmp_path / "o")])
+    assert "pass --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_runs_as_a_module(tmp_path):
+    bad = tmp_path / "x.vqz"
+    bad.write_bytes(b"not a vqz file")
+    r = subprocess.run(
+        [sys.executable, "-m", "vqvae.codec", "decompress", str(bad), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "not a .vqz file" in r.stderr
+
+
+# ----------------------------------------------------------------------------- benchmark
+def test_jpeg_and_webp_sizes_without_headers_and_matched_to_a_target():
+    image = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+    d = encode_classic(image, "jpeg", 50)
+    sos = d.index(b"\xff\xda")
+    scan_start = sos + 2 + int.from_bytes(d[sos + 2 : sos + 4], "big")
+    assert d.endswith(b"\xff\xd9") and entropy_coded_bytes(d) == len(d) - 2 - scan_start
+    # a flat image has almost no scan data; the header (tables) stays over 100 bytes
+    flat = encode_classic(np.zeros_like(image), "jpeg", 50)
+    assert entropy_coded_bytes(flat) < 10 < 100 < len(flat) - entropy_coded_bytes(flat)
+    w = encode_classic(image, "webp", 50)
+    assert entropy_coded_bytes(w) == int.from_bytes(w[16:20], "little") - 10 == len(w) - 30
+    with pytest.raises(ValueError, match="not a JPEG or WebP"):
+        entropy_coded_bytes(b"VQZ\x01")
+    with pytest.raises(ValueError, match="truncated JPEG"):
+        entropy_coded_bytes(d[:-2])
+    # the quality whose size is closest to the target, full files or data alone
+    sizes = {q: len(encode_classic(image, "jpeg", q)) for q in range(1, 101)}
+    for target in (0, 400, 600, 10_000):
+        m = match_size(image, target, "jpeg")
+        best = min(abs(s - target) for s in sizes.values())
+        assert abs(m.file_bytes - target) == best and m.file_bytes == sizes[m.quality]
+    m = match_size(torch.from_numpy(image)[None].float() / 255, 300, "webp", headerless=True)
+    assert m.format == "webp" and m.data_bytes == entropy_coded_bytes(m.data)
+    assert m.image.shape == (28, 28) and m.image.dtype == np.uint8
+    assert abs(m.data_bytes - 300) <= 60
+    rgb = np.stack([image] * 3, -1)
+    assert match_size(rgb, 500, "jpeg").image.shape == (28, 28, 3)
+    with pytest.raises(ValueError, match="format must be one of jpeg, webp"):
+        encode_classic(image, "png", 50)
+    with pytest.raises(ValueError, match=r"quality must be an int in \[1, 100\]"):
+        encode_classic(image, "jpeg", 0)
+
+
+def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
+    import json
+
+    from benchmarks import codec as bench
+
+    model, _ = tiny_pair
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    make_prior(num_classes=10, model=model, std=0.5).save_pretrained(folder)
+    out = tmp_path / "codec.json"
+    args = ["--dataset", "mnist", "--model", str(folder), "--data-dir", str(mnist_dir)]
+    bench.main([*args, "--limit", "3", "--out", str(out)])
+    r = json.loads(out.read_text())["mnist"]
+    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels"]
+    assert r["vqz_header_bytes"] == 12
+    assert r["vqz_bytes"] == r["vqz_header_bytes"] + r["vqz_payload_bytes"]
+    assert 8 * r["vqz_payload_bytes"] <= 1.01 * 8 * r["nll_bytes"] + 8
+    for key in ("jpeg_file", "jpeg_payload", "webp_file", "webp_payload"):
+        assert 1 <= r[key]["quality"] <= 100 and 0 < r[key]["psnr"] < 100
+    # a JPEG's header alone outweighs this tiny .vqz: its smallest file is still bigger
+    assert r["jpeg_file"]["file_bytes"] > r["vqz_bytes"]
+    assert "VQ-VAE PSNR" in capsys.readouterr().out
+    # a model without a prior: said clearly, nothing measured
+    bare = tmp_path / "bare"
+    model.save_pretrained(bare)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
+    assert e.value.code == 2
+    assert "has no prior to compress with" in capsys.readouterr().err
