@@ -274,11 +274,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_kmeans(self, samples: torch.Tensor, *, iters: int = 50, seed: int = 0) -> torch.Tensor:
-        """Initialise the codebook by k-means (scikit-learn's KMeans, k-means++ seeding) on
-        encoder outputs ``samples`` of shape (N, D) or (B, D, h, w). Samples are gathered from
-        every rank and the result is computed on rank 0 and broadcast. Returns the
-        inertia-per-sample as a float tensor."""
-        from sklearn.cluster import KMeans
+        """Initialise the codebook by k-means (:func:`vqvae.kmeans.kmeans`: scikit-learn's
+        algorithm with k-means++ seeding, in torch on the samples' device) on encoder outputs
+        ``samples`` of shape (N, D) or (B, D, h, w). Samples are gathered from every rank and
+        the result is computed on rank 0 and broadcast. Returns the inertia-per-sample as a
+        float tensor.
+
+        The torch version replaced scikit-learn's KMeans here: the same inertia (within 0.3 %
+        on 50k x 64 MNIST encoder outputs, K=512) in less time on the CPU, and no round trip
+        through numpy on a GPU (``python -m benchmarks.kmeans``, BENCHMARKS.md)."""
+        from .kmeans import kmeans
 
         if samples.dim() == 4:
             samples = samples.permute(0, 2, 3, 1).reshape(-1, samples.shape[1])
@@ -292,15 +297,12 @@ class VectorQuantizer(nn.Module):
         sizes = torch.zeros(self.codebook_size, device=self.embedding.device)
         inertia = torch.zeros((), device=self.embedding.device)
         if rank0:
-            x = samples.cpu().numpy()
-            km = KMeans(self.codebook_size, n_init=1, max_iter=iters, random_state=seed).fit(x)
-            centres.copy_(torch.from_numpy(km.cluster_centers_).float())
-            sizes.copy_(
-                torch.bincount(
-                    torch.from_numpy(km.labels_).long(), minlength=self.codebook_size
-                ).float()
+            km = kmeans(
+                samples.to(self.embedding.device), self.codebook_size, iters=iters, seed=seed
             )
-            inertia.fill_(float(km.inertia_) / x.shape[0])
+            centres.copy_(km.centres)
+            sizes.copy_(torch.bincount(km.labels, minlength=self.codebook_size).float())
+            inertia.fill_(km.inertia / samples.shape[0])
         # Scale cluster sizes to a mean of 1: the init then counts for about as much as one
         # sample per code, and the EMA soon follows the real statistics.
         self.set_codebook(centres, sizes / max(1.0, sizes.sum().item()) * self.codebook_size)
