@@ -351,10 +351,10 @@ def test_interp_example_alternates(h):
 
 
 def test_build_app_exposes_the_api(dirs, tmp_path):
-    demo = app.build_app(*dirs, cache_dir=tmp_path)
+    demo, handlers = app.build_app(*dirs, cache_dir=tmp_path)
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
-    assert demo.handlers.models.names() == ["mnist", "cifar10"]
+    assert handlers.models.names() == ["mnist", "cifar10"]
 
 
 def test_select_model(h):
@@ -367,8 +367,8 @@ def test_select_model(h):
 
 
 def test_no_models_no_examples(tmp_path, dirs):
-    empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
-    assert empty.handlers.models.names() == []
+    _, empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
+    assert empty.models.names() == []
     # a model without example images: nothing to show yet, and no error either
     h = app.Handlers(dirs[0], tmp_path / "no-examples", cache_dir=tmp_path / "c2")
     card, full, ex, *_, a, b, pick, paint = h.select_model("mnist")

@@ -23,9 +23,9 @@ from tools.ports import free_port
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     models, examples = make_models(root)
-    demo = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False), examples
     finally:
