@@ -822,6 +822,9 @@ def image_input(**kw) -> gr.Image:
 # other event is private and named explicitly, so the API names never get suffixes.
 
 PIX = ["pixelated"]
+# Code numbers reach the handlers unrounded (Gradio's rounding fails on inf and NaN with an
+# unclear message); the handlers check them. select_model sets the model's maximum.
+CODE_NUMBER = dict(precision=None, minimum=0)
 
 
 def private(name: str) -> dict:
@@ -964,9 +967,7 @@ def codebook_tab(h: Handlers, model: gr.Dropdown, grid: gr.Dataframe) -> Codeboo
             plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
             summary = gr.Markdown(elem_id="codebook-summary")
         with gr.Column(scale=2):
-            pick = gr.Number(
-                elem_id="pick", label="Inspect code #", precision=0, minimum=0, value=0
-            )
+            pick = gr.Number(elem_id="pick", label="Inspect code #", value=0, **CODE_NUMBER)
             pick_img = gr.Image(
                 label="Decodes to", format="png", height=200, interactive=False, elem_classes=PIX
             )
@@ -1023,8 +1024,7 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
                 paint_code = gr.Number(
                     elem_id="paint-code",
                     label="Paint with code #",
-                    precision=0,
-                    minimum=0,
+                    **CODE_NUMBER,
                     value=0,
                     scale=2,
                 )
