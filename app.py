@@ -57,8 +57,11 @@ MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
 CONCURRENCY = 2  # requests the queue runs at once
 # Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
-OUTPUT_BUDGET = 32 * 2**20  # bytes; Gradio has copied a file once its event has answered
-GRADIO_CACHE_BUDGET = 160 * 2**20  # bytes, when the app owns Gradio's cache folder
+# Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
+# flight) are kept: with GIFs of at most ~2 MB (64 frames of noise, ping-pong, 224 px) both
+# folders together stay under 200 MB.
+OUTPUT_BUDGET = 16 * 2**20  # Gradio has its own copy of a file once its event has answered
+GRADIO_CACHE_BUDGET = 96 * 2**20  # only when the app owns Gradio's cache folder
 GRADIO_CACHE_LIFETIME = (600, 1800)  # delete_cache: every 10 min, files older than 30 min
 
 CSS = """
@@ -404,7 +407,7 @@ class Handlers:
         with self._disk_lock:
             trim_folder(self.out_dir, self.output_budget, keep=2 * CONCURRENCY)
             if self.gradio_cache is not None and self.gradio_cache.is_dir():
-                trim_folder(self.gradio_cache, self.gradio_cache_budget, keep=8)
+                trim_folder(self.gradio_cache, self.gradio_cache_budget, keep=2 * CONCURRENCY)
         fd, path = tempfile.mkstemp(suffix=suffix, dir=self.out_dir)
         os.close(fd)
         return path
