@@ -312,3 +312,21 @@ def test_drawing_through_the_guarded_pad(live):
     assert msg["success"] is True, msg
     assert msg["output"]["data"][4] >= 1  # codes used
     assert blob_id not in sketchpad(live.demo).blob_storage, "consumed by the event"
+
+
+def test_load_small(live):
+    """benchmarks/load.py, small: concurrent sessions over every main endpoint, no failures."""
+    import os
+
+    from benchmarks.load import ENDPOINTS, check_loopback, run_round
+
+    a, b = (str(live.examples / "mnist" / f"0{i}.png") for i in (0, 1))
+    res = run_round(live.url, "mnist", a, b, sessions=3, calls=1, server_pid=os.getpid())
+    assert res.failures == []
+    assert all(len(res.latencies[ep]) == 3 for ep in ENDPOINTS)
+    assert res.rss_mb and res.rss_mb > 0
+    assert "p95" in res.report("round")
+    for url in ("http://10.0.0.1:7860/", "https://example.org/", "http://[::2]/"):
+        with pytest.raises(ValueError, match="loopback"):
+            check_loopback(url)
+    check_loopback("http://[::1]:7860/")
