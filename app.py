@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -113,7 +114,7 @@ def trim_folder(folder: Path, max_bytes: int, keep: int = 4) -> None:
             st = p.stat()
         except OSError:  # deleted meanwhile
             continue
-        if p.is_file():
+        if stat.S_ISREG(st.st_mode):
             files.append((st.st_mtime, st.st_size, p))
     files.sort(reverse=True)
     total = sum(s for _, s, _ in files)
@@ -764,6 +765,7 @@ def guard_drawing_pad(pad: gr.ImageEditor) -> None:
     at most ``PAD_BLOBS`` drawings for at most ``PAD_BLOB_SECONDS``. (The pad is never
     updated with gr.update, which would replace it in the session by a fresh, unguarded
     copy: its visibility is set on the column around it.)"""
+    from fastapi import HTTPException
     from gradio.components.image_editor import EditorDataBlobs
 
     store = pad.blob_storage  # id -> blobs; Gradio's preprocess pops the id it uses
@@ -771,24 +773,28 @@ def guard_drawing_pad(pad: gr.ImageEditor) -> None:
     lock = threading.Lock()
 
     def accept_blobs(data):
+        def refuse(status: int, why: str):
+            return HTTPException(status_code=status, detail=why)
+
         try:
             kind, blob_id = data.data["type"], data.data["id"]
             files = data.files
         except (AttributeError, KeyError, TypeError):
-            raise gr.Error("Malformed drawing upload.") from None
+            raise refuse(400, "Malformed drawing upload.") from None
         if kind != "composite":
             return  # layers and background: never read by the app, not kept
         if not (isinstance(blob_id, str) and 0 < len(blob_id) <= 64) or len(files) != 1:
-            raise gr.Error("Malformed drawing upload.")
+            raise refuse(400, "Malformed drawing upload.")
         blob = files[0][1]
         if len(blob) > PAD_BLOB_BYTES:
-            raise gr.Error("The drawing is too large.")
+            raise refuse(413, "The drawing is too large.")
         try:
             with PIL.Image.open(io.BytesIO(blob)) as im:  # reads the header only
-                if im.width * im.height > PAD_BLOB_PIXELS:
-                    raise gr.Error("The drawing is too large.")
+                pixels = im.width * im.height
         except (OSError, ValueError, PIL.Image.DecompressionBombError):
-            raise gr.Error("The drawing is not an image.") from None
+            raise refuse(415, "The drawing is not an image.") from None
+        if pixels > PAD_BLOB_PIXELS:
+            raise refuse(413, "The drawing is too large.")
         with lock:
             now = time.monotonic()
             for k in [k for k, t in born.items() if k not in store or now - t > PAD_BLOB_SECONDS]:

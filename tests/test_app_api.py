@@ -293,9 +293,9 @@ def test_drawing_pad_uploads_are_bounded(live):
     assert all(not b.layers and b.background is None for b in store.values())
     # too large: refused, not stored
     n = len(store)
-    assert post_blob(live, "composite", b"\x89PNG" + bytes(2_000_000)).status_code != 200
-    assert post_blob(live, "composite", png((3000, 3000))).status_code != 200
-    assert post_blob(live, "composite", b"no image at all").status_code != 200
+    assert post_blob(live, "composite", b"\x89PNG" + bytes(2_000_000)).status_code == 413
+    assert post_blob(live, "composite", png((3000, 3000))).status_code == 413
+    assert post_blob(live, "composite", b"no image at all").status_code == 415
     assert len(store) <= n
 
 
