@@ -501,3 +501,44 @@ def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
     assert _folder_bytes(gradio_cache) <= 2 * budget + (2 * app.CONCURRENCY + 1) * biggest
     assert _folder_bytes(h.out_dir) + _folder_bytes(gradio_cache) < 200 * 2**20
     assert app.OUTPUT_BUDGET + app.GRADIO_CACHE_BUDGET < 200 * 2**20
+
+
+# -- library pieces the app draws with ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, size", [((7, 7), 256), ((8, 8), 256), ((4, 6), 100)])
+def test_code_map_cell_matches_the_drawn_map(shape, size):
+    """Every pixel of a cell in code_map_image maps back to that cell; outside is refused."""
+    from vqvae.images import code_map_cell, code_map_image
+
+    codes = np.arange(shape[0] * shape[1]).reshape(shape) % 32
+    im = code_map_image(codes, 32, size)
+    w, h = im.size
+    cell = w // shape[1]
+    assert h == cell * shape[0]
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            for x, y in ((j * cell, i * cell), ((j + 1) * cell - 1, (i + 1) * cell - 1)):
+                assert code_map_cell((x, y), shape, size) == (i, j)
+    for outside in ((w, 0), (0, h), (-1, 0), (0, -0.5)):
+        with pytest.raises(ValueError, match="outside"):
+            code_map_cell(outside, shape, size)
+
+
+def test_codebook_figure_is_a_function_of_its_inputs():
+    from vqvae.viz import codebook_figure
+
+    rng = np.random.default_rng(0)
+    usage = rng.integers(0, 100, 16)
+    fig = codebook_figure(rng.normal(size=(16, 2)), usage, [[3, 3], [5, 15]], title="t")
+    everything, ringed = fig.data
+    assert isinstance(everything, go.Scattergl) and len(everything.x) == 16
+    assert sorted(int(r[0]) for r in ringed.customdata) == [3, 5, 15]
+    assert [int(r[3]) for r in ringed.customdata] == [2, 1, 1], "cells per highlighted code"
+    assert [int(r[1]) for r in everything.customdata] == usage.tolist()
+    fig3 = codebook_figure(rng.normal(size=(16, 3)), usage)
+    assert isinstance(fig3.data[0], go.Scatter3d) and len(fig3.data[1].x) == 0
+    with pytest.raises(ValueError, match="coords"):
+        codebook_figure(rng.normal(size=(15, 2)), usage)
+    with pytest.raises(ValueError, match="highlighted"):
+        codebook_figure(rng.normal(size=(16, 2)), usage, [16])
