@@ -190,7 +190,7 @@ class ModelStore:
 
     def get(self, name) -> Model:
         if not isinstance(name, str) or name not in self.names():
-            shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+            shown = repr(name)[:60] if isinstance(name, str) else f"of type {type(name).__name__}"
             raise gr.Error(
                 f"Unknown model {shown}. Available: {', '.join(self.names()) or 'none'}."
             )
