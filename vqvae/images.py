@@ -320,7 +320,5 @@ def code_map_cell(xy, grid_shape, size: int = 256) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise ValueError(f"a pixel position is two numbers (x, y), got {xy!r}") from None
     if not (0 <= x < w * cell and 0 <= y < h * cell):  # False for NaN and inf too
-        raise ValueError(
-            f"pixel ({x:g}, {y:g}) is outside the {w * cell}x{h * cell} code map"
-        )
+        raise ValueError(f"pixel ({x:g}, {y:g}) is outside the {w * cell}x{h * cell} code map")
     return int(y // cell), int(x // cell)
