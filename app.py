@@ -56,7 +56,7 @@ MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 # Gradio opens some images itself (the drawing pad); keep PIL's bomb guard at our limit.
 PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
-CONCURRENCY = 2  # requests the queue runs at once
+CONCURRENCY = 2  # model-running events the queue runs at once (see MODEL)
 # Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
 # Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
 # flight) are kept: with GIFs of at most ~2 MB (64 frames of noise, ping-pong, 224 px) both
@@ -836,8 +836,18 @@ PIX = ["pixelated"]
 CODE_NUMBER = dict(precision=None, minimum=0)
 
 
-def private(name: str) -> dict:
-    return dict(api_name=name, api_visibility="private")
+# Events that run a model share one queue of CONCURRENCY slots (Gradio gives every event its
+# own by default, so a busy app would run 2 x (number of events) at once); quick ones that
+# only pick or pass values on keep their own, so the page stays responsive under load.
+MODEL = dict(concurrency_id="model")
+
+
+def public(name: str) -> dict:
+    return dict(api_name=name, **MODEL)
+
+
+def private(name: str, *, quick: bool = False) -> dict:
+    return dict(api_name=name, api_visibility="private", **({} if quick else MODEL))
 
 
 @dataclass
@@ -933,7 +943,7 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
 
     outputs = [orig, recon, codemap, psnr, used, bits, grid]
     new_image = [
-        button.click(h.reconstruct, [image, model], outputs, api_name="reconstruct"),
+        button.click(h.reconstruct, [image, model], outputs, **public("reconstruct")),
         image.input(h.reconstruct_if_any, [image, model], outputs, **private("reconstruct_upload")),
         examples.select(
             h.reconstruct_example, [model], [image] + outputs, **private("reconstruct_example")
@@ -993,15 +1003,15 @@ def codebook_tab(h: Handlers, model: gr.Dropdown, grid: gr.Dataframe) -> Codeboo
         elem_classes=PIX,
     )
 
-    view.change(h.codebook, [model, view, grid], [plot, summary], api_name="codebook")
+    view.change(h.codebook, [model, view, grid], [plot, summary], **public("codebook"))
     pick.change(
         h.code,
         [model, pick],
         [pick_img, pick_md, neighbours],
-        api_name="code",
+        **public("code"),
         trigger_mode="always_last",
     )
-    atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick"))
+    atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
     return CodebookTab(view, plot, summary, pick, atlas)
 
 
@@ -1073,9 +1083,11 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
     original = gr.State()
 
     outputs = [edit_img, edit_map, dl_png, dl_npy]
-    grid.input(h.edit, [model, grid], outputs, api_name="edit")
-    atlas.select(h.atlas_pick, [model], paint_code, **private("paint_code_pick"))
-    paint_code.change(h.code_tile, [model, paint_code], paint_tile, **private("paint_tile"))
+    grid.input(h.edit, [model, grid], outputs, **public("edit"))
+    atlas.select(h.atlas_pick, [model], paint_code, **private("paint_code_pick", quick=True))
+    paint_code.change(
+        h.code_tile, [model, paint_code], paint_tile, **private("paint_tile", quick=True)
+    )
     edit_map.select(h.paint, [model, grid, paint_code], [grid] + outputs, **private("paint"))
     fill_btn.click(h.fill, [model, grid, paint_code], [grid] + outputs, **private("fill"))
     reset_btn.click(h.reset, [model, original], [grid] + outputs, **private("reset"))
@@ -1142,13 +1154,13 @@ def interpolate_tab(h: Handlers, model: gr.Dropdown) -> InterpolateTab:
 
     settings = [frames, fps, path, pingpong]
     button.click(
-        h.interpolate, [img_a, img_b, model, *settings], [gif, strip], api_name="interpolate"
+        h.interpolate, [img_a, img_b, model, *settings], [gif, strip], **public("interpolate")
     )
     examples.select(
         h.interp_example,
         [model, target, img_a, img_b],
         [img_a, img_b, target],
-        **private("interpolate_example"),
+        **private("interpolate_example", quick=True),
     )
     return InterpolateTab(img_a, img_b, examples, settings, [gif, strip])
 
@@ -1207,7 +1219,7 @@ def build_app(
         def after_reconstruct(dep):
             """A new current image: the edit tab starts from its grid, the codebook rings it."""
             dep.success(h.reset, [model, rec.grid], [ed.grid] + ed.outputs, **private("edit_new"))
-            dep.success(keep, rec.grid, ed.original, **private("edit_original"))
+            dep.success(keep, rec.grid, ed.original, **private("edit_original", quick=True))
             dep.success(
                 h.codebook, [model, cb.view, rec.grid], [cb.plot, cb.summary], **private("ring")
             )

@@ -380,6 +380,10 @@ def test_build_app_exposes_the_api(dirs, tmp_path):
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
     assert handlers.models.names() == ["mnist", "cifar10"]
+    # every event that runs a model waits for the same CONCURRENCY slots
+    shared = {f.api_name for f in demo.fns.values() if f.concurrency_id == "model"}
+    runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
+    assert public | runs_model <= shared
 
 
 def test_select_model(h):
