@@ -6,21 +6,31 @@
 Four tabs: Reconstruct (upload, example or drawing -> reconstruction and code map), Codebook
 (UMAP of the codes, coloured by usage; what each code decodes to), Edit codes (paint code
 cells, re-decode), Interpolate (an animated GIF between two images). Every main action has an
-API name (/reconstruct, /codebook, /edit, /interpolate); see docs/api.md.
+API name (/reconstruct, /codebook, /edit, /interpolate, /code); see docs/api.md.
 
-The app is a thin layer: all model maths is in ``vqvae``; image I/O in ``vqvae.images``.
+The app is a thin layer: all model maths is in ``vqvae``, image I/O in ``vqvae.images``,
+figures in ``vqvae.viz``. Reading order: models, handlers (one method per event, results as
+named tuples), then one builder per tab (its layout and its events), then ``build_app``, which
+only wires the tabs to each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
+import logging
+import math
 import os
+import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -35,7 +45,9 @@ from vqvae.checkpoint import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME
 from vqvae.codes import nearest_codes, usage_ranks
 from vqvae.latent import PATHS
 from vqvae.metrics import perplexity
-from vqvae.projection import load_codebook_info
+from vqvae.viz import codebook_figure, load_codebook_info
+
+log = logging.getLogger("vqvae.app")
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -44,10 +56,14 @@ MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 # Gradio opens some images itself (the drawing pad); keep PIL's bomb guard at our limit.
 PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
-CONCURRENCY = 2  # requests the queue runs at once
-# These models are small: one request gains little from many threads, and threads beyond
-# cores / concurrent requests only fight each other (measured: 1 thread is fastest on 2 cores).
-torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
+CONCURRENCY = 2  # model-running events the queue runs at once (see MODEL)
+# Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
+# Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
+# flight) are kept: with GIFs of at most ~2 MB (64 frames of noise, ping-pong, 224 px) both
+# folders together stay under 200 MB.
+OUTPUT_BUDGET = 16 * 2**20  # Gradio has its own copy of a file once its event has answered
+GRADIO_CACHE_BUDGET = 96 * 2**20  # only when the app owns Gradio's cache folder
+GRADIO_CACHE_LIFETIME = (600, 1800)  # delete_cache: every 10 min, files older than 30 min
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
@@ -58,6 +74,62 @@ footer { display: none !important; }
 """
 
 
+# -- the machine -----------------------------------------------------------------------------
+
+
+def usable_cpus(cgroup: str | Path = "/sys/fs/cgroup") -> int:
+    """CPUs this process may really use: its affinity mask, capped by the cgroup v2 CPU quota
+    (``cpu.max``: "200000 100000" is 2 CPUs; "max ..." no quota). ``os.cpu_count()`` reports
+    the host's CPUs instead (16 on a 2-vCPU Hugging Face Space)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = (Path(cgroup) / "cpu.max").read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            n = min(n, max(1, math.ceil(float(quota) / float(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity mask is the limit
+    return max(1, n)
+
+
+def set_torch_threads(cpus: int | None = None) -> int:
+    """One share of the usable CPUs per concurrent request. These models are small: threads
+    beyond cores / concurrent requests only fight each other (1 thread is fastest on 2 cores)."""
+    n = max(1, (cpus or usable_cpus()) // CONCURRENCY)
+    torch.set_num_threads(n)
+    return n
+
+
+set_torch_threads()
+
+
+def trim_folder(folder: Path, max_bytes: int, keep: int = 4) -> None:
+    """Delete the oldest files under ``folder`` (and then empty subfolders) until their sizes
+    add up to at most ``max_bytes``; the ``keep`` newest files always stay."""
+    files = []
+    for p in Path(folder).rglob("*"):
+        try:
+            st = p.stat()
+        except OSError:  # deleted meanwhile
+            continue
+        if stat.S_ISREG(st.st_mode):
+            files.append((st.st_mtime, st.st_size, p))
+    files.sort(reverse=True)
+    total = sum(s for _, s, _ in files)
+    for _, size, p in files[keep:][::-1]:
+        if total <= max_bytes:
+            break
+        p.unlink(missing_ok=True)
+        total -= size
+        try:
+            if p.parent != Path(folder):
+                p.parent.rmdir()  # Gradio keeps one file per hash folder
+        except OSError:
+            pass
+
+
 # -- models ----------------------------------------------------------------------------------
 
 
@@ -66,7 +138,6 @@ class Model:
     """A loaded model and everything the app shows about it."""
 
     name: str
-    directory: Path
     model: vqvae.VQVAE
     info: dict  # codebook.json: usage, umap_2d, umap_3d
     metrics: dict | None
@@ -93,7 +164,8 @@ class Model:
 
 class ModelStore:
     """The models in a folder (each a subfolder with model.safetensors and config.json),
-    loaded on first use and then kept; thread-safe."""
+    loaded on first use and then kept; thread-safe. Hidden folders (``.NAME.tmp``, what an
+    interrupted export leaves) are no models."""
 
     def __init__(self, models_dir, examples_dir, cache_dir=None):
         self.models_dir = Path(models_dir)
@@ -108,7 +180,9 @@ class ModelStore:
         names = sorted(
             p.name
             for p in self.models_dir.iterdir()
-            if (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file()
+            if not p.name.startswith(".")
+            and (p / WEIGHTS_NAME).is_file()
+            and (p / CONFIG_NAME).is_file()
         )
         # Digits first: they are the quickest to understand.
         order = {"mnist": 0, "fashion-mnist": 1, "cifar10": 2}
@@ -116,8 +190,9 @@ class ModelStore:
 
     def get(self, name) -> Model:
         if not isinstance(name, str) or name not in self.names():
+            shown = repr(name)[:60] if isinstance(name, str) else f"of type {type(name).__name__}"
             raise gr.Error(
-                f"Unknown model {name!r}. Available: {', '.join(self.names()) or 'none'}."
+                f"Unknown model {shown}. Available: {', '.join(self.names()) or 'none'}."
             )
         with self._lock:
             if name not in self._models:
@@ -130,33 +205,22 @@ class ModelStore:
             model = vqvae.load_pretrained(d)
         except (ValueError, OSError) as e:
             raise gr.Error(f"Model {name!r} could not be loaded: {e}") from e
+        c = model.config
         with torch.inference_mode():  # the first call pays for kernel selection; do it now
-            model.decode(
-                model.encode(
-                    torch.zeros(
-                        1,
-                        model.config.in_channels,
-                        model.config.image_size,
-                        model.config.image_size,
-                    )
-                )
-            )
+            model.decode(model.encode(torch.zeros(1, c.in_channels, c.image_size, c.image_size)))
         info = load_codebook_info(model, d, cache_dir=self.cache_dir / "codebook")
         metrics = (
             json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else None
         )
         card = (d / "README.md").read_text() if (d / "README.md").is_file() else None
         ex_dir = self.examples_dir / name
+        suffixes = (".png", ".jpg", ".jpeg", ".webp")
         examples = (
-            sorted(
-                str(p)
-                for p in ex_dir.glob("*")
-                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
-            )
+            sorted(str(p) for p in ex_dir.glob("*") if p.suffix.lower() in suffixes)
             if ex_dir.is_dir()
             else []
         )
-        return Model(name, d, model, info, metrics, card, examples)
+        return Model(name, model, info, metrics, card, examples)
 
     def atlas(self, m: Model) -> list[str]:
         """PNG files of what each code decodes to (vqvae.code_atlas), written once per model."""
@@ -175,35 +239,184 @@ class ModelStore:
             return m.atlas_files
 
 
+# -- handler results -------------------------------------------------------------------------
+# One named tuple per event's outputs, in the order of the components they fill.
+
+
+class Reconstruction(NamedTuple):
+    original: PIL.Image.Image  # the input as the model sees it, enlarged
+    reconstruction: PIL.Image.Image
+    code_map: PIL.Image.Image
+    psnr: float  # dB
+    codes_used: int  # distinct codes in the image
+    bits: float  # bits per image, h * w * log2 K
+    grid: object  # the code grid (h, w) as a table
+
+
+class Example(NamedTuple):
+    """An example picked: the image itself, then its :class:`Reconstruction` fields."""
+
+    image: str | None
+    original: PIL.Image.Image
+    reconstruction: PIL.Image.Image
+    code_map: PIL.Image.Image
+    psnr: float
+    codes_used: int
+    bits: float
+    grid: object
+
+
+class ModelView(NamedTuple):
+    card: str  # one paragraph: shapes and test-set metrics
+    card_full: str  # the model folder's README.md
+    examples: list  # (path, caption) for the Reconstruct gallery
+    draw: dict  # update: the drawing pad is shown for 1-channel models only
+    no_draw: dict  # update: ... and this note for the others
+    interp_examples: list  # (path, caption) for the Interpolate gallery
+    image_a: str | None
+    image_b: str | None
+    pick: dict  # update of the code picker (its maximum, the most used code)
+    paint_code: dict  # same for the paint code
+
+
+class CodebookView(NamedTuple):
+    figure: object  # plotly go.Figure
+    summary: str  # Markdown
+
+
+class CodeDetails(NamedTuple):
+    image: PIL.Image.Image  # what the code decodes to, enlarged
+    details: str  # Markdown
+    neighbours: list  # (path, caption) of the nearest codes
+
+
+class Decoded(NamedTuple):
+    image: PIL.Image.Image  # enlarged
+    code_map: PIL.Image.Image
+    png: str  # the decoded image at native size
+    npy: str  # the code grid
+
+
+class Edited(NamedTuple):
+    """A changed grid (as a table) and its :class:`Decoded` fields."""
+
+    grid: object
+    image: PIL.Image.Image
+    code_map: PIL.Image.Image
+    png: str
+    npy: str
+
+
+class Interpolation(NamedTuple):
+    gif: str  # path of a looping animated GIF
+    strip: PIL.Image.Image  # the frames side by side
+
+
+class InterpExample(NamedTuple):
+    image_a: str | None
+    image_b: str | None
+    target: str  # where the next example goes: "A" or "B"
+
+
+def skip(result: type[NamedTuple]):
+    """A result that changes none of its components."""
+    return result(*(gr.skip() for _ in result._fields))
+
+
+def clear_errors(fn: Callable) -> Callable:
+    """Events answer with gr.Error (its message is for the user); any other exception is a bug:
+    it is logged here with its traceback and the client gets a generic message, without
+    internals such as server paths."""
+
+    @functools.wraps(fn)
+    def event(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception:
+            log.exception("event %s failed", fn.__name__)
+            raise gr.Error(
+                "Something went wrong on the server; it has been logged.", title="Server error"
+            ) from None
+
+    return event
+
+
+def whole_number(value, lo: int, hi: int, what: str) -> int:
+    """``value`` as an int in [lo, hi], or gr.Error saying what was expected."""
+    try:
+        f = float(value)
+        ok = not isinstance(value, bool) and math.isfinite(f) and f == int(f)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise gr.Error(f"{what} must be a whole number from {lo} to {hi}, got {value!r:.40}.")
+    if not lo <= int(f) <= hi:
+        raise gr.Error(f"{what} must be between {lo} and {hi}, got {int(f)}.")
+    return int(f)
+
+
+def selected_index(evt, n: int, what: str) -> int:
+    """The index of a click on a gallery of ``n`` items, checked (events can be sent by
+    anyone, not only by the page)."""
+    if n == 0:
+        raise gr.Error(f"There are no {what} to pick from.")
+    index = getattr(evt, "index", None)
+    if isinstance(index, bool) or not isinstance(index, (int, float, str)):
+        raise gr.Error(f"Pick one of the {what} (0 to {n - 1}).")
+    return whole_number(index, 0, n - 1, f"The index of the {what[:-1]}")
+
+
 # -- handlers --------------------------------------------------------------------------------
 
 
 class Handlers:
     """Every event of the app as a plain method: inputs are what Gradio passes (file paths,
-    numbers, lists), outputs what it displays. Errors a user can fix raise gr.Error."""
+    numbers, lists), outputs what it displays, as named tuples. Inputs are checked (any client
+    can call any event, with any values): errors a user can fix raise gr.Error, others raise a
+    generic gr.Error and are logged.
 
-    def __init__(self, models_dir=PRETRAINED_DIR, examples_dir=EXAMPLES_DIR, cache_dir=None):
+    Disk: files handed to Gradio (PNG, .npy, GIF) are written to ``out_dir`` and deleted,
+    oldest first, once they add up to ``output_budget`` bytes (Gradio copies each into its
+    own cache as its event answers); ``gradio_cache``, when given, is trimmed to
+    ``gradio_cache_budget`` bytes the same way (only for a folder the app owns)."""
+
+    def __init__(
+        self,
+        models_dir=PRETRAINED_DIR,
+        examples_dir=EXAMPLES_DIR,
+        cache_dir=None,
+        *,
+        output_budget: int = OUTPUT_BUDGET,
+        gradio_cache: str | Path | None = None,
+        gradio_cache_budget: int = GRADIO_CACHE_BUDGET,
+    ):
         self.models = ModelStore(models_dir, examples_dir, cache_dir)
         self.out_dir = self.models.cache_dir / "out"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._example_cache: dict[tuple, tuple] = {}
+        self.output_budget = output_budget
+        self.gradio_cache = Path(gradio_cache) if gradio_cache else None
+        self.gradio_cache_budget = gradio_cache_budget
+        self._example_cache: dict[tuple, Reconstruction] = {}
+        self._disk_lock = threading.Lock()
 
     # helpers
     def _out_path(self, suffix: str) -> str:
-        """A fresh file for a download or GIF. Gradio copies what we return into its own
-        cache, so ours are only kept for an hour (pruned every 100 files)."""
-        self._made = getattr(self, "_made", 0) + 1
-        if self._made % 100 == 0:
-            old = time.time() - 3600
-            for p in self.out_dir.iterdir():
-                if p.stat().st_mtime < old:
-                    p.unlink(missing_ok=True)
+        """A fresh file for a download or GIF. Older ones (and Gradio's copies, when the app
+        owns Gradio's cache) are trimmed to their budgets first."""
+        with self._disk_lock:
+            trim_folder(self.out_dir, self.output_budget, keep=2 * CONCURRENCY)
+            if self.gradio_cache is not None and self.gradio_cache.is_dir():
+                trim_folder(self.gradio_cache, self.gradio_cache_budget, keep=2 * CONCURRENCY)
         fd, path = tempfile.mkstemp(suffix=suffix, dir=self.out_dir)
         os.close(fd)
         return path
 
     def _input(self, m: Model, source, announce: bool = True) -> torch.Tensor:
         """The model's input tensor (1, C, S, S) from an image path / array / PIL image."""
+        if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
+            raise gr.Error("An image is a file path or an array.", title="Unusable image")
         try:
             im, notes = images.load_image(source)
             x, inverted = images.to_model_input(im, m.config.in_channels, m.config.image_size)
@@ -228,7 +441,7 @@ class Handlers:
             raise gr.Error("The code grid is empty: reconstruct an image first.")
         try:
             a = np.array(grid, dtype=object)
-            if a.ndim != 2:
+            if a.ndim != 2 or a.size > 4 * h * w:
                 raise ValueError
             f = np.vectorize(
                 lambda v: float(str(v).strip()) if str(v).strip() else np.nan, otypes=[float]
@@ -255,60 +468,8 @@ class Handlers:
 
         return pd.DataFrame(codes, columns=[str(j) for j in range(codes.shape[1])])
 
-    # Reconstruct
-    def reconstruct(self, image, model_name: str, *, announce: bool = True):
-        """image (path) -> original, reconstruction, code map, PSNR (dB), codes used,
-        bits per image, code grid (table). ``announce``: tell the user how the input was
-        adjusted (inverted, alpha flattened...)."""
-        m = self.models.get(model_name)
-        x = self._input(m, image, announce)
-        with torch.inference_mode():
-            codes = m.model.encode(x)
-            recon = m.model.decode(codes)
-            psnr = float(vqvae.psnr(x, recon)[0])
-        c = codes[0].numpy()
-        K = m.config.codebook_size
-        return (
-            images.enlarge(x[0], DISPLAY),
-            images.enlarge(recon[0], DISPLAY),
-            images.code_map_image(c, K, DISPLAY),
-            round(psnr, 2),
-            int(len(np.unique(c))),
-            round(m.config.bits_per_image, 1),
-            self._table(c),
-        )
-
-    def reconstruct_if_any(self, image, model_name: str):
-        """For live events (clearing an image, an empty canvas): nothing to do is no error."""
-        if image is None:
-            return tuple(gr.skip() for _ in range(7))
-        return self.reconstruct(image, model_name)
-
-    def reconstruct_drawing(self, sketch, model_name: str):
-        comp = sketch.get("composite") if isinstance(sketch, dict) else None
-        if comp is None:
-            return tuple(gr.skip() for _ in range(7))
-        a = np.asarray(comp)
-        if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].max() == 0:
-            return tuple(gr.skip() for _ in range(7))  # empty canvas
-        return self.reconstruct(a, model_name, announce=False)  # drawings are always inverted
-
-    def reconstruct_example(self, model_name: str, evt: gr.SelectData):
-        """Click on the example gallery -> the example as input, and its (cached) outputs."""
-        m = self.models.get(model_name)
-        if not m.examples:
-            raise gr.Error(f"Model {model_name!r} has no examples.")
-        return self.example(model_name, evt.index)
-
-    def example(self, model_name: str, index: int = 0):
-        m = self.models.get(model_name)
-        if not m.examples:
-            return (None,) + tuple(gr.skip() for _ in range(7))
-        path = m.examples[int(index) % len(m.examples)]
-        key = (model_name, path, os.stat(path).st_mtime_ns)
-        if key not in self._example_cache:
-            self._example_cache[key] = self.reconstruct(path, model_name)
-        return (path,) + self._example_cache[key]
+    def _code_index(self, m: Model, code) -> int:
+        return whole_number(code, 0, m.config.codebook_size - 1, "The code index")
 
     # Model
     def model_card(self, model_name: str) -> str:
@@ -330,154 +491,135 @@ class Handlers:
             )
         return "\n\n".join(lines)
 
-    def select_model(self, model_name: str):
+    @clear_errors
+    def select_model(self, model_name: str) -> ModelView:
         """Model dropdown -> card, example galleries, drawing pad (digit models only), code
         pickers."""
         m = self.models.get(model_name)
         K = m.config.codebook_size
         digits = m.config.in_channels == 1
         ex = [(p, Path(p).stem) for p in m.examples]
-        b = m.examples[1 % len(m.examples)] if m.examples else None
-        return (
-            self.model_card(model_name),
-            m.card or "",
-            ex,
-            gr.update(visible=digits),
-            gr.update(visible=not digits),
-            ex,
-            m.examples[0] if m.examples else None,
-            b,
-            gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
-            gr.update(maximum=K - 1, value=int(m.atlas_order[0])),
+        first = int(m.atlas_order[0])
+        return ModelView(
+            card=self.model_card(model_name),
+            card_full=m.card or "",
+            examples=ex,
+            draw=gr.update(visible=digits),
+            no_draw=gr.update(visible=not digits),
+            interp_examples=ex,
+            image_a=m.examples[0] if m.examples else None,
+            image_b=m.examples[1 % len(m.examples)] if m.examples else None,
+            pick=gr.update(maximum=K - 1, value=first),
+            paint_code=gr.update(maximum=K - 1, value=first),
         )
 
+    # Reconstruct
+    @clear_errors
+    def reconstruct(self, image, model_name: str, *, announce: bool = True) -> Reconstruction:
+        """image (path) -> original, reconstruction, code map, PSNR (dB), codes used,
+        bits per image, code grid (table). ``announce``: tell the user how the input was
+        adjusted (inverted, alpha flattened...)."""
+        m = self.models.get(model_name)
+        x = self._input(m, image, announce)
+        with torch.inference_mode():
+            codes = m.model.encode(x)
+            recon = m.model.decode(codes)
+            psnr = float(vqvae.psnr(x, recon)[0])
+        c = codes[0].numpy()
+        return Reconstruction(
+            original=images.enlarge(x[0], DISPLAY),
+            reconstruction=images.enlarge(recon[0], DISPLAY),
+            code_map=images.code_map_image(c, m.config.codebook_size, DISPLAY),
+            psnr=round(psnr, 2),
+            codes_used=int(len(np.unique(c))),
+            bits=round(m.config.bits_per_image, 1),
+            grid=self._table(c),
+        )
+
+    @clear_errors
+    def reconstruct_if_any(self, image, model_name: str) -> Reconstruction:
+        """For live events (clearing an image, an empty canvas): nothing to do is no error."""
+        if image is None:
+            return skip(Reconstruction)
+        return self.reconstruct(image, model_name)
+
+    @clear_errors
+    def reconstruct_drawing(self, sketch, model_name: str) -> Reconstruction:
+        comp = sketch.get("composite") if isinstance(sketch, dict) else None
+        if comp is None:
+            return skip(Reconstruction)
+        a = np.asarray(comp)
+        if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].max() == 0:
+            return skip(Reconstruction)  # empty canvas
+        return self.reconstruct(a, model_name, announce=False)  # drawings are always inverted
+
+    @clear_errors
+    def reconstruct_example(self, model_name: str, evt: gr.SelectData) -> Example:
+        """Click on the example gallery -> the example as input, and its (cached) outputs."""
+        m = self.models.get(model_name)
+        return self.example(model_name, selected_index(evt, len(m.examples), "examples"))
+
+    @clear_errors
+    def example(self, model_name: str, index: int = 0) -> Example:
+        m = self.models.get(model_name)
+        if not m.examples:
+            return Example(None, *skip(Reconstruction))
+        path = m.examples[whole_number(index, 0, len(m.examples) - 1, "The example index")]
+        key = (model_name, path, os.stat(path).st_mtime_ns)
+        if key not in self._example_cache:
+            self._example_cache[key] = self.reconstruct(path, model_name)
+        return Example(path, *self._example_cache[key])
+
     # Codebook
-    def codebook(self, model_name: str, view: str = "2-D", codes=None):
+    @clear_errors
+    def codebook(self, model_name: str, view: str = "2-D", codes=None) -> CodebookView:
         """-> Plotly figure of the codebook's UMAP projection coloured by training-set usage
         (codes of ``codes``, a grid, outlined), and a summary (Markdown)."""
-        import plotly.graph_objects as go
-
         m = self.models.get(model_name)
         if view not in ("2-D", "3-D"):
-            raise gr.Error(f"view must be '2-D' or '3-D', got {view!r}")
-        in_image = np.zeros(m.config.codebook_size, np.int64)
+            raise gr.Error(f"view must be '2-D' or '3-D', got {view!r:.20}")
         has_codes = codes is not None and not (hasattr(codes, "__len__") and len(codes) == 0)
         if isinstance(codes, dict) and not codes.get("data"):
             has_codes = False
-        if has_codes:
-            in_image = np.bincount(self._grid(m, codes).ravel(), minlength=len(in_image))
+        grid = self._grid(m, codes) if has_codes else None
         three = view == "3-D"
-        xyz = np.asarray(m.info["umap_3d" if three else "umap_2d"], dtype=np.float32)
         u = m.usage
-        idx = np.arange(len(u))
-        data = np.stack([idx, u, m.ranks, in_image], 1)
-        hover = (
-            "<b>code %{customdata[0]}</b><br>used %{customdata[1]:,} times "
-            "(rank %{customdata[2]})<br>%{customdata[3]} cells of this image<extra></extra>"
+        fig = codebook_figure(
+            m.info["umap_3d" if three else "umap_2d"],
+            u,
+            grid,
+            title=f"{m.name}: {len(u)} codes, UMAP {view}",
         )
-        logu = np.log10(1 + u)
-        ticks = [0] + [10**t for t in range(1, int(np.log10(max(1, u.max()))) + 1)]
-        marker = dict(
-            color=logu,
-            colorscale="Viridis",
-            cmin=0,
-            size=4 if three else 7,
-            opacity=0.9,
-            colorbar=dict(
-                title="uses",
-                tickvals=np.log10(1 + np.array(ticks)),
-                ticktext=[f"{t:,}" for t in ticks],
-                thickness=12,
-            ),
-        )
-        sel = in_image > 0
-        ring = (
-            dict(size=7, color="#e4572e", symbol="diamond")
-            if three  # 3-D: no hollow rings
-            else dict(size=15, color="rgba(0,0,0,0)", line=dict(color="#e4572e", width=2.5))
-        )
-
-        def coords(a):
-            return dict(x=a[:, 0], y=a[:, 1], **(dict(z=a[:, 2]) if three else {}))
-
-        Scatter = go.Scatter3d if three else go.Scattergl
-        fig = go.Figure(
-            [
-                Scatter(
-                    mode="markers",
-                    marker=marker,
-                    customdata=data,
-                    hovertemplate=hover,
-                    name="codes",
-                    showlegend=False,
-                    **coords(xyz),
-                ),
-                Scatter(
-                    mode="markers",
-                    marker=ring,
-                    customdata=data[sel],
-                    hovertemplate=hover,
-                    name="in this image",
-                    showlegend=bool(sel.any()),
-                    **coords(xyz[sel]),
-                ),
-            ]
-        )
-        fig.update_layout(
-            height=480,
-            margin=dict(l=10, r=10, t=30, b=10),
-            template="plotly_white",
-            legend=dict(x=0, y=1.06, orientation="h"),
-            title=dict(text=f"{m.name}: {len(u)} codes, UMAP {view}", x=0.5, font_size=14),
-        )
-        if not three:
-            fig.update_xaxes(showticklabels=False, title=None)
-            fig.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
-        else:
-            fig.update_scenes(
-                xaxis_showticklabels=False,
-                yaxis_showticklabels=False,
-                zaxis_showticklabels=False,
-                xaxis_title="",
-                yaxis_title="",
-                zaxis_title="",
-            )
         used = int((u > 0).sum())
         summary = (
             f"{used} of {len(u)} codes ({100 * used / len(u):.0f}%) are used on the training "
             f"set; usage perplexity {perplexity(torch.as_tensor(u)):.0f}."
         )
-        if sel.any():
+        if grid is not None:
             summary += (
-                f" This image uses **{int(sel.sum())}** distinct codes "
+                f" This image uses **{len(np.unique(grid))}** distinct codes "
                 f"({'red diamonds' if three else 'ringed'})."
             )
-        return fig, summary
+        return CodebookView(fig, summary)
 
-    def atlas(self, model_name: str):
+    @clear_errors
+    def atlas(self, model_name: str) -> list[tuple[str, str]]:
         """-> the code atlas: (image, caption) per code, most used first."""
         m = self.models.get(model_name)
         files = self.models.atlas(m)
         return [(files[k], f"#{k}") for k in m.atlas_order]
 
+    @clear_errors
     def atlas_pick(self, model_name: str, evt: gr.SelectData) -> int:
-        return int(self.models.get(model_name).atlas_order[evt.index])
+        m = self.models.get(model_name)
+        return int(m.atlas_order[selected_index(evt, m.config.codebook_size, "codes")])
 
-    def code(self, model_name: str, index):
-        """One code -> (its decoded image, enlarged; details (Markdown); nearest codes
-        gallery)."""
+    @clear_errors
+    def code(self, model_name: str, index) -> CodeDetails:
+        """One code -> its decoded image (enlarged), details (Markdown), nearest codes."""
         m = self.models.get(model_name)
         K = m.config.codebook_size
-        try:
-            k = int(index)
-            if k != float(index):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise gr.Error(
-                f"A code index is a whole number in [0, {K - 1}], got {index!r}."
-            ) from None
-        if not 0 <= k < K:
-            raise gr.Error(f"Code index must be between 0 and {K - 1}, got {k}.")
+        k = self._code_index(m, index)
         files = self.models.atlas(m)
         near, dist = nearest_codes(m.model, k, 8)
         total = max(1, int(m.usage.sum()))
@@ -485,13 +627,23 @@ class Handlers:
             f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
             f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
             f"of {K}.\n\nNearest codes (embedding distance): "
-            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=False))
+            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=True))
         )
         gallery = [(files[int(j)], f"#{int(j)}") for j in near]
-        return images.enlarge(m.atlas[k], DISPLAY), details, gallery
+        return CodeDetails(images.enlarge(m.atlas[k], DISPLAY), details, gallery)
+
+    @clear_errors
+    def code_tile(self, model_name: str, code) -> str | None:
+        m = self.models.get(model_name)
+        try:
+            k = self._code_index(m, code)
+        except gr.Error:
+            return None  # half-typed numbers: no tile yet
+        return self.models.atlas(m)[k]
 
     # Edit
-    def edit(self, model_name: str, grid):
+    @clear_errors
+    def edit(self, model_name: str, grid) -> Decoded:
         """Code grid -> decoded image (enlarged), code map, PNG file (native size), .npy file
         of the codes."""
         m = self.models.get(model_name)
@@ -501,55 +653,41 @@ class Handlers:
         png, npy = self._out_path(".png"), self._out_path(".npy")
         PIL.Image.fromarray(images.to_uint8(x[0])).save(png)
         np.save(npy, c)
-        return (
-            images.enlarge(x[0], DISPLAY),
-            images.code_map_image(c, m.config.codebook_size, DISPLAY),
-            png,
-            npy,
+        return Decoded(
+            image=images.enlarge(x[0], DISPLAY),
+            code_map=images.code_map_image(c, m.config.codebook_size, DISPLAY),
+            png=png,
+            npy=npy,
         )
 
-    def paint(self, model_name: str, grid, code, evt: gr.SelectData):
+    @clear_errors
+    def paint(self, model_name: str, grid, code, evt: gr.SelectData) -> Edited:
         """Click on the code map: set the clicked cell to ``code`` and re-decode."""
         m = self.models.get(model_name)
         c = self._grid(m, grid)
         code = self._code_index(m, code)
-        h = c.shape[0]
-        cell = max(1, DISPLAY // h)
-        x, y = evt.index
-        i, j = min(h - 1, int(y) // cell), min(h - 1, int(x) // cell)
+        try:
+            i, j = images.code_map_cell(getattr(evt, "index", None), c.shape, DISPLAY)
+        except ValueError as e:
+            raise gr.Error(f"Click a cell of the code map ({e}).") from None
         c[i, j] = code
-        return (self._table(c),) + self.edit(model_name, c)
+        return Edited(self._table(c), *self.edit(model_name, c))
 
-    def fill(self, model_name: str, grid, code):
+    @clear_errors
+    def fill(self, model_name: str, grid, code) -> Edited:
         m = self.models.get(model_name)
         c = self._grid(m, grid)
         c[:] = self._code_index(m, code)
-        return (self._table(c),) + self.edit(model_name, c)
+        return Edited(self._table(c), *self.edit(model_name, c))
 
-    def reset(self, model_name: str, original):
+    @clear_errors
+    def reset(self, model_name: str, original) -> Edited:
         m = self.models.get(model_name)
         c = self._grid(m, original)
-        return (self._table(c),) + self.edit(model_name, c)
-
-    def _code_index(self, m: Model, code) -> int:
-        K = m.config.codebook_size
-        try:
-            k = int(code)
-        except (TypeError, ValueError):
-            raise gr.Error(f"Choose a code to paint with (0 to {K - 1}).") from None
-        if not 0 <= k < K:
-            raise gr.Error(f"Code index must be between 0 and {K - 1}, got {k}.")
-        return k
-
-    def code_tile(self, model_name: str, code):
-        m = self.models.get(model_name)
-        try:
-            k = self._code_index(m, code)
-        except gr.Error:
-            return None
-        return self.models.atlas(m)[k]
+        return Edited(self._table(c), *self.edit(model_name, c))
 
     # Interpolate
+    @clear_errors
     def interpolate(
         self,
         image_a,
@@ -559,44 +697,475 @@ class Handlers:
         fps=12,
         path: str = "lerp",
         pingpong: bool = True,
-    ):
+    ) -> Interpolation:
         """Two images -> (animated GIF path, strip of the frames)."""
         m = self.models.get(model_name)
+        for v in (frames, fps):
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise gr.Error("frames and fps must be numbers.")
         try:
-            n, f = int(frames), float(fps)
-        except (TypeError, ValueError):
+            f = float(fps)
+            n = float(frames)
+        except ValueError:
             raise gr.Error("frames and fps must be numbers.") from None
-        if not 2 <= n <= MAX_FRAMES:
+        if not (math.isfinite(n) and 2 <= n <= MAX_FRAMES):
             raise gr.Error(f"Number of frames must be between 2 and {MAX_FRAMES}, got {frames}.")
-        if not 1 <= f <= MAX_FPS:
+        if not (math.isfinite(f) and 1 <= f <= MAX_FPS):
             raise gr.Error(f"Frames per second must be between 1 and {MAX_FPS}, got {fps}.")
-        if path not in PATHS:
-            raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r}.")
+        if not isinstance(path, str) or path not in PATHS:
+            raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r:.20}.")
         for side, im in (("A", image_a), ("B", image_b)):
             if im is None:
                 raise gr.Error(f"No image {side}: upload one or click an example.")
         a, b = self._input(m, image_a), self._input(m, image_b)
         with torch.inference_mode():
-            seq = vqvae.interpolate(m.model, a, b, steps=n, path=path)
+            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path)
         gif = images.write_gif(seq, self._out_path(".gif"), fps=f, pingpong=bool(pingpong))
-        return str(gif), images.frame_strip(seq, scale=2, per_row=12)
+        return Interpolation(str(gif), images.frame_strip(seq, scale=2, per_row=12))
 
-    def interpolate_if_any(self, image_a, image_b, *args):
+    @clear_errors
+    def interpolate_if_any(self, image_a, image_b, *args) -> Interpolation:
         """For page load and model changes: a model without examples is no error."""
         if image_a is None or image_b is None:
-            return gr.skip(), gr.skip()
+            return skip(Interpolation)
         return self.interpolate(image_a, image_b, *args)
 
-    def interp_example(self, model_name: str, target: str, evt: gr.SelectData):
-        """Click on an example: it goes into A or B, and the next click into the other."""
+    @clear_errors
+    def interp_example(
+        self, model_name: str, target: str, evt: gr.SelectData, image_a=None, image_b=None
+    ) -> InterpExample:
+        """Click on an example: it goes into A or B (``target``), and the next click into the
+        other. The other image is handed back as it was (not skipped: Gradio would replace
+        that component's session copy, losing its file-path input)."""
         m = self.models.get(model_name)
-        path = m.examples[evt.index]
+        if target not in ("A", "B"):
+            raise gr.Error(f"The target must be 'A' or 'B', got {target!r:.20}.")
+        path = m.examples[selected_index(evt, len(m.examples), "examples")]
         if target == "A":
-            return path, gr.skip(), "B"
-        return gr.skip(), path, "A"
+            return InterpExample(path, image_b, "B")
+        return InterpExample(image_a, path, "A")
 
 
-# -- layout ----------------------------------------------------------------------------------
+# -- the drawing pad's uploads -----------------------------------------------------------------
+
+PAD_BLOB_BYTES = 1_000_000  # a 280x280 RGBA PNG is under 320 kB
+PAD_BLOB_PIXELS = 1024 * 1024
+PAD_BLOBS = 64  # drawings waiting for their event, all sessions together
+PAD_BLOB_SECONDS = 120.0
+
+
+def guard_drawing_pad(pad: gr.ImageEditor) -> None:
+    """Replace the pad's ``accept_blobs`` server function (POST /gradio_api/component_server,
+    outside the queue) by one that stores only what the app reads, within bounds.
+
+    Gradio's own trusts the client: a layer ``index`` of 50 000 000 allocates a list of that
+    length, and blobs under new ids are kept until an event consumes them. This one keeps
+    only the composite (the app never reads layers or the background), refuses blobs over
+    ``PAD_BLOB_BYTES`` or ``PAD_BLOB_PIXELS`` (PNG header checked, nothing decoded), and keeps
+    at most ``PAD_BLOBS`` drawings for at most ``PAD_BLOB_SECONDS``. (The pad is never
+    updated with gr.update, which would replace it in the session by a fresh, unguarded
+    copy: its visibility is set on the column around it.)"""
+    from fastapi import HTTPException
+    from gradio.components.image_editor import EditorDataBlobs
+
+    store = pad.blob_storage  # id -> blobs; Gradio's preprocess pops the id it uses
+    born: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def accept_blobs(data):
+        def refuse(status: int, why: str):
+            return HTTPException(status_code=status, detail=why)
+
+        try:
+            kind, blob_id = data.data["type"], data.data["id"]
+            files = data.files
+        except (AttributeError, KeyError, TypeError):
+            raise refuse(400, "Malformed drawing upload.") from None
+        if kind != "composite":
+            return  # layers and background: never read by the app, not kept
+        if not (isinstance(blob_id, str) and 0 < len(blob_id) <= 64) or len(files) != 1:
+            raise refuse(400, "Malformed drawing upload.")
+        blob = files[0][1]
+        if len(blob) > PAD_BLOB_BYTES:
+            raise refuse(413, "The drawing is too large.")
+        try:
+            with PIL.Image.open(io.BytesIO(blob)) as im:  # reads the header only
+                pixels = im.width * im.height
+        except (OSError, ValueError, PIL.Image.DecompressionBombError):
+            raise refuse(415, "The drawing is not an image.") from None
+        if pixels > PAD_BLOB_PIXELS:
+            raise refuse(413, "The drawing is too large.")
+        with lock:
+            now = time.monotonic()
+            for k in [k for k, t in born.items() if k not in store or now - t > PAD_BLOB_SECONDS]:
+                store.pop(k, None)
+                born.pop(k, None)
+            while len(born) >= PAD_BLOBS:
+                oldest = min(born, key=born.get)
+                store.pop(oldest, None)
+                born.pop(oldest)
+            store[blob_id] = EditorDataBlobs(background=None, layers=[], composite=blob)
+            born[blob_id] = now
+
+    accept_blobs._is_server_fn = True  # what Gradio's component_server route looks for
+    pad.accept_blobs = accept_blobs
+
+
+def image_input(**kw) -> gr.Image:
+    """An image upload whose handler gets the uploaded file's path without Gradio opening it,
+    so that vqvae.images.load_image decides what is a usable image and says why not. (An
+    instance override rather than a subclass: Gradio writes a .pyi stub beside the source of
+    every Image subclass. So never send it gr.update or gr.skip: that replaces it in the
+    session by a plain gr.Image.)"""
+    im = gr.Image(type="filepath", image_mode=None, **kw)
+    gradio_preprocess = im.preprocess
+    im.preprocess = lambda payload: (
+        payload.path if payload is not None and payload.path else gradio_preprocess(payload)
+    )  # data: URLs: Gradio
+    return im
+
+
+# -- tabs ------------------------------------------------------------------------------------
+# Each builder lays out one tab and registers the events that stay inside it; it returns what
+# build_app needs to connect the tabs. Public events (the API) carry their api_name; every
+# other event is private and named explicitly, so the API names never get suffixes.
+
+PIX = ["pixelated"]
+# Code numbers reach the handlers unrounded (Gradio's rounding fails on inf and NaN with an
+# unclear message); the handlers check them. select_model sets the model's maximum.
+CODE_NUMBER = dict(precision=None, minimum=0)
+
+
+# Events that run a model share one queue of CONCURRENCY slots (Gradio gives every event its
+# own by default, so a busy app would run 2 x (number of events) at once); quick ones that
+# only pick or pass values on keep their own, so the page stays responsive under load.
+MODEL = dict(concurrency_id="model")
+
+
+def public(name: str) -> dict:
+    return dict(api_name=name, **MODEL)
+
+
+def private(name: str, *, quick: bool = False) -> dict:
+    return dict(api_name=name, api_visibility="private", **({} if quick else MODEL))
+
+
+@dataclass
+class ReconstructTab:
+    image: gr.Image
+    examples: gr.Gallery
+    draw: gr.Column  # holds the drawing pad
+    no_draw: gr.Markdown
+    outputs: list  # the components of a Reconstruction, in order
+    grid: gr.Dataframe  # the current image's codes
+    new_image: list  # events after which there is a new current image
+
+
+def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
+    gr.Markdown(
+        "Upload an image, click an example or draw a digit (in *Draw*, pick the brush, then "
+        "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
+        "the grid again; the code map shows which code sits where. Images are centre-cropped "
+        "and resized to the model's size; for digit models, dark-on-light pictures are "
+        "inverted to match MNIST."
+    )
+    with gr.Row():
+        with gr.Column(scale=2, min_width=280):
+            with gr.Tabs():
+                with gr.Tab("Upload", id="upload"):
+                    image = image_input(
+                        elem_id="input-image",
+                        label="Your image",
+                        height=280,
+                        elem_classes=["fill-img"],
+                        sources=["upload", "clipboard"],
+                    )
+                    button = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
+                with gr.Tab("Draw", id="draw"):
+                    no_draw = gr.Markdown(
+                        "The drawing pad is for the digit models (one channel); this model "
+                        "takes colour images.",
+                        visible=False,
+                    )
+                    with gr.Column() as draw:
+                        sketch = gr.Sketchpad(
+                            label="Draw a digit",
+                            type="numpy",
+                            image_mode="RGBA",
+                            canvas_size=(280, 280),
+                            fixed_canvas=True,
+                            layers=False,
+                            transforms=(),
+                            brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
+                            height=340,
+                        )
+                        guard_drawing_pad(sketch)
+            examples = gr.Gallery(
+                elem_id="examples",
+                label="Examples (test set): click one",
+                columns=4,
+                height="auto",
+                allow_preview=False,
+                elem_classes=PIX,
+                object_fit="contain",
+            )
+        with gr.Column(scale=5):
+            big = dict(height=DISPLAY + 64, elem_classes=PIX, interactive=False, format="png")
+            with gr.Row(equal_height=True):
+                orig = gr.Image(
+                    elem_id="orig",
+                    label="Input (as the model sees it)",
+                    buttons=["download"],
+                    **big,
+                )
+                recon = gr.Image(
+                    elem_id="recon", label="Reconstruction", buttons=["download"], **big
+                )
+                codemap = gr.Image(
+                    elem_id="codemap",
+                    label="Code map (index per cell)",
+                    buttons=["download"],
+                    **big,
+                )
+            number = dict(interactive=False, elem_classes=["numbers"])
+            with gr.Row():
+                psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", **number)
+                used = gr.Number(elem_id="used", label="Distinct codes in this image", **number)
+                bits = gr.Number(label="Bits per image (h·w·log2 K)", **number)
+            with gr.Accordion("Code indices as a table", open=False):
+                grid = gr.Dataframe(
+                    interactive=False,
+                    datatype="number",
+                    type="array",
+                    label="Code grid",
+                    max_height=320,
+                )
+
+    outputs = [orig, recon, codemap, psnr, used, bits, grid]
+    new_image = [
+        button.click(h.reconstruct, [image, model], outputs, **public("reconstruct")),
+        image.input(h.reconstruct_if_any, [image, model], outputs, **private("reconstruct_upload")),
+        examples.select(
+            h.reconstruct_example, [model], [image] + outputs, **private("reconstruct_example")
+        ),
+        sketch.change(
+            h.reconstruct_drawing,
+            [sketch, model],
+            outputs,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            **private("reconstruct_drawing"),
+        ),
+    ]
+    return ReconstructTab(image, examples, draw, no_draw, outputs, grid, new_image)
+
+
+@dataclass
+class CodebookTab:
+    view: gr.Radio
+    plot: gr.Plot
+    summary: gr.Markdown
+    pick: gr.Number
+    atlas: gr.Gallery
+
+
+def codebook_tab(h: Handlers, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
+    """``grid``: the current image's codes, ringed in the plot."""
+    gr.Markdown(
+        "Every code is a vector; UMAP lays them out so that similar codes sit close together. "
+        "Colour is how often a code is used on the training set (log scale); the codes in "
+        "your current image are ringed. Hover for details. Below, the **atlas** shows what "
+        "each code decodes to on its own (a grid filled with that one code); click one to "
+        "inspect it."
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            view = gr.Radio(
+                ["2-D", "3-D"], elem_id="view", value="2-D", label="Projection", container=False
+            )
+            plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
+            summary = gr.Markdown(elem_id="codebook-summary")
+        with gr.Column(scale=2):
+            pick = gr.Number(elem_id="pick", label="Inspect code #", value=0, **CODE_NUMBER)
+            pick_img = gr.Image(
+                label="Decodes to", format="png", height=200, interactive=False, elem_classes=PIX
+            )
+            pick_md = gr.Markdown(elem_id="pick-md")
+            neighbours = gr.Gallery(
+                label="Nearest codes", columns=8, height=140, allow_preview=False, elem_classes=PIX
+            )
+    atlas = gr.Gallery(
+        elem_id="atlas",
+        label="Code atlas (most used first)",
+        columns=16,
+        height=360,
+        allow_preview=False,
+        elem_classes=PIX,
+    )
+
+    view.change(h.codebook, [model, view, grid], [plot, summary], **public("codebook"))
+    pick.change(
+        h.code,
+        [model, pick],
+        [pick_img, pick_md, neighbours],
+        **public("code"),
+        trigger_mode="always_last",
+    )
+    atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
+    return CodebookTab(view, plot, summary, pick, atlas)
+
+
+@dataclass
+class EditTab:
+    grid: gr.Dataframe  # the edited grid
+    outputs: list  # the components of a Decoded, in order
+    original: gr.State  # the grid Reset goes back to
+    paint_code: gr.Number
+    atlas: gr.Gallery
+
+
+def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
+    gr.Markdown(
+        "The current image's code grid. Choose a code (type its number or click the atlas on "
+        "the right), then click cells of the code map to paint them; the image re-decodes at "
+        "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image."
+    )
+    big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX, format="png")
+    with gr.Row():
+        with gr.Column(scale=3):
+            edit_map = gr.Image(
+                elem_id="edit-map", label="Code map: click a cell to paint it", **big
+            )
+        with gr.Column(scale=3):
+            edit_img = gr.Image(elem_id="edit-img", label="Decoded", **big)
+        with gr.Column(scale=3, min_width=240):
+            with gr.Row(equal_height=True):
+                paint_code = gr.Number(
+                    elem_id="paint-code",
+                    label="Paint with code #",
+                    **CODE_NUMBER,
+                    value=0,
+                    scale=2,
+                )
+                paint_tile = gr.Image(
+                    height=90,
+                    interactive=False,
+                    elem_classes=PIX,
+                    show_label=False,
+                    buttons=[],
+                    scale=1,
+                    min_width=90,
+                    container=False,
+                )
+            atlas = gr.Gallery(
+                elem_id="edit-atlas",
+                label="Pick a code",
+                columns=8,
+                height=200,
+                allow_preview=False,
+                elem_classes=PIX,
+            )
+            with gr.Row():
+                fill_btn = gr.Button("Fill all cells", size="sm")
+                reset_btn = gr.Button("Reset", size="sm")
+            with gr.Row():
+                dl_png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
+                dl_npy = gr.DownloadButton("Codes (.npy)", size="sm")
+    with gr.Accordion("Edit the grid as a table", open=False):
+        grid = gr.Dataframe(
+            elem_id="grid",
+            interactive=True,
+            datatype="number",
+            label="Code grid",
+            type="array",
+            max_height=360,
+        )
+    original = gr.State()
+
+    outputs = [edit_img, edit_map, dl_png, dl_npy]
+    grid.input(h.edit, [model, grid], outputs, **public("edit"))
+    atlas.select(h.atlas_pick, [model], paint_code, **private("paint_code_pick", quick=True))
+    paint_code.change(
+        h.code_tile, [model, paint_code], paint_tile, **private("paint_tile", quick=True)
+    )
+    edit_map.select(h.paint, [model, grid, paint_code], [grid] + outputs, **private("paint"))
+    fill_btn.click(h.fill, [model, grid, paint_code], [grid] + outputs, **private("fill"))
+    reset_btn.click(h.reset, [model, original], [grid] + outputs, **private("reset"))
+    return EditTab(grid, outputs, original, paint_code, atlas)
+
+
+@dataclass
+class InterpolateTab:
+    image_a: gr.Image
+    image_b: gr.Image
+    examples: gr.Gallery
+    settings: list  # frames, fps, path, ping-pong
+    outputs: list  # the components of an Interpolation
+
+
+def interpolate_tab(h: Handlers, model: gr.Dropdown) -> InterpolateTab:
+    gr.Markdown(
+        "Walk from image A to image B in latent space. **lerp** blends the encoder outputs and "
+        "quantizes each step; **slerp** does so along a sphere; **codebook** blends the two "
+        "quantized grids and decodes without re-quantizing. The result is a looping GIF."
+    )
+    side = dict(height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
+    with gr.Row():
+        img_a = image_input(label="A", **side)
+        img_b = image_input(label="B", **side)
+        with gr.Column(min_width=260):
+            frames = gr.Slider(2, MAX_FRAMES, value=24, step=1, label="Frames")
+            fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
+            path = gr.Radio(list(PATHS), value="lerp", label="Path")
+            pingpong = gr.Checkbox(value=True, label="Ping-pong (play back and forth)")
+            button = gr.Button("Make GIF", elem_id="interp-btn", variant="primary")
+    with gr.Row(equal_height=True):
+        examples = gr.Gallery(
+            label="Examples: click to fill",
+            columns=8,
+            height=150,
+            allow_preview=False,
+            elem_classes=PIX,
+            scale=3,
+        )
+        target = gr.Radio(
+            ["A", "B"], value="A", label="Next example goes into", scale=1, min_width=160
+        )
+    with gr.Row():
+        gif = gr.Image(
+            elem_id="gif",
+            label="Animation",
+            type="filepath",
+            height=DISPLAY + 64,
+            interactive=False,
+            elem_classes=PIX,
+            buttons=["download"],
+            scale=1,
+        )
+        strip = gr.Image(
+            elem_id="strip",
+            label="Frames",
+            format="png",
+            height=DISPLAY + 64,
+            interactive=False,
+            elem_classes=PIX,
+            scale=2,
+        )
+
+    settings = [frames, fps, path, pingpong]
+    button.click(
+        h.interpolate, [img_a, img_b, model, *settings], [gif, strip], **public("interpolate")
+    )
+    examples.select(
+        h.interp_example,
+        [model, target, img_a, img_b],
+        [img_a, img_b, target],
+        **private("interpolate_example", quick=True),
+    )
+    return InterpolateTab(img_a, img_b, examples, settings, [gif, strip])
+
+
+# -- the app ---------------------------------------------------------------------------------
 
 INTRO = """# VQ-VAE explorer
 A VQ-VAE squeezes an image into a small grid of **codes**, each an index into a learned
@@ -604,19 +1173,24 @@ codebook, and decodes the grid back into an image. Pick a model, then look at wh
 what its codes mean, and what happens when you change them."""
 
 
-def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
-    """The app's gr.Blocks. ``models_dir`` (default $VQVAE_MODELS_DIR or pretrained/) holds one
-    folder per model; ``examples_dir`` (default $VQVAE_EXAMPLES_DIR or assets/examples) one
-    folder of example images per model name."""
+def keep(value):
+    """Pass a value on unchanged (the reconstructed grid becomes the edit tab's original)."""
+    return value
+
+
+def build_app(
+    models_dir=None, examples_dir=None, cache_dir=None, **handler_options
+) -> tuple[gr.Blocks, Handlers]:
+    """The app's gr.Blocks and the handlers behind its events. ``models_dir`` (default
+    $VQVAE_MODELS_DIR or pretrained/) holds one folder per model; ``examples_dir`` (default
+    $VQVAE_EXAMPLES_DIR or assets/examples) one folder of example images per model name;
+    ``handler_options`` go to :class:`Handlers` (disk budgets)."""
     models_dir = models_dir or os.environ.get("VQVAE_MODELS_DIR") or PRETRAINED_DIR
     examples_dir = examples_dir or os.environ.get("VQVAE_EXAMPLES_DIR") or EXAMPLES_DIR
-    h = Handlers(models_dir, examples_dir, cache_dir)
+    h = Handlers(models_dir, examples_dir, cache_dir, **handler_options)
     names = h.models.names()
-    private = dict(api_visibility="private")
-    pix = ["pixelated"]
 
-    with gr.Blocks(title="VQ-VAE explorer", delete_cache=(3600, 3600)) as demo:
-        demo.handlers = h  # for tests and benchmarks
+    with gr.Blocks(title="VQ-VAE explorer", delete_cache=GRADIO_CACHE_LIFETIME) as demo:
         gr.Markdown(INTRO)
         if not names:
             gr.Markdown(
@@ -632,415 +1206,73 @@ def build_app(models_dir=None, examples_dir=None, cache_dir=None) -> gr.Blocks:
             card_full = gr.Markdown()
 
         with gr.Tabs():
-            # 1. Reconstruct ---------------------------------------------------------------
             with gr.Tab("Reconstruct", id="reconstruct"):
-                gr.Markdown(
-                    "Upload an image, click an example or draw a digit (in *Draw*, pick "
-                    "the brush, then draw: it reconstructs as you go). The model "
-                    "encodes it to a grid of codes and decodes the grid again; the "
-                    "code map shows which code sits where. Images are centre-cropped "
-                    "and resized to the model's size; for digit models, dark-on-light "
-                    "pictures are inverted to match MNIST."
-                )
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=280):
-                        with gr.Tabs():
-                            with gr.Tab("Upload", id="upload"):
-                                image = image_input(
-                                    elem_id="input-image",
-                                    label="Your image",
-                                    height=280,
-                                    elem_classes=["fill-img"],
-                                    sources=["upload", "clipboard"],
-                                )
-                                recon_btn = gr.Button(
-                                    "Reconstruct", elem_id="recon-btn", variant="primary"
-                                )
-                            with gr.Tab("Draw", id="draw"):
-                                no_draw = gr.Markdown(
-                                    "The drawing pad is for the digit models "
-                                    "(one channel); this model takes colour "
-                                    "images.",
-                                    visible=False,
-                                )
-                                sketch = gr.Sketchpad(
-                                    label="Draw a digit",
-                                    type="numpy",
-                                    image_mode="RGBA",
-                                    canvas_size=(280, 280),
-                                    fixed_canvas=True,
-                                    layers=False,
-                                    transforms=(),
-                                    brush=gr.Brush(
-                                        default_size=22, colors=["#000000"], color_mode="fixed"
-                                    ),
-                                    height=340,
-                                )
-                        examples = gr.Gallery(
-                            elem_id="examples",
-                            label="Examples (test set): click one",
-                            columns=4,
-                            height="auto",
-                            allow_preview=False,
-                            elem_classes=pix,
-                            object_fit="contain",
-                        )
-                    with gr.Column(scale=5):
-                        with gr.Row(equal_height=True):
-                            orig = gr.Image(
-                                elem_id="orig",
-                                label="Input (as the model sees it)",
-                                format="png",
-                                height=DISPLAY + 64,
-                                elem_classes=pix,
-                                interactive=False,
-                                buttons=["download"],
-                            )
-                            recon = gr.Image(
-                                elem_id="recon",
-                                label="Reconstruction",
-                                format="png",
-                                height=DISPLAY + 64,
-                                elem_classes=pix,
-                                interactive=False,
-                                buttons=["download"],
-                            )
-                            codemap = gr.Image(
-                                elem_id="codemap",
-                                label="Code map (index per cell)",
-                                format="png",
-                                height=DISPLAY + 64,
-                                interactive=False,
-                                elem_classes=pix,
-                                buttons=["download"],
-                            )
-                        with gr.Row():
-                            psnr = gr.Number(
-                                elem_id="psnr",
-                                label="PSNR (dB)",
-                                interactive=False,
-                                elem_classes=["numbers"],
-                            )
-                            used = gr.Number(
-                                elem_id="used",
-                                label="Distinct codes in this image",
-                                interactive=False,
-                                elem_classes=["numbers"],
-                            )
-                            bits = gr.Number(
-                                label="Bits per image (h·w·log2 K)",
-                                interactive=False,
-                                elem_classes=["numbers"],
-                            )
-                        with gr.Accordion("Code indices as a table", open=False):
-                            codes = gr.Dataframe(
-                                interactive=False,
-                                datatype="number",
-                                type="array",
-                                label="Code grid",
-                                max_height=320,
-                            )
-
-            # 2. Codebook ------------------------------------------------------------------
+                rec = reconstruct_tab(h, model)
             with gr.Tab("Codebook", id="codebook"):
-                gr.Markdown(
-                    "Every code is a vector; UMAP lays them out so that similar codes sit "
-                    "close together. Colour is how often a code is used on the training "
-                    "set (log scale); the codes in your current image are ringed. Hover "
-                    "for details. Below, the **atlas** shows what each code decodes to on "
-                    "its own (a grid filled with that one code); click one to inspect it."
-                )
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        view = gr.Radio(
-                            ["2-D", "3-D"],
-                            elem_id="view",
-                            value="2-D",
-                            label="Projection",
-                            container=False,
-                        )
-                        plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
-                        summary = gr.Markdown(elem_id="codebook-summary")
-                    with gr.Column(scale=2):
-                        pick = gr.Number(
-                            elem_id="pick", label="Inspect code #", precision=0, minimum=0, value=0
-                        )
-                        pick_img = gr.Image(
-                            label="Decodes to",
-                            format="png",
-                            height=200,
-                            interactive=False,
-                            elem_classes=pix,
-                        )
-                        pick_md = gr.Markdown(
-                            elem_id="pick-md",
-                        )
-                        neighbours = gr.Gallery(
-                            label="Nearest codes",
-                            columns=8,
-                            height=140,
-                            allow_preview=False,
-                            elem_classes=pix,
-                        )
-                atlas = gr.Gallery(
-                    elem_id="atlas",
-                    label="Code atlas (most used first)",
-                    columns=16,
-                    height=360,
-                    allow_preview=False,
-                    elem_classes=pix,
-                )
-
-            # 3. Edit codes ----------------------------------------------------------------
+                cb = codebook_tab(h, model, rec.grid)
             with gr.Tab("Edit codes", id="edit"):
-                gr.Markdown(
-                    "The current image's code grid. Choose a code (type its number or "
-                    "click the atlas on the right), then click cells of the code map to "
-                    "paint them; the image re-decodes at once. Or edit the numbers in the "
-                    "table. *Reset* goes back to the reconstructed image."
-                )
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        edit_map = gr.Image(
-                            elem_id="edit-map",
-                            label="Code map: click a cell to paint it",
-                            format="png",
-                            height=DISPLAY + 64,
-                            interactive=False,
-                            elem_classes=pix,
-                        )
-                    with gr.Column(scale=3):
-                        edit_img = gr.Image(
-                            elem_id="edit-img",
-                            label="Decoded",
-                            format="png",
-                            height=DISPLAY + 64,
-                            interactive=False,
-                            elem_classes=pix,
-                        )
-                    with gr.Column(scale=3, min_width=240):
-                        with gr.Row(equal_height=True):
-                            paint_code = gr.Number(
-                                elem_id="paint-code",
-                                label="Paint with code #",
-                                precision=0,
-                                minimum=0,
-                                value=0,
-                                scale=2,
-                            )
-                            paint_tile = gr.Image(
-                                height=90,
-                                interactive=False,
-                                elem_classes=pix,
-                                show_label=False,
-                                buttons=[],
-                                scale=1,
-                                min_width=90,
-                                container=False,
-                            )
-                        edit_atlas = gr.Gallery(
-                            elem_id="edit-atlas",
-                            label="Pick a code",
-                            columns=8,
-                            height=200,
-                            allow_preview=False,
-                            elem_classes=pix,
-                        )
-                        with gr.Row():
-                            fill_btn = gr.Button("Fill all cells", size="sm")
-                            reset_btn = gr.Button("Reset", size="sm")
-                        with gr.Row():
-                            dl_png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
-                            dl_npy = gr.DownloadButton("Codes (.npy)", size="sm")
-                with gr.Accordion("Edit the grid as a table", open=False):
-                    grid = gr.Dataframe(
-                        elem_id="grid",
-                        interactive=True,
-                        datatype="number",
-                        label="Code grid",
-                        type="array",
-                        max_height=360,
-                    )
-                original = gr.State()
-
-            # 4. Interpolate ---------------------------------------------------------------
+                ed = edit_tab(h, model)
             with gr.Tab("Interpolate", id="interpolate"):
-                gr.Markdown(
-                    "Walk from image A to image B in latent space. **lerp** blends the "
-                    "encoder outputs and quantizes each step; **slerp** does so along a "
-                    "sphere; **codebook** blends the two quantized grids and decodes "
-                    "without re-quantizing. The result is a looping GIF."
-                )
-                with gr.Row():
-                    img_a = image_input(
-                        label="A",
-                        height=220,
-                        elem_classes=["fill-img"],
-                        sources=["upload", "clipboard"],
-                    )
-                    img_b = image_input(
-                        label="B",
-                        height=220,
-                        elem_classes=["fill-img"],
-                        sources=["upload", "clipboard"],
-                    )
-                    with gr.Column(min_width=260):
-                        frames = gr.Slider(2, MAX_FRAMES, value=24, step=1, label="Frames")
-                        fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
-                        path = gr.Radio(list(PATHS), value="lerp", label="Path")
-                        pingpong = gr.Checkbox(value=True, label="Ping-pong (play back and forth)")
-                        interp_btn = gr.Button("Make GIF", elem_id="interp-btn", variant="primary")
-                with gr.Row(equal_height=True):
-                    interp_ex = gr.Gallery(
-                        label="Examples: click to fill",
-                        columns=8,
-                        height=150,
-                        allow_preview=False,
-                        elem_classes=pix,
-                        scale=3,
-                    )
-                    target = gr.Radio(
-                        ["A", "B"],
-                        value="A",
-                        label="Next example goes into",
-                        scale=1,
-                        min_width=160,
-                    )
-                with gr.Row():
-                    gif = gr.Image(
-                        elem_id="gif",
-                        label="Animation",
-                        type="filepath",
-                        height=DISPLAY + 64,
-                        interactive=False,
-                        elem_classes=pix,
-                        buttons=["download"],
-                        scale=1,
-                    )
-                    strip = gr.Image(
-                        elem_id="strip",
-                        label="Frames",
-                        format="png",
-                        height=DISPLAY + 64,
-                        interactive=False,
-                        elem_classes=pix,
-                        scale=2,
-                    )
+                it = interpolate_tab(h, model)
 
-        # -- events ---------------------------------------------------------------------------
-        recon_outs = [orig, recon, codemap, psnr, used, bits, codes]
-        edit_outs = [edit_img, edit_map, dl_png, dl_npy]
-
-        # The API: registered first, so these get the plain names (private events that call
-        # the same functions are named after them too, with a suffix).
-        recon_click = recon_btn.click(
-            h.reconstruct, [image, model], recon_outs, api_name="reconstruct"
-        )
-        view.change(h.codebook, [model, view, codes], [plot, summary], api_name="codebook")
-        grid.input(h.edit, [model, grid], edit_outs, api_name="edit")
-        interp_btn.click(
-            h.interpolate,
-            [img_a, img_b, model, frames, fps, path, pingpong],
-            [gif, strip],
-            api_name="interpolate",
-        )
-        pick.change(
-            h.code,
-            [model, pick],
-            [pick_img, pick_md, neighbours],
-            api_name="code",
-            trigger_mode="always_last",
-        )
-
+        # -- wiring: what one tab's events change in the others ------------------------------
         def after_reconstruct(dep):
-            """A new current image: refresh the edit tab and the codebook highlight."""
-            return (
-                dep.success(h.reset, [model, codes], [grid] + edit_outs, **private)
-                .then(lambda c: c, codes, original, **private)
-                .then(h.codebook, [model, view, codes], [plot, summary], **private)
+            """A new current image: the edit tab starts from its grid, the codebook rings it."""
+            dep.success(h.reset, [model, rec.grid], [ed.grid] + ed.outputs, **private("edit_new"))
+            dep.success(keep, rec.grid, ed.original, **private("edit_original", quick=True))
+            dep.success(
+                h.codebook, [model, cb.view, rec.grid], [cb.plot, cb.summary], **private("ring")
             )
 
-        after_reconstruct(recon_click)
-        after_reconstruct(image.input(h.reconstruct_if_any, [image, model], recon_outs, **private))
-        after_reconstruct(
-            examples.select(h.reconstruct_example, [model], [image] + recon_outs, **private)
-        )
-        after_reconstruct(
-            sketch.change(
-                h.reconstruct_drawing,
-                [sketch, model],
-                recon_outs,
-                trigger_mode="always_last",
-                show_progress="hidden",
-                **private,
-            )
-        )
-
-        atlas.select(h.atlas_pick, [model], pick, **private)
-        edit_atlas.select(h.atlas_pick, [model], paint_code, **private)
-        paint_code.change(h.code_tile, [model, paint_code], paint_tile, **private)
-
-        edit_map.select(h.paint, [model, grid, paint_code], [grid] + edit_outs, **private)
-        fill_btn.click(h.fill, [model, grid, paint_code], [grid] + edit_outs, **private)
-        reset_btn.click(h.reset, [model, original], [grid] + edit_outs, **private)
-
-        interp_ex.select(h.interp_example, [model, target], [img_a, img_b, target], **private)
+        for dep in rec.new_image:
+            after_reconstruct(dep)
 
         def on_model(dep):
             """A model was chosen: show its first example, an interpolation, its atlas."""
-            after_reconstruct(dep.then(h.example, model, [image] + recon_outs, **private))
+            after_reconstruct(
+                dep.then(h.example, model, [rec.image] + rec.outputs, **private("first_example"))
+            )
             dep.then(
                 h.interpolate_if_any,
-                [img_a, img_b, model, frames, fps, path, pingpong],
-                [gif, strip],
-                **private,
+                [it.image_a, it.image_b, model, *it.settings],
+                it.outputs,
+                **private("first_interpolation"),
             )
-            dep.then(h.atlas, model, atlas, **private).then(h.atlas, model, edit_atlas, **private)
+            dep.then(h.atlas, model, cb.atlas, **private("atlas")).then(
+                h.atlas, model, ed.atlas, **private("edit_atlas")
+            )
 
         if names:
-            sel_outs = [
+            shows = [
                 card,
                 card_full,
-                examples,
-                sketch,
-                no_draw,
-                interp_ex,
-                img_a,
-                img_b,
-                pick,
-                paint_code,
+                rec.examples,
+                rec.draw,
+                rec.no_draw,
+                it.examples,
+                it.image_a,
+                it.image_b,
+                cb.pick,
+                ed.paint_code,
             ]
-            on_model(model.change(h.select_model, model, sel_outs, **private))
-            on_model(demo.load(h.select_model, model, sel_outs, **private))
-    return demo
+            on_model(model.change(h.select_model, model, shows, **private("select_model")))
+            on_model(demo.load(h.select_model, model, shows, **private("load_model")))
+    return demo, h
 
 
-def image_input(**kw) -> gr.Image:
-    """An image upload whose handler gets the uploaded file's path without Gradio opening it,
-    so that vqvae.images.load_image decides what is a usable image and says why not. (An
-    instance override rather than a subclass: Gradio writes a .pyi stub beside the source of
-    every Image subclass.)"""
-    im = gr.Image(type="filepath", image_mode=None, **kw)
-    gradio_preprocess = im.preprocess
-    im.preprocess = lambda payload: (
-        payload.path if payload is not None and payload.path else gradio_preprocess(payload)
-    )  # data: URLs: Gradio
-    return im
-
-
-def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kw):
+def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     """Queue with limits and launch; ``host``/``port`` default to GRADIO_SERVER_NAME /
-    GRADIO_SERVER_PORT, then 127.0.0.1:7860."""
-    h: Handlers = demo.handlers
+    GRADIO_SERVER_PORT, then 127.0.0.1:7860. Errors reach clients only as gr.Error messages
+    (``show_error=False``): anything else is logged here and answered generically."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
         theme=gr.themes.Soft(primary_hue="indigo"),
         css=CSS,
-        allowed_paths=[str(h.models.examples_dir), str(h.models.cache_dir)],
+        allowed_paths=[str(handlers.models.examples_dir), str(handlers.models.cache_dir)],
         max_file_size="25mb",
-        show_error=True,
+        show_error=False,
         **kw,
     )
 
@@ -1060,8 +1292,15 @@ def main(argv=None):
         help="folder of <model>/ example images (default: $VQVAE_EXAMPLES_DIR or assets/examples/)",
     )
     args = p.parse_args(argv)
-    demo = build_app(args.models_dir, args.examples_dir)
-    launch(demo, args.host, args.port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cache_dir = Path(tempfile.mkdtemp(prefix="vqvae-app-"))
+    options = {}
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        # Gradio's cache in a folder of our own, so the app may trim it to a budget.
+        os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "gradio")
+        options["gradio_cache"] = cache_dir / "gradio"
+    demo, handlers = build_app(args.models_dir, args.examples_dir, cache_dir, **options)
+    launch(demo, handlers, args.host, args.port)
 
 
 if __name__ == "__main__":

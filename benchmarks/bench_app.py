@@ -12,7 +12,6 @@ a 24-frame GIF <= 400 ms, the codebook tab <= 200 ms, cold start <= 10 s.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -123,7 +122,7 @@ def main():
     if not names:
         sys.exit(f"no models in {args.models_dir}")
     print(
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
+        f"{app.usable_cpus()} usable CPU cores, torch {torch.__version__} with "
         f"{torch.get_num_threads()} thread(s); median of {args.repeat} calls, ms\n"
     )
     rows = []

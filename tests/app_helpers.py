@@ -65,3 +65,35 @@ def make_models(root: Path) -> tuple[Path, Path]:
                 img = np.stack([img, np.roll(img, 2, 0), 255 - img], -1)
             Image.fromarray(img).save(ex / f"{i:02d}.png")
     return models, examples
+
+
+def call_event(url: str, fn_index: int, data: list, event_data=None, timeout: float = 60) -> dict:
+    """Send one event to a running app over HTTP, as any client can, private events included:
+    POST /gradio_api/queue/join, then read the server-sent events until the event completes.
+    Returns the final message: {"success": bool, "output": {"data": [...]} or {"error": ...}}."""
+    import json
+    import uuid
+
+    import httpx
+
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout) as http:
+        body = {"data": data, "event_data": event_data, "fn_index": fn_index}
+        join = http.post(  # json.dumps, not httpx's json=: clients may send NaN and Infinity
+            "/queue/join",
+            content=json.dumps({**body, "session_hash": session}),
+            headers={"Content-Type": "application/json"},
+        )
+        join.raise_for_status()
+        with http.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("msg") == "process_completed":
+                        return msg
+    raise AssertionError("the event stream ended without process_completed")
+
+
+def fn_index(demo, api_name: str) -> int:
+    """The fn_index of the event registered under ``api_name``."""
+    return next(i for i, f in demo.fns.items() if f.api_name == api_name)

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import warnings
+from pathlib import Path
 
 import gradio as gr
 import imageio.v3 as iio
@@ -244,7 +245,7 @@ def test_atlas_and_code_details(h):
     assert img.size == (252, 252)
     assert "rank **1**" in md and f"{usage[first]:,}" in md
     assert len(near) == 8 and f"#{first}" not in [c for _, c in near]
-    for bad in (-1, 32, 1e9, 2.5, "x", None):
+    for bad in (-1, 32, 1e9, 2.5, "x", None, float("inf"), float("nan"), [3], True):
         with pytest.raises(gr.Error):
             h.code("mnist", bad)
 
@@ -297,6 +298,14 @@ def test_paint_bad_code(h, digit_png):
         h.paint("mnist", table, 99, select([1, 1]))
 
 
+@pytest.mark.parametrize("where", [7, None, [1], [-40, -40], [-300, -300], [252, 10], ["a", 1]])
+def test_paint_outside_the_map(h, digit_png, where):
+    """A click the page cannot send: refused, instead of painting some other cell."""
+    table = h.reconstruct(digit_png, "mnist").grid
+    with pytest.raises(gr.Error, match="Click a cell"):
+        h.paint("mnist", table, 3, select(where))
+
+
 # -- Interpolate ------------------------------------------------------------------------------
 
 
@@ -333,6 +342,11 @@ def _gif_ms(path) -> int:
         (dict(fps=0), "per second"),
         (dict(fps=1000), "per second"),
         (dict(path="zigzag"), "Path"),
+        (dict(path=["lerp"]), "Path"),
+        (dict(frames=float("inf")), "frames"),
+        (dict(frames=float("nan")), "frames"),
+        (dict(frames=[3]), "numbers"),
+        (dict(fps=float("inf")), "per second"),
     ],
 )
 def test_interpolate_bad_settings(h, digit_png, kw, words):
@@ -343,18 +357,33 @@ def test_interpolate_bad_settings(h, digit_png, kw, words):
 def test_interp_example_alternates(h):
     a, b, nxt = h.interp_example("mnist", "A", select(3))
     assert a.endswith("03.png") and nxt == "B"
-    a, b, nxt = h.interp_example("mnist", "B", select(4))
+    a, b, nxt = h.interp_example("mnist", "B", select(4), image_a=a)
     assert b.endswith("04.png") and nxt == "A"
+    assert a.endswith("03.png"), "the other side is handed back as it was"
+
+
+@pytest.mark.parametrize("index", [99, -1, 10**6, "a", 1.5, None, [1, 2]])
+def test_gallery_picks_out_of_range(h, index):
+    with pytest.raises(gr.Error):
+        h.interp_example("mnist", "A", select(index))
+    with pytest.raises(gr.Error):
+        h.atlas_pick("mnist", select(index if index != 99 else 32))
+    with pytest.raises(gr.Error):
+        h.reconstruct_example("mnist", select(index))
 
 
 # -- the app ----------------------------------------------------------------------------------
 
 
 def test_build_app_exposes_the_api(dirs, tmp_path):
-    demo = app.build_app(*dirs, cache_dir=tmp_path)
+    demo, handlers = app.build_app(*dirs, cache_dir=tmp_path)
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
-    assert demo.handlers.models.names() == ["mnist", "cifar10"]
+    assert handlers.models.names() == ["mnist", "cifar10"]
+    # every event that runs a model waits for the same CONCURRENCY slots
+    shared = {f.api_name for f in demo.fns.values() if f.concurrency_id == "model"}
+    runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
+    assert public | runs_model <= shared
 
 
 def test_select_model(h):
@@ -367,11 +396,153 @@ def test_select_model(h):
 
 
 def test_no_models_no_examples(tmp_path, dirs):
-    empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
-    assert empty.handlers.models.names() == []
+    _, empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
+    assert empty.models.names() == []
     # a model without example images: nothing to show yet, and no error either
     h = app.Handlers(dirs[0], tmp_path / "no-examples", cache_dir=tmp_path / "c2")
     card, full, ex, *_, a, b, pick, paint = h.select_model("mnist")
     assert ex == [] and a is None and b is None
     assert h.example("mnist")[0] is None
     assert all(isinstance(o, dict) for o in h.interpolate_if_any(a, b, "mnist"))
+
+
+def test_hidden_folders_are_no_models(dirs, tmp_path):
+    """An interrupted export leaves pretrained/.NAME.tmp: it is not listed, nor loadable."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(dirs[0], models)
+    shutil.copytree(models / "mnist", models / ".mnist.tmp")
+    h = app.Handlers(models, dirs[1], cache_dir=tmp_path / "cache")
+    assert h.models.names() == ["mnist", "cifar10"]
+    with pytest.raises(gr.Error, match="Unknown model"):
+        h.select_model(".mnist.tmp")
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "affinity, cpu_max, expect",
+    [
+        (16, "200000 100000\n", 2),  # a 2-vCPU Space on a 16-core host
+        (16, "150000 100000\n", 2),  # 1.5 CPUs: round up
+        (16, "max 100000\n", 16),  # no quota
+        (3, "400000 100000\n", 3),  # pinned to 3 cores
+        (4, None, 4),  # no cgroup v2 file
+        (4, "garbage", 4),
+    ],
+)
+def test_usable_cpus(tmp_path, monkeypatch, affinity, cpu_max, expect):
+    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    monkeypatch.setattr(app.os, "cpu_count", lambda: 64)  # the host: never the answer
+    if cpu_max is not None:
+        (tmp_path / "cpu.max").write_text(cpu_max)
+    assert app.usable_cpus(tmp_path) == expect
+
+
+def test_torch_threads_follow_usable_cpus(tmp_path, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(16)))
+    (tmp_path / "cpu.max").write_text("200000 100000")
+    try:
+        assert app.set_torch_threads(app.usable_cpus(tmp_path)) == 1  # 2 CPUs, 2 requests
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_binary_files_go_through_git_lfs():
+    """Hugging Face Spaces refuse binary files outside Git LFS."""
+    import fnmatch
+
+    root = Path(app.__file__).parent
+    rules = [
+        line.split()[0]
+        for line in (root / ".gitattributes").read_text().splitlines()
+        if "filter=lfs" in line
+    ]
+    binaries = [*root.glob("pretrained/*/*"), *root.glob("assets/**/*"), *root.glob("tests/data/*")]
+    binaries = [p for p in binaries if p.is_file() and p.suffix not in (".json", ".md", ".txt")]
+    assert binaries
+    for p in binaries:
+        assert any(fnmatch.fnmatch(p.name, r) for r in rules), f"{p.name} is not stored in LFS"
+
+
+# -- disk -------------------------------------------------------------------------------------
+
+
+def _folder_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
+    """300 GIF requests: our copies and Gradio's cache of them stay within their budgets
+    (small budgets here, as these tiny GIFs are small; the defaults add up to under 200 MB)."""
+    from gradio.processing_utils import save_file_to_cache
+
+    gradio_cache = tmp_path / "gradio"
+    gradio_cache.mkdir()
+    budget = 100_000
+    h = app.Handlers(
+        *dirs,
+        cache_dir=tmp_path / "cache",
+        output_budget=budget,
+        gradio_cache=gradio_cache,
+        gradio_cache_budget=2 * budget,
+    )
+    a, b = (str(dirs[1] / "mnist" / f"0{i}.png") for i in (0, 1))
+    biggest = 0
+    for i in range(300):
+        gif = h.interpolate(a, b, "mnist", 2 + i % 3, 12, "lerp", False).gif
+        save_file_to_cache(gif, str(gradio_cache))  # what Gradio does with an output file
+        biggest = max(biggest, Path(gif).stat().st_size)
+    assert Path(gif).is_file(), "the newest file is kept"
+    # trimmed before each write; a few newest files are always kept (in flight)
+    assert _folder_bytes(h.out_dir) <= budget + (2 * app.CONCURRENCY + 1) * biggest
+    assert _folder_bytes(gradio_cache) <= 2 * budget + (2 * app.CONCURRENCY + 1) * biggest
+    assert _folder_bytes(h.out_dir) + _folder_bytes(gradio_cache) < 200 * 2**20
+    assert app.OUTPUT_BUDGET + app.GRADIO_CACHE_BUDGET < 200 * 2**20
+
+
+# -- library pieces the app draws with ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, size", [((7, 7), 256), ((8, 8), 256), ((4, 6), 100)])
+def test_code_map_cell_matches_the_drawn_map(shape, size):
+    """Every pixel of a cell in code_map_image maps back to that cell; outside is refused."""
+    from vqvae.images import code_map_cell, code_map_image
+
+    codes = np.arange(shape[0] * shape[1]).reshape(shape) % 32
+    im = code_map_image(codes, 32, size)
+    w, h = im.size
+    cell = w // shape[1]
+    assert h == cell * shape[0]
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            for x, y in ((j * cell, i * cell), ((j + 1) * cell - 1, (i + 1) * cell - 1)):
+                assert code_map_cell((x, y), shape, size) == (i, j)
+    for outside in ((w, 0), (0, h), (-1, 0), (0, -0.5)):
+        with pytest.raises(ValueError, match="outside"):
+            code_map_cell(outside, shape, size)
+
+
+def test_codebook_figure_is_a_function_of_its_inputs():
+    from vqvae.viz import codebook_figure
+
+    rng = np.random.default_rng(0)
+    usage = rng.integers(0, 100, 16)
+    fig = codebook_figure(rng.normal(size=(16, 2)), usage, [[3, 3], [5, 15]], title="t")
+    everything, ringed = fig.data
+    assert isinstance(everything, go.Scattergl) and len(everything.x) == 16
+    assert sorted(int(r[0]) for r in ringed.customdata) == [3, 5, 15]
+    assert [int(r[3]) for r in ringed.customdata] == [2, 1, 1], "cells per highlighted code"
+    assert [int(r[1]) for r in everything.customdata] == usage.tolist()
+    fig3 = codebook_figure(rng.normal(size=(16, 3)), usage)
+    assert isinstance(fig3.data[0], go.Scatter3d) and len(fig3.data[1].x) == 0
+    with pytest.raises(ValueError, match="coords"):
+        codebook_figure(rng.normal(size=(15, 2)), usage)
+    with pytest.raises(ValueError, match="highlighted"):
+        codebook_figure(rng.normal(size=(16, 2)), usage, [16])

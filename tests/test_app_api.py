@@ -4,10 +4,15 @@ answering afterwards."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
+import gradio as gr
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -15,21 +20,34 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from app_helpers import make_models
+from app_helpers import call_event, fn_index, make_models
 from tools.ports import free_port
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def live(tmp_path_factory):
+    """A running app: its URL, gradio_client, Blocks, handlers and example folder."""
     root = tmp_path_factory.mktemp("api")
     models, examples = make_models(root)
-    demo = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), examples
+        yield SimpleNamespace(
+            url=url,
+            client=Client(url, verbose=False),
+            demo=demo,
+            handlers=handlers,
+            examples=examples,
+        )
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(live):
+    return live.client, live.examples
 
 
 def test_reconstruct(server):
@@ -146,3 +164,169 @@ def test_docs_api_examples_run(server):
             "assets/examples/", f"{examples}/"
         )
         exec(compile(code, "docs/api.md", "exec"), {})
+
+
+# -- hardening: what any client can send (issue 11) --------------------------------------------
+
+INTERNALS = re.compile(r"Traceback|[A-Za-z]+Error\b|/(tmp|home|work|usr|srv)/|File \"")
+
+
+def assert_clear_error(msg: dict, words: str | None):
+    """The event failed with a gr.Error saying ``words`` (None: a generic answer), and the
+    message shows no internals (exception names, tracebacks, server paths)."""
+    assert msg["success"] is False, msg
+    error = msg["output"].get("error")
+    if words is None:
+        assert error is None or "went wrong" in error, error
+    else:
+        assert error and re.search(words, error), error
+    assert not INTERNALS.search(error or ""), error
+
+
+def grid7(value=5):
+    return {"headers": [str(j) for j in range(7)], "data": [[value] * 7 for _ in range(7)]}
+
+
+@pytest.mark.parametrize(
+    "event, data, index, words",
+    [
+        ("interpolate_example", ["mnist", "A", None, None], 99, "between 0 and 5"),
+        ("interpolate_example", ["mnist", "C", None, None], 0, "choices"),  # Gradio checks
+        ("atlas_pick", ["mnist"], 10**6, "between 0 and 31"),
+        ("paint_code_pick", ["mnist"], -1, "between 0 and 31"),
+        ("paint", ["mnist", grid7(), 3], 7, "Click a cell"),
+        ("paint", ["mnist", grid7(), 3], [-300, -300], "outside"),
+        ("paint", ["mnist", grid7(), 3], [-40, -40], "outside"),  # once painted cell (-2, -2)
+        ("paint", ["mnist", grid7(), 3], [float("nan"), 3], "outside"),
+        ("reconstruct_example", ["mnist"], "a", "whole number"),
+        ("reconstruct_example", ["mnist"], [1, 2], "Pick one"),
+    ],
+)
+def test_private_events_check_their_inputs(live, event, data, index, words):
+    """Events the page sends are callable by fn_index too, with any event data."""
+    msg = call_event(live.url, fn_index(live.demo, event), data, {"index": index, "value": None})
+    assert_clear_error(msg, words)
+
+
+@pytest.mark.parametrize(
+    "event, data, words",
+    [
+        ("code", ["mnist", float("inf")], "whole number"),
+        ("code", ["mnist", float("-inf")], "minimum"),
+        ("code", ["mnist", float("nan")], "whole number"),
+        ("code", ["mnist", 2.5], "whole number"),
+        ("paint_tile", ["mnist", float("inf")], "ok"),
+        ("paint_tile", ["mnist", 2**19], "ok"),  # a half-typed code: no tile, no error
+        ("interpolate", [None, None, "mnist", float("inf"), 12, "lerp", True], "frames|maximum"),
+        ("interpolate", [None, None, "mnist", 8, float("nan"), "lerp", True], "per second|minimum"),
+        ("interpolate", [None, None, "mnist", 8, 12, ["lerp"], True], "Path|choices"),
+        ("edit", [["mnist"], grid7()], "Unknown model|choices"),
+        ("codebook", ["mnist", {"x": 1}, None], "view|choices"),
+        ("select_model", [".hidden"], "Unknown model|choices"),
+    ],
+)
+def test_numbers_and_values_out_of_range(live, event, data, words):
+    msg = call_event(live.url, fn_index(live.demo, event), data)
+    if words == "ok":
+        assert msg["success"] is True, msg
+    else:
+        assert_clear_error(msg, words)
+
+
+def test_unexpected_errors_are_logged_not_shown(live, monkeypatch, caplog):
+    def broken(m):
+        raise RuntimeError("disk /srv/secret/atlas failed")
+
+    monkeypatch.setattr(live.handlers.models, "atlas", broken)
+    msg = call_event(live.url, fn_index(live.demo, "code"), ["mnist", 3])
+    assert_clear_error(msg, None)
+    assert "/srv/secret" not in json.dumps(msg)
+    assert "disk /srv/secret/atlas failed" in caplog.text, "the server log keeps the details"
+
+
+# The drawing pad's upload function: POST /gradio_api/component_server, outside the queue.
+
+
+def sketchpad(demo) -> gr.ImageEditor:
+    return next(b for b in demo.blocks.values() if isinstance(b, gr.ImageEditor))
+
+
+def post_blob(live, kind: str, blob: bytes, index="null", blob_id=None) -> httpx.Response:
+    form = {
+        "type": kind,
+        "index": str(index),
+        "id": blob_id or uuid.uuid4().hex,
+        "component_id": str(sketchpad(live.demo)._id),
+        "session_hash": uuid.uuid4().hex,
+        "fn_name": "accept_blobs",
+    }
+    return httpx.post(
+        live.url + "gradio_api/component_server",
+        data=form,
+        files={"file": ("blob", blob, "image/png")},
+        timeout=30,
+    )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:  # the server runs in this process
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    return kb / 1024
+
+
+def png(size=(280, 280)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_drawing_pad_uploads_are_bounded(live):
+    store = sketchpad(live.demo).blob_storage
+    before = rss_mb()
+    # one tiny request with a huge layer index once allocated a 50-million-entry list
+    post_blob(live, "layer", b"x", index=50_000_000)
+    assert rss_mb() - before < 100, "the layer index must not allocate memory"
+    # blobs under ever new ids are not kept without bound
+    for _ in range(app.PAD_BLOBS + 16):
+        assert post_blob(live, "composite", png((28, 28))).status_code == 200
+    assert len(store) <= app.PAD_BLOBS
+    assert all(not b.layers and b.background is None for b in store.values())
+    # too large: refused, not stored
+    n = len(store)
+    assert post_blob(live, "composite", b"\x89PNG" + bytes(2_000_000)).status_code == 413
+    assert post_blob(live, "composite", png((3000, 3000))).status_code == 413
+    assert post_blob(live, "composite", b"no image at all").status_code == 415
+    assert len(store) <= n
+
+
+def test_drawing_through_the_guarded_pad(live):
+    """What the page does: upload the composite, then send the event with its id."""
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[60:220, 130:150] = (0, 0, 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(canvas, "RGBA").save(buf, "PNG")
+    blob_id = uuid.uuid4().hex
+    assert post_blob(live, "composite", buf.getvalue(), blob_id=blob_id).status_code == 200
+    value = {"background": None, "layers": [], "composite": None, "id": blob_id}
+    msg = call_event(live.url, fn_index(live.demo, "reconstruct_drawing"), [value, "mnist"])
+    assert msg["success"] is True, msg
+    assert msg["output"]["data"][4] >= 1  # codes used
+    assert blob_id not in sketchpad(live.demo).blob_storage, "consumed by the event"
+
+
+def test_load_small(live):
+    """benchmarks/load.py, small: concurrent sessions over every main endpoint, no failures."""
+    import os
+
+    from benchmarks.load import ENDPOINTS, check_loopback, run_round
+
+    a, b = (str(live.examples / "mnist" / f"0{i}.png") for i in (0, 1))
+    res = run_round(live.url, "mnist", a, b, sessions=3, calls=1, server_pid=os.getpid())
+    assert res.failures == []
+    assert all(len(res.latencies[ep]) == 3 for ep in ENDPOINTS)
+    assert res.rss_mb and res.rss_mb > 0
+    assert "p95" in res.report("round")
+    for url in ("http://10.0.0.1:7860/", "https://example.org/", "http://[::2]/"):
+        with pytest.raises(ValueError, match="loopback"):
+            check_loopback(url)
+    check_loopback("http://[::1]:7860/")

@@ -33,10 +33,10 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     models, examples = make_models(root)
-    demo = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", demo.handlers, root
+    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", handlers, root
     demo.close()
 
 

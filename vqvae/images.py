@@ -394,3 +394,25 @@ def write_gif(
         loop=0,
     )
     return Path(path)
+
+
+def code_map_cell_size(grid_shape, size: int = 256) -> int:
+    """Side in pixels of one cell of a :func:`code_map_image` of a grid ``grid_shape``
+    (h, w) drawn at ``size``: the image is ``w * cell`` wide and ``h * cell`` tall."""
+    h, w = grid_shape
+    return max(1, size // max(h, w))
+
+
+def code_map_cell(xy, grid_shape, size: int = 256) -> tuple[int, int]:
+    """The cell (row, column) under pixel ``xy`` = (x, y) of a :func:`code_map_image` of a
+    grid ``grid_shape`` (h, w) drawn at ``size`` (x to the right, y down, from the top-left
+    corner). Raises ValueError unless ``xy`` is two finite numbers inside the image."""
+    h, w = grid_shape
+    cell = code_map_cell_size(grid_shape, size)
+    try:
+        x, y = (float(v) for v in xy)
+    except (TypeError, ValueError):
+        raise ValueError(f"a pixel position is two numbers (x, y), got {xy!r}") from None
+    if not (0 <= x < w * cell and 0 <= y < h * cell):  # False for NaN and inf too
+        raise ValueError(f"pixel ({x:g}, {y:g}) is outside the {w * cell}x{h * cell} code map")
+    return int(y // cell), int(x // cell)

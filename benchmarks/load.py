@@ -1,0 +1,236 @@
+"""Load test: concurrent gradio_client sessions against the app on this machine.
+
+    python -m benchmarks.load                              # starts app.py on a free port
+    python -m benchmarks.load --sessions 20 --calls 10 --rounds 2 --model mnist
+    python -m benchmarks.load --url http://127.0.0.1:7860/ --server-pid 1234
+
+Each of ``--sessions`` clients (threads, one gradio_client session each) sends ``--calls``
+requests to each of /reconstruct, /edit, /codebook and /interpolate, in a shuffled order;
+a round is all of them at once. After each round it prints the failures, p50/p95 latency
+per endpoint and the server's resident memory (RSS). Goal: 0 failures, RSS after round two
+within 100 MB of round one. Only loopback addresses are accepted: this is a tool for your
+own server, not anyone else's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ipaddress
+import random
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINTS = ("/reconstruct", "/edit", "/codebook", "/interpolate")
+MAX_SESSIONS, MAX_CALLS, MAX_ROUNDS = 200, 1000, 20  # bounded loops
+
+
+def check_loopback(url: str) -> str:
+    """``url`` if its host is a loopback address (127.0.0.0/8, ::1, localhost); else ValueError."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"only loopback addresses may be load-tested, got {host!r}")
+    return url
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB (Linux /proc), or None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+        return kb / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+@dataclass
+class Round:
+    """What one round measured: latencies (ms) per endpoint, failures as (endpoint, error)."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    rss_mb: float | None = None
+
+    def report(self, name: str) -> str:
+        lines = [
+            f"{name}: {sum(map(len, self.latencies.values()))} calls in {self.seconds:.1f} s, "
+            f"{len(self.failures)} failures, server RSS "
+            + (f"{self.rss_mb:.0f} MB" if self.rss_mb is not None else "unknown")
+        ]
+        for ep in ENDPOINTS:
+            t = sorted(self.latencies.get(ep, []))
+            if t:
+                p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
+                lines.append(
+                    f"  {ep:<13} n={len(t):4d}  p50 {statistics.median(t):7.0f} ms  "
+                    f"p95 {p95:7.0f} ms"
+                )
+        for ep, err in self.failures[:5]:
+            lines.append(f"  failed {ep}: {err[:200]}")
+        return "\n".join(lines)
+
+
+def session(url: str, model: str, image_a: str, image_b: str, calls: int, seed: int, out: Round):
+    """One client session: ``calls`` requests to each endpoint, shuffled."""
+    from gradio_client import Client, handle_file
+
+    client = Client(
+        url, verbose=False, download_files=False, ssl_verify=ssl.create_default_context()
+    )
+    grid = None
+    plan = [ep for ep in ENDPOINTS for _ in range(calls)]
+    random.Random(seed).shuffle(plan)
+    for ep in plan:
+        t = time.perf_counter()
+        try:
+            if ep == "/reconstruct" or grid is None:
+                res = client.predict(handle_file(image_a), model, api_name="/reconstruct")
+                grid = res[6]
+                if ep != "/reconstruct":  # this session's first grid: not what was asked
+                    t = time.perf_counter()
+            if ep == "/edit":
+                client.predict(model, grid, api_name="/edit")
+            elif ep == "/codebook":
+                client.predict(model, "2-D", grid, api_name="/codebook")
+            elif ep == "/interpolate":
+                client.predict(
+                    handle_file(image_a),
+                    handle_file(image_b),
+                    model,
+                    8,
+                    12,
+                    "lerp",
+                    True,
+                    api_name="/interpolate",
+                )
+        except Exception as e:  # count it and go on: a load test reports failures
+            out.failures.append((ep, f"{type(e).__name__}: {e}"))
+            continue
+        out.latencies[ep].append(1000 * (time.perf_counter() - t))
+
+
+def run_round(
+    url: str,
+    model: str,
+    image_a: str,
+    image_b: str,
+    sessions: int = 20,
+    calls: int = 10,
+    server_pid: int | None = None,
+    seed: int = 0,
+) -> Round:
+    """All ``sessions`` at once; returns their latencies, failures and the server's RSS."""
+    check_loopback(url)
+    if not (1 <= sessions <= MAX_SESSIONS and 1 <= calls <= MAX_CALLS):
+        raise ValueError(f"sessions must be 1..{MAX_SESSIONS} and calls 1..{MAX_CALLS}")
+    out = Round()
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+        jobs = [
+            pool.submit(session, url, model, image_a, image_b, calls, seed + i, out)
+            for i in range(sessions)
+        ]
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as e:  # the session could not even connect
+                out.failures.append(("connect", f"{type(e).__name__}: {e}"))
+    out.seconds = time.perf_counter() - t0
+    out.rss_mb = rss_mb(server_pid) if server_pid else None
+    return out
+
+
+def start_app(models_dir, examples_dir, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--models-dir", str(models_dir), "--examples-dir", str(examples_dir)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen | None, timeout: float = 120) -> None:
+    import httpx
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "config", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--url", default=None, help="a running app (loopback only); default: start one")
+    p.add_argument("--server-pid", type=int, default=None, help="its process id, for RSS")
+    p.add_argument("--models-dir", default=str(ROOT / "pretrained"))
+    p.add_argument("--examples-dir", default=str(ROOT / "assets" / "examples"))
+    p.add_argument("--model", default="mnist")
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--calls", type=int, default=10, help="per endpoint and session")
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args()
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        sys.exit(f"--rounds must be 1..{MAX_ROUNDS}")
+
+    examples = sorted((Path(args.examples_dir) / args.model).glob("*.png"))
+    if len(examples) < 2:
+        sys.exit(f"need two example images in {Path(args.examples_dir) / args.model}")
+    proc, url, pid = None, args.url, args.server_pid
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        proc = start_app(args.models_dir, args.examples_dir, port)
+        pid = proc.pid
+    url = check_loopback(url.rstrip("/") + "/")
+    try:
+        wait_until_up(url, proc)
+        print(
+            f"{args.sessions} sessions x {args.calls} calls x {len(ENDPOINTS)} endpoints "
+            f"({args.model}), {args.rounds} rounds against {url}"
+        )
+        first = None
+        for r in range(1, args.rounds + 1):
+            res = run_round(
+                url,
+                args.model,
+                str(examples[0]),
+                str(examples[1]),
+                args.sessions,
+                args.calls,
+                pid,
+                seed=1000 * r,
+            )
+            print(res.report(f"round {r}"))
+            first = first or res
+        if first.rss_mb is not None and res.rss_mb is not None and args.rounds > 1:
+            print(
+                f"RSS change from round 1 to round {args.rounds}: "
+                f"{res.rss_mb - first.rss_mb:+.0f} MB"
+            )
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Client round trip of /reconstruct through gradio_client, with and without downloading the
+outputs, against a freshly started ``python app.py`` on a free loopback port.
+
+    python -m benchmarks.roundtrip                       # the shipped models, cifar10 32x32
+    python -m benchmarks.roundtrip --models-dir /tmp/m --examples-dir /tmp/ex --repeat 50
+
+Each call uploads the image again (as a client with a new picture would). Prints the median
+and 90th percentile in ms over ``--repeat`` warm calls, and the handler's own time for
+comparison. Targets (2 CPU cores): <= 120 ms without downloads, <= 200 ms with them.
+
+Where the time goes. The server spends ~2-3x the handler's time on an event (Gradio's pre-
+and postprocessing: three PNGs encoded, files hashed and copied into its cache), and the
+queue adds ~1 ms. Most of a round trip is the client's: gradio_client opens a new httpx
+connection for every upload, queue join and download, and httpx builds a new SSL context
+(loading the CA bundle: ~25 ms idle, ~60 ms on a busy 2-core machine) for each, even for
+plain http://; it also polls for the queue's messages every 50 ms. A client that passes one
+SSL context (``Client(url, ssl_verify=ssl.create_default_context())``, verification kept)
+skips the rebuilds: both rows are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_app(models_dir, examples_dir, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--models-dir", str(models_dir), "--examples-dir", str(examples_dir)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def connect(url: str, proc: subprocess.Popen, timeout: float = 120, **kw):
+    from gradio_client import Client
+
+    t0 = time.perf_counter()
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}")
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"app.py did not answer within {timeout} s")
+        try:
+            return Client(url, verbose=False, **kw)
+        except Exception:
+            time.sleep(0.2)
+
+
+def ssl_context():
+    """One SSL context for all of a client's requests (certificates still verified)."""
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def timed(fn, repeat: int) -> list[float]:
+    for _ in range(3):  # warm-up: first calls pay for imports, kernel selection, caches
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t))
+    return times
+
+
+def summary(times: list[float]) -> str:
+    p90 = statistics.quantiles(times, n=10)[-1] if len(times) >= 2 else times[0]
+    return f"median {statistics.median(times):6.1f} ms, p90 {p90:6.1f} ms"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models-dir", default=str(ROOT / "pretrained"))
+    p.add_argument("--examples-dir", default=str(ROOT / "assets" / "examples"))
+    p.add_argument("--model", default=None, help="default: cifar10 if present, else the first")
+    p.add_argument("--image", default=None, help="default: the model's first example")
+    p.add_argument("--repeat", type=int, default=30)
+    args = p.parse_args()
+
+    from gradio_client import handle_file
+
+    import app
+
+    h = app.Handlers(args.models_dir, args.examples_dir)
+    names = h.models.names()
+    if not names:
+        sys.exit(f"no models in {args.models_dir}")
+    model = args.model or ("cifar10" if "cifar10" in names else names[0])
+    image = args.image or h.models.get(model).examples[0]
+    handler = timed(lambda: h.reconstruct(image, model, announce=False), args.repeat)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_app(args.models_dir, args.examples_dir, port)
+    try:
+        rows = []
+        with tempfile.TemporaryDirectory() as downloads:
+            for ssl_note, ssl_verify in (("default", True), ("shared SSL", ssl_context())):
+                for dl_note, dl in (("no downloads", False), ("with downloads", downloads)):
+                    client = connect(url, proc, download_files=dl, ssl_verify=ssl_verify)
+
+                    def call(client=client):
+                        client.predict(handle_file(image), model, api_name="/reconstruct")
+
+                    rows.append(
+                        (f"gradio_client ({ssl_note}), {dl_note}", timed(call, args.repeat))
+                    )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"/reconstruct of {Path(image).name} ({model}), {args.repeat} warm calls each:")
+    print(f"  {'handler alone (in-process)':<42} {summary(handler)}")
+    for note, times in rows:
+        print(f"  {note:<42} {summary(times)}")
+
+
+if __name__ == "__main__":
+    main()
