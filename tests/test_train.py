@@ -841,12 +841,11 @@ def test_eval_lines_say_their_phase(finished_run):
 
 
 @pytest.mark.slow
-def test_compiled_step_trains_as_the_eager_one(tmp_path, mnist_dir, monkeypatch):
+def test_compiled_step_trains_as_the_eager_one(tmp_path, mnist_dir):
     # Dead-code restarts draw random rows; inductor has its own random number generator unless
     # told to fall back to eager's, and then the compiled run picks the same rows.
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     opts = [
         "--preset", "mnist", "--data-dir", str(mnist_dir), *TINY, "--pretrain-steps", "0",
         "--steps", "6", "--batch-size", "32", "--lr", "3e-3", "--warmup-steps", "2",
@@ -854,7 +853,8 @@ def test_compiled_step_trains_as_the_eager_one(tmp_path, mnist_dir, monkeypatch)
         "--dead-code-threshold", "2", "--log-every", "1",
     ]  # fmt: skip
     train_train.main([*opts, "--out", str(tmp_path / "eager")])
-    train_train.main([*opts, "--out", str(tmp_path / "compiled"), "--compile"])
+    with torch._inductor.config.patch(fallback_random=True):
+        train_train.main([*opts, "--out", str(tmp_path / "compiled"), "--compile"])
     eager, compiled = step_records(tmp_path / "eager"), step_records(tmp_path / "compiled")
     assert [r["step"] for r in compiled] == list(range(1, 7))
     for a, b in zip(eager, compiled, strict=True):
