@@ -40,13 +40,12 @@ from vqvae.files import atomic_write, write_json_atomic
 from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint, load_prior
 
 from .runs import (
-    CHECKPOINT,
     METRICS,
     TRAIN_CONFIG,
     RunError,
-    load_checkpoint,
     read_train_config,
     save_checkpoint_file,
+    start_or_resume,
 )
 from .train import StopFlag, TrainError, hardware, lr_at, resolve_device, setup_distributed
 
@@ -306,25 +305,9 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
     dev = resolve_device(cfg.device, local_rank)
     out = Path(cfg.out)
 
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out)
-        if int(ckpt["step"]) >= cfg.steps:
-            if main_proc:
-                print(
-                    f"{out} already finished at step {int(ckpt['step'])} of {cfg.steps}; "
-                    f"nothing to do (pass a larger --steps to train on)",
-                    file=sys.stderr,
-                )
-            summary_file = out / "summary.json"
-            if summary_file.is_file():
-                return json.loads(summary_file.read_text())
-            return {"step": int(ckpt["step"]), "total_steps": cfg.steps, "interrupted": False}
-    elif (out / CHECKPOINT).exists():
-        raise TrainError(
-            f"{out} already holds a run; pass --resume to continue it or choose "
-            f"another --out (nothing was changed)"
-        )
+    ckpt, finished = start_or_resume(out, resume, cfg.steps, announce=main_proc)
+    if finished is not None:  # nothing to train: every file stays as it is
+        return finished
 
     # the VQ-VAE and its codes (rank 0 encodes; the others read its cache)
     try:

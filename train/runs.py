@@ -83,6 +83,37 @@ def load_checkpoint(run_dir: Path, map_location="cpu", announce: bool = True) ->
     raise RunError(f"{problem}. Nothing was changed; start a new run with another --out.")
 
 
+def start_or_resume(
+    run_dir: Path, resume: bool, total_steps: int, announce: bool = True
+) -> tuple[dict | None, dict | None]:
+    """(checkpoint, summary) for a run about to start in ``run_dir``: a fresh run gets
+    (None, None) and never overwrites a run by accident; a resumed one gets its checkpoint;
+    a resumed run that already reached ``total_steps`` gets its summary instead, and every
+    file is left as it is."""
+    run_dir = Path(run_dir)
+    if not resume:
+        if (run_dir / CHECKPOINT).exists():
+            raise RunError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose "
+                f"another --out (nothing was changed)"
+            )
+        return None, None
+    ckpt = load_checkpoint(run_dir, announce=announce)
+    step = int(ckpt["step"])
+    if step < total_steps:
+        return ckpt, None
+    if announce:
+        print(
+            f"{run_dir} already finished at step {step} of {total_steps}; "
+            f"nothing to do (pass a larger --steps to train on)",
+            file=sys.stderr,
+        )
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        return ckpt, json.loads(summary_file.read_text())
+    return ckpt, {"step": step, "total_steps": total_steps, "interrupted": False}
+
+
 def truncate_metrics(run_dir: Path, step: int, kmeans_done: bool) -> int:
     """Drop the metrics lines that a run resumed from the checkpoint of ``step`` writes again:
     those of later steps, and the k-means line of that step if the checkpoint predates it.

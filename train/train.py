@@ -38,9 +38,9 @@ from .runs import (
     METRICS,
     TRAIN_CONFIG,
     RunError,
-    load_checkpoint,
     read_train_config,
     save_checkpoint_file,
+    start_or_resume,
     truncate_metrics,
 )
 
@@ -753,20 +753,6 @@ def stop_agreed(state: RunState, stop: StopFlag) -> bool:
 
 
 # ----------------------------------------------------------------------------- the run
-def _already_finished(cfg: TrainConfig, step: int, announce: bool) -> dict:
-    out = Path(cfg.out)
-    if announce:
-        print(
-            f"{out} already finished at step {step} of {cfg.total_steps}; "
-            f"nothing to do (pass a larger --steps to train on)",
-            file=sys.stderr,
-        )
-    summary_file = out / "summary.json"
-    if summary_file.is_file():
-        return json.loads(summary_file.read_text())
-    return {"step": step, "total_steps": cfg.total_steps, "interrupted": False}
-
-
 def open_logs(state: RunState, info: DataInfo) -> None:
     """Rank 0: the options (train_config.json), metrics.jsonl and tensorboard."""
     out = state.out
@@ -797,16 +783,9 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     out = Path(cfg.out)
 
     # resume or start fresh, never overwriting a run by accident
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out, announce=rank == 0)
-        if int(ckpt["step"]) >= cfg.total_steps:  # nothing to train: leave every file as it is
-            return _already_finished(cfg, int(ckpt["step"]), announce=rank == 0)
-    elif (out / "checkpoint.pt").exists():
-        raise TrainError(
-            f"{out} already holds a run; pass --resume to continue it or choose "
-            f"another --out (nothing was changed)"
-        )
+    ckpt, finished = start_or_resume(out, resume, cfg.total_steps, announce=rank == 0)
+    if finished is not None:  # nothing to train: every file stays as it is
+        return finished
 
     # data
     train_u8, test_u8, info = load_data(cfg, rank, world)
