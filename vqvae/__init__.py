@@ -8,6 +8,7 @@ prior over the codes.
 """
 
 from .checkpoint import resolve_pretrained
+from .codec import compress, decompress
 from .config import PRESETS, VQVAEConfig, preset
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
@@ -38,4 +39,6 @@ __all__ = [
     "CodePrior",
     "PriorConfig",
     "load_prior",
+    "compress",
+    "decompress",
 ]
