@@ -836,14 +836,15 @@ class Handlers:
         PIL.Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
         png_bytes = png.tell()
 
-        def row(what, bits, bytes_, note=""):
+        def row(what, bits, bytes_):
             b = f"{bytes_:,}" if isinstance(bytes_, int) else f"{bytes_:,.1f}"
-            return f"| {what} | {bits:,.0f} | {b} | {bits / pixels:.3f} | {note} |"
+            ratio = f"{8 * png_bytes / bits:.1f}×" if bits else ""
+            return f"| {what} | {bits:,.0f} | {b} | {bits / pixels:.3f} | {ratio} |"
 
         head = f"**Sizes** ({c.image_size}×{c.image_size} = {pixels:,} pixels)\n\n"
         lines = [
-            "| | bits | bytes | bits / pixel | |",
-            "|---|--:|--:|--:|---|",
+            "| | bits | bytes | bits / pixel | PNG is |",
+            "|---|--:|--:|--:|--:|",
             row(
                 f"codes, plain ({c.latent_size}·{c.latent_size}·log2 {c.codebook_size})",
                 plain,
@@ -867,11 +868,9 @@ class Handlers:
             lines.append(row("codes under the prior (their NLL)", nll, nll / 8))
             lines.append(
                 row(
-                    "**.vqz file**",
+                    f"**.vqz file** ({info.header_bytes} header + {info.payload_bytes} payload)",
                     8 * vqz_bytes,
                     vqz_bytes,
-                    f"{info.header_bytes} header + {info.payload_bytes} payload; "
-                    f"{png_bytes / vqz_bytes:.1f}× smaller than the PNG",
                 )
             )
             vqz_path = self._out_path(codec.SUFFIX)

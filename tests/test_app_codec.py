@@ -4,6 +4,7 @@ model without a prior; and code_map_image drawn as fast as it is drawn right."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,11 +78,16 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs)
     assert torch.equal(codes, m.model.encode(x)) and labels.tolist() == [-1]
     # sizes side by side: plain bits, the prior's NLL, the file (header + payload), PNG
     nll = float(prior.nll_bits(codes)[0])
-    assert "| codes, plain (7·7·log2 32) | 245 | 30.6 | 0.312 |" in r.sizes
+    png = io.BytesIO()
+    Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
+    png = png.tell()
+    assert f"| codes, plain (7·7·log2 32) | 245 | 30.6 | 0.312 | {8 * png / 245:.1f}× |" in r.sizes
     assert f"| {nll:,.0f} | {nll / 8:,.1f} | {nll / 784:.3f} |" in r.sizes
-    assert f"| **.vqz file** | {8 * len(data)} | {len(data)} |" in r.sizes
-    assert f"{info.header_bytes} header + {info.payload_bytes} payload" in r.sizes
-    assert "smaller than the PNG" in r.sizes
+    head = f"{info.header_bytes} header + {info.payload_bytes} payload"
+    ratio = f"{png / len(data):.1f}×"
+    assert f"| **.vqz file** ({head}) | {8 * len(data)} | {len(data)} |" in r.sizes
+    assert f"| {len(data) * 8 / 784:.3f} | {ratio} |" in r.sizes
+    assert f"| the input as PNG (lossless) | {8 * png:,} | {png} |" in r.sizes
     # JPEG and WebP: the quality closest to the whole file's size, as the codec finds it
     assert f"matched on whole files: {len(data)} bytes" in r.sizes
     for fmt, shown in (("jpeg", r.jpeg), ("webp", r.webp)):
@@ -277,3 +283,46 @@ def test_code_map_image_looks_as_drawn_label_by_label(h, w, K, size):
         got = images.code_map_image(codes, K, size)
         want = code_map_drawn_text_by_text(codes, K, size)
         assert got.size == want.size and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+# -- in the browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Chromium")
+def test_the_panel_follows_each_reconstruction_in_the_browser(live, dirs):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(30_000)
+        page.goto(live.url)
+
+        def sizes_say(words: str):
+            page.wait_for_function(
+                "w => (document.querySelector('#codec-sizes') || {}).innerText?.includes(w)",
+                arg=words,
+            )
+
+        # the first example, reconstructed on page load, then its panel
+        sizes_say("matched on whole files")
+        page.wait_for_selector("#jpeg img")
+        page.get_by_label("without headers").check()
+        sizes_say("matched on payload")
+        # another example: the panel follows it
+        old = page.locator("#codec-sizes").inner_text()
+        page.locator("#examples img").nth(3).click()
+        page.wait_for_function(
+            "old => document.querySelector('#codec-sizes').innerText !== old", arg=old
+        )
+        # decode a .vqz file
+        vqz = live.client.predict(handle_file(digit(dirs, 3)), "mnist", api_name="/compress")[1]
+        page.get_by_text("Decode a .vqz file").click()
+        page.locator("#vqz-file input[type=file]").set_input_files(vqz)
+        page.wait_for_selector("#decoded img")
+        page.wait_for_function(
+            "() => document.querySelector('#decoded-md').innerText.includes('Decoded a')"
+        )
+        browser.close()
