@@ -1073,7 +1073,8 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
         "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
         "the grid again; the code map shows which code sits where. Images are centre-cropped "
         "and resized to the model's size; for digit models, dark-on-light pictures are "
-        "inverted to match MNIST."
+        "inverted to match MNIST. Below them: the codes as a file (**.vqz**, entropy-coded "
+        "under the model's learned prior) beside JPEG and WebP squeezed to the same size."
     )
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
