@@ -801,6 +801,8 @@ class Handlers:
         S = m.config.image_size
         if image is None:
             raise gr.Error("No image: upload one, or reconstruct one first.")
+        if not isinstance(image, (str, Path, np.ndarray, PIL.Image.Image)):
+            raise gr.Error("An image is a file path or an array.", title="Unusable image")
         try:
             im, _ = images.load_image(image)
         except images.ImageError as e:

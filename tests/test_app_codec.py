@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 import app
 import vqvae
-from app_helpers import TINY, make_models
+from app_helpers import TINY, call_event, fn_index, make_models
 from tools.ports import free_port
 from vqvae import codec, images
 from vqvae.prior import CodePrior, PriorConfig
@@ -231,6 +231,20 @@ def test_api_errors_are_clear(live, dirs, tmp_path):
         handle_file(str(dirs.examples / "cifar10" / "01.png")), "cifar10", api_name="/compress"
     )
     assert none is None and "has no prior" in sizes
+
+
+@pytest.mark.parametrize(
+    "api, data, words",
+    [
+        ("compress", [None, "mnist", "whole file"], "No image"),
+        ("compress", [None, "mnist", "half"], "choices|match"),
+        ("compress", [None, ["mnist"], "whole file"], "Unknown model|choices"),
+        ("decompress", [None, "mnist"], "No file"),
+    ],
+)
+def test_any_request_gets_a_clear_answer(live, api, data, words):
+    msg = call_event(live.url, fn_index(live.demo, api), data)
+    assert msg["success"] is False and re.search(words, msg["output"]["error"]), msg
 
 
 def test_docs_codec_examples_run(live, dirs):
