@@ -40,11 +40,12 @@ import torchvision.transforms.v2  # noqa: F401  imported now, not on the first r
 import torchvision.utils  # noqa: F401
 
 import vqvae
-from vqvae import images
+from vqvae import codec, images
 from vqvae.checkpoint import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME
 from vqvae.codes import nearest_codes, usage_ranks
 from vqvae.latent import PATHS
 from vqvae.metrics import perplexity
+from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
 from vqvae.viz import codebook_figure, load_codebook_info
 
 log = logging.getLogger("vqvae.app")
@@ -64,6 +65,10 @@ CONCURRENCY = 2  # model-running events the queue runs at once (see MODEL)
 OUTPUT_BUDGET = 16 * 2**20  # Gradio has its own copy of a file once its event has answered
 GRADIO_CACHE_BUDGET = 96 * 2**20  # only when the app owns Gradio's cache folder
 GRADIO_CACHE_LIFETIME = (600, 1800)  # delete_cache: every 10 min, files older than 30 min
+MAX_VQZ_BYTES = 64 * 1024  # a .vqz file is a few dozen bytes; anything this big is no .vqz
+# What JPEG and WebP are matched to: the whole .vqz file, or its payload against their
+# entropy-coded data (at a few dozen bytes a JPEG's tables alone outweigh a whole .vqz).
+MATCH = ("whole file", "without headers")
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
@@ -312,6 +317,18 @@ class Interpolation(NamedTuple):
     strip: PIL.Image.Image  # the frames side by side
 
 
+class Compressed(NamedTuple):
+    sizes: str  # Markdown: the code's sizes, and JPEG / WebP at the matched size
+    vqz: str | None  # path of the .vqz file; None when the model has no prior
+    jpeg: PIL.Image.Image  # the input as a JPEG of about the .vqz's size, decoded, enlarged
+    webp: PIL.Image.Image  # the same as WebP
+
+
+class Decompressed(NamedTuple):
+    image: PIL.Image.Image  # the decoded image, enlarged
+    details: str  # Markdown: the file's sizes, its class
+
+
 class InterpExample(NamedTuple):
     image_a: str | None
     image_b: str | None
@@ -400,6 +417,10 @@ class Handlers:
         self.gradio_cache_budget = gradio_cache_budget
         self._example_cache: dict[tuple, Reconstruction] = {}
         self._disk_lock = threading.Lock()
+        self._priors: dict[str, tuple] = {}  # model name -> (prior.safetensors mtime, prior)
+        # The coder pins torch to one thread while it runs (its floats must not depend on
+        # the split); one coding at a time, so no other coding restores the count meanwhile.
+        self._codec_lock = threading.Lock()
 
     # helpers
     def _out_path(self, suffix: str) -> str:
@@ -745,6 +766,193 @@ class Handlers:
             return InterpExample(path, image_b, "B")
         return InterpExample(image_a, path, "A")
 
+    # Codec: .vqz files (vqvae.codec) and JPEG / WebP at the same size
+    def _prior(self, m: Model) -> vqvae.CodePrior | None:
+        """The model's prior (prior.safetensors + prior.json in its folder), loaded on first
+        use and again when its file changes; None if it has none or it cannot be used."""
+        d = (self.models.models_dir / m.name).resolve()
+        try:
+            mtime = (d / PRIOR_WEIGHTS).stat().st_mtime_ns
+        except OSError:
+            return None
+        with self._codec_lock:
+            hit = self._priors.get(m.name)
+            if hit is None or hit[0] != mtime:
+                try:
+                    prior = vqvae.load_prior(d, model=m.model)
+                except (FileNotFoundError, ValueError):
+                    # the reason names server paths: logged, and the panel says "no prior"
+                    log.exception("the prior of model %r cannot be used", m.name)
+                    prior = None
+                hit = self._priors[m.name] = (mtime, prior)
+            return hit[1]
+
+    def _no_prior(self, m: Model) -> str:
+        return (
+            f"Model **{m.name}** has no prior ({PRIOR_WEIGHTS} and {PRIOR_CONFIG} in its "
+            "folder; train one with `python -m train.prior`), so its codes cannot be "
+            "entropy-coded into a .vqz file: they take the plain h·w·log2 K bits."
+        )
+
+    def _shown_input(self, m: Model, image) -> torch.Tensor:
+        """The model input from an image file. A whole-number nearest-neighbour enlargement
+        of an S x S image (the *Input* the Reconstruct tab shows) is first reduced back to
+        that image, exactly; anything else is read as /reconstruct reads it."""
+        S = m.config.image_size
+        if image is None:
+            raise gr.Error("No image: upload one, or reconstruct one first.")
+        if not isinstance(image, (str, Path, np.ndarray, PIL.Image.Image)):
+            raise gr.Error("An image is a file path or an array.", title="Unusable image")
+        try:
+            im, _ = images.load_image(image)
+        except images.ImageError as e:
+            raise gr.Error(str(e), title="Unusable image") from e
+        k = im.width // S
+        if k > 1 and im.size == (S * k, S * k):
+            a = np.asarray(im)
+            small = a[k // 2 :: k, k // 2 :: k]
+            if np.array_equal(small.repeat(k, 0).repeat(k, 1), a):
+                im = PIL.Image.fromarray(small)
+        return self._input(m, im, announce=False)
+
+    @clear_errors
+    def compress(self, image, model_name: str, match: str = MATCH[0]) -> Compressed:
+        """image -> its .vqz file under the model's prior, a table of sizes (plain code
+        bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
+        input's PNG), and JPEG and WebP of the input at the quality whose size is closest
+        to the .vqz's (``match``: "whole file" or "without headers"), with PSNR and SSIM.
+        Without a prior: no file; JPEG and WebP are matched to the plain code bits."""
+        m = self.models.get(model_name)
+        if not isinstance(match, str) or match not in MATCH:
+            raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
+        headerless = match == MATCH[1]
+        x = self._shown_input(m, image)
+        prior = self._prior(m)
+        with torch.inference_mode():
+            codes = m.model.encode(x)
+            recon = m.model.decode(codes)
+        c = m.config
+        pixels = c.image_size * c.image_size
+        plain = c.bits_per_image
+        png = io.BytesIO()
+        PIL.Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
+        png_bytes = png.tell()
+
+        def row(what, bits, bytes_):
+            b = f"{bytes_:,}" if isinstance(bytes_, int) else f"{bytes_:,.1f}"
+            ratio = f"{8 * png_bytes / bits:.1f}×" if bits else ""
+            return f"| {what} | {bits:,.0f} | {b} | {bits / pixels:.3f} | {ratio} |"
+
+        head = f"**Sizes** ({c.image_size}×{c.image_size} = {pixels:,} pixels)\n\n"
+        lines = [
+            "| | bits | bytes | bits / pixel | PNG is |",
+            "|---|--:|--:|--:|--:|",
+            row(
+                f"codes, plain ({c.latent_size}·{c.latent_size}·log2 {c.codebook_size})",
+                plain,
+                plain / 8,
+            ),
+        ]
+        vqz_path = None
+        if prior is None:
+            target = math.ceil(plain / 8)
+            vqz_bytes, vqz_data = target, target
+            head = self._no_prior(m) + "\n\n" + head
+            vqz_label = "codes, plain"
+        else:
+            with self._codec_lock:
+                data = codec.compress_codes(prior, codes, model=m.model)[0]
+            with torch.inference_mode():
+                nll = float(prior.nll_bits(codes)[0])
+            info = codec.read_header(data)
+            vqz_bytes, vqz_data = info.total_bytes, info.payload_bytes
+            target = vqz_data if headerless else vqz_bytes
+            lines.append(row("codes under the prior (their NLL)", nll, nll / 8))
+            lines.append(
+                row(
+                    f"**.vqz file** ({info.header_bytes} header + {info.payload_bytes} payload)",
+                    8 * vqz_bytes,
+                    vqz_bytes,
+                )
+            )
+            vqz_path = self._out_path(codec.SUFFIX)
+            Path(vqz_path).write_bytes(data)
+            vqz_label = ".vqz"
+        lines.append(row("the input as PNG (lossless)", 8 * png_bytes, png_bytes))
+
+        def quality(y: torch.Tensor) -> tuple[float, float]:
+            return float(vqvae.psnr(x, y)[0]), float(vqvae.ssim(x, y)[0])
+
+        what = "payload / entropy-coded data" if headerless else "whole files"
+        cmp = [
+            f"\n\n**At the same size** (matched on {what}: {target} bytes)\n",
+            "| | quality | file bytes | without headers | PSNR (dB) | SSIM |",
+            "|---|--:|--:|--:|--:|--:|",
+            "| VQ-VAE ({}) | | {} | {} | {:.2f} | {:.3f} |".format(
+                vqz_label, vqz_bytes, vqz_data, *quality(recon)
+            ),
+        ]
+        shown = []
+        for fmt in codec.FORMATS:
+            sm = codec.match_size(x[0], target, fmt, headerless=headerless)
+            y = torch.tensor(sm.image).float().div(255.0)  # (a read-only array)
+            y = y[None, None] if y.dim() == 2 else y.permute(2, 0, 1)[None]
+            got = sm.data_bytes if headerless else sm.file_bytes
+            note = " (the lowest quality; still larger)" if sm.quality == 1 and got > target else ""
+            cmp.append(
+                "| {}{} | {} | {} | {} | {:.2f} | {:.3f} |".format(
+                    fmt.upper() if fmt == "jpeg" else "WebP",
+                    note,
+                    sm.quality,
+                    sm.file_bytes,
+                    sm.data_bytes,
+                    *quality(y),
+                )
+            )
+            shown.append(images.enlarge(sm.image, DISPLAY))
+        return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, *shown)
+
+    @clear_errors
+    def decompress(self, file, model_name: str) -> Decompressed:
+        """A .vqz file (path, at most MAX_VQZ_BYTES) -> the image it decodes to with the
+        model and its prior (enlarged), and what its header says. Files for another model
+        or prior, truncated, corrupted or not .vqz at all are answered with gr.Error."""
+        m = self.models.get(model_name)
+        if file is None:
+            raise gr.Error("No file: upload a .vqz file.")
+        if not isinstance(file, (str, Path)):
+            raise gr.Error("A .vqz file is given as a file.")
+        try:
+            size = os.path.getsize(file)
+            if size > MAX_VQZ_BYTES:
+                raise gr.Error(
+                    f"The file has {size:,} bytes: a .vqz file has at most "
+                    f"{MAX_VQZ_BYTES // 1024} kB (most have a few dozen bytes)."
+                )
+            data = Path(file).read_bytes()[: MAX_VQZ_BYTES + 1]
+        except OSError:
+            raise gr.Error("The uploaded file could not be read.") from None
+        prior = self._prior(m)
+        if prior is None:
+            raise gr.Error(self._no_prior(m).replace("**", "") + " Choose a model that has one.")
+        try:
+            info = codec.read_header(data)
+            with self._codec_lock:
+                codes, labels = codec.decompress_codes(prior, data, model=m.model)
+        except ValueError as e:
+            raise gr.Error(f"This file cannot be decoded with model {m.name!r}: {e}.") from None
+        with torch.inference_mode():
+            x = m.model.decode(codes)
+        label = int(labels[0])
+        names = prior.config.class_names
+        cls = "none" if label < 0 else (names[label] if names else str(label))
+        details = (
+            f"Decoded a {info.total_bytes}-byte file ({info.header_bytes} header + "
+            f"{info.payload_bytes} payload): {codes.shape[1]}×{codes.shape[2]} codes, "
+            f"class: {cls}."
+        )
+        return Decompressed(images.enlarge(x[0], DISPLAY), details)
+
 
 # -- the drawing pad's uploads -----------------------------------------------------------------
 
@@ -867,7 +1075,8 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
         "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
         "the grid again; the code map shows which code sits where. Images are centre-cropped "
         "and resized to the model's size; for digit models, dark-on-light pictures are "
-        "inverted to match MNIST."
+        "inverted to match MNIST. Below them: the codes as a file (**.vqz**, entropy-coded "
+        "under the model's learned prior) beside JPEG and WebP squeezed to the same size."
     )
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
@@ -916,6 +1125,9 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
                     elem_id="orig",
                     label="Input (as the model sees it)",
                     buttons=["download"],
+                    # as /compress's input: the file's path, Gradio opens nothing
+                    type="filepath",
+                    image_mode=None,
                     **big,
                 )
                 recon = gr.Image(
@@ -932,6 +1144,31 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
                 psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", **number)
                 used = gr.Number(elem_id="used", label="Distinct codes in this image", **number)
                 bits = gr.Number(label="Bits per image (h·w·log2 K)", **number)
+            with gr.Row(equal_height=True):
+                small = dict(height=200, elem_classes=PIX, interactive=False, format="png")
+                jpeg = gr.Image(elem_id="jpeg", label="JPEG at the .vqz's size", **small)
+                webp = gr.Image(elem_id="webp", label="WebP at the .vqz's size", **small)
+                with gr.Column(min_width=220):
+                    match = gr.Radio(
+                        list(MATCH),
+                        value=MATCH[0],
+                        elem_id="match",
+                        label="Match JPEG and WebP to the .vqz's size:",
+                        info="without headers: the .vqz payload against their coded data",
+                    )
+                    vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
+            sizes = gr.Markdown(elem_id="codec-sizes")
+            with gr.Accordion("Decode a .vqz file", open=False):
+                with gr.Row():
+                    vqz_file = gr.File(
+                        elem_id="vqz-file",
+                        label=f".vqz file (at most {MAX_VQZ_BYTES // 1024} kB)",
+                        file_types=[codec.SUFFIX],
+                        type="filepath",
+                        height=140,
+                    )
+                    decoded = gr.Image(elem_id="decoded", label="Decoded", **small)
+                    decoded_md = gr.Markdown(elem_id="decoded-md")
             with gr.Accordion("Code indices as a table", open=False):
                 grid = gr.Dataframe(
                     interactive=False,
@@ -957,6 +1194,19 @@ def reconstruct_tab(h: Handlers, model: gr.Dropdown) -> ReconstructTab:
             **private("reconstruct_drawing"),
         ),
     ]
+    # The codec panel follows each new input as an event of its own, so /reconstruct stays
+    # as fast as before (the prior's coding and ~20 JPEG/WebP encodes run after it). As the
+    # API, /compress takes any image, or the Input shown above.
+    gr.on(
+        [orig.change, match.change],
+        h.compress,
+        [orig, model, match],
+        [sizes, vqz, jpeg, webp],
+        trigger_mode="always_last",
+        show_progress="minimal",
+        **public("compress"),
+    )
+    vqz_file.upload(h.decompress, [vqz_file, model], [decoded, decoded_md], **public("decompress"))
     return ReconstructTab(image, examples, draw, no_draw, outputs, grid, new_image)
 
 

@@ -6,7 +6,10 @@
 Handlers are timed directly (median of --repeat calls after one warm-up; what the server
 spends, without HTTP). Cold start spawns ``python app.py`` and times until a gradio_client
 /reconstruct call returns. Targets (2 CPU cores): reconstruct <= 50 ms for a 32x32 model,
-a 24-frame GIF <= 400 ms, the codebook tab <= 200 ms, cold start <= 10 s.
+a 24-frame GIF <= 400 ms, the codebook tab <= 200 ms, cold start <= 10 s. ``compress`` is
+the Reconstruct tab's codec panel (the .vqz file under the prior, and JPEG and WebP matched
+to its size: ~20 encodes), an event of its own after /reconstruct; ``decompress`` decodes
+the file back; both only for models with a prior ("-" otherwise).
 """
 
 from __future__ import annotations
@@ -94,15 +97,23 @@ def cold_start(models_dir, examples_dir, image: str, model: str) -> tuple[float,
 
 
 def timings(h, name: str, a, b, table, repeat: int) -> dict[str, float]:
-    """Median milliseconds of each handler for one model and its two inputs."""
-    return {
+    """Median milliseconds of each handler for one model and its two inputs (the codec's
+    only for a model with a prior, else NaN)."""
+    t = {
         "reconstruct": median_ms(lambda: h.reconstruct(a, name), repeat),
         "codebook 2-D": median_ms(lambda: h.codebook(name, "2-D", table), repeat),
         "codebook 3-D": median_ms(lambda: h.codebook(name, "3-D", table), repeat),
         "code details": median_ms(lambda: h.code(name, 0), repeat),
         "edit": median_ms(lambda: h.edit(name, table), repeat),
         "GIF 24 frames": median_ms(lambda: h.interpolate(a, b, name, 24, 12, "lerp", True), repeat),
+        "compress": float("nan"),
+        "decompress": float("nan"),
     }
+    vqz = h.compress(a, name).vqz  # the panel: .vqz, NLL, PNG, JPEG and WebP matched
+    if vqz is not None:
+        t["compress"] = median_ms(lambda: h.compress(a, name), repeat)
+        t["decompress"] = median_ms(lambda: h.decompress(vqz, name), repeat)
+    return t
 
 
 def main():
@@ -142,7 +153,10 @@ def main():
         cols = list(rows[0][2])
         print(f"{'model':<14} {'input':<10} " + " ".join(f"{c:>13}" for c in cols))
         for name, shape, t in rows:
-            print(f"{name:<14} {shape:<10} " + " ".join(f"{t[c]:>13.1f}" for c in cols))
+            print(
+                f"{name:<14} {shape:<10} "
+                + " ".join(f"{t[c]:>13.1f}" if t[c] == t[c] else f"{'-':>13}" for c in cols)
+            )
         print(
             "\n(GIF: 24 frames, lerp, ping-pong (46 frames in the file), 224 px, plus the "
             "frame strip. Handler time only: Gradio's own encoding of outputs comes on top, "

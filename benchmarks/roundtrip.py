@@ -16,6 +16,10 @@ connection for every upload, queue join and download, and httpx builds a new SSL
 plain http://; it also polls for the queue's messages every 50 ms. A client that passes one
 SSL context (``Client(url, ssl_verify=ssl.create_default_context())``, verification kept)
 skips the rebuilds: both rows are printed.
+
+The Reconstruct tab's codec panel (the .vqz file, JPEG and WebP at its size) is an event of
+its own, /compress, that the page sends after /reconstruct has answered: it adds nothing to
+/reconstruct's round trip. For a model with a prior its own round trip is printed too.
 """
 
 from __future__ import annotations
@@ -114,6 +118,13 @@ def main():
                     rows.append(
                         (f"gradio_client ({ssl_note}), {dl_note}", timed(call, args.repeat))
                     )
+            if h.compress(image, model).vqz is not None:  # the model has a prior
+                client = connect(url, proc, download_files=False, ssl_verify=ssl_context())
+
+                def compress(client=client):
+                    client.predict(handle_file(image), model, api_name="/compress")
+
+                rows.append(("/compress (shared SSL), no downloads", timed(compress, args.repeat)))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -11,6 +11,7 @@ coloured per code with its indices written in), :func:`frame_strip` and :func:`w
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from PIL import ImageDraw, ImageFont, ImageOps
 
 from .data import image_transform
-from .latent import color_code_map
+from .latent import code_colors
 
 # Pixel limits keep every accepted input within ~300 MB and ~1.5 s of decoding on 2 cores
 # (issue 11): a 16 MP RGBA picture is 64 MB as 8-bit, and nothing is ever held as floats at
@@ -316,8 +317,8 @@ def code_map_image(
     in black or white, whichever reads better on its colour."""
     codes = torch.as_tensor(np.asarray(codes)).long()
     h, w = codes.shape
-    cell = max(1, size // max(h, w))
-    rgb = color_code_map(codes, codebook_size).numpy()
+    cell = code_map_cell_size((h, w), size)
+    rgb = _code_colors(codebook_size)[codes].numpy()  # = color_code_map(codes, K)
     im = enlarge(rgb, cell * max(h, w))
     draw = ImageDraw.Draw(im)
     for i in range(1, h):
@@ -325,21 +326,39 @@ def code_map_image(
     for j in range(1, w):
         draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
     if numbers and cell >= 14:
-        font = _font(max(8, min(cell // 3, 16)))
+        # Each label is rendered once (cached across calls) and pasted through its mask:
+        # the same pixels as draw.text at the cell's centre, ~10x faster than 64 draw.text.
+        font_size = max(8, min(cell // 3, 16))
+        r, g, b = rgb.astype(np.float64).transpose(2, 0, 1)
+        luma = 0.299 * r + 0.587 * g + 0.114 * b
         for i in range(h):
             for j in range(w):
-                r, g, b = (int(v) for v in rgb[i, j])
-                ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
-                draw.text(
-                    ((j + 0.5) * cell, (i + 0.5) * cell),
-                    str(int(codes[i, j])),
-                    fill=ink,
-                    font=font,
-                    anchor="mm",
-                )
+                ink = (0, 0, 0) if luma[i, j] > 140 else (255, 255, 255)
+                mask, (x, y) = _label_mask(int(codes[i, j]), cell, font_size)
+                im.paste(ink, ((j - 1) * cell + x, i * cell + y), mask)
     return im
 
 
+@functools.lru_cache(maxsize=4096)
+def _label_mask(code: int, cell: int, font_size: int) -> tuple[PIL.Image.Image, tuple]:
+    """The label of ``code`` as an ``L`` mask, and its offset from the top-left corner of
+    a canvas 3 cells wide (long labels may overflow their cell) and 1 tall, on which it is
+    drawn centred at (1.5, 0.5) cells: the same sub-pixel offset as at any cell's centre."""
+    mask = PIL.Image.new("L", (3 * cell, cell), 0)
+    ImageDraw.Draw(mask).text(
+        (1.5 * cell, 0.5 * cell), str(code), fill=255, font=_font(font_size), anchor="mm"
+    )
+    box = mask.getbbox() or (0, 0, 1, 1)
+    return mask.crop(box), box[:2]
+
+
+@functools.lru_cache(maxsize=16)
+def _code_colors(codebook_size: int) -> torch.Tensor:
+    """vqvae.latent.code_colors, computed once per K (512 HSV conversions take ~5 ms)."""
+    return code_colors(codebook_size)
+
+
+@functools.lru_cache(maxsize=32)
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType

@@ -1,0 +1,342 @@
+"""The Reconstruct tab's codec panel (/compress, /decompress): .vqz files under a tiny prior,
+JPEG and WebP at the matched size, clear errors for foreign, corrupted and oversized files, a
+model without a prior; and code_map_image drawn as fast as it is drawn right."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image, ImageDraw
+
+import app
+import vqvae
+from app_helpers import TINY, call_event, fn_index, make_models
+from tools.ports import free_port
+from vqvae import codec, images
+from vqvae.prior import CodePrior, PriorConfig
+
+
+def add_prior(model_dir: Path, seed: int = 0) -> CodePrior:
+    """A random class-conditional prior (peaked: weights far from the init) for the model
+    in ``model_dir``, saved beside it as the app finds priors."""
+    model = vqvae.load_pretrained(model_dir)
+    config = PriorConfig.for_model(model, num_classes=10, d_model=32, n_layers=2, n_heads=2)
+    prior = CodePrior(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    prior.save_pretrained(model_dir)
+    return prior
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    """mnist with a prior, cifar10 without, and "other": another 28x28 model with a prior."""
+    root = tmp_path_factory.mktemp("codec")
+    models, examples = make_models(root)
+    add_prior(models / "mnist")
+    torch.manual_seed(5)
+    vqvae.VQVAE(vqvae.preset("mnist", **TINY)).save_pretrained(models / "other")
+    # its codebook.json borrowed, or the app would compute a UMAP (~30 s) on loading it
+    (models / "other" / "codebook.json").write_bytes(
+        (models / "mnist" / "codebook.json").read_bytes()
+    )
+    add_prior(models / "other", seed=1)
+    return SimpleNamespace(root=root, models=models, examples=examples)
+
+
+@pytest.fixture(scope="module")
+def h(dirs):
+    return app.Handlers(dirs.models, dirs.examples, dirs.root / "cache")
+
+
+def digit(dirs, i=0) -> str:
+    return str(dirs.examples / "mnist" / f"{i:02d}.png")
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs):
+    r = h.compress(digit(dirs), "mnist", "whole file")
+    data = Path(r.vqz).read_bytes()
+    info = codec.read_header(data)
+    m = h.models.get("mnist")
+    x = h._input(m, digit(dirs), announce=False)
+    prior = vqvae.load_prior(dirs.models / "mnist", model=m.model)
+    codes, labels = codec.decompress_codes(prior, data, model=m.model)
+    assert torch.equal(codes, m.model.encode(x)) and labels.tolist() == [-1]
+    # sizes side by side: plain bits, the prior's NLL, the file (header + payload), PNG
+    nll = float(prior.nll_bits(codes)[0])
+    png = io.BytesIO()
+    Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
+    png = png.tell()
+    assert f"| codes, plain (7·7·log2 32) | 245 | 30.6 | 0.312 | {8 * png / 245:.1f}× |" in r.sizes
+    assert f"| {nll:,.0f} | {nll / 8:,.1f} | {nll / 784:.3f} |" in r.sizes
+    head = f"{info.header_bytes} header + {info.payload_bytes} payload"
+    ratio = f"{png / len(data):.1f}×"
+    assert f"| **.vqz file** ({head}) | {8 * len(data)} | {len(data)} |" in r.sizes
+    assert f"| {len(data) * 8 / 784:.3f} | {ratio} |" in r.sizes
+    assert f"| the input as PNG (lossless) | {8 * png:,} | {png} |" in r.sizes
+    # JPEG and WebP: the quality closest to the whole file's size, as the codec finds it
+    assert f"matched on whole files: {len(data)} bytes" in r.sizes
+    for fmt, shown in (("jpeg", r.jpeg), ("webp", r.webp)):
+        sm = codec.match_size(x[0], len(data), fmt)
+        assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r.sizes
+        assert np.array_equal(np.asarray(shown), np.asarray(images.enlarge(sm.image, 256)))
+    # ... or the payload against their data without headers
+    r2 = h.compress(digit(dirs), "mnist", "without headers")
+    assert f"without headers: {info.payload_bytes} bytes" in r2.sizes.replace(
+        "payload / entropy-coded data", "without headers"
+    )
+    sm = codec.match_size(x[0], info.payload_bytes, "jpeg", headerless=True)
+    assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r2.sizes
+    assert Path(r2.vqz).read_bytes() == data  # the file itself does not depend on the match
+
+
+def test_compress_reads_the_shown_input_back_exactly(h, dirs, tmp_path):
+    """The panel compresses the Input image the tab shows (enlarged 9x): the same file as
+    from the original upload, and the decoded image is the reconstruction."""
+    rec = h.reconstruct(digit(dirs, 2), "mnist")
+    shown = tmp_path / "shown.png"
+    rec.original.save(shown)
+    a = Path(h.compress(digit(dirs, 2), "mnist").vqz).read_bytes()
+    b = Path(h.compress(str(shown), "mnist").vqz).read_bytes()
+    assert a == b
+    d = h.decompress(h.compress(str(shown), "mnist").vqz, "mnist")
+    assert np.array_equal(np.asarray(d.image), np.asarray(rec.reconstruction))
+    assert "class: none" in d.details and "7×7 codes" in d.details
+
+
+def test_a_model_without_a_prior_says_so_and_the_rest_works(h, dirs):
+    r = h.compress(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+    assert r.vqz is None and "has no prior" in r.sizes
+    assert "matched on whole files: 40 bytes" in r.sizes  # the plain 8·8·5 bits
+    assert r.jpeg.size == r.webp.size == (256, 256)
+    rec = h.reconstruct(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+    assert rec.bits == 320.0
+    mnist_file = h.compress(digit(dirs), "mnist").vqz
+    with pytest.raises(gr.Error, match="no prior"):
+        h.decompress(mnist_file, "cifar10")
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda good: good[:-3], "corrupted or truncated|not match"),
+        (lambda good: good[:5], "truncated"),
+        (lambda good: good[:12] + bytes(b ^ 0x55 for b in good[12:]), "corrupted|checksum"),
+        (lambda good: b"GIF89a" + bytes(40), "not a .vqz file"),
+        (lambda good: b"", "not a .vqz file"),
+        (lambda good: b"VQZ\x07" + good[4:], "version 7 is newer"),
+        (lambda good: b"VQZ" + bytes(70_000), "at most 64 kB"),
+    ],
+)
+def test_damaged_garbage_and_oversized_files_are_clear_errors(h, dirs, tmp_path, make, words):
+    good = Path(h.compress(digit(dirs), "mnist").vqz).read_bytes()
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(make(good))
+    with pytest.raises(gr.Error, match=words):
+        h.decompress(str(bad), "mnist")
+
+
+def test_a_file_for_another_model_is_refused_with_its_reason(h, dirs):
+    f = h.compress(digit(dirs), "other").vqz
+    with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE"):
+        h.decompress(f, "mnist")
+    assert "Decoded" in h.decompress(f, "other").details
+
+
+def test_bad_arguments_are_clear_errors(h, dirs):
+    with pytest.raises(gr.Error, match="match must be one of"):
+        h.compress(digit(dirs), "mnist", "half")
+    with pytest.raises(gr.Error, match="No image"):
+        h.compress(None, "mnist")
+    with pytest.raises(gr.Error, match="No file"):
+        h.decompress(None, "mnist")
+    with pytest.raises(gr.Error, match="Unknown model"):
+        h.decompress(digit(dirs), "nope")
+
+
+def test_a_prior_that_does_not_fit_its_model_counts_as_none(dirs, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(dirs.models / "other", models / "other")
+    for name in ("prior.json", "prior.safetensors"):  # mnist's prior beside "other"
+        shutil.copy(dirs.models / "mnist" / name, models / "other" / name)
+    h = app.Handlers(models, dirs.examples, tmp_path / "cache")
+    r = h.compress(digit(dirs), "other")
+    assert r.vqz is None and "has no prior" in r.sizes
+
+
+# -- through the API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(dirs):
+    demo, handlers = app.build_app(dirs.models, dirs.examples, cache_dir=dirs.root / "live")
+    port = free_port()
+    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        yield SimpleNamespace(url=url, client=Client(url, verbose=False), demo=demo)
+    finally:
+        demo.close()
+
+
+def test_compress_and_decompress_round_trip_through_gradio_client(live, dirs):
+    client = live.client
+    rec = client.predict(handle_file(digit(dirs, 1)), "mnist", api_name="/reconstruct")
+    assert len(rec) == 7  # /reconstruct itself is unchanged: the panel is its own event
+    sizes, vqz, jpeg, webp = client.predict(
+        handle_file(digit(dirs, 1)), "mnist", "without headers", api_name="/compress"
+    )
+    assert vqz.endswith(".vqz") and "**.vqz file**" in sizes
+    assert Image.open(jpeg).size == Image.open(webp).size == (252, 252)
+    image, details = client.predict(handle_file(vqz), "mnist", api_name="/decompress")
+    assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(rec[1])))
+    assert f"Decoded a {Path(vqz).stat().st_size}-byte file" in details
+    # the shown input (an enlarged PNG) gives the same file
+    again = client.predict(handle_file(rec[0]), "mnist", "whole file", api_name="/compress")[1]
+    assert Path(again).read_bytes() == Path(vqz).read_bytes()
+
+
+def test_api_errors_are_clear(live, dirs, tmp_path):
+    client = live.client
+    vqz = client.predict(handle_file(digit(dirs)), "mnist", api_name="/compress")[1]
+    with pytest.raises(AppError, match="another VQ-VAE"):
+        client.predict(handle_file(vqz), "other", api_name="/decompress")
+    garbage = tmp_path / "garbage.vqz"
+    garbage.write_bytes(b"\x89PNG not really")
+    with pytest.raises(AppError, match="not a .vqz file"):
+        client.predict(handle_file(str(garbage)), "mnist", api_name="/decompress")
+    big = tmp_path / "big.vqz"
+    big.write_bytes(bytes(100_000))
+    with pytest.raises(AppError, match="at most 64 kB"):
+        client.predict(handle_file(str(big)), "mnist", api_name="/decompress")
+    with pytest.raises(AppError, match="no prior"):
+        client.predict(handle_file(vqz), "cifar10", api_name="/decompress")
+    sizes, none, _, _ = client.predict(
+        handle_file(str(dirs.examples / "cifar10" / "01.png")), "cifar10", api_name="/compress"
+    )
+    assert none is None and "has no prior" in sizes
+
+
+@pytest.mark.parametrize(
+    "api, data, words",
+    [
+        ("compress", [None, "mnist", "whole file"], "No image"),
+        ("compress", [None, "mnist", "half"], "choices|match"),
+        ("compress", [None, ["mnist"], "whole file"], "Unknown model|choices"),
+        ("decompress", [None, "mnist"], "No file"),
+    ],
+)
+def test_any_request_gets_a_clear_answer(live, api, data, words):
+    msg = call_event(live.url, fn_index(live.demo, api), data)
+    assert msg["success"] is False and re.search(words, msg["output"]["error"]), msg
+
+
+def test_docs_codec_examples_run(live, dirs):
+    """docs/api.md's Python blocks for /compress and /decompress, against this server."""
+    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    doc = doc[doc.index("## Compress") :]
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 2
+    for code in blocks:
+        code = code.replace("http://127.0.0.1:7860/", live.url).replace(
+            "assets/examples/", f"{dirs.examples}/"
+        )
+        exec(compile(code, "docs/api.md", "exec"), {})
+
+
+# -- the code map, drawn fast --------------------------------------------------------------------
+
+
+def code_map_drawn_text_by_text(codes, K, size):
+    """code_map_image as it was first written: one draw.text per cell."""
+    codes = torch.as_tensor(np.asarray(codes)).long()
+    h, w = codes.shape
+    cell = max(1, size // max(h, w))
+    rgb = vqvae.color_code_map(codes, K).numpy()
+    im = images.enlarge(rgb, cell * max(h, w))
+    draw = ImageDraw.Draw(im)
+    for i in range(1, h):
+        draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
+    for j in range(1, w):
+        draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
+    if cell >= 14:
+        font = images._font(max(8, min(cell // 3, 16)))
+        for i in range(h):
+            for j in range(w):
+                r, g, b = (int(v) for v in rgb[i, j])
+                ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+                xy = ((j + 0.5) * cell, (i + 0.5) * cell)
+                draw.text(xy, str(int(codes[i, j])), fill=ink, font=font, anchor="mm")
+    return im
+
+
+@pytest.mark.parametrize(
+    "h, w, K, size",
+    [(7, 7, 512, 256), (8, 8, 512, 256), (7, 9, 32, 252), (3, 3, 12345, 50), (16, 16, 512, 256)],
+)
+def test_code_map_image_looks_as_drawn_label_by_label(h, w, K, size):
+    rng = np.random.default_rng(h * w)
+    for _ in range(3):
+        codes = rng.integers(0, K, (h, w))
+        got = images.code_map_image(codes, K, size)
+        want = code_map_drawn_text_by_text(codes, K, size)
+        assert got.size == want.size and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+# -- in the browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Chromium")
+def test_the_panel_follows_each_reconstruction_in_the_browser(live, dirs):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(30_000)
+        page.goto(live.url)
+
+        def sizes_say(words: str):
+            page.wait_for_function(
+                "w => (document.querySelector('#codec-sizes') || {}).innerText?.includes(w)",
+                arg=words,
+            )
+
+        # the first example, reconstructed on page load, then its panel
+        sizes_say("matched on whole files")
+        page.wait_for_selector("#jpeg img")
+        page.get_by_label("without headers").check()
+        sizes_say("matched on payload")
+        # another example: the panel follows it
+        old = page.locator("#codec-sizes").inner_text()
+        page.locator("#examples img").nth(3).click()
+        page.wait_for_function(
+            "old => document.querySelector('#codec-sizes').innerText !== old", arg=old
+        )
+        # decode a .vqz file
+        vqz = live.client.predict(handle_file(digit(dirs, 3)), "mnist", api_name="/compress")[1]
+        page.get_by_text("Decode a .vqz file").click()
+        page.locator("#vqz-file input[type=file]").set_input_files(vqz)
+        page.wait_for_selector("#decoded img")
+        page.wait_for_function(
+            "() => document.querySelector('#decoded-md').innerText.includes('Decoded a')"
+        )
+        browser.close()
