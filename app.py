@@ -6,7 +6,8 @@
 Four tabs: Reconstruct (upload, example or drawing -> reconstruction and code map), Codebook
 (UMAP of the codes, coloured by usage; what each code decodes to), Edit codes (paint code
 cells, re-decode), Interpolate (an animated GIF between two images). Every main action has an
-API name (/reconstruct, /codebook, /edit, /interpolate, /code); see docs/api.md.
+API name (/reconstruct, /codebook, /edit, /interpolate, /code, /compress, /decompress);
+see docs/api.md.
 
 The app is a thin layer: all model maths is in ``vqvae``, image I/O in ``vqvae.images``,
 figures in ``vqvae.viz``. Reading order: models, handlers (one method per event, results as

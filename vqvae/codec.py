@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import threading
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -178,16 +179,20 @@ def _checksum(head: bytes, vqvae_fp: str, prior_fp: str, codes: np.ndarray) -> b
 
 
 # -------------------------------------------------------------------------- the prior, step by step
+_CODING = threading.RLock()  # held while a file is coded: see _one_thread
+
+
 @contextmanager
 def _one_thread():
     """torch's intra-op threads pinned to 1: a float result can depend on how a matrix
     product is split across threads, and encoder and decoder must agree to the bit."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    with _CODING:  # the thread count is process-wide: one coding at a time
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
 
 
 def _coding_prior(prior: CodePrior) -> CodePrior:

@@ -21,7 +21,7 @@ import torch
 from PIL import ImageDraw, ImageFont, ImageOps
 
 from .data import image_transform
-from .latent import code_colors
+from .latent import color_code_map
 
 # Pixel limits keep every accepted input within ~300 MB and ~1.5 s of decoding on 2 cores
 # (issue 11): a 16 MP RGBA picture is 64 MB as 8-bit, and nothing is ever held as floats at
@@ -318,7 +318,7 @@ def code_map_image(
     codes = torch.as_tensor(np.asarray(codes)).long()
     h, w = codes.shape
     cell = code_map_cell_size((h, w), size)
-    rgb = _code_colors(codebook_size)[codes].numpy()  # = color_code_map(codes, K)
+    rgb = color_code_map(codes, codebook_size).numpy()
     im = enlarge(rgb, cell * max(h, w))
     draw = ImageDraw.Draw(im)
     for i in range(1, h):
@@ -350,12 +350,6 @@ def _label_mask(code: int, cell: int, font_size: int) -> tuple[PIL.Image.Image, 
     )
     box = mask.getbbox() or (0, 0, 1, 1)
     return mask.crop(box), box[:2]
-
-
-@functools.lru_cache(maxsize=16)
-def _code_colors(codebook_size: int) -> torch.Tensor:
-    """vqvae.latent.code_colors, computed once per K (512 HSV conversions take ~5 ms)."""
-    return code_colors(codebook_size)
 
 
 @functools.lru_cache(maxsize=32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import torch
 
@@ -76,6 +77,12 @@ def code_atlas(model, size: int | None = None, batch: int = 256) -> torch.Tensor
 def code_colors(codebook_size: int) -> torch.Tensor:
     """A fixed, well-spread colour per code: uint8 (K, 3). Neighbouring indices get distant
     hues (golden-ratio steps), so a code map shows where codes change."""
+    return _code_colors(codebook_size).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _code_colors(codebook_size: int) -> torch.Tensor:
+    # computed once per K: 512 HSV conversions take ~5 ms, more than drawing a code map
     cols = []
     for k in range(codebook_size):
         h = (k * 0.618033988749895) % 1.0
@@ -87,4 +94,4 @@ def code_colors(codebook_size: int) -> torch.Tensor:
 
 def color_code_map(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """uint8 RGB image (h, w, 3) of a code grid (h, w), one colour per code."""
-    return code_colors(codebook_size)[indices.long().cpu()]
+    return _code_colors(codebook_size)[indices.long().cpu()]
