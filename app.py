@@ -45,7 +45,8 @@ from vqvae.checkpoint import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME
 from vqvae.codes import nearest_codes, usage_ranks
 from vqvae.latent import PATHS
 from vqvae.metrics import perplexity
-from vqvae.viz import codebook_figure, load_codebook_info
+from vqvae.prior import PRIOR_WEIGHTS
+from vqvae.viz import CODE_PATCHES, codebook_figure, load_code_patches, load_codebook_info
 
 log = logging.getLogger("vqvae.app")
 
@@ -147,6 +148,9 @@ class Model:
     ranks: np.ndarray = field(init=False)
     atlas: torch.Tensor | None = None  # (K, C, H, W): what each code decodes to
     atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
+    prior: vqvae.CodePrior | None = None  # prior.safetensors beside the model, if any
+    no_prior: str = ""  # why there is none (Markdown), when prior is None
+    patches: dict | None = None  # code_patches.npz: training crops per code (train.export)
 
     def __post_init__(self):
         self.usage = np.asarray(self.info["usage"], dtype=np.int64)
@@ -220,7 +224,34 @@ class ModelStore:
             if ex_dir.is_dir()
             else []
         )
-        return Model(name, model, info, metrics, card, examples)
+        prior, no_prior = self._load_prior(name, d, model)
+        patches = None
+        if (d / CODE_PATCHES).is_file():
+            try:
+                patches = load_code_patches(d / CODE_PATCHES, c.codebook_size)
+            except (ValueError, OSError) as e:
+                log.warning("model %s: no code patches: %s", name, e)
+        return Model(
+            name, model, info, metrics, card, examples, prior=prior, no_prior=no_prior,
+            patches=patches,
+        )  # fmt: skip
+
+    @staticmethod
+    def _load_prior(name: str, d: Path, model: vqvae.VQVAE) -> tuple:
+        """(prior or None, why none). A broken or mismatched prior leaves the model usable."""
+        if not (d / PRIOR_WEIGHTS).is_file():
+            return None, (
+                f"Model **{name}** has no prior (no `{PRIOR_WEIGHTS}` in its folder): train one "
+                f"with `python -m train.prior --vqvae {name}` to sample and resample codes."
+            )
+        try:
+            prior = vqvae.load_prior(d, model=model)
+        except (ValueError, OSError) as e:
+            log.warning("model %s: prior not loaded: %s", name, e)
+            return None, f"Model **{name}**'s prior could not be loaded: {e}"
+        with torch.inference_mode():  # kernel selection now, not on the first request
+            prior.sample(1, top_k=1)
+        return prior, ""
 
     def atlas(self, m: Model) -> list[str]:
         """PNG files of what each code decodes to (vqvae.code_atlas), written once per model."""
