@@ -371,6 +371,7 @@ class Samples(NamedTuple):
 
 class CodeMapView(NamedTuple):
     code_map: PIL.Image.Image  # codes (or their surprise) with the marked cells veiled
+    mark_map: PIL.Image.Image  # the same picture, for the map that takes mark clicks
     bits: str  # Markdown: bits under the prior beside h * w * log2 K
 
 
@@ -379,17 +380,6 @@ class Surprise(NamedTuple):
     total: float  # bits of the grid under the prior (no class)
     plain: float  # h * w * log2 K
     bits: object  # bits per cell (h, w) as a table
-
-
-class CellClick(NamedTuple):
-    """A click on the Edit tab's code map: an :class:`Edited` (paint) or new marks (mark)."""
-
-    grid: object
-    image: PIL.Image.Image
-    code_map: PIL.Image.Image
-    png: str
-    npy: str
-    marks: object  # (h, w) table, 1 = marked
 
 
 def skip(result: type[NamedTuple]):
@@ -998,16 +988,12 @@ class Handlers:
             )
             im = s.image if surprise else images.code_map_image(c, m.config.codebook_size, DISPLAY)
         im = viz.mark_cells(im, self._marks(m, marks, strict=False), DISPLAY)
-        return CodeMapView(im, bits)
+        return CodeMapView(im, im, bits)
 
     @clear_errors
-    def click_cell(
-        self, model_name: str, grid, code, mode, marks, surprise, evt: gr.SelectData
-    ) -> CellClick:
-        """Click on the code map: paint the cell (mode "paint") or toggle its mark ("mark")."""
+    def toggle_mark(self, model_name: str, grid, marks, evt: gr.SelectData):
+        """Click on the code map in mark mode: mark the cell, or unmark it -> the marks."""
         m = self.models.get(model_name)
-        if mode != "mark":
-            return CellClick(*self.paint(model_name, grid, code, evt), gr.skip())
         c = self._grid(m, grid)
         mask = self._marks(m, marks, strict=False)
         try:
@@ -1015,10 +1001,7 @@ class Handlers:
         except ValueError as e:
             raise gr.Error(f"Click a cell of the code map ({e}).") from None
         mask[i, j] = not mask[i, j]
-        view = self.code_map_view(model_name, c, mask, surprise)
-        return CellClick(
-            gr.skip(), gr.skip(), view.code_map, gr.skip(), gr.skip(), self._table(mask * 1)
-        )
+        return self._table(mask * 1)
 
     @clear_errors
     def mark_all(self, model_name: str, value: bool = True):
@@ -1154,6 +1137,9 @@ CODE_NUMBER = dict(precision=None, minimum=0)
 # own by default, so a busy app would run 2 x (number of events) at once); quick ones that
 # only pick or pass values on keep their own, so the page stays responsive under load.
 MODEL = dict(concurrency_id="model")
+# Class choices change with the model; the handlers check the class (Gradio would check it
+# against the choices the page was built with).
+CLASS_CHOICE = dict(allow_custom_value=True, min_width=140)
 
 
 def public(name: str) -> dict:
@@ -1367,6 +1353,9 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
             edit_map = gr.Image(
                 elem_id="edit-map", label="Code map: click a cell to paint it", **big
             )
+            mark_map = gr.Image(
+                elem_id="mark-map", label="Code map: click cells to mark them", visible=False, **big
+            )
         with gr.Column(scale=3):
             edit_img = gr.Image(elem_id="edit-img", label="Decoded", **big)
         with gr.Column(scale=3, min_width=240):
@@ -1425,7 +1414,7 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
                     "Resample marked cells", elem_id="resample-btn", variant="primary"
                 )
             with gr.Row():
-                label = gr.Dropdown(["any"], value="any", label="Resample as class", min_width=140)
+                label = gr.Dropdown(["any"], value="any", label="Resample as class", **CLASS_CHOICE)
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
     with gr.Accordion("Edit the marks as a table (1 = marked)", open=False):
         marks = gr.Dataframe(
@@ -1455,7 +1444,7 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
         return dep.success(
             h.code_map_view,
             [model, grid, marks, surprise],
-            [edit_map, bits],
+            [edit_map, mark_map, bits],
             **private(f"edit_overlay_{next(n_redraws)}"),
         )
 
@@ -1465,13 +1454,10 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
         h.code_tile, [model, paint_code], paint_tile, **private("paint_tile", quick=True)
     )
     redraw(
-        edit_map.select(
-            h.click_cell,
-            [model, grid, paint_code, mode, marks, surprise],
-            [grid] + outputs + [marks],
-            **private("paint"),
-        )
+        edit_map.select(h.paint, [model, grid, paint_code], [grid] + outputs, **private("paint"))
     )
+    redraw(mark_map.select(h.toggle_mark, [model, grid, marks], marks, **private("mark")))
+    mode.change(show_map, mode, [edit_map, mark_map], **private("click_mode", quick=True))
     redraw(fill_btn.click(h.fill, [model, grid, paint_code], [grid] + outputs, **private("fill")))
     redraw(reset_btn.click(h.reset, [model, original], [grid] + outputs, **private("reset")))
     redraw(
@@ -1498,6 +1484,12 @@ class SampleTab:
     codes: gr.JSON  # the sampled grids, for picking one
 
 
+def show_map(mode: str):
+    """Clicks paint or mark: show the code map that takes that kind of click (two images,
+    so that the paint event keeps its inputs)."""
+    return gr.update(visible=mode != "mark"), gr.update(visible=mode == "mark")
+
+
 def sample_tab(h: Handlers, model: gr.Dropdown) -> SampleTab:
     gr.Markdown(
         "Draw new images from the model's **prior**, a transformer that has learned which "
@@ -1508,7 +1500,9 @@ def sample_tab(h: Handlers, model: gr.Dropdown) -> SampleTab:
     note = gr.Markdown(elem_id="sample-note")
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
-            label = gr.Dropdown(["any"], value="any", label="Class", elem_id="sample-class")
+            label = gr.Dropdown(
+                ["any"], value="any", label="Class", elem_id="sample-class", **CLASS_CHOICE
+            )
             n = gr.Slider(1, Handlers.MAX_SAMPLES, value=16, step=1, label="Number of samples")
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Number(value=0, label="Top-k (0: all codes)", precision=None, minimum=0)
