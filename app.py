@@ -3,10 +3,13 @@
     python app.py                                  # http://127.0.0.1:7860
     python app.py --host 0.0.0.0 --port 8000 --models-dir pretrained/
 
-Four tabs: Reconstruct (upload, example or drawing -> reconstruction and code map), Codebook
-(UMAP of the codes, coloured by usage; what each code decodes to), Edit codes (paint code
-cells, re-decode), Interpolate (an animated GIF between two images). Every main action has an
-API name (/reconstruct, /codebook, /edit, /interpolate, /code); see docs/api.md.
+Five tabs: Reconstruct (upload, example or drawing -> reconstruction and code map), Codebook
+(UMAP of the codes, coloured by usage; what each code decodes to and the training patches it
+stands for), Edit codes (paint code cells, re-decode; with a prior: mark cells and resample
+them, see each code's surprise), Interpolate (an animated GIF between two images), Sample
+(new images from the model's prior, when its folder has one). Every main action has an API
+name (/reconstruct, /codebook, /edit, /interpolate, /code, /code_patches, /sample,
+/resample); see docs/api.md.
 
 The app is a thin layer: all model maths is in ``vqvae``, image I/O in ``vqvae.images``,
 figures in ``vqvae.viz``. Reading order: models, handlers (one method per event, results as

@@ -5,6 +5,7 @@ gradio_client against a real server."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -312,3 +313,13 @@ def test_api_bad_inputs_are_clear_errors(client, api, args, words):
     with pytest.raises(AppError, match=words):
         client.predict(*args, api_name=api)
     assert len(client.predict("mnist", "any", 1, 1.0, 0, 1.0, 0, api_name="/sample")[0]) == 1
+
+
+def test_docs_prior_examples_run(client, dirs):
+    """The ``py`` blocks of docs/api.md (its section on the prior), run against this server."""
+    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```py\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 3
+    for code in blocks:
+        code = code.replace("http://127.0.0.1:7860/", client.src)
+        exec(compile(code, "docs/api.md", "exec"), {})
