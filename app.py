@@ -1348,7 +1348,9 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
     gr.Markdown(
         "The current image's code grid. Choose a code (type its number or click the atlas on "
         "the right), then click cells of the code map to paint them; the image re-decodes at "
-        "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image."
+        "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image. "
+        "With a prior: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
+        "given the cells above and to its left), or shade the map by each code's surprise."
     )
     big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX, format="png")
     with gr.Row():
@@ -1403,7 +1405,7 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
                 elem_id="surprise",
             )
         with gr.Column(scale=6):
-            with gr.Row(equal_height=True):
+            with gr.Row():
                 mode = gr.Radio(
                     ["paint", "mark"],
                     value="paint",
@@ -1411,11 +1413,12 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
                     elem_id="click-mode",
                     min_width=160,
                 )
-                mark_all_btn = gr.Button("Mark all", size="sm", min_width=80)
-                clear_btn = gr.Button("Clear marks", size="sm", min_width=80)
-                resample_btn = gr.Button(
-                    "Resample marked cells", elem_id="resample-btn", variant="primary"
-                )
+                with gr.Column(min_width=160):
+                    mark_all_btn = gr.Button("Mark all", size="sm")
+                    clear_btn = gr.Button("Clear marks", size="sm")
+                    resample_btn = gr.Button(
+                        "Resample marked cells", elem_id="resample-btn", variant="primary"
+                    )
             with gr.Row():
                 label = gr.Dropdown(["any"], value="any", label="Resample as class", **CLASS_CHOICE)
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
