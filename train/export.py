@@ -182,9 +182,11 @@ def export(
     progress: bool = True,
     note: str = "",
     dtype: str = "float32",
+    patches: bool = True,
 ) -> Path:
     """Write pretrained/NAME from a run. The metrics are measured on the weights as written
-    (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them."""
+    (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them.
+    ``patches``: also write code_patches.npz (vqvae.viz.code_patches on the training split)."""
     run = Path(run)
     if not is_run_dir(run):
         raise RunError(f"{run} is not a training run folder (no train_config.json)")
@@ -211,7 +213,8 @@ def export(
         )
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / CODEBOOK_INFO, codebook_info(model, usage_counts(model, train_u8)))
-        save_code_patches(tmp / CODE_PATCHES, code_patches(model, train_u8))
+        if patches:
+            save_code_patches(tmp / CODE_PATCHES, code_patches(model, train_u8))
         weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
         secs = summary.get("elapsed_s")
         (tmp / "README.md").write_text(
