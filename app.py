@@ -3,11 +3,14 @@
     python app.py                                  # http://127.0.0.1:7860
     python app.py --host 0.0.0.0 --port 8000 --models-dir pretrained/
 
-Four tabs: Reconstruct (upload, example or drawing -> reconstruction and code map), Codebook
-(UMAP of the codes, coloured by usage; what each code decodes to), Edit codes (paint code
-cells, re-decode), Interpolate (an animated GIF between two images). Every main action has an
-API name (/reconstruct, /codebook, /edit, /interpolate, /code, /compress, /decompress);
-see docs/api.md.
+Five tabs: Reconstruct (upload, example or drawing -> reconstruction and code map; with a
+prior, the image as a .vqz file beside JPEG and WebP at the same size), Codebook (UMAP of the
+codes, coloured by usage; what each code decodes to and the training patches it stands for),
+Edit codes (paint code cells, re-decode; with a prior: mark cells and resample them, see each
+code's surprise), Interpolate (an animated GIF between two images), Sample (new images from
+the model's prior, when its folder has one). Every main action has an API name
+(/reconstruct, /codebook, /edit, /interpolate, /code, /code_patches, /sample, /resample,
+/compress, /decompress); see docs/api.md.
 
 The app is a thin layer: all model maths is in ``vqvae``, image I/O in ``vqvae.images``,
 figures in ``vqvae.viz``. Reading order: models, handlers (one method per event, results as
@@ -41,13 +44,13 @@ import torchvision.transforms.v2  # noqa: F401  imported now, not on the first r
 import torchvision.utils  # noqa: F401
 
 import vqvae
-from vqvae import codec, images
+from vqvae import codec, images, viz
 from vqvae.checkpoint import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME
 from vqvae.codes import nearest_codes, usage_ranks
 from vqvae.latent import PATHS
 from vqvae.metrics import perplexity
-from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
-from vqvae.viz import codebook_figure, load_codebook_info
+from vqvae.prior import PRIOR_WEIGHTS
+from vqvae.viz import CODE_PATCHES, codebook_figure, load_code_patches, load_codebook_info
 
 log = logging.getLogger("vqvae.app")
 
@@ -153,6 +156,9 @@ class Model:
     ranks: np.ndarray = field(init=False)
     atlas: torch.Tensor | None = None  # (K, C, H, W): what each code decodes to
     atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
+    prior: vqvae.CodePrior | None = None  # prior.safetensors beside the model, if any
+    no_prior: str = ""  # why there is none (Markdown), when prior is None
+    patches: dict | None = None  # code_patches.npz: training crops per code (train.export)
 
     def __post_init__(self):
         self.usage = np.asarray(self.info["usage"], dtype=np.int64)
@@ -226,7 +232,35 @@ class ModelStore:
             if ex_dir.is_dir()
             else []
         )
-        return Model(name, model, info, metrics, card, examples)
+        prior, no_prior = self._load_prior(name, d, model)
+        patches = None
+        if (d / CODE_PATCHES).is_file():
+            try:
+                patches = load_code_patches(d / CODE_PATCHES, c.codebook_size)
+            except (ValueError, OSError) as e:
+                log.warning("model %s: no code patches: %s", name, e)
+        return Model(
+            name, model, info, metrics, card, examples, prior=prior, no_prior=no_prior,
+            patches=patches,
+        )  # fmt: skip
+
+    @staticmethod
+    def _load_prior(name: str, d: Path, model: vqvae.VQVAE) -> tuple:
+        """(prior or None, why none). A broken or mismatched prior leaves the model usable."""
+        if not (d / PRIOR_WEIGHTS).is_file():
+            return None, (
+                f"Model **{name}** has no prior (no `{PRIOR_WEIGHTS}` in its folder): train one "
+                f"with `python -m train.prior --vqvae {name}` to sample, resample and compress "
+                "its codes."
+            )
+        try:
+            prior = vqvae.load_prior(d, model=model)
+        except (ValueError, OSError) as e:
+            log.warning("model %s: prior not loaded: %s", name, e)  # the reason names paths
+            return None, f"Model **{name}**'s prior could not be loaded (see the server log)."
+        with torch.inference_mode():  # kernel selection now, not on the first request
+            prior.sample(1, top_k=1)
+        return prior, ""
 
     def atlas(self, m: Model) -> list[str]:
         """PNG files of what each code decodes to (vqvae.code_atlas), written once per model."""
@@ -296,6 +330,11 @@ class CodeDetails(NamedTuple):
     neighbours: list  # (path, caption) of the nearest codes
 
 
+class CodePatches(NamedTuple):
+    image: PIL.Image.Image | None  # training crops where the encoder picked the code
+    note: str  # Markdown
+
+
 class Decoded(NamedTuple):
     image: PIL.Image.Image  # enlarged
     code_map: PIL.Image.Image
@@ -334,6 +373,34 @@ class InterpExample(NamedTuple):
     image_a: str | None
     image_b: str | None
     target: str  # where the next example goes: "A" or "B"
+
+
+class SampleSetup(NamedTuple):
+    """What the prior's controls show for a model (update dicts)."""
+
+    note: str  # Markdown: the prior, or why the model has none
+    label: dict  # the Sample tab's class dropdown
+    resample_label: dict  # the Edit tab's
+    top_k: dict
+
+
+class Samples(NamedTuple):
+    gallery: list  # (image, caption) per sample, enlarged
+    codes: list  # the sampled grids (n, h, w) as nested lists
+    note: str  # Markdown: timing, bits under the prior
+
+
+class CodeMapView(NamedTuple):
+    code_map: PIL.Image.Image  # codes (or their surprise) with the marked cells veiled
+    mark_map: PIL.Image.Image  # the same picture, for the map that takes mark clicks
+    bits: str  # Markdown: bits under the prior beside h * w * log2 K
+
+
+class Surprise(NamedTuple):
+    image: PIL.Image.Image  # each cell shaded by its bits under the prior
+    total: float  # bits of the grid under the prior (no class)
+    plain: float  # h * w * log2 K
+    bits: object  # bits per cell (h, w) as a table
 
 
 def skip(result: type[NamedTuple]):
@@ -418,7 +485,6 @@ class Handlers:
         self.gradio_cache_budget = gradio_cache_budget
         self._example_cache: dict[tuple, Reconstruction] = {}
         self._disk_lock = threading.Lock()
-        self._priors: dict[str, tuple] = {}  # model name -> (prior.safetensors mtime, prior)
         # The coder pins torch to one thread while it runs (its floats must not depend on
         # the split); one coding at a time, so no other coding restores the count meanwhile.
         self._codec_lock = threading.Lock()
@@ -655,6 +721,26 @@ class Handlers:
         return CodeDetails(images.enlarge(m.atlas[k], DISPLAY), details, gallery)
 
     @clear_errors
+    def code_patches(self, model_name: str, index) -> CodePatches:
+        """One code -> the training-image crops it stands for (its cell outlined in red),
+        from the model folder's code_patches.npz (written by train.export)."""
+        m = self.models.get(model_name)
+        k = self._code_index(m, index)
+        if m.patches is None:
+            return CodePatches(None, "No training patches for this model (its folder has no "
+                               "`code_patches.npz`; `python -m train.export --patches-only` "
+                               "writes one).")  # fmt: skip
+        sheet = viz.code_patch_sheet(m.patches, k)
+        if sheet is None:
+            return CodePatches(None, f"Code {k} is never picked on the training set.")
+        n = int(m.patches["offsets"][k + 1] - m.patches["offsets"][k])
+        return CodePatches(
+            sheet,
+            f"{n} training crops where the encoder picked code {k}: its cell (red) and "
+            "one cell around it.",
+        )
+
+    @clear_errors
     def code_tile(self, model_name: str, code) -> str | None:
         m = self.models.get(model_name)
         try:
@@ -768,32 +854,10 @@ class Handlers:
         return InterpExample(image_a, path, "A")
 
     # Codec: .vqz files (vqvae.codec) and JPEG / WebP at the same size
-    def _prior(self, m: Model) -> vqvae.CodePrior | None:
-        """The model's prior (prior.safetensors + prior.json in its folder), loaded on first
-        use and again when its file changes; None if it has none or it cannot be used."""
-        d = (self.models.models_dir / m.name).resolve()
-        try:
-            mtime = (d / PRIOR_WEIGHTS).stat().st_mtime_ns
-        except OSError:
-            return None
-        with self._codec_lock:
-            hit = self._priors.get(m.name)
-            if hit is None or hit[0] != mtime:
-                try:
-                    prior = vqvae.load_prior(d, model=m.model)
-                except (FileNotFoundError, ValueError):
-                    # the reason names server paths: logged, and the panel says "no prior"
-                    log.exception("the prior of model %r cannot be used", m.name)
-                    prior = None
-                hit = self._priors[m.name] = (mtime, prior)
-            return hit[1]
-
-    def _no_prior(self, m: Model) -> str:
-        return (
-            f"Model **{m.name}** has no prior ({PRIOR_WEIGHTS} and {PRIOR_CONFIG} in its "
-            "folder; train one with `python -m train.prior`), so its codes cannot be "
-            "entropy-coded into a .vqz file: they take the plain h·w·log2 K bits."
-        )
+    @staticmethod
+    def _codec_prior(m: Model) -> vqvae.CodePrior | None:
+        """The model's prior for coding (loaded with the model), or None."""
+        return m.prior
 
     def _shown_input(self, m: Model, image) -> torch.Tensor:
         """The model input from an image file. A whole-number nearest-neighbour enlargement
@@ -828,7 +892,7 @@ class Handlers:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
         headerless = match == MATCH[1]
         x = self._shown_input(m, image)
-        prior = self._prior(m)
+        prior = self._codec_prior(m)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)
@@ -858,7 +922,7 @@ class Handlers:
         if prior is None:
             target = math.ceil(plain / 8)
             vqz_bytes, vqz_data = target, target
-            head = self._no_prior(m) + "\n\n" + head
+            head = m.no_prior + "\n\n" + head
             vqz_label = "codes, plain"
         else:
             with self._codec_lock:
@@ -933,9 +997,11 @@ class Handlers:
             data = Path(file).read_bytes()[: MAX_VQZ_BYTES + 1]
         except OSError:
             raise gr.Error("The uploaded file could not be read.") from None
-        prior = self._prior(m)
+        prior = self._codec_prior(m)
         if prior is None:
-            raise gr.Error(self._no_prior(m).replace("**", "") + " Choose a model that has one.")
+            raise gr.Error(
+                m.no_prior.replace("**", "").replace("`", "'") + " Choose a model that has one."
+            )
         try:
             info = codec.read_header(data)
             with self._codec_lock:
@@ -953,6 +1019,219 @@ class Handlers:
             f"class: {cls}."
         )
         return Decompressed(images.enlarge(x[0], DISPLAY), details)
+
+    # Prior: sample, resample, surprise
+    MAX_SAMPLES = 64
+
+    def _prior(self, m: Model) -> vqvae.CodePrior:
+        if m.prior is None:
+            raise gr.Error(m.no_prior.replace("**", "").replace("`", "'"), title="No prior")
+        return m.prior
+
+    @staticmethod
+    def _label(m: Model, label) -> int | None:
+        """The class index of a class name ("any" or None: no class)."""
+        if label is None or label == "any":
+            return None
+        names = m.prior.config.class_names if m.prior is not None else []
+        if not isinstance(label, str) or label not in names:
+            shown = repr(label)[:40]
+            raise gr.Error(f"Unknown class {shown}: choose 'any' or one of {', '.join(names)}.")
+        return names.index(label)
+
+    @staticmethod
+    def _sampling(m: Model, temperature, top_k, guidance, seed) -> dict:
+        """Checked sampling options for CodePrior.sample/complete; top-k 0 or None: all codes;
+        seed None or -1: a fresh random one."""
+        K = m.config.codebook_size
+        try:
+            t, g = float(temperature), float(guidance)
+        except (TypeError, ValueError):
+            raise gr.Error("Temperature and guidance must be numbers.") from None
+        if not (math.isfinite(t) and 0 < t <= 10):
+            raise gr.Error(f"Temperature must be above 0 (and at most 10), got {temperature}.")
+        if not (math.isfinite(g) and 0 <= g <= 20):
+            raise gr.Error(f"Guidance must be between 0 and 20, got {guidance}.")
+        if top_k is None or (not isinstance(top_k, bool) and top_k == 0):
+            k = None
+        else:
+            k = whole_number(top_k, 1, K, "Top-k (0 for all codes)")
+        if seed is None or (not isinstance(seed, bool) and seed == -1):
+            seed = int(torch.seed() % 2**31)
+        seed = whole_number(seed, 0, 2**31 - 1, "The seed")
+        gen = torch.Generator().manual_seed(seed)
+        return dict(temperature=t, top_k=k, guidance=g, generator=gen)
+
+    def _marks(self, m: Model, marks, strict: bool = True) -> np.ndarray:
+        """A (h, w) bool mask from a table of 0/1 (or bools); empty: nothing marked. A table
+        of another shape is a gr.Error, or (``strict=False``, e.g. after a model change)
+        nothing marked."""
+        h = w = m.config.latent_size
+        if isinstance(marks, dict):
+            marks = marks.get("data")
+        if hasattr(marks, "to_numpy"):
+            marks = marks.to_numpy()
+        if marks is None or (hasattr(marks, "__len__") and len(marks) == 0):
+            return np.zeros((h, w), dtype=bool)
+        try:
+            a = np.array(marks, dtype=object)
+            if a.ndim != 2 or a.size > 4 * h * w:
+                raise ValueError
+            f = np.vectorize(lambda v: float(v) if str(v).strip() else 0.0, otypes=[float])(a)
+        except (ValueError, TypeError):
+            if not strict:
+                return np.zeros((h, w), dtype=bool)
+            raise gr.Error(f"The marks must be a {h}x{w} table of 0 and 1.") from None
+        if f.shape != (h, w):
+            if not strict:
+                return np.zeros((h, w), dtype=bool)
+            raise gr.Error(
+                f"The marks must be {h}x{w} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
+            )
+        if not np.isin(f, (0.0, 1.0)).all():
+            if not strict:
+                return np.zeros((h, w), dtype=bool)
+            raise gr.Error("Every cell of the marks must be 0 (kept) or 1 (marked).")
+        return f.astype(bool)
+
+    @clear_errors
+    def sample_setup(self, model_name: str) -> SampleSetup:
+        """Model chosen -> the prior's description (or why there is none), class choices."""
+        m = self.models.get(model_name)
+        K = m.config.codebook_size
+        if m.prior is None:
+            choices, note = ["any"], m.no_prior
+        else:
+            c = m.prior.config
+            choices = ["any", *c.class_names]
+            kind = f"conditioned on {c.num_classes} classes" if c.num_classes else "unconditional"
+            note = (
+                f"Prior of **{m.name}**: a transformer over its {c.height}x{c.width} code grids "
+                f"({c.n_layers} layers, width {c.d_model}), {kind}."
+            )
+        label = gr.update(choices=choices, value="any")
+        return SampleSetup(note, label, label, gr.update(maximum=K))
+
+    @clear_errors
+    def sample(
+        self, model_name: str, label="any", n=16, temperature=1.0, top_k=0, guidance=1.0, seed=0
+    ) -> Samples:
+        """-> ``n`` (1-64) decoded samples of the model's prior (of class ``label``, or "any"),
+        their code grids, a note. top_k 0: all codes; seed -1: random."""
+        m = self.models.get(model_name)
+        prior = self._prior(m)
+        n = whole_number(n, 1, self.MAX_SAMPLES, "The number of samples")
+        cls = self._label(m, label)
+        options = self._sampling(m, temperature, top_k, guidance, seed)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            codes = prior.sample(n, cls, **options)
+            x = m.model.decode(codes)
+        ms = 1000 * (time.perf_counter() - start)
+        a = images.to_uint8(x)  # enlarged by the browser (pixelated), not here
+        gallery = [(a[i], f"#{i}") for i in range(n)]
+        note = (
+            f"{n} sample{'s' * (n > 1)} of class **{label if cls is not None else 'any'}** "
+            f"drawn and decoded in {ms:.0f} ms. Click one to edit its codes."
+        )
+        return Samples(gallery, codes.tolist(), note)
+
+    @clear_errors
+    def sample_pick(self, model_name: str, codes, evt: gr.SelectData):
+        """Click on a sample -> its code grid (table)."""
+        m = self.models.get(model_name)
+        if not isinstance(codes, list):
+            raise gr.Error("There are no samples to pick from: sample first.")
+        i = selected_index(evt, len(codes), "samples")
+        return self._table(self._grid(m, codes[i]))
+
+    @clear_errors
+    def surprise(self, model_name: str, grid) -> Surprise:
+        """Code grid -> each code's bits under the prior (given the codes before it, no
+        class) as a shaded map and a table, their total, and h * w * log2 K."""
+        m = self.models.get(model_name)
+        prior = self._prior(m)
+        c = self._grid(m, grid)
+        with torch.inference_mode():
+            bits = prior.code_bits(torch.from_numpy(c)[None])[0].numpy()
+        K = m.config.codebook_size
+        image = viz.surprise_image(bits, math.log2(K) * 2, DISPLAY)
+        table = self._table(bits.round(2))
+        return Surprise(
+            image, round(float(bits.sum()), 1), round(m.config.bits_per_image, 1), table
+        )
+
+    @clear_errors
+    def code_map_view(self, model_name: str, grid, marks=None, surprise: bool = False):
+        """The Edit tab's code map: the codes (or, with ``surprise``, their bits under the
+        prior), marked cells veiled; and the bits of the grid under the prior."""
+        m = self.models.get(model_name)
+        c = self._grid(m, grid)
+        plain = m.config.bits_per_image
+        if m.prior is None:
+            bits = f"Plain: **{plain:.0f} bits** (h·w·log2 K). This model has no prior."
+            im = images.code_map_image(c, m.config.codebook_size, DISPLAY)
+        else:
+            s = self.surprise(model_name, c)
+            bits = (
+                f"Under the prior: **{s.total:.1f} bits** ({100 * s.total / plain:.0f} % of the "
+                f"plain {plain:.0f} bits, h·w·log2 K)."
+            )
+            im = s.image if surprise else images.code_map_image(c, m.config.codebook_size, DISPLAY)
+        im = viz.mark_cells(im, self._marks(m, marks, strict=False), DISPLAY)
+        return CodeMapView(im, im, bits)
+
+    @clear_errors
+    def toggle_mark(self, model_name: str, grid, marks, evt: gr.SelectData):
+        """Click on the code map in mark mode: mark the cell, or unmark it -> the marks."""
+        m = self.models.get(model_name)
+        c = self._grid(m, grid)
+        mask = self._marks(m, marks, strict=False)
+        try:
+            i, j = images.code_map_cell(getattr(evt, "index", None), c.shape, DISPLAY)
+        except ValueError as e:
+            raise gr.Error(f"Click a cell of the code map ({e}).") from None
+        mask[i, j] = not mask[i, j]
+        return self._table(mask * 1)
+
+    @clear_errors
+    def mark_all(self, model_name: str, value: bool = True):
+        """-> a marks table with every cell marked (or none)."""
+        m = self.models.get(model_name)
+        h = m.config.latent_size
+        return self._table(np.full((h, h), int(bool(value))))
+
+    @clear_errors
+    def clear_marks(self, model_name: str):
+        return self.mark_all(model_name, False)
+
+    @clear_errors
+    def resample(
+        self,
+        model_name: str,
+        grid,
+        marks,
+        label="any",
+        temperature=1.0,
+        top_k=0,
+        guidance=1.0,
+        seed=-1,
+    ) -> Edited:
+        """Resample the marked cells of a code grid with the prior, given the others (in
+        raster order: a cell follows the cells above and to its left) -> the new grid and
+        its :class:`Decoded` fields. seed -1: random."""
+        m = self.models.get(model_name)
+        prior = self._prior(m)
+        c = self._grid(m, grid)
+        mask = self._marks(m, marks)
+        if not mask.any():
+            raise gr.Error("No cells are marked: mark some cells to resample first.")
+        cls = self._label(m, label)
+        options = self._sampling(m, temperature, top_k, guidance, seed)
+        with torch.inference_mode():
+            new = prior.complete(torch.from_numpy(c)[None], torch.from_numpy(~mask), cls, **options)
+        new = new[0].numpy()
+        return Edited(self._table(new), *self.edit(model_name, new))
 
 
 # -- the drawing pad's uploads -----------------------------------------------------------------
@@ -1049,6 +1328,9 @@ CODE_NUMBER = dict(precision=None, minimum=0)
 # own by default, so a busy app would run 2 x (number of events) at once); quick ones that
 # only pick or pass values on keep their own, so the page stays responsive under load.
 MODEL = dict(concurrency_id="model")
+# Class choices change with the model; the handlers check the class (Gradio would check it
+# against the choices the page was built with).
+CLASS_CHOICE = dict(allow_custom_value=True, min_width=140)
 
 
 def public(name: str) -> dict:
@@ -1245,6 +1527,14 @@ def codebook_tab(h: Handlers, model: gr.Dropdown, grid: gr.Dataframe) -> Codeboo
             neighbours = gr.Gallery(
                 label="Nearest codes", columns=8, height=140, allow_preview=False, elem_classes=PIX
             )
+            patches = gr.Image(
+                elem_id="code-patches",
+                label="Where the encoder picks it (training crops)",
+                format="png",
+                interactive=False,
+                elem_classes=PIX,
+            )
+            patches_md = gr.Markdown(elem_id="code-patches-md")
     atlas = gr.Gallery(
         elem_id="atlas",
         label="Code atlas (most used first)",
@@ -1262,6 +1552,13 @@ def codebook_tab(h: Handlers, model: gr.Dropdown, grid: gr.Dataframe) -> Codeboo
         **public("code"),
         trigger_mode="always_last",
     )
+    pick.change(
+        h.code_patches,
+        [model, pick],
+        [patches, patches_md],
+        **public("code_patches"),
+        trigger_mode="always_last",
+    )
     atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
     return CodebookTab(view, plot, summary, pick, atlas)
 
@@ -1273,19 +1570,26 @@ class EditTab:
     original: gr.State  # the grid Reset goes back to
     paint_code: gr.Number
     atlas: gr.Gallery
+    label: gr.Dropdown  # the class resampling is conditioned on
+    redraw: Callable  # redraw(dep): after dep, the code map's overlays and bits again
 
 
 def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
     gr.Markdown(
         "The current image's code grid. Choose a code (type its number or click the atlas on "
         "the right), then click cells of the code map to paint them; the image re-decodes at "
-        "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image."
+        "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image. "
+        "With a prior: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
+        "given the cells above and to its left), or shade the map by each code's surprise."
     )
     big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX, format="png")
     with gr.Row():
         with gr.Column(scale=3):
             edit_map = gr.Image(
                 elem_id="edit-map", label="Code map: click a cell to paint it", **big
+            )
+            mark_map = gr.Image(
+                elem_id="mark-map", label="Code map: click cells to mark them", visible=False, **big
             )
         with gr.Column(scale=3):
             edit_img = gr.Image(elem_id="edit-img", label="Decoded", **big)
@@ -1322,6 +1626,41 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
             with gr.Row():
                 dl_png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
                 dl_npy = gr.DownloadButton("Codes (.npy)", size="sm")
+    with gr.Row():
+        with gr.Column(scale=3):
+            bits = gr.Markdown(elem_id="edit-bits")
+            surprise = gr.Checkbox(
+                label="Surprise: shade each cell by its bits under the prior (pale 0, orange "
+                "log2 K as without a prior, dark twice that)",
+                elem_id="surprise",
+            )
+        with gr.Column(scale=6):
+            with gr.Row():
+                mode = gr.Radio(
+                    ["paint", "mark"],
+                    value="paint",
+                    label="Clicks on the code map",
+                    elem_id="click-mode",
+                    min_width=160,
+                )
+                with gr.Column(min_width=160):
+                    mark_all_btn = gr.Button("Mark all", size="sm")
+                    clear_btn = gr.Button("Clear marks", size="sm")
+                    resample_btn = gr.Button(
+                        "Resample marked cells", elem_id="resample-btn", variant="primary"
+                    )
+            with gr.Row():
+                label = gr.Dropdown(["any"], value="any", label="Resample as class", **CLASS_CHOICE)
+                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+    with gr.Accordion("Edit the marks as a table (1 = marked)", open=False):
+        marks = gr.Dataframe(
+            elem_id="marks",
+            interactive=True,
+            datatype="number",
+            label="Marked cells",
+            type="array",
+            max_height=360,
+        )
     with gr.Accordion("Edit the grid as a table", open=False):
         grid = gr.Dataframe(
             elem_id="grid",
@@ -1334,15 +1673,98 @@ def edit_tab(h: Handlers, model: gr.Dropdown) -> EditTab:
     original = gr.State()
 
     outputs = [edit_img, edit_map, dl_png, dl_npy]
-    grid.input(h.edit, [model, grid], outputs, **public("edit"))
+    n_redraws = iter(range(1000))
+
+    def redraw(dep):
+        """The grid changed: draw its map again with the marks (and surprise), new bits."""
+        return dep.success(
+            h.code_map_view,
+            [model, grid, marks, surprise],
+            [edit_map, mark_map, bits],
+            **private(f"edit_overlay_{next(n_redraws)}"),
+        )
+
+    redraw(grid.input(h.edit, [model, grid], outputs, **public("edit")))
     atlas.select(h.atlas_pick, [model], paint_code, **private("paint_code_pick", quick=True))
     paint_code.change(
         h.code_tile, [model, paint_code], paint_tile, **private("paint_tile", quick=True)
     )
-    edit_map.select(h.paint, [model, grid, paint_code], [grid] + outputs, **private("paint"))
-    fill_btn.click(h.fill, [model, grid, paint_code], [grid] + outputs, **private("fill"))
-    reset_btn.click(h.reset, [model, original], [grid] + outputs, **private("reset"))
-    return EditTab(grid, outputs, original, paint_code, atlas)
+    redraw(
+        edit_map.select(h.paint, [model, grid, paint_code], [grid] + outputs, **private("paint"))
+    )
+    redraw(mark_map.select(h.toggle_mark, [model, grid, marks], marks, **private("mark")))
+    mode.change(show_map, mode, [edit_map, mark_map], **private("click_mode", quick=True))
+    redraw(fill_btn.click(h.fill, [model, grid, paint_code], [grid] + outputs, **private("fill")))
+    redraw(reset_btn.click(h.reset, [model, original], [grid] + outputs, **private("reset")))
+    redraw(
+        resample_btn.click(
+            h.resample,
+            [model, grid, marks, label, temperature],
+            [grid] + outputs,
+            **public("resample"),
+        )
+    )
+    redraw(mark_all_btn.click(h.mark_all, model, marks, **private("mark_all", quick=True)))
+    redraw(clear_btn.click(h.clear_marks, model, marks, **private("clear_marks", quick=True)))
+    redraw(marks.input(keep, marks, None, **private("marks_typed", quick=True)))
+    redraw(surprise.input(keep, surprise, None, **private("surprise_toggle", quick=True)))
+    return EditTab(grid, outputs, original, paint_code, atlas, label, redraw)
+
+
+@dataclass
+class SampleTab:
+    note: gr.Markdown  # the prior, or why the model has none
+    label: gr.Dropdown
+    top_k: gr.Number
+    gallery: gr.Gallery
+    codes: gr.JSON  # the sampled grids, for picking one
+
+
+def show_map(mode: str):
+    """Clicks paint or mark: show the code map that takes that kind of click (two images,
+    so that the paint event keeps its inputs)."""
+    return gr.update(visible=mode != "mark"), gr.update(visible=mode == "mark")
+
+
+def sample_tab(h: Handlers, model: gr.Dropdown) -> SampleTab:
+    gr.Markdown(
+        "Draw new images from the model's **prior**, a transformer that has learned which "
+        "code grids are likely, one code at a time, then decode them. Lower temperature or "
+        "top-k: safer, less varied samples; guidance above 1 sharpens the class. Click a "
+        "sample to edit its codes."
+    )
+    note = gr.Markdown(elem_id="sample-note")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            label = gr.Dropdown(
+                ["any"], value="any", label="Class", elem_id="sample-class", **CLASS_CHOICE
+            )
+            n = gr.Slider(1, Handlers.MAX_SAMPLES, value=16, step=1, label="Number of samples")
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+            top_k = gr.Number(value=0, label="Top-k (0: all codes)", precision=None, minimum=0)
+            guidance = gr.Slider(0.0, 5.0, value=1.0, step=0.25, label="Guidance (with a class)")
+            seed = gr.Number(value=0, label="Seed (-1: random)", precision=None, minimum=-1)
+            button = gr.Button("Sample", elem_id="sample-btn", variant="primary")
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(
+                elem_id="samples",
+                label="Samples: click one to edit its codes",
+                columns=8,
+                height=DISPLAY + 160,
+                allow_preview=False,
+                elem_classes=PIX,
+                object_fit="contain",
+                format="png",
+            )
+            info = gr.Markdown(elem_id="sample-info")
+            codes = gr.JSON(visible=False)
+    button.click(
+        h.sample,
+        [model, label, n, temperature, top_k, guidance, seed],
+        [gallery, codes, info],
+        **public("sample"),
+    )
+    return SampleTab(note, label, top_k, gallery, codes)
 
 
 @dataclass
@@ -1429,6 +1851,10 @@ def keep(value):
     return value
 
 
+def open_edit_tab():
+    return gr.Tabs(selected="edit")
+
+
 def build_app(
     models_dir=None, examples_dir=None, cache_dir=None, **handler_options
 ) -> tuple[gr.Blocks, Handlers]:
@@ -1456,20 +1882,26 @@ def build_app(
         with gr.Accordion("Model card", open=False):
             card_full = gr.Markdown()
 
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Reconstruct", id="reconstruct"):
                 rec = reconstruct_tab(h, model)
             with gr.Tab("Codebook", id="codebook"):
                 cb = codebook_tab(h, model, rec.grid)
             with gr.Tab("Edit codes", id="edit"):
                 ed = edit_tab(h, model)
+            with gr.Tab("Sample", id="sample"):
+                sa = sample_tab(h, model)
             with gr.Tab("Interpolate", id="interpolate"):
                 it = interpolate_tab(h, model)
 
         # -- wiring: what one tab's events change in the others ------------------------------
         def after_reconstruct(dep):
             """A new current image: the edit tab starts from its grid, the codebook rings it."""
-            dep.success(h.reset, [model, rec.grid], [ed.grid] + ed.outputs, **private("edit_new"))
+            ed.redraw(
+                dep.success(
+                    h.reset, [model, rec.grid], [ed.grid] + ed.outputs, **private("edit_new")
+                )
+            )
             dep.success(keep, rec.grid, ed.original, **private("edit_original", quick=True))
             dep.success(
                 h.codebook, [model, cb.view, rec.grid], [cb.plot, cb.summary], **private("ring")
@@ -1477,6 +1909,14 @@ def build_app(
 
         for dep in rec.new_image:
             after_reconstruct(dep)
+
+        # a sample picked: it becomes the edit tab's image
+        pick = sa.gallery.select(
+            h.sample_pick, [model, sa.codes], ed.original, **private("sample_pick", quick=True)
+        )
+        ed.redraw(pick.success(h.reset, [model, ed.original], [ed.grid] + ed.outputs,
+                               **private("edit_sample")))  # fmt: skip
+        pick.success(open_edit_tab, None, tabs, **private("open_edit", quick=True))
 
         def on_model(dep):
             """A model was chosen: show its first example, an interpolation, its atlas."""
@@ -1491,6 +1931,12 @@ def build_app(
             )
             dep.then(h.atlas, model, cb.atlas, **private("atlas")).then(
                 h.atlas, model, ed.atlas, **private("edit_atlas")
+            )
+            dep.then(
+                h.sample_setup,
+                model,
+                [sa.note, sa.label, ed.label, sa.top_k],
+                **private("sample_setup", quick=True),
             )
 
         if names:

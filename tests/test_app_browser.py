@@ -124,3 +124,57 @@ def test_interpolate_tab(page):
     page.locator("#interp-btn").click()
     wait_src_change(page, "#gif img", before)
     assert ".gif" in src(page, "#gif img")
+
+
+@pytest.fixture(scope="module")
+def prior_page(page, tmp_path_factory):
+    """The app with a tiny prior beside the mnist model, in a second page of the browser."""
+    from test_app_prior import add_prior
+
+    root = tmp_path_factory.mktemp("browser-prior")
+    models, examples = make_models(root)
+    add_prior(models / "mnist")
+    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
+    port = free_port()
+    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    second = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        second.set_default_timeout(20_000)
+        second.goto(f"http://127.0.0.1:{port}/")
+        second.wait_for_selector("#recon img")  # the first example, on page load
+        yield second
+    finally:
+        second.close()
+        demo.close()
+
+
+def test_sample_tab_and_resample(prior_page):
+    page = prior_page
+    page.get_by_role("tab", name="Sample").click()
+    page.wait_for_function(
+        "() => document.querySelector('#sample-note').innerText.includes('10 classes')"
+    )
+    page.locator("#sample-btn").click()
+    page.wait_for_function("() => document.querySelectorAll('#samples img').length == 16")
+    assert "16 samples" in page.locator("#sample-info").inner_text()
+    # a picked sample opens in Edit codes, with its bits under the prior
+    page.locator("#samples img").nth(3).click()
+    page.wait_for_selector("[role=tab][aria-selected=true]:has-text('Edit codes')")
+    page.wait_for_selector("#edit-img img")
+    page.wait_for_function(
+        "() => document.querySelector('#edit-bits').innerText.includes('Under the prior')"
+    )
+    # mark cells in the lower half (the map is centred in its box), resample them
+    page.get_by_label("mark", exact=True).check()
+    img = page.locator("#mark-map img").first
+    img.wait_for()
+    box = img.bounding_box()
+    for dx, dy in ((0.4, 0.65), (0.5, 0.65), (0.6, 0.65), (0.5, 0.75)):
+        old = src(page, "#mark-map img")
+        img.click(position={"x": box["width"] * dx, "y": box["height"] * dy})
+        wait_src_change(page, "#mark-map img", old)
+    before = src(page, "#edit-img img")
+    page.locator("#resample-btn").click()
+    wait_src_change(page, "#edit-img img", before)
+    page.locator("#surprise input").check()
+    page.wait_for_function("() => document.querySelector('#edit-bits').innerText.includes('bits')")

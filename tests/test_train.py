@@ -310,6 +310,7 @@ def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_pa
     assert out == tmp_path / "pretrained" / "tiny"
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
+        "code_patches.npz",
         "codebook.json",
         "config.json",
         "metrics.json",

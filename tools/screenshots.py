@@ -1,4 +1,5 @@
-"""Screenshots of the app's four tabs for the README: assets/screenshots/<tab>.png.
+"""Screenshots of the app's tabs for the README: assets/screenshots/<tab>.png (Sample only for
+a model with a prior).
 
     python -m tools.screenshots                        # the shipped models in pretrained/
     python -m tools.screenshots --models-dir /tmp/m --examples-dir /tmp/ex --out /tmp/shots
@@ -111,6 +112,18 @@ def main():
             page.wait_for_selector("#strip img")
             page.wait_for_timeout(1500)
             shot(page, out / "interpolate.png")
+
+            page.get_by_role("tab", name="Sample").click()
+            page.wait_for_function("() => document.querySelector('#sample-note').innerText")
+            if "has no prior" in page.locator("#sample-note").inner_text():
+                print("no Sample screenshot: the model has no prior")
+            else:
+                page.locator("#sample-btn").click()
+                page.wait_for_function(
+                    "() => document.querySelectorAll('#samples img').length == 16"
+                )
+                page.wait_for_timeout(1500)
+                shot(page, out / "sample.png")
             browser.close()
     finally:
         proc.terminate()

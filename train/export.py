@@ -2,8 +2,9 @@
 
 Writes pretrained/NAME/: model.safetensors + config.json, metrics.json (test split, from
 train.evaluate), codebook.json (code usage on the training split, 2-D and 3-D UMAP
-coordinates of the codebook: computed here once so the app never runs UMAP at start-up) and
-a model card README.md; plus example test images in assets/examples/NAME/ and a
+coordinates of the codebook: computed here once so the app never runs UMAP at start-up),
+code_patches.npz (training crops of what each code stands for, shown by the app's code
+inspector) and a model card README.md; plus example test images in assets/examples/NAME/ and a
 reconstruction grid in assets/reconstructions/NAME.png.
 """
 
@@ -24,6 +25,7 @@ from vqvae.checkpoint import WEIGHTS_NAME
 from vqvae.data import DatasetNotFoundError
 from vqvae.files import write_json_atomic
 from vqvae.projection import CODEBOOK_INFO, codebook_info
+from vqvae.viz import CODE_PATCHES, code_patches, save_code_patches
 
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config
@@ -180,9 +182,11 @@ def export(
     progress: bool = True,
     note: str = "",
     dtype: str = "float32",
+    patches: bool = True,
 ) -> Path:
     """Write pretrained/NAME from a run. The metrics are measured on the weights as written
-    (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them."""
+    (``dtype="float16"`` halves the file), so ``train.evaluate`` on the folder reproduces them.
+    ``patches``: also write code_patches.npz (vqvae.viz.code_patches on the training split)."""
     run = Path(run)
     if not is_run_dir(run):
         raise RunError(f"{run} is not a training run folder (no train_config.json)")
@@ -209,6 +213,8 @@ def export(
         )
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / CODEBOOK_INFO, codebook_info(model, usage_counts(model, train_u8)))
+        if patches:
+            save_code_patches(tmp / CODE_PATCHES, code_patches(model, train_u8))
         weights_mb = (tmp / WEIGHTS_NAME).stat().st_size / 1e6
         secs = summary.get("elapsed_s")
         (tmp / "README.md").write_text(
@@ -260,14 +266,42 @@ def export(
     return final
 
 
+def export_patches(
+    model_dir: Path, dataset: str | None = None, data_dir: str | None = None, device: str = "cpu"
+) -> Path:
+    """Write ``model_dir/code_patches.npz`` (vqvae.viz.code_patches over the training split)
+    for an exported model, without re-exporting the rest. ``dataset`` defaults to the one
+    in its metrics.json."""
+    model_dir = Path(model_dir)
+    model = vqvae.load_pretrained(model_dir, device=device)
+    if dataset is None:
+        metrics = model_dir / "metrics.json"
+        if not metrics.is_file():
+            raise ValueError(f"{model_dir} has no metrics.json: pass --dataset")
+        dataset = json.loads(metrics.read_text())["dataset"]
+    if data_dir is None:
+        raise ValueError("pass --data-dir: the dataset root to take the training images from")
+    train_u8, _ = split_images(model, dataset, data_dir, "train")
+    out = model_dir / CODE_PATCHES
+    save_code_patches(out, code_patches(model, train_u8))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m train.export",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", help="training run folder")
-    p.add_argument("--name", required=True, help="folder name under pretrained/")
+    p.add_argument("run", help="training run folder (with --patches-only: a model folder)")
+    p.add_argument("--name", help="folder name under pretrained/ (required unless --patches-only)")
+    p.add_argument(
+        "--patches-only",
+        action="store_true",
+        help=f"only (re)write {CODE_PATCHES} into the model folder RUN",
+    )
+    p.add_argument("--dataset", help="with --patches-only: default, the model's metrics.json")
     p.add_argument("--data-dir", help="dataset root (default: the run's)")
     p.add_argument("--out-root", default=str(ROOT / "pretrained"))
     p.add_argument("--assets", default=str(ROOT / "assets"))
@@ -280,6 +314,15 @@ def main(argv=None) -> None:
         help="weights file precision; float16 halves it (loading gives float32)",
     )
     a = p.parse_args(argv)
+    if a.patches_only:
+        try:
+            export_patches(Path(a.run), a.dataset, a.data_dir, a.device)
+        except (FileNotFoundError, ValueError, DatasetNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return
+    if not a.name:
+        p.error("--name is required")
     if not a.name.replace("-", "").replace("_", "").isalnum():
         print("error: --name may hold letters, digits, '-' and '_' only", file=sys.stderr)
         sys.exit(2)

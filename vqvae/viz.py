@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .codes import usage_ranks
-from .files import write_json_atomic
+from .files import atomic_write, write_json_atomic
 
 CODEBOOK_INFO = "codebook.json"
 
@@ -161,3 +161,182 @@ def codebook_figure(coords, usage, highlight=None, *, title: str | None = None, 
         fig.update_xaxes(showticklabels=False, title=None)
         fig.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
     return fig
+
+
+# -- what a code stands for: training patches --------------------------------------------------
+
+CODE_PATCHES = "code_patches.npz"
+PATCHES_PER_CODE = 32
+
+
+def code_patches(
+    model, images_u8: torch.Tensor, *, per_code: int = PATCHES_PER_CODE, context: int = 1,
+    batch_size: int = 1000, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Training-image crops showing what each code stands for: up to ``per_code`` random
+    positions where the encoder picked code k, over ``images_u8`` (N, C, S, S) uint8.
+
+    A crop is the code's cell (``S // h`` pixels square) with ``context`` cells around it
+    on each side: the pixels the code mostly depends on (the encoder's full receptive field
+    is larger, for a 28 px model the whole image). Pixels outside the image are 0.
+    Returns numpy arrays: ``patches`` uint8 (M, C, side, side), grouped by code, code k's at
+    ``patches[offsets[k]:offsets[k + 1]]``; ``offsets`` int64 (K + 1,); ``image_index``
+    int64 (M,) and ``cell_yx`` int64 (M, 2): where each crop comes from; ``cell`` and
+    ``context`` (int64 scalars): the crop's geometry."""
+    if per_code < 1 or context < 0:
+        raise ValueError(f"per_code must be >= 1 and context >= 0, got {per_code}, {context}")
+    c = model.config
+    K, cell = c.codebook_size, c.image_size // c.latent_size
+    grids = []
+    with torch.no_grad():
+        for i in range(0, len(images_u8), batch_size):
+            x = images_u8[i : i + batch_size].to(model.device).float() / 255.0
+            grids.append(model.encode(x).cpu())
+    codes = torch.cat(grids).numpy()  # (N, h, w)
+    _, h, w = codes.shape
+    flat = codes.reshape(-1)
+    order = np.random.default_rng(seed).permutation(flat.size)
+    order = order[np.argsort(flat[order], kind="stable")]  # grouped by code, random within
+    counts = np.bincount(flat, minlength=K)
+    kept = np.minimum(counts, per_code)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    take = np.concatenate([order[s : s + n] for s, n in zip(starts, kept, strict=True)])
+    img, rest = np.divmod(take, h * w)
+    row, col = np.divmod(rest, w)
+    pad = context * cell
+    side = cell + 2 * pad
+    x = np.pad(images_u8.numpy()[img], ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    r = (row * cell)[:, None] + np.arange(side)  # (M, side), in padded coordinates
+    q = (col * cell)[:, None] + np.arange(side)
+    m = np.arange(len(take))[:, None, None, None]
+    ch = np.arange(c.in_channels)[None, :, None, None]
+    patches = x[m, ch, r[:, None, :, None], q[:, None, None, :]]
+    return {
+        "patches": np.ascontiguousarray(patches, dtype=np.uint8),
+        "offsets": np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
+        "image_index": img.astype(np.int64),
+        "cell_yx": np.stack([row, col], 1).astype(np.int64),
+        "cell": np.int64(cell),
+        "context": np.int64(context),
+    }
+
+
+def save_code_patches(path, data: dict) -> None:
+    """Write :func:`code_patches`' arrays as a compressed ``.npz`` (atomically, no pickle)."""
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **data)
+
+
+def load_code_patches(path, codebook_size: int) -> dict:
+    """Read a file of :func:`save_code_patches`; ValueError unless it is one for a codebook
+    of ``codebook_size`` codes."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a code patches file: {e}") from e
+    need = {"patches", "offsets", "cell", "context"}
+    if not need <= data.keys():
+        raise ValueError(f"{path} lacks {', '.join(sorted(need - data.keys()))}")
+    p, off = data["patches"], data["offsets"]
+    if (
+        p.dtype != np.uint8 or p.ndim != 4 or off.shape != (codebook_size + 1,)
+        or off[0] != 0 or off[-1] != len(p) or (np.diff(off) < 0).any()
+    ):  # fmt: skip
+        raise ValueError(f"{path} does not hold patches for {codebook_size} codes")
+    return data
+
+
+def code_patch_sheet(data: dict, code: int, *, per_row: int = 8, scale: int = 4):
+    """Code ``code``'s patches (from :func:`code_patches`) as one PIL image, ``per_row`` a
+    row, enlarged ``scale`` times without blur, each with its code's cell outlined in red;
+    None when the code has no patches (never picked on the training set)."""
+    import PIL.Image
+    from PIL import ImageDraw
+    from torchvision.utils import make_grid
+
+    from .images import to_uint8
+
+    p = data["patches"][int(data["offsets"][code]) : int(data["offsets"][code + 1])]
+    if len(p) == 0:
+        return None
+    pad, side = 2, p.shape[-1]
+    grid = make_grid(torch.from_numpy(p).float() / 255.0, nrow=per_row, padding=pad, pad_value=1.0)
+    im = PIL.Image.fromarray(to_uint8(grid)).convert("RGB")
+    im = im.resize((im.width * scale, im.height * scale), PIL.Image.NEAREST)
+    cell, ctx = int(data["cell"]), int(data["context"]) * int(data["cell"])
+    if ctx:
+        draw = ImageDraw.Draw(im)
+        for t in range(len(p)):
+            x = (t % per_row) * (side + pad) + pad + ctx
+            y = (t // per_row) * (side + pad) + pad + ctx
+            draw.rectangle(
+                [x * scale, y * scale, (x + cell) * scale - 1, (y + cell) * scale - 1],
+                outline=RING,
+                width=max(1, scale // 2),
+            )
+    return im
+
+
+# -- code map overlays: surprise and marked cells ----------------------------------------------
+
+# light yellow -> orange -> dark brown (ColorBrewer YlOrBr): few bits pale, many dark
+HEAT = np.array([(255, 247, 188), (254, 153, 41), (140, 45, 4)], dtype=np.float64)
+
+
+def heat_colors(values, vmax: float) -> np.ndarray:
+    """uint8 RGB (..., 3) for ``values`` (any shape) on a pale-to-dark scale, 0 to ``vmax``."""
+    t = np.clip(np.asarray(values, dtype=np.float64) / max(float(vmax), 1e-9), 0, 1)
+    s = t * (len(HEAT) - 1)
+    i = np.minimum(s.astype(int), len(HEAT) - 2)
+    f = (s - i)[..., None]
+    return np.round(HEAT[i] * (1 - f) + HEAT[i + 1] * f).astype(np.uint8)
+
+
+def surprise_image(bits, vmax: float, size: int = 256):
+    """The code map of a grid's surprise: cells (h, w) shaded by ``bits`` (each code's bits
+    under the prior, ``CodePrior.code_bits``) from pale (0) to dark (``vmax``, e.g. log2 K),
+    with each cell's bits written in it; the same geometry as ``images.code_map_image``."""
+    import PIL.Image
+    from PIL import ImageDraw
+
+    from .images import _font, code_map_cell_size
+
+    b = np.asarray(bits, dtype=np.float64)
+    h, w = b.shape
+    cell = code_map_cell_size((h, w), size)
+    rgb = heat_colors(b, vmax)
+    im = PIL.Image.fromarray(rgb.repeat(cell, 0).repeat(cell, 1))
+    draw = ImageDraw.Draw(im)
+    for i in range(1, h):
+        draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
+    for j in range(1, w):
+        draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
+    if cell >= 20:
+        font = _font(max(8, min(cell // 3, 14)))
+        for i in range(h):
+            for j in range(w):
+                r, g, bl = (int(v) for v in rgb[i, j])
+                ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * bl > 140 else (255, 255, 255)
+                draw.text(((j + 0.5) * cell, (i + 0.5) * cell), f"{b[i, j]:.1f}", fill=ink,
+                          font=font, anchor="mm")  # fmt: skip
+    return im
+
+
+def mark_cells(image, marks, size: int = 256):
+    """A copy of a code map ``image`` (PIL, drawn at ``size``) with the cells where
+    ``marks`` (bool (h, w)) is true veiled in white and outlined in magenta."""
+    import PIL.Image
+    from PIL import ImageDraw
+
+    from .images import code_map_cell_size
+
+    m = np.asarray(marks, dtype=bool)
+    cell = code_map_cell_size(m.shape, size)
+    veil = PIL.Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(veil)
+    width = max(2, cell // 10)
+    for i, j in zip(*np.nonzero(m), strict=True):
+        box = [j * cell, i * cell, (j + 1) * cell - 1, (i + 1) * cell - 1]
+        draw.rectangle(box, fill=(255, 255, 255, 120), outline=(214, 0, 147, 255), width=width)
+    return PIL.Image.alpha_composite(image.convert("RGBA"), veil).convert("RGB")
