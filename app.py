@@ -257,7 +257,10 @@ class ModelStore:
             prior = vqvae.load_prior(d, model=model)
         except (ValueError, OSError) as e:
             log.warning("model %s: prior not loaded: %s", name, e)  # the reason names paths
-            return None, f"Model **{name}**'s prior could not be loaded (see the server log)."
+            return None, (
+                f"Model **{name}** has no prior that can be used: its prior file could not be "
+                "loaded (the server log says why)."
+            )
         with torch.inference_mode():  # kernel selection now, not on the first request
             prior.sample(1, top_k=1)
         return prior, ""
