@@ -24,8 +24,7 @@ import vqvae
 from vqvae.checkpoint import WEIGHTS_NAME
 from vqvae.data import DatasetNotFoundError
 from vqvae.files import write_json_atomic
-from vqvae.projection import CODEBOOK_INFO, codebook_info
-from vqvae.viz import CODE_PATCHES, code_patches, save_code_patches
+from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, code_patches, codebook_info, save_code_patches
 
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .runs import RunError, is_run_dir, read_train_config
