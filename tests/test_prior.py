@@ -294,3 +294,16 @@ def test_an_unconditional_prior_samples_and_scores(tmp_path):
     s = prior.sample(3, generator=torch.Generator().manual_seed(0))
     assert s.shape == (3, H, W)
     assert prior.nll_bits(s).shape == (3,)
+
+
+def test_float16_file_is_half_the_size_and_loads_as_float32(prior, tmp_path):
+    prior.save_pretrained(tmp_path / "f32")
+    prior.save_pretrained(tmp_path / "f16", dtype="float16")
+    size = {d: (tmp_path / d / "prior.safetensors").stat().st_size for d in ("f32", "f16")}
+    assert size["f16"] < 0.6 * size["f32"]
+    loaded = vqvae.load_prior(tmp_path / "f16")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for (name, a), b in zip(prior.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b, atol=1e-3, rtol=1e-3), name
+    with pytest.raises(ValueError, match="dtype"):
+        prior.save_pretrained(tmp_path / "bad", dtype="int8")

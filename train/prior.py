@@ -574,6 +574,7 @@ def export(
     name: str,
     out_root: Path = ROOT / "pretrained",
     data_dir: str | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Write the run's prior into ``out_root/name`` (which holds its VQ-VAE): prior.safetensors,
     prior.json, prior_metrics.json (test NLL over the whole split) and a section of the model
@@ -586,6 +587,8 @@ def export(
     model = vqvae.load_pretrained(folder)
     prior = load_prior(run_dir, model=model)  # a prior for another model: a clear ValueError
     data = encoded_splits(model, tc["dataset"], data_dir or tc["data_dir"], run_dir)
+    prior.save_pretrained(folder, dtype=dtype)
+    prior = load_prior(folder, model=model)  # the figures are those of the file as written
     ev = test_nll(prior, data["test_codes"], data["test_labels"])
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -606,7 +609,7 @@ def export(
         "hardware": summary.get("hardware"),
     }
     metrics["ratio_to_unigram"] = metrics["bits_per_image"] / metrics["unigram_bits"]
-    prior.save_pretrained(folder)
+    metrics["weights_dtype"] = dtype
     write_json_atomic(folder / "prior_metrics.json", metrics, indent=2)
     secs = metrics["elapsed_s"]
     section = CARD.format(
@@ -659,9 +662,15 @@ def export_main(argv) -> None:
     p.add_argument("--name", required=True, help="the model's folder name under --out-root")
     p.add_argument("--out-root", default=str(ROOT / "pretrained"))
     p.add_argument("--data-dir", help="dataset root (default: the run's; used if not cached)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="float16 halves the weights file; the figures are measured on the file as written",
+    )
     a = p.parse_args(argv)
     try:
-        export(Path(a.run), a.name, Path(a.out_root), a.data_dir)
+        export(Path(a.run), a.name, Path(a.out_root), a.data_dir, dtype=a.dtype)
     except (RunError, FileNotFoundError, ValueError, TrainError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -547,17 +547,24 @@ class CodePrior(nn.Module):
                 f"this prior belongs to {name}, not to the model {m.name!r}: " + "; ".join(problems)
             )
 
-    def save_pretrained(self, directory) -> None:
+    def save_pretrained(self, directory, dtype: str = "float32") -> None:
         """Write ``prior.safetensors`` and ``prior.json`` into ``directory`` (atomic, no
-        pickle; float32 weights)."""
+        pickle). ``dtype="float16"`` stores the parameters in half precision (half the file;
+        loading gives a float32 prior)."""
         from safetensors.torch import save
 
+        from .checkpoint import check_weights_dtype
+
+        param_dtype = check_weights_dtype(dtype)
+        params = {n for n, _ in self.named_parameters()}
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float32).contiguous()
-                 for k, v in self.state_dict().items()}  # fmt: skip
+        state = {
+            k: v.detach().to("cpu", param_dtype if k in params else torch.float32).contiguous()
+            for k, v in self.state_dict().items()
+        }
         with atomic_write(d / PRIOR_WEIGHTS) as f:
-            f.write(save(state, metadata={"format": "pt"}))
+            f.write(save(state, metadata={"format": "pt", "dtype": dtype}))
         with atomic_write(d / PRIOR_CONFIG, "w") as f:
             f.write(self.config.to_json() + "\n")
 
