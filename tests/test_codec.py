@@ -2,6 +2,7 @@
 for truncated, corrupted, foreign and future files, and the command line."""
 
 import math
+import re
 import subprocess
 import sys
 
@@ -391,3 +392,40 @@ def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
         bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
     assert e.value.code == 2
     assert "has no prior to compress with" in capsys.readouterr().err
+
+
+def test_random_payloads_are_refused_never_crash_the_decoder():
+    """A payload the prior cannot have produced makes constriction's decoder fail an
+    assertion; that must reach the caller as the codec's ValueError (or, when the random
+    bytes happen to decode to codes that pass the checksum, those are the file's codes)."""
+    prior = make_prior(std=3.0)  # sharply peaked distributions, as a trained prior's
+    codes = prior.sample(1, 1, generator=torch.Generator().manual_seed(0))
+    (f,) = compress_codes(prior, codes, 1)
+    head = f[: read_header(f).header_bytes]
+    g = torch.Generator().manual_seed(0)
+    refused = 0
+    for n in (1, 2, 3, 5, 8, 13, 21):
+        for _ in range(20):
+            payload = bytes(torch.randint(0, 256, (n,), generator=g).tolist())
+            try:
+                got, _ = decompress_codes(prior, head + payload)
+            except ValueError as e:
+                assert re.search("corrupted|truncated", str(e)), str(e)
+                refused += 1
+            else:
+                assert torch.equal(got, codes)
+    assert refused > 0
+
+
+def test_real_mnist_files_round_trip_with_the_shipped_prior(mnist_small):
+    """Test image 37 of the small MNIST sample once made the encoder's shortest-payload search
+    crash inside constriction (a candidate it tried could not be decoded)."""
+    model = vqvae.load_pretrained("mnist")
+    prior = vqvae.load_prior("mnist", model=model)
+    x, y = mnist_small.test[35:40], mnist_small.test_labels[35:40]
+    files = vqvae.compress(model, prior, x, y)
+    decoded, labels = vqvae.decompress(model, prior, files)
+    assert torch.equal(decoded, model.decode(model.encode(x))) and torch.equal(labels, y)
+    nll = prior.nll_bits(model.encode(x), y)
+    for f, bits in zip(files, nll, strict=True):
+        assert 8 * read_header(f).payload_bytes <= 1.01 * float(bits) + 8

@@ -249,7 +249,10 @@ def _decodes_to(payload: bytes, codes: np.ndarray, table: np.ndarray) -> bool:
     import constriction
 
     dec = constriction.stream.queue.RangeDecoder(_words(payload))
-    return bool(np.array_equal(dec.decode(_family(), table), codes))
+    try:
+        return bool(np.array_equal(dec.decode(_family(), table), codes))
+    except AssertionError:  # constriction's word for data its model cannot have produced
+        return False
 
 
 def _ceil_prefix(stream: bytes, n: int) -> bytes | None:
@@ -419,12 +422,17 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
         for i, (b, info) in enumerate(zip(files, infos, strict=True)):
             dec = constriction.stream.queue.RangeDecoder(_words(b[info.header_bytes :]))
             stepper = _Stepper(cp, info.label)
-            for t in range(h * w):
-                out[i, t] = dec.decode(_family(), stepper.counts())[0]
-                stepper.feed(int(out[i, t]))
+            which = f"file {i}" if len(files) > 1 else "the file"
+            try:
+                for t in range(h * w):
+                    out[i, t] = dec.decode(_family(), stepper.counts())[0]
+                    stepper.feed(int(out[i, t]))
+            except AssertionError as e:  # constriction: data its model cannot have produced
+                raise ValueError(
+                    f"corrupted or truncated .vqz file: {which}'s payload cannot be decoded"
+                ) from e
             head = b[: info.header_bytes - CHECKSUM_BYTES]
             if _checksum(head, vqvae_fp, prior_fp, out[i]) != info.checksum:
-                which = f"file {i}" if len(files) > 1 else "the file"
                 raise ValueError(
                     f"corrupted or truncated .vqz file: {which}'s checksum does not match "
                     "its decoded codes (or it was made on a machine whose float results "
