@@ -557,7 +557,7 @@ A {kind} autoregressive transformer over the {h}x{w} codes ({layers} layers, wid
 
 ```python
 prior = vqvae.load_prior("{name}")
-codes = prior.sample(16{label_arg}, temperature=1.0)   # (16, {h}, {w}) int64
+codes = prior.sample(16{label_arg}, temperature=1.0)  # (16, {h}, {w}) int64
 images = model.decode(codes)
 ```
 
