@@ -4,9 +4,12 @@ codes are encoded once, export writes the prior and its card section beside the 
 bad input is one clear message."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,35 @@ def test_an_interrupted_run_resumes_exactly(finished_run, tiny_vqvae, mnist_dir,
     before = (out / "metrics.jsonl").read_text()
     train_prior.main(["--out", str(out), "--resume"])
     assert (out / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_to_resume_from(tiny_vqvae, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.prior", *options(tiny_vqvae, mnist_dir, out, 100_000)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (out / "metrics.jsonl").is_file() and len(step_records(out)) >= 5:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGINT: saving a checkpoint" in err and "python -m train.prior --out" in err
+    stopped_at = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert stopped_at >= 5 and step_records(out)[-1]["step"] == stopped_at
+    assert json.loads((out / "summary.json").read_text())["interrupted"]
+    assert load_prior(out).num_classes == 10
 
 
 def test_export_writes_the_prior_beside_its_model(finished_run, tiny_vqvae, tmp_path):
