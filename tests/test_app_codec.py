@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 import app
 import vqvae
 from app_helpers import TINY, call_event, fn_index, make_models
+from prior_helpers import peaked_prior
 from tools.ports import free_port
 from vqvae import codec, images
 from vqvae.prior import CodePrior, PriorConfig
@@ -30,11 +31,7 @@ def add_prior(model_dir: Path, seed: int = 0) -> CodePrior:
     in ``model_dir``, saved beside it as the app finds priors."""
     model = vqvae.load_pretrained(model_dir)
     config = PriorConfig.for_model(model, num_classes=10, d_model=32, n_layers=2, n_heads=2)
-    prior = CodePrior(config).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    prior = peaked_prior(config, seed=seed, std=0.3)
     prior.save_pretrained(model_dir)
     return prior
 

@@ -20,6 +20,7 @@ from PIL import Image
 import app
 import vqvae
 from app_helpers import make_models
+from prior_helpers import peaked_prior
 from tools.ports import free_port
 from train.export import export_patches
 from train.export import main as export_main
@@ -37,11 +38,7 @@ def add_prior(model_dir: Path) -> CodePrior:
     config = PriorConfig.for_model(
         model, num_classes=10, class_names=NAMES, d_model=32, n_layers=2, n_heads=2
     )
-    prior = CodePrior(config).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    prior = peaked_prior(config, seed=1, std=0.5)
     prior.save_pretrained(model_dir)
     return prior
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import vqvae
+from prior_helpers import peaked_prior
 from vqvae.codec import (
     FORMAT_VERSION,
     compress,
@@ -37,13 +38,7 @@ def make_prior(num_classes=CLASSES, model=None, seed=1, std=0.5, **kw) -> CodePr
         config = PriorConfig(K, H, W, vqvae_fingerprint="0123456789abcdef", **kw)
     else:
         config = PriorConfig.for_model(model, **kw)
-    prior = CodePrior(config).eval()
-    # random weights far from the tiny init, so distributions are peaked and labels matter
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return prior
+    return peaked_prior(config, seed=seed, std=std)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vqvae
+from prior_helpers import peaked_prior
 from vqvae.prior import (
     MAX_SAMPLES,
     PRIOR_CONFIG,
@@ -24,13 +25,7 @@ K, H, W, CLASSES = 16, 3, 4, 3  # a non-square grid, so rows and columns cannot 
 def make_prior(num_classes=CLASSES, model=None) -> CodePrior:
     kw = dict(num_classes=num_classes, d_model=32, n_layers=2, n_heads=2)
     config = PriorConfig.for_model(model, **kw) if model else PriorConfig(K, H, W, **kw)
-    prior = CodePrior(config).eval()
-    # random weights far from the tiny init, so distributions are peaked and labels matter
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return prior
+    return peaked_prior(config, seed=1, std=0.5)
 
 
 @pytest.fixture
