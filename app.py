@@ -928,14 +928,22 @@ class Handlers:
             head = m.no_prior + "\n\n" + head
             vqz_label = "codes, plain"
         else:
-            with self._codec_lock:
-                data = codec.compress_codes(prior, codes, model=m.model)[0]
+            with self._codec_lock:  # the class that makes the file smallest, coded with it
+                label = codec.cheapest_labels(prior, codes)[0]
+                data = codec.compress_codes(prior, codes, label, model=m.model)[0]
             with torch.inference_mode():
-                nll = float(prior.nll_bits(codes)[0])
+                nll = float(prior.nll_bits(codes, label)[0])
             info = codec.read_header(data)
             vqz_bytes, vqz_data = info.total_bytes, info.payload_bytes
             target = vqz_data if headerless else vqz_bytes
-            lines.append(row("codes under the prior (their NLL)", nll, nll / 8))
+            if prior.num_classes:
+                names = prior.config.class_names
+                cls = "none" if label < 0 else (names[label] if names else str(label))
+                what = f"codes under the prior, class {cls} (their NLL + the class)"
+                nll += math.log2(prior.num_classes + 1)
+            else:
+                what = "codes under the prior (their NLL)"
+            lines.append(row(what, nll, nll / 8))
             lines.append(
                 row(
                     f"**.vqz file** ({info.header_bytes} header + {info.payload_bytes} payload)",

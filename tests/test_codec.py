@@ -15,6 +15,7 @@ import vqvae
 from prior_helpers import peaked_prior
 from vqvae.codec import (
     FORMAT_VERSION,
+    cheapest_labels,
     compress,
     compress_codes,
     decompress,
@@ -82,7 +83,27 @@ def test_the_class_is_part_of_the_code(prior):
     # the same grid coded under another class is another file, and costs other bits
     codes = rand_codes(1)
     a, b = compress_codes(prior, codes, 0)[0], compress_codes(prior, codes, 1)[0]
-    assert a != b and read_header(a).label == 0 and read_header(b).label == 1
+    assert a != b and read_header(a).label is None  # version 2: in the payload
+    assert decompress_codes(prior, [a, b])[1].tolist() == [0, 1]
+
+
+def test_auto_labels_pick_the_cheapest_class_and_the_smallest_file(prior):
+    codes = prior.sample(8, labels=torch.arange(8) % 3, generator=torch.Generator().manual_seed(3))
+    choices = torch.arange(-1, CLASSES)
+    bits = torch.stack([prior.nll_bits(codes, int(c)) for c in choices], dim=1)
+    picked = cheapest_labels(prior, codes)
+    assert picked == choices[bits.argmin(dim=1)].tolist()
+    auto = compress_codes(prior, codes, "auto")
+    got, labels = decompress_codes(prior, auto)
+    assert torch.equal(got, codes) and labels.tolist() == picked
+    # every class costs the same in the file, so the auto file is never the larger one
+    for c in choices.tolist():
+        fixed = compress_codes(prior, codes, c)
+        assert sum(map(len, auto)) <= sum(map(len, fixed)) + len(codes)  # + a byte's rounding
+    # an unconditional prior has nothing to pick, and codes no class at all
+    uncond = make_prior(num_classes=0)
+    assert cheapest_labels(uncond, codes) == [-1] * 8
+    assert compress_codes(uncond, codes, "auto") == compress_codes(uncond, codes)
 
 
 def test_real_images_round_trip_to_the_models_reconstruction(tiny_pair, mnist_small):
@@ -133,11 +154,12 @@ def test_files_cost_the_priors_nll_within_one_percent_plus_the_header(tiny_pair)
     sampled = prior.sample(12, labels=1, generator=torch.Generator().manual_seed(0))
     uniform = torch.randint(0, 32, (6, 7, 7), generator=torch.Generator().manual_seed(0))
     for codes in (sampled, uniform):
-        nll = prior.nll_bits(codes, 1)
+        # the class costs log2(classes + 1) bits: it is coded with equal probabilities
+        nll = prior.nll_bits(codes, 1) + math.log2(CLASSES + 1)
         files = compress_codes(prior, codes, 1, model=model)
         for f, bits in zip(files, nll.tolist(), strict=True):
             info = read_header(f)
-            assert info.total_bytes == len(f) and info.header_bytes == 12
+            assert info.total_bytes == len(f) and info.header_bytes == 4
             # a file is whole bytes: the payload may round the bits up to the next byte
             assert info.payload_bytes <= math.ceil(1.01 * bits / 8) + 1, (info, bits)
         payload = sum(read_header(f).payload_bytes for f in files)
@@ -214,12 +236,15 @@ def test_files_for_another_model_or_prior_are_refused(tiny_config, tiny_pair):
 
 def test_unknown_versions_and_non_vqz_data_are_refused(prior):
     f = compress_codes(prior, rand_codes(1))[0]
-    assert read_header(f).version == FORMAT_VERSION
-    newer = f[:3] + bytes([FORMAT_VERSION + 1]) + f[4:]
-    with pytest.raises(ValueError, match="version 2 is newer .* update vqvae"):
+    assert read_header(f).version == FORMAT_VERSION == 2 and f[0] == 0xA2
+    newer = bytes([0xA0 | FORMAT_VERSION + 1]) + f[1:]
+    with pytest.raises(ValueError, match="version 3 is newer .* update vqvae"):
         decompress_codes(prior, newer)
-    with pytest.raises(ValueError, match="unknown .vqz format version 0"):
-        decompress_codes(prior, f[:3] + b"\0" + f[4:])
+    for old in (0, 1):  # version 1 files begin b"VQZ", not 0xA1
+        with pytest.raises(ValueError, match=f"unknown .vqz format version {old}"):
+            decompress_codes(prior, bytes([0xA0 | old]) + f[1:])
+    with pytest.raises(ValueError, match="unknown .vqz format version 7"):
+        decompress_codes(prior, b"VQZ\x07" + f[1:])
     with pytest.raises(ValueError, match="not a .vqz file"):
         decompress_codes(prior, b"\x89PNG\r\n\x1a\n" + f)
     with pytest.raises(ValueError, match="not a .vqz file"):
@@ -228,6 +253,32 @@ def test_unknown_versions_and_non_vqz_data_are_refused(prior):
         decompress_codes(prior, "file.vqz")
     with pytest.raises(TypeError, match="bytes"):
         decompress_codes(prior, [f, 3])
+
+
+def test_version_1_files_still_decode():
+    """The first format (b"VQZ", a 12-byte header with the class in it) is read, no longer
+    written. A hand-made one: its payload is the same range-coded codes as version 2's for
+    an unconditional prior."""
+    from vqvae import codec
+
+    uncond, codes = make_prior(num_classes=0), rand_codes(2)
+    vqvae_fp, prior_fp = uncond.config.vqvae_fingerprint, prior_fingerprint(uncond)
+    ids = b"".join(codec._short_id(fp, 16).to_bytes(2, "big") for fp in (vqvae_fp, prior_fp))
+    old = []
+    for f, c in zip(compress_codes(uncond, codes), codes, strict=True):
+        head = b"VQZ\x01" + ids + b"\x00"  # class varint 0: none
+        check = codec._checksum(head, vqvae_fp, prior_fp, -1, c.flatten().numpy(), version=1)
+        old.append(head + check + f[4:])
+    info = read_header(old[0])
+    assert (info.version, info.header_bytes, info.label, info.id_bits) == (1, 12, -1, 16)
+    got, labels = decompress_codes(uncond, old)
+    assert torch.equal(got, codes) and labels.tolist() == [-1, -1]
+    bad = bytearray(old[0])
+    bad[-1] ^= 0x01
+    with pytest.raises(ValueError, match="corrupted|checksum"):
+        decompress_codes(uncond, bytes(bad))
+    with pytest.raises(ValueError, match="another prior"):
+        decompress_codes(make_prior(num_classes=0, seed=9), old[0])
 
 
 def test_bad_codes_and_labels_give_clear_errors(prior):
@@ -296,7 +347,7 @@ def test_cli_errors_are_clear(tiny_pair, tmp_path, capsys):
     model.save_pretrained(folder)
     prior.save_pretrained(folder)
     bad = tmp_path / "bad.vqz"
-    bad.write_bytes(b"VQZ\x09rest")
+    bad.write_bytes(b"\xa9rest")
     with pytest.raises(SystemExit) as e:
         main(["decompress", str(bad), "--model", str(folder), "-o", str(tmp_path / "o")])
     assert e.value.code == 2
@@ -371,8 +422,9 @@ def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
     args = ["--dataset", "mnist", "--model", str(folder), "--data-dir", str(mnist_dir)]
     bench.main([*args, "--limit", "3", "--out", str(out)])
     r = json.loads(out.read_text())["mnist"]
-    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels"]
-    assert r["vqz_header_bytes"] == 12
+    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels_coded"] == "auto"
+    assert r["vqz_header_bytes"] == 4 and r["class_bits"] == pytest.approx(math.log2(11))
+    assert 0 <= r["classes_picked_right"] <= 1
     assert r["vqz_bytes"] == r["vqz_header_bytes"] + r["vqz_payload_bytes"]
     assert 8 * r["vqz_payload_bytes"] <= 1.01 * 8 * r["nll_bytes"] + 8
     for key in ("jpeg_file", "jpeg_payload", "webp_file", "webp_payload"):
@@ -380,6 +432,10 @@ def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
     # a JPEG's header alone outweighs this tiny .vqz: its smallest file is still bigger
     assert r["jpeg_file"]["file_bytes"] > r["vqz_bytes"]
     assert "VQ-VAE PSNR" in capsys.readouterr().out
+    bench.main([*args, "--limit", "2", "--labels", "true", "--out", str(out)])
+    r = json.loads(out.read_text())["mnist"]
+    assert r["labels_coded"] == "true" and r["classes_picked_right"] is None
+    assert r["exact_round_trips"] == 2
     # a model without a prior: said clearly, nothing measured
     bare = tmp_path / "bare"
     model.save_pretrained(bare)
@@ -421,6 +477,10 @@ def test_real_mnist_files_round_trip_with_the_shipped_prior(mnist_small):
     files = vqvae.compress(model, prior, x, y)
     decoded, labels = vqvae.decompress(model, prior, files)
     assert torch.equal(decoded, model.decode(model.encode(x))) and torch.equal(labels, y)
-    nll = prior.nll_bits(model.encode(x), y)
+    nll = prior.nll_bits(model.encode(x), y) + math.log2(11)  # + the class
     for f, bits in zip(files, nll, strict=True):
         assert 8 * read_header(f).payload_bytes <= 1.01 * float(bits) + 8
+    # "auto" codes the cheapest class: never a larger file than the true class's
+    auto = vqvae.compress(model, prior, x, "auto")
+    assert sum(map(len, auto)) <= sum(map(len, files)) + len(files)
+    assert torch.equal(vqvae.decompress(model, prior, auto)[0], decoded)

@@ -7,7 +7,9 @@
 
 ``decoded`` equals ``model.decode(model.encode(images))`` exactly: the codes come back bit
 for bit. A file costs about the prior's negative log-likelihood of its codes
-(:meth:`vqvae.CodePrior.nll_bits`) plus a 12-byte header, instead of h*w*log2(K) bits.
+(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 4-byte
+header, instead of h*w*log2(K) bits. ``labels="auto"`` picks, per image, the class (or
+none) under which the codes cost the fewest bits.
 
 How: the prior gives each code's distribution given the label and the codes before it
 (raster order, its key/value cache, as sampling does); the distribution is rounded to
@@ -23,18 +25,29 @@ prior through one code path: on the CPU, in float32, in eval mode, one grid at a
 changes float results). A file therefore decodes wherever the torch build and CPU kind give
 the same float results as where it was made (the same machine always; torch does not
 promise equal bits across CPUs). Where they do not, the checksum refuses the file rather
-than showing a wrong image (3 bytes: a damaged file slips through about once in 16 million).
+than showing a wrong image.
 
-File format, version 1 (all integers unsigned)::
+File format, version 2 (written; 4 bytes of header, since at 20-30 bytes a file's header
+is a large part of it)::
 
-    0   3   magic b"VQZ"
-    3   1   format version (1)
-    4   2   VQ-VAE fingerprint: first 2 bytes of sha256(codebook_fingerprint(model))
-    6   2   prior fingerprint: first 2 bytes of sha256(prior_fingerprint(prior))
-    8   1+  class: LEB128 varint, 0 = no class, c + 1 = class c (1 byte below 127 classes)
-    .   3   checksum: blake2s (3 bytes) of the bytes above, both full fingerprints and the
-            codes (int32 little-endian, raster order)
-    .   .   payload: the range coder's 32-bit words as big-endian bytes, cut short
+    0   1   0xA0 | format version (2): the high nibble 0xA marks a .vqz file
+    1   1   ids: the high nibble is the VQ-VAE's (first 4 bits of
+            sha256(codebook_fingerprint(model))), the low nibble the prior's (of
+            sha256(prior_fingerprint(prior)))
+    2   2   checksum: blake2s (2 bytes) of bytes 0-1, both full fingerprints, the class and
+            the codes (int32 little-endian, raster order)
+    4   .   payload: the range coder's 32-bit words as big-endian bytes, cut short. For a
+            class-conditional prior it first codes the class (0 = none, c + 1 = class c)
+            with equal probabilities, then the codes under the prior given that class.
+
+The 4-bit ids tell a file for another model or prior apart 15 times in 16; the checksum
+catches the rest and any damage but about one file in 65,536 (a damaged file then decodes to
+other codes of the same model: a wrong image, never a crash).
+
+Version 1 (read, no longer written: the first session's files): b"VQZ", a version byte,
+2-byte VQ-VAE and prior ids, the class as a LEB128 varint (0 = none, c + 1 = class c), a
+3-byte blake2s checksum of all that, the full fingerprints and the codes, then the payload
+(the codes only). 12 bytes of header below 127 classes.
 
 A file for another VQ-VAE or prior, a truncated or corrupted file and an unknown version are
 each a ValueError with a message saying which.
@@ -57,13 +70,14 @@ import torch
 
 from .prior import CodePrior, codebook_fingerprint
 
-MAGIC = b"VQZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what compress writes; read_header reads 1 and 2
+MAGIC_NIBBLE = 0xA  # version 2+: the first byte is 0xA0 | version
+HEADER_BYTES = 4  # version 2
+CHECKSUM_BYTES = 2  # version 2
+V1_MAGIC = b"VQZ"  # version 1
+V1_CHECKSUM_BYTES, V1_ID_BYTES = 3, 2
 SUFFIX = ".vqz"
 PROB_BITS = 20  # probabilities are coded as integer multiples of 2^-20 (at least 1)
-CHECKSUM_BYTES = 3
-ID_BYTES = 2  # of each fingerprint
-_FIXED = len(MAGIC) + 1 + 2 * ID_BYTES  # bytes before the class varint
 
 
 # -------------------------------------------------------------------------- fingerprints
@@ -93,8 +107,9 @@ def prior_fingerprint(prior: CodePrior) -> str:
     return fp
 
 
-def _short_id(fingerprint: str) -> bytes:
-    return hashlib.sha256(fingerprint.encode()).digest()[:ID_BYTES]
+def _short_id(fingerprint: str, bits: int = 4) -> int:
+    """The first ``bits`` bits of sha256(fingerprint): 4 in version 2, 16 in version 1."""
+    return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:2], "big") >> (16 - bits)
 
 
 # -------------------------------------------------------------------------- the header
@@ -103,9 +118,10 @@ class FileInfo:
     """What a ``.vqz`` file's header says (see :func:`read_header`)."""
 
     version: int
-    vqvae_id: bytes  # 2 bytes, from the VQ-VAE's codebook fingerprint
-    prior_id: bytes  # 2 bytes, from prior_fingerprint
-    label: int  # class index, -1 = no class
+    vqvae_id: int  # the first id_bits bits of sha256(the VQ-VAE's codebook fingerprint)
+    prior_id: int  # the same of prior_fingerprint
+    id_bits: int  # 4 (version 2) or 16 (version 1)
+    label: int | None  # class index, -1 = no class; None: coded in the payload (version 2)
     checksum: bytes
     header_bytes: int  # everything before the payload, checksum included
     payload_bytes: int
@@ -133,21 +149,42 @@ def _as_bytes(data) -> bytes:
 def read_header(data) -> FileInfo:
     """Parse the header of one ``.vqz`` file (bytes). Raises ValueError for something that
     is not a .vqz file, a file cut short inside its header, or a format version this
-    library cannot read."""
+    library cannot read. (A version 2 file's class is in its payload: ``label`` is None.)"""
     b = _as_bytes(data)
-    if not b.startswith(MAGIC[: len(b)]) or not b:
-        raise ValueError("not a .vqz file: it does not start with b'VQZ'")
-    if len(b) <= len(MAGIC):
-        raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than a header")
-    version = b[len(MAGIC)]
+    if b[:3] == V1_MAGIC[: len(b[:3])] and b:
+        return _read_header_v1(b)
+    if not b or b[0] >> 4 != MAGIC_NIBBLE:
+        raise ValueError("not a .vqz file: its first byte is not a .vqz mark")
+    version = b[0] & 0x0F
     if version > FORMAT_VERSION:
         raise ValueError(
             f".vqz format version {version} is newer than this library reads "
             f"({FORMAT_VERSION}); update vqvae"
         )
-    if version < 1:
+    if version < 2:
         raise ValueError(f"unknown .vqz format version {version}")
-    pos, label = _FIXED, 0
+    if len(b) < HEADER_BYTES:
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than its header")
+    return FileInfo(
+        version=version,
+        vqvae_id=b[1] >> 4,
+        prior_id=b[1] & 0x0F,
+        id_bits=4,
+        label=None,
+        checksum=b[2:HEADER_BYTES],
+        header_bytes=HEADER_BYTES,
+        payload_bytes=len(b) - HEADER_BYTES,
+    )
+
+
+def _read_header_v1(b: bytes) -> FileInfo:
+    if len(b) <= len(V1_MAGIC):
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than a header")
+    version = b[len(V1_MAGIC)]
+    if version != 1:
+        raise ValueError(f"unknown .vqz format version {version} (a version 1 mark)")
+    fixed = len(V1_MAGIC) + 1 + 2 * V1_ID_BYTES  # bytes before the class varint
+    pos, label = fixed, 0
     for shift in range(0, 35, 7):  # a varint of at most 5 bytes
         if pos >= len(b):
             raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
@@ -157,23 +194,29 @@ def read_header(data) -> FileInfo:
             break
     else:
         raise ValueError("corrupted .vqz file: its class field is too long")
-    if len(b) < pos + CHECKSUM_BYTES:
+    if len(b) < pos + V1_CHECKSUM_BYTES:
         raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
-    ids = b[len(MAGIC) + 1 : _FIXED]
+    ids = b[len(V1_MAGIC) + 1 : fixed]
     return FileInfo(
-        version=version,
-        vqvae_id=ids[:ID_BYTES],
-        prior_id=ids[ID_BYTES:],
+        version=1,
+        vqvae_id=int.from_bytes(ids[:V1_ID_BYTES], "big"),
+        prior_id=int.from_bytes(ids[V1_ID_BYTES:], "big"),
+        id_bits=8 * V1_ID_BYTES,
         label=label - 1,
-        checksum=b[pos : pos + CHECKSUM_BYTES],
-        header_bytes=pos + CHECKSUM_BYTES,
-        payload_bytes=len(b) - pos - CHECKSUM_BYTES,
+        checksum=b[pos : pos + V1_CHECKSUM_BYTES],
+        header_bytes=pos + V1_CHECKSUM_BYTES,
+        payload_bytes=len(b) - pos - V1_CHECKSUM_BYTES,
     )
 
 
-def _checksum(head: bytes, vqvae_fp: str, prior_fp: str, codes: np.ndarray) -> bytes:
-    h = hashlib.blake2s(head, digest_size=CHECKSUM_BYTES)
-    h.update(f"{vqvae_fp}|{prior_fp}".encode())
+def _checksum(head: bytes, vqvae_fp: str, prior_fp: str, label: int, codes: np.ndarray,
+              version: int = FORMAT_VERSION) -> bytes:  # fmt: skip
+    if version == 1:  # the class is in ``head``
+        h = hashlib.blake2s(head, digest_size=V1_CHECKSUM_BYTES)
+        h.update(f"{vqvae_fp}|{prior_fp}".encode())
+    else:
+        h = hashlib.blake2s(head, digest_size=CHECKSUM_BYTES)
+        h.update(f"{vqvae_fp}|{prior_fp}|{label}".encode())
     h.update(codes.astype("<i4").tobytes())
     return h.digest()
 
@@ -245,12 +288,19 @@ def _words(payload: bytes) -> np.ndarray:
     return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
 
 
-def _decodes_to(payload: bytes, codes: np.ndarray, table: np.ndarray) -> bool:
+def _class_counts(prior: CodePrior) -> np.ndarray:
+    """(1, classes + 1) equal counts: the class symbol (0 = none, c + 1 = class c)."""
+    return np.ones((1, prior.num_classes + 1))
+
+
+def _decodes_to(payload: bytes, segments) -> bool:
+    """Whether ``payload`` decodes to each (symbols, counts table) of ``segments`` in turn."""
     import constriction
 
     dec = constriction.stream.queue.RangeDecoder(_words(payload))
     try:
-        return bool(np.array_equal(dec.decode(_family(), table), codes))
+        return all(np.array_equal(dec.decode(_family(), table), symbols)
+                   for symbols, table in segments)  # fmt: skip
     except AssertionError:  # constriction's word for data its model cannot have produced
         return False
 
@@ -266,8 +316,8 @@ def _ceil_prefix(stream: bytes, n: int) -> bytes | None:
     return head.rstrip(b"\0")
 
 
-def _shortest(stream: bytes, codes: np.ndarray, table: np.ndarray) -> bytes:
-    """The shortest byte string that still decodes to ``codes``.
+def _shortest(stream: bytes, segments) -> bytes:
+    """The shortest byte string that still decodes to ``segments`` (see _decodes_to).
 
     The range coder ends its output with a whole 32-bit word; any value in its final
     interval decodes the same. Rounding the output *up* to fewer bytes stays in the interval
@@ -277,7 +327,7 @@ def _shortest(stream: bytes, codes: np.ndarray, table: np.ndarray) -> bytes:
     best = stream.rstrip(b"\0")
     for n in range(len(best) - 1, -1, -1):
         cand = _ceil_prefix(stream, n)
-        if cand is None or not _decodes_to(cand, codes, table):
+        if cand is None or not _decodes_to(cand, segments):
             break
         best = cand
     return best
@@ -304,8 +354,10 @@ def _label_list(prior: CodePrior, labels, n: int) -> list[int]:
     """Per-grid class indices, -1 for no class (labels as CodePrior takes them)."""
     if labels is None:
         return [-1] * n
-    if isinstance(labels, bool) or isinstance(labels, float):
-        raise TypeError(f"labels must be None, an int or a sequence of ints, got {labels!r}")
+    if isinstance(labels, (bool, float, str)):
+        raise TypeError(
+            f"labels must be None, 'auto', an int or a sequence of ints, got {labels!r}"
+        )
     t = torch.as_tensor(labels)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"labels must be integers, got dtype {t.dtype}")
@@ -337,21 +389,43 @@ def _vqvae_fp(prior: CodePrior, model) -> str:
     return prior.config.vqvae_fingerprint
 
 
+def cheapest_labels(prior: CodePrior, codes: torch.Tensor) -> list[int]:
+    """Per grid, the class (or -1, none) under which the prior gives ``codes`` the fewest
+    bits: what ``labels="auto"`` codes. Every class costs the same log2(classes + 1) bits
+    in a file, so this is the cheapest file. (-1 for every grid of an unconditional prior.)"""
+    codes = _check_codes(prior, codes)
+    C, n = prior.num_classes, len(codes)
+    if C == 0 or n == 0:
+        return [-1] * n
+    choices = torch.arange(-1, C)
+    bits = []
+    with torch.inference_mode():
+        for chunk in codes.split(max(1, 512 // (C + 1))):
+            rows = chunk.repeat_interleave(C + 1, dim=0)
+            bits.append(prior.nll_bits(rows, choices.repeat(len(chunk))).view(-1, C + 1))
+    return choices[torch.cat(bits).argmin(dim=1)].tolist()
+
+
 def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=None) -> list:
     """Entropy-code code grids ``codes`` (B, h, w) int in [0, K) under ``prior``: one
     ``.vqz`` file (bytes) per grid.
 
-    ``labels``: None (no class), an int for every grid, or ints (B,) with -1 for no class
-    on that grid; a class makes the codes cheaper when the prior is class-conditional, and
-    comes back from :func:`decompress_codes`. ``model`` (the VQ-VAE) is checked against the
-    prior and fingerprinted into the header; without it, the fingerprint the prior's config
-    names is used. Costs h*w steps of the prior per grid, on the CPU."""
+    ``labels``: None (no class), an int for every grid, ints (B,) with -1 for no class
+    on that grid, or ``"auto"``: per grid the class (or none) that makes the file smallest
+    (:func:`cheapest_labels`). With a class-conditional prior the class costs
+    log2(classes + 1) bits and comes back from :func:`decompress_codes`; the right one
+    makes the codes cheaper. ``model`` (the VQ-VAE) is checked against the prior and
+    fingerprinted into the header; without it, the fingerprint the prior's config names is
+    used. Costs h*w steps of the prior per grid, on the CPU."""
     cp = _coding_prior(prior)
     vqvae_fp = _vqvae_fp(cp, model)
     codes = _check_codes(cp, codes)
+    if isinstance(labels, str) and labels == "auto":
+        labels = cheapest_labels(cp, codes)
     labels = _label_list(cp, labels, len(codes))
     prior_fp = prior_fingerprint(cp)
-    ids = _short_id(vqvae_fp) + _short_id(prior_fp)
+    head = bytes([MAGIC_NIBBLE << 4 | FORMAT_VERSION,
+                  _short_id(vqvae_fp) << 4 | _short_id(prior_fp)])  # fmt: skip
     import constriction
 
     files = []
@@ -361,14 +435,16 @@ def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=
             for code in grid:
                 rows.append(stepper.counts())
                 stepper.feed(int(code))
-            table = np.concatenate(rows)
             symbols = grid.astype(np.int32)
+            segments = [(symbols, np.concatenate(rows))]
+            if cp.num_classes:
+                segments.insert(0, (np.array([label + 1], np.int32), _class_counts(cp)))
             enc = constriction.stream.queue.RangeEncoder()
-            enc.encode(symbols, _family(), table)
+            for syms, table in segments:
+                enc.encode(syms, _family(), table)
             stream = enc.get_compressed().astype(">u4").tobytes()
-            head = MAGIC + bytes([FORMAT_VERSION]) + ids + _varint(label + 1)
-            check = _checksum(head, vqvae_fp, prior_fp, symbols)
-            files.append(head + check + _shortest(stream, symbols, table))
+            check = _checksum(head, vqvae_fp, prior_fp, label, symbols)
+            files.append(head + check + _shortest(stream, segments))
     return files
 
 
@@ -397,19 +473,19 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
     name = cp.config.vqvae_name or "this model"
     for i, info in enumerate(infos):
         which = f"file {i}" if len(files) > 1 else "the file"
-        if info.vqvae_id != _short_id(vqvae_fp):
+        ours = _short_id(vqvae_fp, info.id_bits)
+        if info.vqvae_id != ours:
             raise ValueError(
-                f"{which} was made with another VQ-VAE (id {info.vqvae_id.hex()}), not with "
-                f"{name} (id {_short_id(vqvae_fp).hex()}): decode it with the model it "
-                f"was compressed with"
+                f"{which} was made with another VQ-VAE (id {info.vqvae_id:x}), not with "
+                f"{name} (id {ours:x}): decode it with the model it was compressed with"
             )
-        if info.prior_id != _short_id(prior_fp):
+        ours = _short_id(prior_fp, info.id_bits)
+        if info.prior_id != ours:
             raise ValueError(
-                f"{which} was made with another prior (id {info.prior_id.hex()}) than "
-                f"this one (id {_short_id(prior_fp).hex()}) for {name}: decode it with "
-                f"the prior it was compressed with"
+                f"{which} was made with another prior (id {info.prior_id:x}) than this one "
+                f"(id {ours:x}) for {name}: decode it with the prior it was compressed with"
             )
-        if not -1 <= info.label < cp.num_classes:
+        if info.label is not None and not -1 <= info.label < cp.num_classes:
             raise ValueError(
                 f"corrupted .vqz file: {which} names class {info.label}, the prior has "
                 f"{cp.num_classes} classes"
@@ -418,12 +494,18 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
 
     h, w = cp.grid
     out = np.empty((len(files), h * w), dtype=np.int32)
+    labels = []
     with _one_thread():
         for i, (b, info) in enumerate(zip(files, infos, strict=True)):
             dec = constriction.stream.queue.RangeDecoder(_words(b[info.header_bytes :]))
-            stepper = _Stepper(cp, info.label)
             which = f"file {i}" if len(files) > 1 else "the file"
             try:
+                label = info.label
+                if label is None:  # version 2: the class is the payload's first symbol
+                    label = -1
+                    if cp.num_classes:
+                        label = int(dec.decode(_family(), _class_counts(cp))[0]) - 1
+                stepper = _Stepper(cp, label)
                 for t in range(h * w):
                     out[i, t] = dec.decode(_family(), stepper.counts())[0]
                     stepper.feed(int(out[i, t]))
@@ -431,15 +513,16 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
                 raise ValueError(
                     f"corrupted or truncated .vqz file: {which}'s payload cannot be decoded"
                 ) from e
-            head = b[: info.header_bytes - CHECKSUM_BYTES]
-            if _checksum(head, vqvae_fp, prior_fp, out[i]) != info.checksum:
+            head = b[: info.header_bytes - len(info.checksum)]
+            if _checksum(head, vqvae_fp, prior_fp, label, out[i], info.version) != info.checksum:
                 raise ValueError(
                     f"corrupted or truncated .vqz file: {which}'s checksum does not match "
-                    "its decoded codes (or it was made on a machine whose float results "
-                    "differ from this one's)"
+                    "its decoded codes (or it was made with another model or prior, or on a "
+                    "machine whose float results differ from this one's)"
                 )
+            labels.append(label)
     codes = torch.from_numpy(out.astype(np.int64)).view(len(files), h, w)
-    return codes, torch.tensor([info.label for info in infos], dtype=torch.long)
+    return codes, torch.tensor(labels, dtype=torch.long)
 
 
 def compress(model, prior: CodePrior, images: torch.Tensor, labels=None) -> list:
@@ -613,16 +696,25 @@ def _load_pair(model_name, prior_name):
     return model, load_prior(prior_name or model_name, model=model)
 
 
-def _find_pair(info: FileInfo, loaded: dict):
-    """The shipped (model, prior) whose fingerprints a file's header names."""
+def _decode_shipped(data: bytes, loaded: dict):
+    """Decode a file with the shipped (model, prior) its header names: (images, labels,
+    prior). The 4-bit ids of version 2 can name two shipped pairs; the checksum tells."""
+    info = read_header(data)
+    error = None
     for d in _pretrained_pairs():
         if d not in loaded:
             loaded[d] = _load_pair(d, None)
         model, prior = loaded[d]
-        if _short_id(prior_fingerprint(prior)) == info.prior_id and _short_id(
-            codebook_fingerprint(model)
-        ) == (info.vqvae_id):
-            return model, prior
+        if (_short_id(codebook_fingerprint(model), info.id_bits),
+                _short_id(prior_fingerprint(prior), info.id_bits)) != (info.vqvae_id,
+                                                                       info.prior_id):  # fmt: skip
+            continue
+        try:
+            return (*decompress(model, prior, data), prior)
+        except ValueError as e:
+            error = e
+    if error is not None:
+        raise error
     names = ", ".join(d.name for d in _pretrained_pairs()) or "none has a prior"
     raise ValueError(
         f"no shipped model with a prior matches this file ({names}): pass --model "
@@ -631,7 +723,9 @@ def _find_pair(info: FileInfo, loaded: dict):
 
 
 def _parse_label(prior: CodePrior, text):
-    if text is None:
+    if text is None or text == "auto":
+        return "auto"
+    if text == "none":
         return None
     if text.lstrip("-").isdigit():
         return int(text)
@@ -661,8 +755,11 @@ def _compress_cli(a) -> None:
                    for p in a.images])  # fmt: skip
     out_dir = Path(a.out)
     paths = _outputs(a.images, out_dir, SUFFIX)
-    files = compress(model, prior, x, labels=label)
-    nll = prior.nll_bits(model.encode(x), label).tolist()
+    codes = model.encode(x)
+    if label == "auto":
+        label = cheapest_labels(prior, codes)
+    files = compress_codes(prior, codes, label, model=model)
+    nll = prior.nll_bits(codes, label).tolist()
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = prior.config.uniform_bits / 8
     for src, path, b, bits in zip(a.images, paths, files, nll, strict=True):
@@ -690,8 +787,11 @@ def _decompress_cli(a) -> None:
     for src in a.files:
         b = Path(src).read_bytes()
         try:
-            model, prior = fixed or _find_pair(read_header(b), loaded)
-            images, labels = decompress(model, prior, b)
+            if fixed:
+                images, labels = decompress(*fixed, b)
+                prior = fixed[1]
+            else:
+                images, labels, prior = _decode_shipped(b, loaded)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from e
         results.append((images[0], int(labels[0]), prior))
@@ -716,7 +816,11 @@ def main(argv=None) -> None:
     c.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     c.add_argument("--model", required=True, help="VQ-VAE name (pretrained/<name>) or folder")
     c.add_argument("--prior", help="prior name or folder (default: the model's)")
-    c.add_argument("--label", help="class index or name for every image (default: none)")
+    c.add_argument(
+        "--label",
+        help="class index or name for every image, 'none', or 'auto' (default): per image "
+        "the class that makes its file smallest",
+    )
     c.add_argument("-o", "--out", required=True, help="output folder")
     d = sub.add_parser("decompress", help=".vqz files -> DIR/<name>.png")
     d.add_argument("files", nargs="+", help=".vqz files")
