@@ -81,6 +81,13 @@ def main():
                 page.locator("input[role=listbox], .wrap input").first.click()
                 page.get_by_role("option", name=args.model).click()
             page.wait_for_selector("#recon img")
+            # the codec panel is its own event after the reconstruction: wait for its table
+            # and for JPEG / WebP, so the shot shows the panel filled in, not queued
+            page.wait_for_function(
+                "() => document.querySelector('#codec-sizes')?.innerText.includes('.vqz')"
+            )
+            page.wait_for_selector("#jpeg img")
+            page.wait_for_selector("#webp img")
             page.wait_for_timeout(1500)
             shot(page, out / "reconstruct.png")
 
