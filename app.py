@@ -1018,7 +1018,11 @@ class Handlers:
             with self._codec_lock:
                 codes, labels = codec.decompress_codes(prior, data, model=m.model)
         except ValueError as e:
-            raise gr.Error(f"This file cannot be decoded with model {m.name!r}: {e}.") from None
+            hint = self._vqz_owner(data, m.name)
+            raise gr.Error(
+                f"This file cannot be decoded with model {m.name!r}: {e}."
+                + (f" It decodes with model {hint!r}: choose that one." if hint else "")
+            ) from None
         with torch.inference_mode():
             x = m.model.decode(codes)
         label = int(labels[0])
@@ -1030,6 +1034,24 @@ class Handlers:
             f"class: {cls}."
         )
         return Decompressed(images.enlarge(x[0], DISPLAY), details)
+
+    def _vqz_owner(self, data: bytes, tried: str) -> str | None:
+        """The name of another model whose prior decodes ``data`` (its checksum matches),
+        for the error message of a file uploaded with the wrong model selected."""
+        for name in self.models.names():
+            if name == tried:
+                continue
+            other = self.models.get(name)
+            prior = self._codec_prior(other)
+            if prior is None:
+                continue
+            try:
+                with self._codec_lock:
+                    codec.decompress_codes(prior, data, model=other.model)
+            except ValueError:
+                continue
+            return name
+        return None
 
     # Prior: sample, resample, surprise
     MAX_SAMPLES = 64

@@ -155,8 +155,13 @@ def test_damaged_garbage_and_oversized_files_are_clear_errors(h, dirs, tmp_path,
 
 def test_a_file_for_another_model_is_refused_with_its_reason(h, dirs):
     f = h.compress(digit(dirs), "other").vqz
-    with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE"):
+    with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:
         h.decompress(f, "mnist")
+    assert "It decodes with model 'other': choose that one." in str(e.value)
+    # garbage belongs to no model: no such hint
+    with pytest.raises(gr.Error) as e:
+        h.decompress(digit(dirs), "mnist")
+    assert "decodes with model" not in str(e.value)
     assert "Decoded" in h.decompress(f, "other").details
 
 
