@@ -26,8 +26,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -303,20 +304,10 @@ class CodeBatches:
         return self.codes[pick], self.labels[pick]
 
 
-# ----------------------------------------------------------------------------- the run
-def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
-    """Train as ``cfg`` says; returns the summary. ``stop`` replaces the Ctrl-C handler
-    (an object with ``.requested``, read once a step, and ``.restore()``)."""
-    rank, world, local_rank = setup_distributed()
-    main_proc = rank == 0
-    dev = resolve_device(cfg.device, local_rank)
-    out = Path(cfg.out)
-
-    ckpt, finished = start_or_resume(out, resume, cfg.steps, announce=main_proc)
-    if finished is not None:  # nothing to train: every file stays as it is
-        return finished
-
-    # the VQ-VAE and its codes (rank 0 encodes; the others read its cache)
+# ----------------------------------------------------------------------------- setting up
+def load_vqvae(cfg: PriorTrainConfig, dev: torch.device, ckpt: dict | None):
+    """(the VQ-VAE whose codes are modelled, its codebook fingerprint); a resumed run must
+    find the VQ-VAE it started with."""
     try:
         model = vqvae.load_pretrained(cfg.vqvae, device=dev)
     except (FileNotFoundError, ValueError) as e:
@@ -327,29 +318,36 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
             f"the VQ-VAE {cfg.vqvae!r} changed since this run started (its codebook differs); "
             f"the run's codes belong to the old one. Start a new run with another --out."
         )
+    return model, fingerprint
+
+
+def load_codes(cfg: PriorTrainConfig, model, rank: int, world: int) -> dict:
+    """``encoded_splits`` cut to --limit-train / --limit-test. Rank 0 encodes (once, into the
+    run folder's cache); the other ranks wait for it and read the cache."""
+    out = Path(cfg.out)
     try:
-        if main_proc:
+        if rank == 0:
             data = encoded_splits(model, cfg.dataset, cfg.data_dir, out)
         if world > 1:
             dist.barrier()
-        if not main_proc:
+        if rank != 0:
             data = encoded_splits(model, cfg.dataset, cfg.data_dir, out, progress=False)
     except ValueError as e:
         raise TrainError(str(e)) from e
-    train_codes, train_labels = data["train_codes"], data["train_labels"]
-    test_codes, test_labels = data["test_codes"], data["test_labels"]
-    if cfg.limit_train:
-        train_codes, train_labels = train_codes[: cfg.limit_train], train_labels[: cfg.limit_train]
-    if cfg.limit_test:
-        test_codes, test_labels = test_codes[: cfg.limit_test], test_labels[: cfg.limit_test]
-    train_codes, train_labels = train_codes.to(dev), train_labels.to(dev)
+    for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
+        if limit:
+            data[f"{split}_codes"] = data[f"{split}_codes"][:limit]
+            data[f"{split}_labels"] = data[f"{split}_labels"][:limit]
+    return data
 
-    # the prior
-    names = data["class_names"] if cfg.conditional else []
+
+def build_prior(cfg: PriorTrainConfig, model, class_names: list[str], dev: torch.device):
+    """(the prior over ``model``'s codes, seeded by --seed; AdamW with weight decay on the
+    weight matrices only)."""
     pcfg = PriorConfig.for_model(
         model,
-        num_classes=len(names),
-        class_names=names,
+        num_classes=len(class_names),
+        class_names=class_names,
         d_model=cfg.d_model,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
@@ -364,191 +362,320 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )  # fmt: skip
-    step, elapsed = 0, 0.0
-    if ckpt is not None:
-        prior.load_state_dict(ckpt["prior"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], dev)
-    net = prior
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    return prior, opt
 
-        net = DDP(prior, device_ids=[dev.index] if dev.type == "cuda" else None)
-    batches = CodeBatches(train_codes, train_labels, cfg.batch_size, cfg.seed, rank, world)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
-    seq_len = pcfg.seq_len
-    baselines = {
-        "uniform_bits": pcfg.uniform_bits,
-        "unigram_bits": unigram_bits(test_codes, pcfg.codebook_size),
+
+# ----------------------------------------------------------------------------- run state
+@dataclass
+class PriorRunState:
+    """What the loop's helpers share: options, the VQ-VAE, the prior and its optimizer, the
+    test codes, where the run is, and its metrics file (rank 0 only)."""
+
+    cfg: PriorTrainConfig
+    model: vqvae.VQVAE  # decodes the sample grids
+    prior: CodePrior
+    opt: torch.optim.Optimizer
+    dev: torch.device
+    rank: int
+    world: int
+    fingerprint: str  # of the VQ-VAE's codebook, checked on resume
+    test_codes: torch.Tensor  # int64 (N, h, w), on the CPU
+    test_labels: torch.Tensor  # int64 (N,)
+    baselines: dict  # uniform_bits and unigram_bits of the test codes, in every eval record
+    net: torch.nn.Module | None = None  # what the step calls: the prior, or its DDP wrapper
+    step: int = 0
+    elapsed: float = 0.0  # seconds trained before this process started
+    started: float = field(default_factory=time.time)
+    log: IO | None = None
+    window: tuple[int, float] = (0, 0.0)  # (step, time) of the last log line, for grids/s
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def amp(self) -> bool:  # bf16 autocast
+        return self.cfg.amp and self.dev.type == "cuda"
+
+    def seconds(self) -> float:
+        """Training time so far, over every process that worked on this run."""
+        return self.elapsed + time.time() - self.started
+
+
+def restore_checkpoint(state: PriorRunState, ckpt: dict) -> None:
+    """Continue where ``ckpt`` (save_checkpoint's) left off: weights, optimizer, step,
+    time and the RNG (dropout, label dropout), so the run goes on bit for bit."""
+    state.prior.load_state_dict(ckpt["prior"])
+    state.opt.load_state_dict(ckpt["optimizer"])
+    state.step, state.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if state.dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], state.dev)
+
+
+def training_module(state: PriorRunState) -> torch.nn.Module:
+    """The prior, wrapped in DistributedDataParallel under torchrun."""
+    if state.world == 1:
+        return state.prior
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dev = state.dev
+    return DDP(state.prior, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def open_logs(state: PriorRunState, data_source: str) -> None:
+    """Rank 0: the options (train_config.json) and metrics.jsonl."""
+    out = state.out
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    run_info = {"data_source": data_source, "world_size": state.world,
+                "fingerprint": state.fingerprint}  # fmt: skip
+    write_json_atomic(out / TRAIN_CONFIG, {**dataclasses.asdict(state.cfg), **run_info}, indent=2)
+    state.log = open(out / METRICS, "a")
+
+
+def emit(state: PriorRunState, record: dict) -> None:
+    """One line of metrics.jsonl; rank 0 only."""
+    record.setdefault("elapsed_s", round(state.seconds(), 2))
+    if state.log is not None:
+        state.log.write(json.dumps(record) + "\n")
+        state.log.flush()
+
+
+# ----------------------------------------------------------------------------- the loop's steps
+def prior_step(state: PriorRunState, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on code grids ``codes`` int64 (B, h, w) with class ``labels``
+    int64 (B,): labels dropped to the null class with probability --label-dropout, forward
+    (bf16 autocast on CUDA), cross-entropy, backward, clipping, optimizer step. Returns the
+    loss (nats per code), still on the device."""
+    cfg, prior = state.cfg, state.prior
+    if prior.config.num_classes:
+        dropped = torch.rand(len(labels), device=labels.device) < cfg.label_dropout
+        labels = torch.where(dropped, -1, labels)
+    else:
+        labels = None
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=state.amp):
+        logits = state.net(codes, labels)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
+    state.opt.step()
+    return loss
+
+
+def log_step(state: PriorRunState, loss: torch.Tensor) -> dict:
+    """The step's metrics line (reads the loss back from the device); a non-finite loss
+    stops the run."""
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        raise TrainError(
+            f"loss became {value} at step {state.step}; the last good checkpoint in "
+            f"{state.out} is kept. Try a lower --lr."
+        )
+    now, (last_step, last_time) = time.time(), state.window
+    grids = (state.step - last_step) * state.cfg.batch_size * state.world
+    record = {
+        "step": state.step,
+        "loss": value,
+        "bits_per_image": value * state.prior.config.seq_len / math.log(2),
+        "lr": state.opt.param_groups[0]["lr"],
+        "grids_per_s": grids / max(now - last_time, 1e-9),
     }
+    emit(state, record)
+    state.window = (state.step, time.time())
+    return record
 
-    log = None
-    if main_proc:
-        (out / "samples").mkdir(parents=True, exist_ok=True)
-        run_info = {"data_source": data["data_source"], "world_size": world,
-                    "fingerprint": fingerprint}  # fmt: skip
-        write_json_atomic(out / TRAIN_CONFIG, {**dataclasses.asdict(cfg), **run_info}, indent=2)
-        log = open(out / METRICS, "a")
 
-    def emit(record: dict) -> None:
-        record.setdefault("elapsed_s", round(elapsed + time.time() - t_start, 2))
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+def evaluate_now(state: PriorRunState, *, final: bool = False) -> dict:
+    """Test NLL (the first --eval-images test grids, or all of them when ``final``) with the
+    baselines, written to metrics.jsonl."""
+    limit = None if final else state.cfg.eval_images
+    ev = test_nll(state.prior, state.test_codes[:limit], state.test_labels[:limit])
+    ev = {**ev, "bits_per_code": ev["bits_per_image"] / state.prior.config.seq_len,
+          **state.baselines}  # fmt: skip
+    record = {"step": state.step, "eval": ev}
+    emit(state, {**record, "final": True} if final else record)
+    return ev
 
-    def save(at_step: int) -> None:
-        bad = [n for n, p in prior.state_dict().items() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainError(
-                f"weights became NaN/inf at step {at_step} ({bad[0]}); the last good "
-                f"checkpoint in {out} is kept. Try a lower --lr."
-            )
-        if not main_proc:
-            return
-        state = {
-            "prior": {k: v.detach().cpu() for k, v in prior.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "step": at_step,
-            "elapsed": elapsed + (time.time() - t_start),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-            "fingerprint": fingerprint,
-            "train_config": json.dumps(dataclasses.asdict(cfg)),
-        }
-        save_checkpoint_file(state, out)
-        prior.save_pretrained(out)  # latest weights, loadable by vqvae.load_prior(out)
 
-    def sample_grid(at_step: int) -> None:
-        """8 samples per class (a row each) or 64 unconditional ones, decoded; its own
-        generator, so the training RNG is untouched."""
-        from torchvision.utils import save_image
+def save_samples(state: PriorRunState) -> None:
+    """samples/step_NNNNNN.png: 8 samples per class (a row each) or 64 unconditional ones,
+    decoded; drawn with their own generator, so the training RNG is untouched."""
+    from torchvision.utils import save_image
 
-        g = torch.Generator(dev).manual_seed(cfg.seed)
-        labels = torch.arange(pcfg.num_classes).repeat_interleave(8) if pcfg.num_classes else None
-        prior.eval()
-        codes = prior.sample(len(labels) if labels is not None else 64, labels, generator=g)
-        prior.train()
-        images = model.decode(codes).float().cpu()
-        save_image(images, out / "samples" / f"step_{at_step:06d}.png", nrow=8, pad_value=1.0)
+    prior, num_classes = state.prior, state.prior.config.num_classes
+    g = torch.Generator(state.dev).manual_seed(state.cfg.seed)
+    labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
+    prior.eval()
+    codes = prior.sample(len(labels) if labels is not None else 64, labels, generator=g)
+    prior.train()
+    images = state.model.decode(codes).float().cpu()
+    path = state.out / "samples" / f"step_{state.step:06d}.png"
+    save_image(images, path, nrow=8, pad_value=1.0)
 
-    def evaluate(limit: int | None) -> dict:
-        ev = test_nll(prior, test_codes[:limit], test_labels[:limit])
-        return {**ev, "bits_per_code": ev["bits_per_image"] / seq_len, **baselines}
+
+def save_checkpoint(state: PriorRunState) -> None:
+    """checkpoint.pt (everything --resume needs; the one before it is kept as the fallback)
+    and the latest weights (prior.safetensors + prior.json, loadable by vqvae.load_prior)."""
+    # checked on every rank: DDP keeps the weights equal, so all ranks stop together
+    bad = [n for n, p in state.prior.state_dict().items() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainError(
+            f"weights became NaN/inf at step {state.step} ({bad[0]}); the last good "
+            f"checkpoint in {state.out} is kept. Try a lower --lr."
+        )
+    if not state.main:
+        return
+    dev = state.dev
+    checkpoint = {
+        "prior": {k: v.detach().cpu() for k, v in state.prior.state_dict().items()},
+        "optimizer": state.opt.state_dict(),
+        "step": state.step,
+        "elapsed": state.seconds(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "fingerprint": state.fingerprint,
+        "train_config": json.dumps(dataclasses.asdict(state.cfg)),
+    }
+    save_checkpoint_file(checkpoint, state.out)
+    state.prior.save_pretrained(state.out)
+
+
+def stop_agreed(state: PriorRunState, stop) -> bool:
+    """Whether to stop after this step (``stop.requested`` is read once a step). Under DDP
+    every rank must stop at the same step: they agree at log steps only."""
+    requested = stop.requested
+    if state.world == 1:
+        return requested
+    if state.step % state.cfg.log_every:
+        return False
+    flag = torch.tensor([float(requested)], device=state.dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+# ----------------------------------------------------------------------------- the run
+def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
+    """Train as ``cfg`` says; returns the summary. ``stop`` replaces the Ctrl-C handler
+    (an object with ``.requested``, read once a step, and ``.restore()``)."""
+    rank, world, local_rank = setup_distributed()
+    dev = resolve_device(cfg.device, local_rank)
+
+    # resume or start fresh, never overwriting a run by accident
+    ckpt, finished = start_or_resume(Path(cfg.out), resume, cfg.steps, announce=rank == 0)
+    if finished is not None:  # nothing to train: every file stays as it is
+        return finished
+
+    # the VQ-VAE, its codes and the prior
+    model, fingerprint = load_vqvae(cfg, dev, ckpt)
+    data = load_codes(cfg, model, rank, world)
+    train_codes, train_labels = data["train_codes"].to(dev), data["train_labels"].to(dev)
+    prior, opt = build_prior(cfg, model, data["class_names"] if cfg.conditional else [], dev)
+    test_codes = data["test_codes"]
+    baselines = {
+        "uniform_bits": prior.config.uniform_bits,
+        "unigram_bits": unigram_bits(test_codes, prior.config.codebook_size),
+    }
+    state = PriorRunState(
+        cfg=cfg, model=model, prior=prior, opt=opt, dev=dev, rank=rank, world=world,
+        fingerprint=fingerprint, test_codes=test_codes, test_labels=data["test_labels"],
+        baselines=baselines,
+    )  # fmt: skip
+    if ckpt is not None:
+        restore_checkpoint(state, ckpt)
+    state.net = training_module(state)
+    batches = CodeBatches(train_codes, train_labels, cfg.batch_size, cfg.seed, rank, world)
+    if state.main:
+        open_logs(state, data["data_source"])
 
     from tqdm.auto import tqdm
 
     stop = stop or StopFlag()
-    t_start = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not main_proc, dynamic_ncols=True,
+    state.started = time.time()
+    bar = tqdm(total=cfg.steps, initial=state.step, disable=not state.main, dynamic_ncols=True,
                desc="prior")  # fmt: skip
-    window = dict(n=step, t=time.time())
+    state.window = (state.step, time.time())
     prior.train()
-    final_eval = None
     try:
-        if main_proc and step == 0 and not resume:
-            emit({"step": 0, "eval": evaluate(cfg.eval_images)})
-        while step < cfg.steps:
+        if state.main and state.step == 0 and not resume:
+            evaluate_now(state)
+        while state.step < cfg.steps:
             for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step)
-            codes, labels = batches(step)
-            if pcfg.num_classes:
-                dropped = torch.rand(len(labels), device=labels.device) < cfg.label_dropout
-                labels = torch.where(dropped, -1, labels)
-            else:
-                labels = None
-            with amp:
-                logits = net(codes, labels)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
+                group["lr"] = lr_at(cfg, state.step)
+            codes, labels = batches(state.step)
+            loss = prior_step(state, codes, labels)
+            state.step += 1
+            step = state.step
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == cfg.steps:
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    raise TrainError(
-                        f"loss became {value} at step {step}; the last good checkpoint in "
-                        f"{out} is kept. Try a lower --lr."
-                    )
-                dt = time.time() - window["t"]
-                bits = value * seq_len / math.log(2)
-                emit({
-                    "step": step,
-                    "loss": value,
-                    "bits_per_image": bits,
-                    "lr": opt.param_groups[0]["lr"],
-                    "grids_per_s": (step - window["n"]) * cfg.batch_size * world / max(dt, 1e-9),
-                })  # fmt: skip
-                window.update(n=step, t=time.time())
-                bar.set_postfix(loss=f"{value:.3f}", bits=f"{bits:.1f}")
-            if main_proc and step % cfg.eval_every == 0 and step < cfg.steps:
-                ev = evaluate(cfg.eval_images)
-                emit({"step": step, "eval": ev})
+                rec = log_step(state, loss)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", bits=f"{rec['bits_per_image']:.1f}")
+            if state.main and step % cfg.eval_every == 0 and step < cfg.steps:
+                ev = evaluate_now(state)
                 bar.write(
                     f"step {step}: test {ev['bits_per_image']:.1f} bits/image "
                     f"(unigram {ev['unigram_bits']:.1f}, uniform {ev['uniform_bits']:.0f})"
                 )
-            if main_proc and step % cfg.sample_every == 0 and step < cfg.steps:
-                sample_grid(step)
-            # under DDP every rank must stop at the same step: they agree at log steps only
-            stopping = stop.requested
-            if world > 1:
-                stopping = False
-                if step % cfg.log_every == 0:
-                    flag = torch.tensor([float(stop.requested)], device=dev)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    stopping = bool(flag.item())
+            if state.main and step % cfg.sample_every == 0 and step < cfg.steps:
+                save_samples(state)
+            stopping = stop_agreed(state, stop)
             if step % cfg.ckpt_every == 0 or stopping:
-                save(step)
+                save_checkpoint(state)
             if stopping:
                 break
     finally:
         bar.close()
         stop.restore()
-    interrupted = step < cfg.steps
+    return finish(state, data["data_source"])
+
+
+def finish(state: PriorRunState, data_source: str) -> dict:
+    """The last checkpoint, samples and full test evaluation of a completed run; the summary
+    (also of an interrupted one)."""
+    cfg, out = state.cfg, state.out
+    interrupted = state.step < cfg.steps
+    final_eval = None
     if not interrupted:
-        save(step)
-        if main_proc:
-            sample_grid(step)
-            final_eval = evaluate(None)
-            emit({"step": step, "eval": final_eval, "final": True})
+        save_checkpoint(state)
+        if state.main:
+            save_samples(state)
+            final_eval = evaluate_now(state, final=True)
     summary = {
-        "step": step,
+        "step": state.step,
         "total_steps": cfg.steps,
         "interrupted": interrupted,
-        "elapsed_s": round(elapsed + time.time() - t_start, 1),
-        "device": str(dev),
-        "hardware": hardware(dev),
-        "world_size": world,
-        "data_source": data["data_source"],
+        "elapsed_s": round(state.seconds(), 1),
+        "device": str(state.dev),
+        "hardware": hardware(state.dev),
+        "world_size": state.world,
+        "data_source": data_source,
         "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in prior.parameters()),
+        "parameters": sum(p.numel() for p in state.prior.parameters()),
         "final_eval": final_eval,
     }
-    if main_proc:
+    if state.main:
         write_json_atomic(out / "summary.json", summary, indent=2)
-        log.close()
+        state.log.close()
         if interrupted:
             print(
-                f"stopped at step {step}; checkpoint saved. Continue with: "
+                f"stopped at step {state.step}; checkpoint saved. Continue with: "
                 f"python -m train.prior --out {out} --resume",
                 file=sys.stderr,
             )
         else:
             print(
-                f"done: {step} steps in {summary['elapsed_s']:.0f} s; test "
+                f"done: {state.step} steps in {summary['elapsed_s']:.0f} s; test "
                 f"{final_eval['bits_per_image']:.1f} bits/image (unigram "
                 f"{final_eval['unigram_bits']:.1f}, uniform {final_eval['uniform_bits']:.0f}); "
                 f"prior in {out}"
             )
-    if world > 1:
+    if state.world > 1:
         dist.barrier()
     return summary
 
