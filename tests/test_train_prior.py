@@ -109,6 +109,9 @@ def test_an_interrupted_run_resumes_exactly(finished_run, tiny_vqvae, mnist_dir,
     summary = train_prior.run(train_prior.build_config(args), stop=StopAt(13))
     assert summary["interrupted"] and summary["step"] == 13
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 13
+    # as if killed after logging past its checkpoint, mid-line: the resume drops those lines
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 15, "loss": 9.0, "lr": 0.0}\n{"step": 1')
 
     def no_encoding(*a, **k):
         raise AssertionError("a resumed run reads its cached codes")

@@ -47,6 +47,7 @@ from .runs import (
     read_train_config,
     save_checkpoint_file,
     start_or_resume,
+    truncate_metrics,
 )
 from .train import StopFlag, TrainError, hardware, lr_at, resolve_device, setup_distributed
 
@@ -415,6 +416,8 @@ def restore_checkpoint(state: PriorRunState, ckpt: dict) -> None:
     torch.set_rng_state(ckpt["rng_cpu"])
     if state.dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(ckpt["rng_cuda"], state.dev)
+    if state.main:  # a killed run logged past its checkpoint: those lines come again
+        truncate_metrics(state.out, state.step, kmeans_done=True)
 
 
 def training_module(state: PriorRunState) -> torch.nn.Module:
