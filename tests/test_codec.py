@@ -255,17 +255,52 @@ def test_unknown_versions_and_non_vqz_data_are_refused(prior):
         decompress_codes(prior, [f, 3])
 
 
-def test_version_1_files_still_decode():
-    """The first format (b"VQZ", a 12-byte header with the class in it) is read, no longer
-    written. A hand-made one: its payload is the same range-coded codes as version 2's for
-    an unconditional prior."""
+def test_float64_coding_absorbs_tiny_float_differences(prior, monkeypatch):
+    """Another CPU or BLAS may round the prior's arithmetic differently. Coding in float64
+    keeps such differences (about 1e-16 relative; 1e-12 here) far below the 2^-20 steps of
+    the coded counts, so a file still decodes; in float32 (1e-6) the counts would change."""
+    from vqvae import codec
+
+    codes = prior.sample(4, labels=1, generator=torch.Generator().manual_seed(2))
+    files = compress_codes(prior, codes, 1)
+    real, g = codec._coding_prior, torch.Generator().manual_seed(0)
+
+    def nudged(scale):
+        def coding_prior(p, version=codec.FORMAT_VERSION):
+            cp = real(p, version)
+            twin = CodePrior(cp.config).to(torch.float64).eval()
+            with torch.no_grad():
+                for a, b in zip(twin.parameters(), cp.parameters(), strict=True):
+                    noise = torch.randn(b.shape, dtype=torch.float64, generator=g)
+                    a.copy_(b * (1 + scale * noise))
+            return twin
+
+        return coding_prior
+
+    monkeypatch.setattr(codec, "_coding_prior", nudged(1e-12))
+    got, labels = decompress_codes(prior, files)
+    assert torch.equal(got, codes) and labels.tolist() == [1] * 4
+    monkeypatch.setattr(codec, "_coding_prior", nudged(1e-6))
+    with pytest.raises(ValueError, match="corrupted|checksum"):
+        decompress_codes(prior, files)
+
+
+def test_version_1_files_still_decode(monkeypatch):
+    """The first format (b"VQZ", a 12-byte header with the class in it, the prior run in
+    float32) is read, no longer written. A hand-made one: for an unconditional prior its
+    payload is version 2's range-coded codes, with the prior run in float32."""
     from vqvae import codec
 
     uncond, codes = make_prior(num_classes=0), rand_codes(2)
     vqvae_fp, prior_fp = uncond.config.vqvae_fingerprint, prior_fingerprint(uncond)
     ids = b"".join(codec._short_id(fp, 16).to_bytes(2, "big") for fp in (vqvae_fp, prior_fp))
+    real = codec._coding_prior
+    with monkeypatch.context() as m:
+        m.setattr(codec, "_coding_prior", lambda p, version=2: real(p, 1))
+        payloads = compress_codes(uncond, codes)
+    assert payloads != compress_codes(uncond, codes)  # float32 and float64 counts differ
     old = []
-    for f, c in zip(compress_codes(uncond, codes), codes, strict=True):
+    for f, c in zip(payloads, codes, strict=True):
         head = b"VQZ\x01" + ids + b"\x00"  # class varint 0: none
         check = codec._checksum(head, vqvae_fp, prior_fp, -1, c.flatten().numpy(), version=1)
         old.append(head + check + f[4:])

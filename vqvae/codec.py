@@ -19,13 +19,17 @@ and handed to ``constriction``'s range coder (``queue.RangeEncoder`` with
 very same counts. The coder's output is cut to the shortest byte string that still decodes
 (trailing bytes past the last one that matters are dropped; the decoder reads zeros there).
 
-Determinism: encoder and decoder must compute bit-identical probabilities. Both drive the
-prior through one code path: on the CPU, in float32, in eval mode, one grid at a time
-(a batch of 1), with torch's intra-op threads pinned to 1 while coding (the thread count
-changes float results). A file therefore decodes wherever the torch build and CPU kind give
-the same float results as where it was made (the same machine always; torch does not
-promise equal bits across CPUs). Where they do not, the checksum refuses the file rather
-than showing a wrong image.
+Determinism: encoder and decoder must compute the same integer counts. Both drive the prior
+through one code path: on the CPU, in eval mode, one grid at a time (a batch of 1), with
+torch's intra-op threads pinned to 1 while coding, and in float64 from the float32 weights
+(version 2). Another CPU or BLAS may still round differently, but by some 1e-15..1e-13
+relative, far below the counts' 2^-20 steps: a count changes only if a probability falls
+that close to a rounding edge, which we estimate at well under once in 10,000 files (not
+measured: this project has one machine kind). Version 1 computed in float32, whose ~1e-7
+errors do reach the counts' steps, so its files decode reliably only on the machine kind
+that made them. torch does not promise equal bits across CPUs, so none of this is a
+guarantee: where a count differs, the checksum refuses the file rather than showing a wrong
+image (but for one damaged file in 65,536).
 
 File format, version 2 (written; 4 bytes of header, since at 20-30 bytes a file's header
 is a large part of it)::
@@ -38,7 +42,8 @@ is a large part of it)::
             the codes (int32 little-endian, raster order)
     4   .   payload: the range coder's 32-bit words as big-endian bytes, cut short. For a
             class-conditional prior it first codes the class (0 = none, c + 1 = class c)
-            with equal probabilities, then the codes under the prior given that class.
+            with equal probabilities, then the codes under the prior given that class (its
+            probabilities computed in float64, rounded to multiples of 2^-PROB_BITS).
 
 The 4-bit ids tell a file for another model or prior apart 15 times in 16; the checksum
 catches the rest and any damage but about one file in 65,536 (a damaged file then decodes to
@@ -47,7 +52,7 @@ other codes of the same model: a wrong image, never a crash).
 Version 1 (read, no longer written: the first session's files): b"VQZ", a version byte,
 2-byte VQ-VAE and prior ids, the class as a LEB128 varint (0 = none, c + 1 = class c), a
 3-byte blake2s checksum of all that, the full fingerprints and the codes, then the payload
-(the codes only). 12 bytes of header below 127 classes.
+(the codes only, the prior run in float32). 12 bytes of header below 127 classes.
 
 A file for another VQ-VAE or prior, a truncated or corrupted file and an unknown version are
 each a ValueError with a message saying which.
@@ -238,17 +243,27 @@ def _one_thread():
             torch.set_num_threads(n)
 
 
-def _coding_prior(prior: CodePrior) -> CodePrior:
-    """The prior as the coder runs it: CPU, float32, eval mode (a copy if it is not)."""
+_coding_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _coding_prior(prior: CodePrior, version: int = FORMAT_VERSION) -> CodePrior:
+    """The prior as the coder runs it: on the CPU, in eval mode, with its weights rounded to
+    float32 (what prior_fingerprint names) and computed in float64 (version 2) or float32
+    (version 1). A copy, cached per prior until its weights change."""
     if not isinstance(prior, CodePrior):
         raise TypeError(f"prior must be a vqvae.CodePrior, got {type(prior).__name__}")
-    w = prior.head.weight
-    if w.device.type == "cpu" and w.dtype == torch.float32 and not prior.training:
-        return prior
+    dtype = torch.float32 if version == 1 else torch.float64
+    state = prior.state_dict()
+    key = (dtype, tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
+    hit = _coding_copies.get(prior)
+    if hit is not None and hit[0] == key:
+        return hit[1]
     copy = CodePrior(prior.config)
     copy.load_state_dict({k: v.detach().to("cpu", torch.float32)
-                          for k, v in prior.state_dict().items()})  # fmt: skip
-    return copy.eval()
+                          for k, v in state.items()})  # fmt: skip
+    copy = copy.to(dtype).eval()
+    _coding_copies[prior] = (key, copy)
+    return copy
 
 
 def quantize_probs(probs: torch.Tensor) -> np.ndarray:
@@ -423,7 +438,7 @@ def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=
     if isinstance(labels, str) and labels == "auto":
         labels = cheapest_labels(cp, codes)
     labels = _label_list(cp, labels, len(codes))
-    prior_fp = prior_fingerprint(cp)
+    prior_fp = prior_fingerprint(prior)
     head = bytes([MAGIC_NIBBLE << 4 | FORMAT_VERSION,
                   _short_id(vqvae_fp) << 4 | _short_id(prior_fp)])  # fmt: skip
     import constriction
@@ -468,7 +483,7 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
     files = _file_list(data)
     cp = _coding_prior(prior)
     vqvae_fp = _vqvae_fp(cp, model)
-    prior_fp = prior_fingerprint(cp)
+    prior_fp = prior_fingerprint(prior)
     infos = [read_header(b) for b in files]  # every header checked before any decoding
     name = cp.config.vqvae_name or "this model"
     for i, info in enumerate(infos):
@@ -505,7 +520,7 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
                     label = -1
                     if cp.num_classes:
                         label = int(dec.decode(_family(), _class_counts(cp))[0]) - 1
-                stepper = _Stepper(cp, label)
+                stepper = _Stepper(_coding_prior(prior, info.version), label)
                 for t in range(h * w):
                     out[i, t] = dec.decode(_family(), stepper.counts())[0]
                     stepper.feed(int(out[i, t]))
@@ -529,10 +544,9 @@ def compress(model, prior: CodePrior, images: torch.Tensor, labels=None) -> list
     """Compress images (B, C, H, W) float in [0, 1] with ``model`` (a VQ-VAE) and its
     ``prior``: one ``.vqz`` file (bytes) per image. ``labels`` as in
     :func:`compress_codes`. Decoding gives back ``model.decode(model.encode(images))``."""
-    prior_cpu = _coding_prior(prior)
-    prior_cpu.check_compatible(model)
+    _coding_prior(prior).check_compatible(model)  # (a TypeError for what is no prior)
     codes = model.encode(images)
-    return compress_codes(prior_cpu, codes, labels, model=model)
+    return compress_codes(prior, codes, labels, model=model)
 
 
 def decompress(model, prior: CodePrior, data) -> tuple[torch.Tensor, torch.Tensor]:

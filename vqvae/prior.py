@@ -361,8 +361,9 @@ class CodePrior(nn.Module):
 
     # -- step by step (key/value cache) --------------------------------------------------
     def _probs(self, logits: torch.Tensor, state: PriorState) -> torch.Tensor:
-        """(n, K) float32 distribution from the last position's logits (rows, K)."""
-        logits = logits.float()
+        """(n, K) distribution from the last position's logits (rows, K): float32, or
+        float64 for a float64 prior (the codec's)."""
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         n = len(state.codes)
         if len(logits) != n:  # classifier-free guidance: conditional rows, then null rows
             cond, null = logits[:n], logits[n:]
@@ -397,7 +398,8 @@ class CodePrior(nn.Module):
         (what :meth:`code_bits` measures, equal up to float rounding). The pass is
         deterministic: the same inputs, ``n``, device and torch build give bit-identical
         probabilities, so an entropy coder and decoder that both drive it agree (run both on
-        CPU in float32 with the same ``n``; torch does not promise equal bits across CPUs).
+        the CPU with the same ``n``; torch does not promise equal bits across CPUs, which is
+        why vqvae.codec runs a float64 copy and rounds its probabilities).
         ``guidance`` g != 1 with labels mixes logits as null + g * (cond - null)
         (classifier-free guidance; it has no effect without labels)."""
         self._check_options(temperature, top_k, guidance)
