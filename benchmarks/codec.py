@@ -8,7 +8,8 @@ VQ-VAE's quality next to JPEG's and WebP's at the same size, and coding speed.
 Each model needs its prior: ``pretrained/<name>/prior.*`` (``python -m train.prior`` and its
 ``export``), or ``--prior DIR``. A model without one is reported and skipped.
 
-Per test image (the first ``--limit``, in the split's order; 0 = all):
+Per test image (``--limit`` of them evenly spread over the split, in its order, since a split
+may be sorted by class; 0 = all):
 
 - ``.vqz``: bytes of the file from :func:`vqvae.codec.compress`, with and without its
   header, against the plain code bits h*w*log2(K)/8 and the information the coder is
@@ -48,7 +49,7 @@ import torch
 
 import vqvae
 from vqvae.codec import FORMATS, compress, decompress, match_size, read_header
-from vqvae.data import DatasetNotFoundError, load_labels, load_uint8
+from vqvae.data import DatasetNotFoundError, load_labels, load_uint8, spread
 from vqvae.files import write_json_atomic
 from vqvae.images import to_uint8
 from vqvae.prior import PRIOR_WEIGHTS, load_prior
@@ -185,9 +186,9 @@ def run(model_name, prior_name, dataset, data_dir, limit: int, labels: str = "au
         except (FileNotFoundError, DatasetNotFoundError):
             if labels == "true":
                 raise
-    if limit:
-        images = images[:limit]
-        truth = None if truth is None else truth[:limit]
+    pick = spread(len(images), limit)  # evenly spread: CIFAR-10's copy is sorted by class
+    images = images[pick]
+    truth = None if truth is None else truth[pick]
     coded = {"auto": "auto", "true": truth, "none": None}[labels] if prior.num_classes else None
     r = measure(model, prior, images, coded, truth)
     return {"model": str(model_name), "dataset": dataset, "data_source": info.source, **r}
@@ -203,7 +204,7 @@ def main(argv=None) -> dict:
     p.add_argument("--model", help="VQ-VAE name or folder (default: the dataset's name)")
     p.add_argument("--prior", help="prior folder or run folder (default: the model's)")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--limit", type=int, default=1000, help="first N test images (0 = all)")
+    p.add_argument("--limit", type=int, default=1000, help="N test images, evenly spread (0 = all)")
     p.add_argument(
         "--labels",
         choices=("auto", "true", "none"),

@@ -236,3 +236,17 @@ def test_real_mnist_loads_and_matches_the_fixture():
     assert (info.channels, info.image_size) == (1, 28)
     d = np.load(DATA / "mnist_small.npz")
     assert torch.equal(x[:128], torch.from_numpy(d["test_images"]))
+
+
+def test_spread_takes_every_class_of_a_sorted_split():
+    from vqvae.data import spread
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as CIFAR-10's copy
+    pick = spread(len(labels), 50)
+    assert len(pick) == 50 and torch.equal(pick, pick.sort().values)
+    assert len(set(pick.tolist())) == 50 and int(pick.max()) < 1000
+    assert torch.bincount(labels[pick], minlength=10).tolist() == [5] * 10
+    assert torch.equal(spread(7, 0), torch.arange(7)) and torch.equal(spread(7, 9), torch.arange(7))
+    assert torch.equal(spread(7, 7), torch.arange(7)) and len(spread(0, 3)) == 0
+    with pytest.raises(TypeError):
+        spread(10, 2.5)

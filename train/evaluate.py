@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import vqvae
-from vqvae.data import DATASETS, DatasetNotFoundError, load_uint8
+from vqvae.data import DATASETS, DatasetNotFoundError, load_uint8, spread
 from vqvae.metrics import CodebookUsage, mse, psnr, ssim
 
 from .runs import read_train_config
@@ -103,8 +103,7 @@ def split_images(model, dataset: str, data_dir: str, split: str = "test", limit:
     images, info = load_uint8(
         dataset, data_dir, split, image_size=c.image_size, channels=c.in_channels
     )
-    if limit:
-        images = images[:limit]
+    images = images[spread(len(images), limit)]  # evenly spread: splits may be sorted by class
     if images.shape[1:] != (c.in_channels, c.image_size, c.image_size):
         raise ValueError(
             f"{dataset} images are {tuple(images.shape[1:])}, the model takes "
@@ -165,7 +164,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", help="dataset root, e.g. ../shared/data")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images")
+    p.add_argument("--limit", type=int, default=0, help="only N images, evenly spread")
     p.add_argument("--json", help="write the metrics here (default: print only)")
     a = p.parse_args(argv)
     try:

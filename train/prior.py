@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import vqvae
-from vqvae.data import DATASETS, DatasetNotFoundError, load_labels, load_uint8
+from vqvae.data import DATASETS, DatasetNotFoundError, load_labels, load_uint8, spread
 from vqvae.files import atomic_write, write_json_atomic
 from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint, load_prior
 
@@ -102,7 +102,7 @@ class PriorTrainConfig:
     # machinery
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
-    limit_train: int = 0  # use only the first N training grids (tests, quick looks)
+    limit_train: int = 0  # use only N training grids, evenly spread (tests, quick looks)
     limit_test: int = 0
     log_every: int = 50
     eval_every: int = 1_000
@@ -142,8 +142,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", action=bool_flag, help="bf16 autocast on CUDA (default on)")
-    p.add_argument("--limit-train", type=int, help="use only the first N training images")
-    p.add_argument("--limit-test", type=int, help="use only the first N test images")
+    p.add_argument("--limit-train", type=int, help="use only N training images, evenly spread")
+    p.add_argument("--limit-test", type=int, help="use only N test images, evenly spread")
     for name in ("log-every", "eval-every", "eval-images", "ckpt-every", "sample-every"):
         p.add_argument(f"--{name}", type=int)
     return p.parse_args(argv)
@@ -335,10 +335,11 @@ def load_codes(cfg: PriorTrainConfig, model, rank: int, world: int) -> dict:
             data = encoded_splits(model, cfg.dataset, cfg.data_dir, out, progress=False)
     except ValueError as e:
         raise TrainError(str(e)) from e
+    # evenly spread subsets: a split may be sorted by class (CIFAR-10's copy is)
     for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
-        if limit:
-            data[f"{split}_codes"] = data[f"{split}_codes"][:limit]
-            data[f"{split}_labels"] = data[f"{split}_labels"][:limit]
+        pick = spread(len(data[f"{split}_codes"]), limit)
+        data[f"{split}_codes"] = data[f"{split}_codes"][pick]
+        data[f"{split}_labels"] = data[f"{split}_labels"][pick]
     return data
 
 
@@ -495,10 +496,10 @@ def log_step(state: PriorRunState, loss: torch.Tensor) -> dict:
 
 
 def evaluate_now(state: PriorRunState, *, final: bool = False) -> dict:
-    """Test NLL (the first --eval-images test grids, or all of them when ``final``) with the
-    baselines, written to metrics.jsonl."""
-    limit = None if final else state.cfg.eval_images
-    ev = test_nll(state.prior, state.test_codes[:limit], state.test_labels[:limit])
+    """Test NLL (--eval-images test grids evenly spread over the split, or all of them when
+    ``final``) with the baselines, written to metrics.jsonl."""
+    pick = spread(len(state.test_codes), 0 if final else state.cfg.eval_images)
+    ev = test_nll(state.prior, state.test_codes[pick], state.test_labels[pick])
     ev = {**ev, "bits_per_code": ev["bits_per_image"] / state.prior.config.seq_len,
           **state.baselines}  # fmt: skip
     record = {"step": state.step, "eval": ev}

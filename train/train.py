@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 import vqvae
-from vqvae.data import DATASETS, DataInfo, DatasetNotFoundError, load_uint8
+from vqvae.data import DATASETS, DataInfo, DatasetNotFoundError, load_uint8, spread
 from vqvae.files import write_json_atomic
 from vqvae.metrics import psnr
 
@@ -167,8 +167,8 @@ class TrainConfig:
         False, "torch.compile the training step (CUDA graphs on GPU)", resume=True
     )
     channels_last: bool = option(True, "NHWC activations: faster on CUDA and on CPU (oneDNN)")
-    limit_train: int = option(0, "use only the first N training images (0 = all)")
-    limit_test: int = option(0, "use only the first N test images (0 = all)", resume=True)
+    limit_train: int = option(0, "use only N training images, evenly spread (0 = all)")
+    limit_test: int = option(0, "use only N test images, evenly spread (0 = all)", resume=True)
     log_every: int = option(50, "steps between log lines", resume=True)
     eval_every: int = option(2_000, "steps between test evaluations", resume=True)
     eval_images: int = option(
@@ -632,8 +632,10 @@ def log_step(state: RunState, o: vqvae.VQVAEOutput, x: torch.Tensor, vq: bool) -
 
 
 def evaluate_now(state: RunState, vq: bool, *, final: bool = False) -> dict:
-    """Test metrics (the first --eval-images, or every test image when ``final``)."""
-    images = state.test_u8 if final else state.test_u8[: state.cfg.eval_images]
+    """Test metrics (--eval-images evenly spread over the split, or every test image when
+    ``final``)."""
+    test = state.test_u8
+    images = test if final else test[spread(len(test), state.cfg.eval_images)]
     ev = evaluate(state.model, images, device=state.dev, progress=final, quantize=vq)
     record = {"step": state.step, "phase": "vq" if vq else "pretrain", "eval": ev}
     emit(state, {**record, "final": True} if final else record)
@@ -789,10 +791,9 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
 
     # data
     train_u8, test_u8, info = load_data(cfg, rank, world)
-    if cfg.limit_train:
-        train_u8 = train_u8[: cfg.limit_train]
-    if cfg.limit_test:
-        test_u8 = test_u8[: cfg.limit_test]
+    # evenly spread subsets: a split may be sorted by class (CIFAR-10's copy is)
+    train_u8 = train_u8[spread(len(train_u8), cfg.limit_train)]
+    test_u8 = test_u8[spread(len(test_u8), cfg.limit_test)]
     on_gpu = dev.type == "cuda" and train_u8.numel() < 4 * 2**30
     train_u8 = train_u8.to(dev if on_gpu else "cpu")
 

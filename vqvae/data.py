@@ -29,6 +29,18 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not where it was asked for and cannot be downloaded."""
 
 
+def spread(total: int, n: int) -> torch.Tensor:
+    """Indices (n,) int64 of ``n`` items evenly spread over ``total``, in order (all of them
+    when n <= 0 or n >= total). What a "use only N images" option takes: a split may be
+    sorted by class (this project's CIFAR-10 copy is), so its first N items can all be one
+    class, while an evenly spread N has every class in its share."""
+    if isinstance(n, bool) or not isinstance(n, int) or not isinstance(total, int):
+        raise TypeError(f"total and n must be ints, got {total!r} and {n!r}")
+    if n <= 0 or n >= total:
+        return torch.arange(max(total, 0))
+    return torch.arange(n) * total // n
+
+
 def cache_dir() -> Path:
     """Where unpacked archives and decoded arrays go: $VQVAE_CACHE or ~/.cache/vqvae."""
     return Path(os.environ.get("VQVAE_CACHE", Path.home() / ".cache" / "vqvae"))
