@@ -43,6 +43,7 @@ from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint, load_prior
 from .runs import (
     METRICS,
     TRAIN_CONFIG,
+    RunClock,
     RunError,
     read_train_config,
     save_checkpoint_file,
@@ -369,7 +370,7 @@ def build_prior(cfg: PriorTrainConfig, model, class_names: list[str], dev: torch
 
 # ----------------------------------------------------------------------------- run state
 @dataclass
-class PriorRunState:
+class PriorRunState(RunClock):
     """What the loop's helpers share: options, the VQ-VAE, the prior and its optimizer, the
     test codes, where the run is, and its metrics file (rank 0 only)."""
 
@@ -392,20 +393,8 @@ class PriorRunState:
     window: tuple[int, float] = (0, 0.0)  # (step, time) of the last log line, for grids/s
 
     @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-    @property
     def amp(self) -> bool:  # bf16 autocast
         return self.cfg.amp and self.dev.type == "cuda"
-
-    def seconds(self) -> float:
-        """Training time so far, over every process that worked on this run."""
-        return self.elapsed + time.time() - self.started
 
 
 def restore_checkpoint(state: PriorRunState, ckpt: dict) -> None:
@@ -443,10 +432,7 @@ def open_logs(state: PriorRunState, data_source: str) -> None:
 
 def emit(state: PriorRunState, record: dict) -> None:
     """One line of metrics.jsonl; rank 0 only."""
-    record.setdefault("elapsed_s", round(state.seconds(), 2))
-    if state.log is not None:
-        state.log.write(json.dumps(record) + "\n")
-        state.log.flush()
+    state.write_metrics(record)
 
 
 # ----------------------------------------------------------------------------- the loop's steps

@@ -37,6 +37,7 @@ from .evaluate import evaluate
 from .runs import (
     METRICS,
     TRAIN_CONFIG,
+    RunClock,
     RunError,
     read_train_config,
     save_checkpoint_file,
@@ -556,7 +557,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, dev: torch.device):
 
 # ----------------------------------------------------------------------------- run state
 @dataclass
-class RunState:
+class RunState(RunClock):
     """What the loop's helpers share: options, model, optimizer, data, where the run is, and
     its files (rank 0 only)."""
 
@@ -578,25 +579,10 @@ class RunState:
     writer: Any = None  # tensorboard SummaryWriter, when installed
     window: tuple[int, float] = (0, 0.0)  # (step, time) of the last log line, for images/s
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-    def seconds(self) -> float:
-        """Training time so far, over every process that worked on this run."""
-        return self.elapsed + time.time() - self.started
-
 
 def emit(state: RunState, record: dict) -> None:
     """One line of metrics.jsonl (and tensorboard scalars); rank 0 only."""
-    record.setdefault("elapsed_s", round(state.seconds(), 2))
-    if state.log is not None:
-        state.log.write(json.dumps(record) + "\n")
-        state.log.flush()
+    state.write_metrics(record)
     if state.writer is not None:
         for k, v in record.items():
             if isinstance(v, (int, float)) and k not in ("step", "elapsed_s"):
