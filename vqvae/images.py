@@ -320,33 +320,45 @@ def code_map_image(
     cell = code_map_cell_size((h, w), size)
     rgb = color_code_map(codes, codebook_size).numpy()
     im = enlarge(rgb, cell * max(h, w))
+    labels = [[str(int(c)) for c in row] for row in codes.tolist()]
+    draw_cells(
+        im, rgb, cell, labels if numbers and cell >= 14 else None, max(8, min(cell // 3, 16))
+    )
+    return im
+
+
+def draw_cells(im, rgb, cell: int, labels=None, font_size: int = 16) -> None:
+    """Draw on ``im`` (PIL RGB, a grid of (h, w) cells ``cell`` pixels wide, coloured
+    ``rgb`` uint8 (h, w, 3)) thin white lines between the cells and, if ``labels`` (h rows
+    of w strings) is given, each label at its cell's centre in black or white, whichever
+    reads better on the cell's colour. The code map and the surprise map both use it."""
+    h, w = rgb.shape[:2]
     draw = ImageDraw.Draw(im)
     for i in range(1, h):
         draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
     for j in range(1, w):
         draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
-    if numbers and cell >= 14:
-        # Each label is rendered once (cached across calls) and pasted through its mask:
-        # the same pixels as draw.text at the cell's centre, ~10x faster than 64 draw.text.
-        font_size = max(8, min(cell // 3, 16))
-        r, g, b = rgb.astype(np.float64).transpose(2, 0, 1)
-        luma = 0.299 * r + 0.587 * g + 0.114 * b
-        for i in range(h):
-            for j in range(w):
-                ink = (0, 0, 0) if luma[i, j] > 140 else (255, 255, 255)
-                mask, (x, y) = _label_mask(int(codes[i, j]), cell, font_size)
-                im.paste(ink, ((j - 1) * cell + x, i * cell + y), mask)
-    return im
+    if labels is None:
+        return
+    # Each label is rendered once (cached across calls) and pasted through its mask: the
+    # same pixels as draw.text at the cell's centre, ~10x faster than 64 draw.text calls.
+    r, g, b = rgb.astype(np.float64).transpose(2, 0, 1)
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    for i in range(h):
+        for j in range(w):
+            ink = (0, 0, 0) if luma[i, j] > 140 else (255, 255, 255)
+            mask, (x, y) = _label_mask(labels[i][j], cell, font_size)
+            im.paste(ink, ((j - 1) * cell + x, i * cell + y), mask)
 
 
 @functools.lru_cache(maxsize=4096)
-def _label_mask(code: int, cell: int, font_size: int) -> tuple[PIL.Image.Image, tuple]:
-    """The label of ``code`` as an ``L`` mask, and its offset from the top-left corner of
-    a canvas 3 cells wide (long labels may overflow their cell) and 1 tall, on which it is
-    drawn centred at (1.5, 0.5) cells: the same sub-pixel offset as at any cell's centre."""
+def _label_mask(text: str, cell: int, font_size: int) -> tuple[PIL.Image.Image, tuple]:
+    """``text`` as an ``L`` mask, and its offset from the top-left corner of a canvas 3
+    cells wide (long labels may overflow their cell) and 1 tall, on which it is drawn
+    centred at (1.5, 0.5) cells: the same sub-pixel offset as at any cell's centre."""
     mask = PIL.Image.new("L", (3 * cell, cell), 0)
     ImageDraw.Draw(mask).text(
-        (1.5 * cell, 0.5 * cell), str(code), fill=255, font=_font(font_size), anchor="mm"
+        (1.5 * cell, 0.5 * cell), text, fill=255, font=_font(font_size), anchor="mm"
     )
     box = mask.getbbox() or (0, 0, 1, 1)
     return mask.crop(box), box[:2]

@@ -298,28 +298,16 @@ def surprise_image(bits, vmax: float, size: int = 256):
     under the prior, ``CodePrior.code_bits``) from pale (0) to dark (``vmax``, e.g. log2 K),
     with each cell's bits written in it; the same geometry as ``images.code_map_image``."""
     import PIL.Image
-    from PIL import ImageDraw
 
-    from .images import _font, code_map_cell_size
+    from .images import code_map_cell_size, draw_cells
 
     b = np.asarray(bits, dtype=np.float64)
     h, w = b.shape
     cell = code_map_cell_size((h, w), size)
     rgb = heat_colors(b, vmax)
     im = PIL.Image.fromarray(rgb.repeat(cell, 0).repeat(cell, 1))
-    draw = ImageDraw.Draw(im)
-    for i in range(1, h):
-        draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
-    for j in range(1, w):
-        draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
-    if cell >= 20:
-        font = _font(max(8, min(cell // 3, 14)))
-        for i in range(h):
-            for j in range(w):
-                r, g, bl = (int(v) for v in rgb[i, j])
-                ink = (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * bl > 140 else (255, 255, 255)
-                draw.text(((j + 0.5) * cell, (i + 0.5) * cell), f"{b[i, j]:.1f}", fill=ink,
-                          font=font, anchor="mm")  # fmt: skip
+    labels = [[f"{v:.1f}" for v in row] for row in b.tolist()]
+    draw_cells(im, rgb, cell, labels if cell >= 20 else None, max(8, min(cell // 3, 14)))
     return im
 
 
