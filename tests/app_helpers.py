@@ -3,6 +3,7 @@ and a model card) and a folder of example images, as the app expects them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,18 @@ def call_event(url: str, fn_index: int, data: list, event_data=None, timeout: fl
 def fn_index(demo, api_name: str) -> int:
     """The fn_index of the event registered under ``api_name``."""
     return next(i for i, f in demo.fns.items() if f.api_name == api_name)
+
+
+def run_api_doc_blocks(url: str, examples, *, codec: bool) -> int:
+    """Run docs/api.md's Python blocks against the server at ``url`` with its example
+    images in ``examples``: those before "## Compress", or (``codec``) from there on, which
+    need a model with a prior. Returns how many ran."""
+    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    cut = doc.index("## Compress")
+    blocks = re.findall(r"```python\n(.*?)```", doc[cut:] if codec else doc[:cut], flags=re.S)
+    for code in blocks:
+        code = code.replace("http://127.0.0.1:7860/", url).replace(
+            "assets/examples/", f"{examples}/"
+        )
+        exec(compile(code, "docs/api.md", "exec"), {})
+    return len(blocks)

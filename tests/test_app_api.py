@@ -8,7 +8,6 @@ import io
 import json
 import re
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -20,7 +19,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from app_helpers import call_event, fn_index, make_models
+from app_helpers import call_event, fn_index, make_models, run_api_doc_blocks
 from tools.ports import free_port
 
 
@@ -156,15 +155,8 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
 def test_docs_api_examples_run(server):
     """Every Python block of docs/api.md, run against this server and its example images."""
     client, examples = server
-    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    doc = doc[: doc.index("## Compress")]  # those need a prior: tests/test_app_codec.py runs them
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 4
-    for code in blocks:
-        code = code.replace("http://127.0.0.1:7860/", client.src).replace(
-            "assets/examples/", f"{examples}/"
-        )
-        exec(compile(code, "docs/api.md", "exec"), {})
+    # the blocks from "## Compress" on need a prior: tests/test_app_codec.py runs them
+    assert run_api_doc_blocks(client.src, examples, codec=False) == 4
 
 
 # -- hardening: what any client can send (issue 11) --------------------------------------------

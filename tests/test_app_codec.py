@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 import app
 import vqvae
-from app_helpers import TINY, call_event, fn_index, make_models
+from app_helpers import TINY, call_event, fn_index, make_models, run_api_doc_blocks
 from prior_helpers import peaked_prior
 from tools.ports import free_port
 from vqvae import codec, images
@@ -257,15 +257,7 @@ def test_any_request_gets_a_clear_answer(live, api, data, words):
 
 def test_docs_codec_examples_run(live, dirs):
     """docs/api.md's Python blocks for /compress and /decompress, against this server."""
-    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    doc = doc[doc.index("## Compress") :]
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 2
-    for code in blocks:
-        code = code.replace("http://127.0.0.1:7860/", live.url).replace(
-            "assets/examples/", f"{dirs.examples}/"
-        )
-        exec(compile(code, "docs/api.md", "exec"), {})
+    assert run_api_doc_blocks(live.url, dirs.examples, codec=True) == 2
 
 
 # -- the code map, drawn fast --------------------------------------------------------------------
