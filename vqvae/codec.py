@@ -94,9 +94,7 @@ def prior_fingerprint(prior: CodePrior) -> str:
     classes, widths, heads) and its weights as float32. Equal on every machine for equal
     weights; the prior's names and training options do not enter it."""
     state = prior.state_dict()
-    # Cached per prior until a tensor is replaced or changed in place (an optimizer step
-    # bumps _version), since hashing the weights takes tens of ms.
-    key = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
+    key = _weights_key(state)  # hashing the weights takes tens of ms: cached
     hit = _prior_fps.get(prior)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -110,6 +108,12 @@ def prior_fingerprint(prior: CodePrior) -> str:
     fp = h.hexdigest()[:16]
     _prior_fps[prior] = (key, fp)
     return fp
+
+
+def _weights_key(state: dict) -> tuple:
+    """What changes when a prior's weights do: a tensor replaced, or changed in place (an
+    optimizer step bumps its _version). The key of the per-prior caches below."""
+    return tuple((k, v.data_ptr(), v._version) for k, v in state.items())
 
 
 def _short_id(fingerprint: str, bits: int = 4) -> int:
@@ -249,20 +253,21 @@ _coding_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _coding_prior(prior: CodePrior, version: int = FORMAT_VERSION) -> CodePrior:
     """The prior as the coder runs it: on the CPU, in eval mode, with its weights rounded to
     float32 (what prior_fingerprint names) and computed in float64 (version 2) or float32
-    (version 1). A copy, cached per prior until its weights change."""
+    (version 1). A copy, cached per prior and dtype until its weights change."""
     if not isinstance(prior, CodePrior):
         raise TypeError(f"prior must be a vqvae.CodePrior, got {type(prior).__name__}")
     dtype = torch.float32 if version == 1 else torch.float64
     state = prior.state_dict()
-    key = (dtype, tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
-    hit = _coding_copies.get(prior)
+    key = _weights_key(state)
+    copies = _coding_copies.setdefault(prior, {})  # dtype -> (key, copy)
+    hit = copies.get(dtype)
     if hit is not None and hit[0] == key:
         return hit[1]
     copy = CodePrior(prior.config)
     copy.load_state_dict({k: v.detach().to("cpu", torch.float32)
                           for k, v in state.items()})  # fmt: skip
     copy = copy.to(dtype).eval()
-    _coding_copies[prior] = (key, copy)
+    copies[dtype] = (key, copy)
     return copy
 
 
@@ -719,9 +724,9 @@ def _decode_shipped(data: bytes, loaded: dict):
         if d not in loaded:
             loaded[d] = _load_pair(d, None)
         model, prior = loaded[d]
-        if (_short_id(codebook_fingerprint(model), info.id_bits),
-                _short_id(prior_fingerprint(prior), info.id_bits)) != (info.vqvae_id,
-                                                                       info.prior_id):  # fmt: skip
+        ids = (_short_id(codebook_fingerprint(model), info.id_bits),
+               _short_id(prior_fingerprint(prior), info.id_bits))  # fmt: skip
+        if ids != (info.vqvae_id, info.prior_id):
             continue
         try:
             return (*decompress(model, prior, data), prior)
