@@ -937,10 +937,9 @@ class Handlers:
             vqz_bytes, vqz_data = info.total_bytes, info.payload_bytes
             target = vqz_data if headerless else vqz_bytes
             if prior.num_classes:
-                names = prior.config.class_names
-                cls = "none" if label < 0 else (names[label] if names else str(label))
+                cls = prior.config.class_name(label)
                 what = f"codes under the prior, class {cls} (their NLL + the class)"
-                nll += math.log2(prior.num_classes + 1)
+                nll += codec.class_bits(prior)
             else:
                 what = "codes under the prior (their NLL)"
             lines.append(row(what, nll, nll / 8))
@@ -1025,9 +1024,7 @@ class Handlers:
             ) from None
         with torch.inference_mode():
             x = m.model.decode(codes)
-        label = int(labels[0])
-        names = prior.config.class_names
-        cls = "none" if label < 0 else (names[label] if names else str(label))
+        cls = prior.config.class_name(int(labels[0]))
         details = (
             f"Decoded a {info.total_bytes}-byte file ({info.header_bytes} header + "
             f"{info.payload_bytes} payload): {codes.shape[1]}×{codes.shape[2]} codes, "

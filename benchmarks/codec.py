@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 import vqvae
-from vqvae.codec import FORMATS, compress, decompress, match_size, read_header
+from vqvae.codec import FORMATS, class_bits, compress, decompress, match_size, read_header
 from vqvae.data import DatasetNotFoundError, load_labels, load_uint8, spread
 from vqvae.files import write_json_atomic
 from vqvae.images import to_uint8
@@ -81,10 +81,10 @@ def measure(model, prior, images_u8: torch.Tensor, labels=None, truth=None) -> d
     if torch.is_tensor(labels) and not torch.equal(got_labels, labels):
         raise AssertionError("the labels did not round-trip")
     # what the coder is given: the codes under the class coded, and that class
-    class_bits = float(np.log2(prior.num_classes + 1)) if prior.num_classes else 0.0
+    bits_of_class = class_bits(prior)
     with torch.inference_mode():
         codes_nll = prior.nll_bits(codes, got_labels if prior.num_classes else None).double()
-    nll = codes_nll + class_bits
+    nll = codes_nll + bits_of_class
     auto = isinstance(labels, str) and labels == "auto"
     picked = (got_labels == truth).double().mean().item() if auto and truth is not None else None
     infos = [read_header(f) for f in files]
@@ -101,7 +101,7 @@ def measure(model, prior, images_u8: torch.Tensor, labels=None, truth=None) -> d
         "vqz_header_bytes": header.mean().item(),
         "plain_code_bytes": prior.config.uniform_bits / 8,
         "nll_bytes": (nll / 8).mean().item(),
-        "class_bits": class_bits,
+        "class_bits": bits_of_class,
         "labels_coded": "none" if labels is None else labels if isinstance(labels, str) else "true",
         "classes_picked_right": picked,
         "payload_over_nll": (8 * payload.sum() / nll.sum()).item(),

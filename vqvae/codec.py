@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import threading
 import weakref
@@ -306,6 +307,12 @@ def _words(payload: bytes) -> np.ndarray:
     encoder's cut dropped, and what the decoder reads past the end anyway)."""
     padded = payload + bytes(-len(payload) % 4 + 8)
     return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+
+
+def class_bits(prior: CodePrior) -> float:
+    """Bits a file spends on its class: log2(classes + 1), the class (or none) being coded
+    with equal probabilities; 0 for an unconditional prior."""
+    return math.log2(prior.num_classes + 1) if prior.num_classes else 0.0
 
 
 def _class_counts(prior: CodePrior) -> np.ndarray:
@@ -818,8 +825,7 @@ def _decompress_cli(a) -> None:
     for src, path, (image, label, prior) in zip(a.files, paths, results, strict=True):
         with atomic_write(path) as f:
             PIL.Image.fromarray(to_uint8(image)).save(f, format="PNG")
-        names = prior.config.class_names
-        cls = "" if label < 0 else f" (class {names[label] if names else label})"
+        cls = "" if label < 0 else f" (class {prior.config.class_name(label)})"
         print(f"{src} -> {path}{cls}")
 
 

@@ -117,6 +117,13 @@ class PriorConfig:
         """Bits of a grid without a prior: h * w * log2(K)."""
         return self.seq_len * math.log2(self.codebook_size)
 
+    def class_name(self, label: int) -> str:
+        """How to show class index ``label``: its name (or index if the classes have no
+        names), "none" for -1."""
+        if label < 0:
+            return "none"
+        return self.class_names[label] if self.class_names else str(label)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
