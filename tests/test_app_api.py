@@ -18,8 +18,13 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import app
+import explorer
 from app_helpers import call_event, fn_index, make_models, run_api_doc_blocks
+from explorer import settings
+from explorer.tabs.codebook import CodebookView, CodeDetails
+from explorer.tabs.edit import Decoded
+from explorer.tabs.interpolate import Interpolation
+from explorer.tabs.reconstruct import Reconstruction
 from tools.ports import free_port
 
 
@@ -28,9 +33,9 @@ def live(tmp_path_factory):
     """A running app: its URL, gradio_client, Blocks, handlers and example folder."""
     root = tmp_path_factory.mktemp("api")
     models, examples = make_models(root)
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = explorer.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         yield SimpleNamespace(
@@ -51,42 +56,48 @@ def server(live):
 
 def test_reconstruct(server):
     client, examples = server
-    orig, recon, cmap, psnr, used, bits, table = client.predict(
-        handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct"
+    out = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct"
+        )
     )
-    assert Image.open(recon).size == (252, 252)
-    assert Image.open(cmap).size == (252, 252)
-    codes = np.array(table["data"])
-    assert codes.shape == (7, 7) and used == len(np.unique(codes))
-    assert bits == 245.0 and 0 < psnr < 100
+    assert Image.open(out.reconstruction).size == (252, 252)
+    assert Image.open(out.code_map).size == (252, 252)
+    codes = np.array(out.grid["data"])
+    assert codes.shape == (7, 7) and out.codes_used == len(np.unique(codes))
+    assert out.bits == 245.0 and 0 < out.psnr < 100
 
 
 def test_codebook_and_code(server):
     client, examples = server
-    table = client.predict(
-        handle_file(str(examples / "cifar10" / "01.png")), "cifar10", api_name="/reconstruct"
-    )[6]
-    plot, summary = client.predict("cifar10", "2-D", table, api_name="/codebook")
-    fig = json.loads(plot["plot"])
-    assert len(fig["data"]) == 2 and "distinct codes" in summary
-    image, details, near = client.predict("cifar10", 3, api_name="/code")
-    assert Image.open(image).size == (256, 256)
-    assert "Code 3" in details and len(near) == 8
+    table = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "cifar10" / "01.png")), "cifar10", api_name="/reconstruct"
+        )
+    ).grid
+    view = CodebookView(*client.predict("cifar10", "2-D", table, api_name="/codebook"))
+    fig = json.loads(view.figure["plot"])
+    assert len(fig["data"]) == 2 and "distinct codes" in view.summary
+    code = CodeDetails(*client.predict("cifar10", 3, api_name="/code"))
+    assert Image.open(code.image).size == (256, 256)
+    assert "Code 3" in code.details and len(code.neighbours) == 8
 
 
 def test_edit(server):
     client, _ = server
     grid = {"headers": [str(j) for j in range(7)], "data": [[5] * 7 for _ in range(7)]}
-    image, cmap, png, npy = client.predict("mnist", grid, api_name="/edit")
-    assert Image.open(png).size == (28, 28)
-    assert (np.load(npy) == 5).all()
+    out = Decoded(*client.predict("mnist", grid, api_name="/edit"))
+    assert Image.open(out.png).size == (28, 28)
+    assert (np.load(out.npy) == 5).all()
 
 
 def test_interpolate(server):
     client, examples = server
     a, b = (handle_file(str(examples / "mnist" / f"0{i}.png")) for i in (0, 1))
-    gif, strip = client.predict(a, b, "mnist", 8, 10, "slerp", True, api_name="/interpolate")
-    with Image.open(gif) as im:
+    out = Interpolation(
+        *client.predict(a, b, "mnist", 8, 10, "slerp", True, api_name="/interpolate")
+    )
+    with Image.open(out.gif) as im:
         assert im.format == "GIF" and im.info.get("loop") == 0
 
 
@@ -146,10 +157,12 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
         if words:
             assert re.search(words, str(err.value)), str(err.value)
     # still up, still right
-    out = client.predict(
-        handle_file(str(examples / "mnist" / "02.png")), "mnist", api_name="/reconstruct"
+    out = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "mnist" / "02.png")), "mnist", api_name="/reconstruct"
+        )
     )
-    assert np.array(out[6]["data"]).shape == (7, 7)
+    assert np.array(out.grid["data"]).shape == (7, 7)
 
 
 def test_docs_api_examples_run(server):
@@ -280,9 +293,9 @@ def test_drawing_pad_uploads_are_bounded(live):
     post_blob(live, "layer", b"x", index=50_000_000)
     assert rss_mb() - before < 100, "the layer index must not allocate memory"
     # blobs under ever new ids are not kept without bound
-    for _ in range(app.PAD_BLOBS + 16):
+    for _ in range(settings.PAD_BLOBS + 16):
         assert post_blob(live, "composite", png((28, 28))).status_code == 200
-    assert len(store) <= app.PAD_BLOBS
+    assert len(store) <= settings.PAD_BLOBS
     assert all(not b.layers and b.background is None for b in store.values())
     # too large: refused, not stored
     n = len(store)

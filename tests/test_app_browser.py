@@ -8,7 +8,7 @@ import os
 import pytest
 from PIL import Image
 
-import app
+import explorer
 from app_helpers import digits, make_models
 from tools.ports import free_port
 
@@ -33,9 +33,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     models, examples = make_models(root)
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = explorer.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", handlers, root
     demo.close()
 
@@ -69,7 +69,7 @@ def test_reconstruct_tab(page, server):
     # upload a dark-on-light digit: the app inverts it and shows the same PSNR as a direct call
     path = root / "upload.png"
     Image.fromarray(255 - digits(4)[3]).save(path)
-    expected = h.reconstruct(str(path), "mnist")[3]
+    expected = h.reconstruct.image(str(path), "mnist").psnr
     page.locator("#input-image input[type=file]").set_input_files(str(path))
     page.locator("#recon-btn").click()
     page.wait_for_function(
@@ -134,9 +134,9 @@ def prior_page(page, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-prior")
     models, examples = make_models(root)
     add_prior(models / "mnist")
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
+    demo, handlers = explorer.build_app(models, examples, cache_dir=root / "cache")
     port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     second = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         second.set_default_timeout(20_000)

@@ -18,9 +18,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
-import app
+import explorer
 import vqvae
 from app_helpers import TINY, call_event, fn_index, make_models, run_api_doc_blocks
+from explorer import inputs
+from explorer.tabs.codec import Compressed, Decompressed
+from explorer.tabs.reconstruct import Reconstruction
 from prior_helpers import peaked_prior
 from tools.ports import free_port
 from vqvae import codec, images
@@ -55,7 +58,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def h(dirs):
-    return app.Handlers(dirs.models, dirs.examples, dirs.root / "cache")
+    return explorer.Handlers(dirs.models, dirs.examples, dirs.root / "cache")
 
 
 def digit(dirs, i=0) -> str:
@@ -66,11 +69,11 @@ def digit(dirs, i=0) -> str:
 
 
 def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs):
-    r = h.compress(digit(dirs), "mnist", "whole file")
+    r = h.codec.compress(digit(dirs), "mnist", "whole file")
     data = Path(r.vqz).read_bytes()
     info = codec.read_header(data)
     m = h.models.get("mnist")
-    x = h._input(m, digit(dirs), announce=False)
+    x = inputs.model_input(m, digit(dirs), announce=False)
     prior = vqvae.load_prior(dirs.models / "mnist", model=m.model)
     codes, labels = codec.decompress_codes(prior, data, model=m.model)
     # the file codes the class under which the codes cost least (or none)
@@ -97,7 +100,7 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs)
         assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r.sizes
         assert np.array_equal(np.asarray(shown), np.asarray(images.enlarge(sm.image, 256)))
     # ... or the payload against their data without headers
-    r2 = h.compress(digit(dirs), "mnist", "without headers")
+    r2 = h.codec.compress(digit(dirs), "mnist", "without headers")
     assert f"without headers: {info.payload_bytes} bytes" in r2.sizes.replace(
         "payload / entropy-coded data", "without headers"
     )
@@ -109,27 +112,27 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs)
 def test_compress_reads_the_shown_input_back_exactly(h, dirs, tmp_path):
     """The panel compresses the Input image the tab shows (enlarged 9x): the same file as
     from the original upload, and the decoded image is the reconstruction."""
-    rec = h.reconstruct(digit(dirs, 2), "mnist")
+    rec = h.reconstruct.image(digit(dirs, 2), "mnist")
     shown = tmp_path / "shown.png"
     rec.original.save(shown)
-    a = Path(h.compress(digit(dirs, 2), "mnist").vqz).read_bytes()
-    b = Path(h.compress(str(shown), "mnist").vqz).read_bytes()
+    a = Path(h.codec.compress(digit(dirs, 2), "mnist").vqz).read_bytes()
+    b = Path(h.codec.compress(str(shown), "mnist").vqz).read_bytes()
     assert a == b
-    d = h.decompress(h.compress(str(shown), "mnist").vqz, "mnist")
+    d = h.codec.decompress(h.codec.compress(str(shown), "mnist").vqz, "mnist")
     assert np.array_equal(np.asarray(d.image), np.asarray(rec.reconstruction))
     assert re.search(r"class: (none|\d)\.", d.details) and "7×7 codes" in d.details
 
 
 def test_a_model_without_a_prior_says_so_and_the_rest_works(h, dirs):
-    r = h.compress(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+    r = h.codec.compress(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
     assert r.vqz is None and "has no prior" in r.sizes
     assert "matched on whole files: 40 bytes" in r.sizes  # the plain 8·8·5 bits
     assert r.jpeg.size == r.webp.size == (256, 256)
-    rec = h.reconstruct(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+    rec = h.reconstruct.image(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
     assert rec.bits == 320.0
-    mnist_file = h.compress(digit(dirs), "mnist").vqz
+    mnist_file = h.codec.compress(digit(dirs), "mnist").vqz
     with pytest.raises(gr.Error, match="no prior"):
-        h.decompress(mnist_file, "cifar10")
+        h.codec.decompress(mnist_file, "cifar10")
 
 
 @pytest.mark.parametrize(
@@ -146,34 +149,34 @@ def test_a_model_without_a_prior_says_so_and_the_rest_works(h, dirs):
     ],
 )
 def test_damaged_garbage_and_oversized_files_are_clear_errors(h, dirs, tmp_path, make, words):
-    good = Path(h.compress(digit(dirs), "mnist").vqz).read_bytes()
+    good = Path(h.codec.compress(digit(dirs), "mnist").vqz).read_bytes()
     bad = tmp_path / "bad.vqz"
     bad.write_bytes(make(good))
     with pytest.raises(gr.Error, match=words):
-        h.decompress(str(bad), "mnist")
+        h.codec.decompress(str(bad), "mnist")
 
 
 def test_a_file_for_another_model_is_refused_with_its_reason(h, dirs):
-    f = h.compress(digit(dirs), "other").vqz
+    f = h.codec.compress(digit(dirs), "other").vqz
     with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:
-        h.decompress(f, "mnist")
+        h.codec.decompress(f, "mnist")
     assert "It decodes with model 'other': choose that one." in str(e.value)
     # garbage belongs to no model: no such hint
     with pytest.raises(gr.Error) as e:
-        h.decompress(digit(dirs), "mnist")
+        h.codec.decompress(digit(dirs), "mnist")
     assert "decodes with model" not in str(e.value)
-    assert "Decoded" in h.decompress(f, "other").details
+    assert "Decoded" in h.codec.decompress(f, "other").details
 
 
 def test_bad_arguments_are_clear_errors(h, dirs):
     with pytest.raises(gr.Error, match="match must be one of"):
-        h.compress(digit(dirs), "mnist", "half")
+        h.codec.compress(digit(dirs), "mnist", "half")
     with pytest.raises(gr.Error, match="No image"):
-        h.compress(None, "mnist")
+        h.codec.compress(None, "mnist")
     with pytest.raises(gr.Error, match="No file"):
-        h.decompress(None, "mnist")
+        h.codec.decompress(None, "mnist")
     with pytest.raises(gr.Error, match="Unknown model"):
-        h.decompress(digit(dirs), "nope")
+        h.codec.decompress(digit(dirs), "nope")
 
 
 def test_a_prior_that_does_not_fit_its_model_counts_as_none(dirs, tmp_path):
@@ -183,8 +186,8 @@ def test_a_prior_that_does_not_fit_its_model_counts_as_none(dirs, tmp_path):
     shutil.copytree(dirs.models / "other", models / "other")
     for name in ("prior.json", "prior.safetensors"):  # mnist's prior beside "other"
         shutil.copy(dirs.models / "mnist" / name, models / "other" / name)
-    h = app.Handlers(models, dirs.examples, tmp_path / "cache")
-    r = h.compress(digit(dirs), "other")
+    h = explorer.Handlers(models, dirs.examples, tmp_path / "cache")
+    r = h.codec.compress(digit(dirs), "other")
     assert r.vqz is None and "has no prior" in r.sizes
 
 
@@ -193,9 +196,9 @@ def test_a_prior_that_does_not_fit_its_model_counts_as_none(dirs, tmp_path):
 
 @pytest.fixture(scope="module")
 def live(dirs):
-    demo, handlers = app.build_app(dirs.models, dirs.examples, cache_dir=dirs.root / "live")
+    demo, handlers = explorer.build_app(dirs.models, dirs.examples, cache_dir=dirs.root / "live")
     port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         yield SimpleNamespace(url=url, client=Client(url, verbose=False), demo=demo)
@@ -205,24 +208,30 @@ def live(dirs):
 
 def test_compress_and_decompress_round_trip_through_gradio_client(live, dirs):
     client = live.client
-    rec = client.predict(handle_file(digit(dirs, 1)), "mnist", api_name="/reconstruct")
-    assert len(rec) == 7  # /reconstruct itself is unchanged: the panel is its own event
-    sizes, vqz, jpeg, webp = client.predict(
-        handle_file(digit(dirs, 1)), "mnist", "without headers", api_name="/compress"
+    out = client.predict(handle_file(digit(dirs, 1)), "mnist", api_name="/reconstruct")
+    assert len(out) == 7  # /reconstruct itself is unchanged: the panel is its own event
+    rec = Reconstruction(*out)
+    c = Compressed(
+        *client.predict(
+            handle_file(digit(dirs, 1)), "mnist", "without headers", api_name="/compress"
+        )
     )
-    assert vqz.endswith(".vqz") and "**.vqz file**" in sizes
-    assert Image.open(jpeg).size == Image.open(webp).size == (252, 252)
-    image, details = client.predict(handle_file(vqz), "mnist", api_name="/decompress")
-    assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(rec[1])))
-    assert f"Decoded a {Path(vqz).stat().st_size}-byte file" in details
+    assert c.vqz.endswith(".vqz") and "**.vqz file**" in c.sizes
+    assert Image.open(c.jpeg).size == Image.open(c.webp).size == (252, 252)
+    d = Decompressed(*client.predict(handle_file(c.vqz), "mnist", api_name="/decompress"))
+    decoded, shown = np.asarray(Image.open(d.image)), np.asarray(Image.open(rec.reconstruction))
+    assert np.array_equal(decoded, shown)
+    assert f"Decoded a {Path(c.vqz).stat().st_size}-byte file" in d.details
     # the shown input (an enlarged PNG) gives the same file
-    again = client.predict(handle_file(rec[0]), "mnist", "whole file", api_name="/compress")[1]
-    assert Path(again).read_bytes() == Path(vqz).read_bytes()
+    again = Compressed(
+        *client.predict(handle_file(rec.original), "mnist", "whole file", api_name="/compress")
+    )
+    assert Path(again.vqz).read_bytes() == Path(c.vqz).read_bytes()
 
 
 def test_api_errors_are_clear(live, dirs, tmp_path):
     client = live.client
-    vqz = client.predict(handle_file(digit(dirs)), "mnist", api_name="/compress")[1]
+    vqz = Compressed(*client.predict(handle_file(digit(dirs)), "mnist", api_name="/compress")).vqz
     with pytest.raises(AppError, match="another VQ-VAE"):
         client.predict(handle_file(vqz), "other", api_name="/decompress")
     garbage = tmp_path / "garbage.vqz"
@@ -235,10 +244,12 @@ def test_api_errors_are_clear(live, dirs, tmp_path):
         client.predict(handle_file(str(big)), "mnist", api_name="/decompress")
     with pytest.raises(AppError, match="no prior"):
         client.predict(handle_file(vqz), "cifar10", api_name="/decompress")
-    sizes, none, _, _ = client.predict(
-        handle_file(str(dirs.examples / "cifar10" / "01.png")), "cifar10", api_name="/compress"
+    c = Compressed(
+        *client.predict(
+            handle_file(str(dirs.examples / "cifar10" / "01.png")), "cifar10", api_name="/compress"
+        )
     )
-    assert none is None and "has no prior" in sizes
+    assert c.vqz is None and "has no prior" in c.sizes
 
 
 @pytest.mark.parametrize(
@@ -332,7 +343,8 @@ def test_the_panel_follows_each_reconstruction_in_the_browser(live, dirs):
             "old => document.querySelector('#codec-sizes').innerText !== old", arg=old
         )
         # decode a .vqz file
-        vqz = live.client.predict(handle_file(digit(dirs, 3)), "mnist", api_name="/compress")[1]
+        out = live.client.predict(handle_file(digit(dirs, 3)), "mnist", api_name="/compress")
+        vqz = Compressed(*out).vqz
         page.get_by_text("Decode a .vqz file").click()
         page.locator("#vqz-file input[type=file]").set_input_files(vqz)
         page.wait_for_selector("#decoded img")
