@@ -19,25 +19,22 @@ import pytest
 from PIL import Image
 
 import explorer
-from app_helpers import digits, make_models
+from app_helpers import digits
 from explorer import settings
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    return make_models(tmp_path_factory.mktemp("app"))
+def h(plain_models, tmp_path_factory):
+    return explorer.Handlers(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
+    )
 
 
 @pytest.fixture(scope="module")
-def h(dirs, tmp_path_factory):
-    return explorer.Handlers(*dirs, cache_dir=tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(scope="module")
-def digit_png(dirs):
-    return str(dirs[1] / "mnist" / "00.png")
+def digit_png(plain_models):
+    return str(plain_models.examples / "mnist" / "00.png")
 
 
 def codes_of(out) -> np.ndarray:
@@ -57,8 +54,8 @@ def select(index) -> gr.SelectData:
 
 
 @pytest.mark.parametrize("name, grid", [("mnist", 7), ("cifar10", 8)])
-def test_reconstruct_outputs(h, dirs, name, grid):
-    out = h.reconstruct.image(str(dirs[1] / name / "01.png"), name)
+def test_reconstruct_outputs(h, plain_models, name, grid):
+    out = h.reconstruct.image(str(plain_models.examples / name / "01.png"), name)
     # enlarged by an integer factor (no blur): 28 -> 252, 32 -> 256; code map 7x36, 8x32
     side = 252 if name == "mnist" else 256
     assert out.original.size == out.reconstruction.size == (side, side)
@@ -82,7 +79,7 @@ def test_dark_on_light_digit_is_inverted(h, digit_png, tmp_path):
     assert np.asarray(out.original)[:8].mean() < 30, "the border is dark after inversion"
 
 
-def test_example_click_is_cached(h, dirs):
+def test_example_click_is_cached(h, plain_models):
     first = h.reconstruct.example_click("mnist", select(2))
     again = h.reconstruct.example_click("mnist", select(2))
     assert first.image.endswith("02.png")
@@ -140,23 +137,43 @@ def test_formats_give_the_same_codes(h, digit_png, tmp_path, kind):
     assert agree >= (0.8 if kind == "bigger" else 1.0), f"{kind}: {agree:.0%} of codes agree"
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"),
-        lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"),
+# Files in unusual modes and shapes, and what the model must see: a uniform colour (its RGB
+# value in 8 bits), or the digit they hold.
+ODD = {
+    "1x1": (lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"), (200, 10, 10)),
+    "1x3000": (lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"), (90,) * 3),
+    "int32": (lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"), (255,) * 3),
+    "float": (lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"), (128,) * 3),
+    "1-bit": (lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"), (255,) * 3),
+    "cmyk-tiff": (
         lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.tif"),
+        "digit",
+    ),
+    "cmyk-jpeg": (
         lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.jpg"),
-        lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"),
-        lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"),
-        lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"),
-    ],
-    ids=["1x1", "1x3000", "cmyk-tiff", "cmyk-jpeg", "int32", "float", "1-bit"],
-)
-def test_odd_but_valid_images(h, tmp_path, make):
+        "digit",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ODD)
+def test_odd_but_valid_images(h, tmp_path, kind):
+    make, expect = ODD[kind]
+    path = make(tmp_path)
     for name in ("mnist", "cifar10"):
-        out = h.reconstruct.image(make(tmp_path), name)
-        assert out.reconstruction.size[0] >= 252
+        out = h.reconstruct.image(path, name)
+        seen = np.asarray(out.original).astype(float)  # the input as the model sees it
+        assert out.reconstruction.size == out.original.size
+        if expect == "digit":
+            plain = h.reconstruct.image(
+                save(Image.fromarray(digits(1)[0]), tmp_path / "d.png"), name
+            )
+            diff = np.abs(seen - np.asarray(plain.original).astype(float)).mean()
+            assert diff < (8 if kind == "cmyk-jpeg" else 1), f"{name}: the digit, {diff:.1f} off"
+        else:
+            assert (seen == seen[0, 0]).all(), f"{name}: a uniform image stays uniform"
+            if name == "cifar10":  # colour, never inverted
+                assert np.abs(seen[0, 0] - np.array(expect)).max() <= 1
 
 
 def test_exif_orientation_is_applied(h, tmp_path):
@@ -314,8 +331,8 @@ def test_paint_outside_the_map(h, digit_png, where):
 
 
 @pytest.mark.parametrize("path", ["lerp", "slerp", "codebook"])
-def test_interpolate_writes_a_looping_gif(h, dirs, path):
-    a, b = (str(dirs[1] / "cifar10" / f"0{i}.png") for i in (0, 1))
+def test_interpolate_writes_a_looping_gif(h, plain_models, path):
+    a, b = (str(plain_models.examples / "cifar10" / f"0{i}.png") for i in (0, 1))
     out = h.interpolate.gif(a, b, "cifar10", frames=10, fps=20, path=path, pingpong=True)
     frames = iio.imread(out.gif)
     assert frames.shape[1:3] == (224, 224)
@@ -379,8 +396,10 @@ def test_gallery_picks_out_of_range(h, index):
 # -- the app ----------------------------------------------------------------------------------
 
 
-def test_build_app_exposes_the_api(dirs, tmp_path):
-    demo, handlers = explorer.build_app(*dirs, cache_dir=tmp_path)
+def test_build_app_exposes_the_api(plain_models, tmp_path):
+    demo, handlers = explorer.build_app(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path
+    )
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
     assert handlers.models.names() == ["mnist", "cifar10"]
@@ -399,25 +418,25 @@ def test_select_model(h):
     assert v.pick["maximum"] == 31 and v.paint_code["maximum"] == 31
 
 
-def test_no_models_no_examples(tmp_path, dirs):
+def test_no_models_no_examples(tmp_path, plain_models):
     _, empty = explorer.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
     assert empty.models.names() == []
     # a model without example images: nothing to show yet, and no error either
-    h = explorer.Handlers(dirs[0], tmp_path / "no-examples", cache_dir=tmp_path / "c2")
+    h = explorer.Handlers(plain_models.models, tmp_path / "no-examples", cache_dir=tmp_path / "c2")
     v = h.select_model("mnist")
     assert v.examples == [] and v.image_a is None and v.image_b is None
     assert h.reconstruct.example("mnist").image is None
     assert all(isinstance(o, dict) for o in h.interpolate.gif_if_any(None, None, "mnist"))
 
 
-def test_hidden_folders_are_no_models(dirs, tmp_path):
+def test_hidden_folders_are_no_models(plain_models, tmp_path):
     """An interrupted export leaves pretrained/.NAME.tmp: it is not listed, nor loadable."""
     import shutil
 
     models = tmp_path / "models"
-    shutil.copytree(dirs[0], models)
+    shutil.copytree(plain_models.models, models)
     shutil.copytree(models / "mnist", models / ".mnist.tmp")
-    h = explorer.Handlers(models, dirs[1], cache_dir=tmp_path / "cache")
+    h = explorer.Handlers(models, plain_models.examples, cache_dir=tmp_path / "cache")
     assert h.models.names() == ["mnist", "cifar10"]
     with pytest.raises(gr.Error, match="Unknown model"):
         h.select_model(".mnist.tmp")
@@ -482,7 +501,7 @@ def _folder_bytes(folder) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
+def test_disk_stays_bounded_after_many_gifs(plain_models, tmp_path):
     """300 GIF requests: our copies and Gradio's cache of them stay within their budgets
     (small budgets here, as these tiny GIFs are small; the defaults add up to under 200 MB)."""
     from gradio.processing_utils import save_file_to_cache
@@ -491,13 +510,14 @@ def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
     gradio_cache.mkdir()
     budget = 100_000
     h = explorer.Handlers(
-        *dirs,
+        plain_models.models,
+        plain_models.examples,
         cache_dir=tmp_path / "cache",
         output_budget=budget,
         gradio_cache=gradio_cache,
         gradio_cache_budget=2 * budget,
     )
-    a, b = (str(dirs[1] / "mnist" / f"0{i}.png") for i in (0, 1))
+    a, b = (str(plain_models.examples / "mnist" / f"0{i}.png") for i in (0, 1))
     biggest = 0
     for i in range(300):
         gif = h.interpolate.gif(a, b, "mnist", 2 + i % 3, 12, "lerp", False).gif

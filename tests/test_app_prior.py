@@ -5,7 +5,6 @@ gradio_client against a real server."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,52 +12,25 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import explorer
 import vqvae
-from app_helpers import make_models
+from app_helpers import CLASS_NAMES
 from explorer import settings
 from explorer.tabs.edit import Edited
 from explorer.tabs.sample import Samples
-from prior_helpers import peaked_prior
-from tools.ports import free_port
-from train.export import export_patches
 from train.export import main as export_main
 from vqvae import images
-from vqvae.prior import CodePrior, PriorConfig
 from vqvae.viz import CODE_PATCHES, load_code_patches
 
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-
-def add_prior(model_dir: Path) -> CodePrior:
-    """A tiny class-conditional prior (random weights, far from the init so that its
-    distributions are peaked and classes matter) saved beside the model in ``model_dir``."""
-    model = vqvae.load_pretrained(model_dir)
-    config = PriorConfig.for_model(
-        model, num_classes=10, class_names=NAMES, d_model=32, n_layers=2, n_heads=2
+@pytest.fixture(scope="module")
+def h(prior_models, tmp_path_factory):
+    return explorer.Handlers(
+        prior_models.models, prior_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
     )
-    prior = peaked_prior(config, seed=1, std=0.5)
-    prior.save_pretrained(model_dir)
-    return prior
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory, mnist_dir):
-    """mnist: a prior and code patches (train.export over the small MNIST sample);
-    cifar10: neither."""
-    models, examples = make_models(tmp_path_factory.mktemp("prior-app"))
-    add_prior(models / "mnist")
-    export_patches(models / "mnist", "mnist", str(mnist_dir))
-    return models, examples
-
-
-@pytest.fixture(scope="module")
-def h(dirs, tmp_path_factory):
-    return explorer.Handlers(*dirs, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def grid_of(h, name="mnist", i=0) -> np.ndarray:
@@ -95,7 +67,7 @@ def test_top_k_one_draws_the_same_grid_every_time(h):
 
 def test_sample_setup_lists_the_classes(h):
     s = h.sample.setup("mnist")
-    assert s.label["choices"] == ["any", *NAMES] and s.label["value"] == "any"
+    assert s.label["choices"] == ["any", *CLASS_NAMES] and s.label["value"] == "any"
     assert s.top_k["maximum"] == 32 and "10 classes" in s.note
 
 
@@ -222,8 +194,8 @@ def test_surprise_is_the_prior_bits(h):
 
 
 # ----------------------------------------------------------------------------- patches
-def test_export_writes_patches_of_where_each_code_was_picked(dirs, mnist_dir):
-    models, _ = dirs
+def test_export_writes_patches_of_where_each_code_was_picked(prior_models, mnist_dir):
+    models = prior_models.models
     path = models / "mnist" / CODE_PATCHES
     assert 0 < path.stat().st_size < 1_000_000
     data = load_code_patches(path, 32)
@@ -247,8 +219,8 @@ def test_export_writes_patches_of_where_each_code_was_picked(dirs, mnist_dir):
     assert load_code_patches(path, 32)["offsets"][-1] == off[-1]
 
 
-def test_code_inspector_shows_the_patches(h, dirs):
-    data = load_code_patches(dirs[0] / "mnist" / CODE_PATCHES, 32)
+def test_code_inspector_shows_the_patches(h, prior_models):
+    data = load_code_patches(prior_models.models / "mnist" / CODE_PATCHES, 32)
     n = np.diff(data["offsets"])
     used, unused = int(n.argmax()), np.flatnonzero(n == 0)
     shown = h.codebook.code_patches("mnist", used)
@@ -262,26 +234,15 @@ def test_code_inspector_shows_the_patches(h, dirs):
 
 
 # ----------------------------------------------------------------------------- the API
-@pytest.fixture(scope="module")
-def client(dirs, tmp_path_factory):
-    demo, handlers = explorer.build_app(*dirs, cache_dir=tmp_path_factory.mktemp("api-cache"))
-    port = free_port()
-    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
-
-
-def test_sample_and_resample_through_the_api(client):
-    s = Samples(*client.predict("mnist", "four", 6, 1.0, 0, 1.0, 11, api_name="/sample"))
+def test_sample_and_resample_through_the_api(live_app):
+    s = Samples(*live_app.client.predict("mnist", "four", 6, 1.0, 0, 1.0, 11, api_name="/sample"))
     assert len(s.gallery) == 6 and Image.open(s.gallery[0]["image"]).size == (28, 28)
     codes = np.array(s.codes)
     assert codes.shape == (6, 7, 7) and "6 samples" in s.note
     grid = {"headers": [str(j) for j in range(7)], "data": codes[0].tolist()}
     marks = np.zeros((7, 7), int)
     marks[0] = 1
-    e = Edited(*client.predict(
+    e = Edited(*live_app.client.predict(
         "mnist", grid, {"headers": grid["headers"], "data": marks.tolist()}, "any", 1.0,
         api_name="/resample",
     ))  # fmt: skip
@@ -312,18 +273,8 @@ def table7(value: int) -> dict:
         ("/resample", ("mnist", table7(3), table7(1), "ten", 1.0), "Unknown class"),
     ],
 )
-def test_api_bad_inputs_are_clear_errors(client, api, args, words):
+def test_api_bad_inputs_are_clear_errors(live_app, api, args, words):
     with pytest.raises(AppError, match=words):
-        client.predict(*args, api_name=api)
-    one = Samples(*client.predict("mnist", "any", 1, 1.0, 0, 1.0, 0, api_name="/sample"))
+        live_app.client.predict(*args, api_name=api)
+    one = Samples(*live_app.client.predict("mnist", "any", 1, 1.0, 0, 1.0, 0, api_name="/sample"))
     assert len(one.gallery) == 1
-
-
-def test_docs_prior_examples_run(client, dirs):
-    """The ``py`` blocks of docs/api.md (its section on the prior), run against this server."""
-    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    blocks = re.findall(r"```py\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 3
-    for code in blocks:
-        code = code.replace("http://127.0.0.1:7860/", client.src)
-        exec(compile(code, "docs/api.md", "exec"), {})
