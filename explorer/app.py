@@ -285,8 +285,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None, **launch_options):
-    """``python app.py [--host H] [--port P] [--models-dir D] [--examples-dir D]``.
+def main(argv=None, **launch_options) -> gr.Blocks:
+    """``python app.py [--host H] [--port P] [--models-dir D] [--examples-dir D]``; returns
+    the app once it stops serving (at once with ``prevent_thread_lock=True``).
 
     Gradio's cache goes into a folder of the app's own (unless $GRADIO_TEMP_DIR names one),
     so the app may trim it to a budget; it is set before Gradio first reads it."""
@@ -299,4 +300,5 @@ def main(argv=None, **launch_options):
         os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "gradio")
         options["gradio_cache"] = cache_dir / "gradio"
     demo, handlers = build_app(args.models_dir, args.examples_dir, cache_dir, **options)
-    return launch(demo, handlers, args.host, args.port, **launch_options)
+    launch(demo, handlers, args.host, args.port, **launch_options)
+    return demo

@@ -6,23 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
+from pathlib import Path
 
 import gradio as gr
 import httpx
 import numpy as np
 import pytest
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import explorer
 from app_helpers import call_event, fn_index, run_api_doc_blocks
 from explorer import settings
 from explorer.tabs.codebook import CodebookView, CodeDetails
 from explorer.tabs.edit import Decoded
 from explorer.tabs.interpolate import Interpolation
 from explorer.tabs.reconstruct import Reconstruction
+from tools.ports import free_port
 
 
 def test_reconstruct(live_app):
@@ -308,3 +312,57 @@ def test_load_small(live_app):
         with pytest.raises(ValueError, match="loopback"):
             check_loopback(url)
     check_loopback("http://[::1]:7860/")
+
+
+# -- main(): arguments, environment, process settings --------------------------------------
+
+
+def test_main_reads_arguments_and_environment_and_owns_its_temp_folder(plain_models, monkeypatch):
+    """``python app.py`` as a Space runs it: the port from $GRADIO_SERVER_PORT, the models
+    from $VQVAE_MODELS_DIR (an argument wins over both), Gradio's cache in a folder of the
+    app's own, torch threads and PIL's pixel limit set before serving."""
+    import PIL.Image
+    import torch
+
+    from vqvae import images
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setenv("VQVAE_MODELS_DIR", str(plain_models.models))
+    monkeypatch.setenv("VQVAE_EXAMPLES_DIR", str(plain_models.examples))
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port()))
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", PIL.Image.MAX_IMAGE_PIXELS)
+    threads = torch.get_num_threads()
+    try:
+        demo = explorer.main([], prevent_thread_lock=True, quiet=True)
+        try:
+            url = f"http://127.0.0.1:{os.environ['GRADIO_SERVER_PORT']}/"
+            assert httpx.get(url + "config", timeout=30).status_code == 200
+            names = Client(url, verbose=False).view_api(return_format="dict")
+            assert "/reconstruct" in names["named_endpoints"]
+            temp = Path(os.environ["GRADIO_TEMP_DIR"])
+            assert temp.name == "gradio" and temp.parent.name.startswith("vqvae-app-")
+            assert Path(demo.GRADIO_CACHE) == temp, "Gradio caches into the app's folder"
+            assert PIL.Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+            assert torch.get_num_threads() == settings.torch_threads()
+        finally:
+            demo.close()
+        # an argument wins over the environment; a folder without models says so
+        port = free_port()
+        demo = explorer.main(
+            ["--port", str(port), "--models-dir", str(plain_models.root / "none")],
+            prevent_thread_lock=True,
+            quiet=True,
+        )
+        try:
+            page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).text
+            assert "No models found" in page
+        finally:
+            demo.close()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_main_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        explorer.main(["--port", "not-a-number"])
+    assert "--port" in capsys.readouterr().err

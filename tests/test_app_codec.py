@@ -314,3 +314,21 @@ def test_the_panel_follows_each_reconstruction_in_the_browser(live_app, prior_mo
             "() => document.querySelector('#decoded-md').innerText.includes('Decoded a')"
         )
         chromium.close()
+
+
+def test_concurrent_compress_calls_give_the_files_of_calls_one_at_a_time(live_app, prior_models):
+    """The coder pins torch to one thread while it runs; calls that overlap (the queue runs
+    CONCURRENCY at once) must still give the same bytes as calls made one after another."""
+    client = live_app.client
+    paths = [digit(prior_models, i) for i in range(4)]
+
+    def vqz(path) -> bytes:
+        return Path(
+            Compressed(*client.predict(handle_file(path), "mnist", api_name="/compress")).vqz
+        ).read_bytes()
+
+    alone = [vqz(p) for p in paths]
+    jobs = [client.submit(handle_file(p), "mnist", api_name="/compress") for p in paths * 3]
+    together = [Path(Compressed(*job.result(timeout=120)).vqz).read_bytes() for job in jobs]
+    assert together == alone * 3
+    assert len(set(alone)) == 4, "four digits, four files"
