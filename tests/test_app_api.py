@@ -146,7 +146,7 @@ def test_docs_api_examples_run(live_app):
     assert run_api_doc_blocks(live_app.url, live_app.examples) == 9
 
 
-# -- hardening: what any client can send (issue 11) --------------------------------------------
+# -- hardening: what any client can send ---------------------------------------------------
 
 INTERNALS = re.compile(r"Traceback|[A-Za-z]+Error\b|/(tmp|home|work|usr|srv)/|File \"")
 
