@@ -7,9 +7,9 @@ prior over the codes.
 >>> images = model.decode(codes)                          # (2, 1, 28, 28) in [0, 1]
 """
 
-from .checkpoint import resolve_pretrained
 from .codec import compress, decompress
 from .config import PRESETS, VQVAEConfig, preset
+from .hub import resolve_pretrained
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
 from .model import VQVAE, VQVAEOutput, load_pretrained, save_pretrained
