@@ -20,6 +20,23 @@ import torch
 from . import checkpoint, hub
 
 
+class _ShapesOnly(torch.overrides.TorchFunctionMode):
+    """Inside ``torch.device("meta")``: build a module for its shapes alone, skipping the
+    random initialisers. Nothing is drawn for shapes, and ``normal_`` has no meta kernel:
+    on the meta device it imports torch's Python references (~900 modules, 2 s)."""
+
+    _INITIALISERS = frozenset(
+        ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+         "xavier_uniform_", "xavier_normal_", "orthogonal_")
+    )  # fmt: skip
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self._INITIALISERS:
+            return args[0] if args else kwargs["tensor"]  # Tensor.normal_ or nn.init.normal_
+        return func(*args, **kwargs)
+
+
 class PretrainedMixin:
     """Saving, loading and Hub upload for an ``nn.Module`` built as ``cls(config)``.
 
@@ -80,7 +97,7 @@ class PretrainedMixin:
         mismatch = f"the weights in {weights_path} do not match {config_path} (was one replaced?)"
         # Shapes the config implies, from a model on the meta device (no memory), against
         # the header: a config that asks for a huge model fails here, not after allocating.
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnly():
             expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
         stored = checkpoint.read_weight_shapes(weights_path)
         problems = [f"missing {k}" for k in expected if k not in stored]

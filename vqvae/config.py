@@ -132,6 +132,7 @@ class VQVAEConfig:
             raise ValueError(f"ema_eps must be > 0, got {self.ema_eps}")
         if self.dead_code_threshold < 0:
             raise ValueError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
+        check_bounds(self, _VQVAE_BOUNDS)
 
     @property
     def latent_size(self) -> int:
@@ -188,20 +189,34 @@ class VQVAEConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The largest sizes a VQ-VAE may have: far beyond any real one (the presets: hidden 256,
+# K 512), small enough that a crafted config.json is refused by its numbers, and its
+# shapes (built on the meta device) are compared with the weights in a fraction of a second.
+_VQVAE_BOUNDS = {
+    "in_channels": (1, 64),
+    "image_size": (1, 65536),
+    "hidden_channels": (1, 8192),
+    "res_layers": (0, 64),
+    "res_channels": (1, 8192),
+    "embedding_dim": (1, 8192),
+    "codebook_size": (2, 2**24),
+    "dead_code_threshold": (0, 2**40),
+}
+
 # Version of the prior.json layout (a field of the file).
 PRIOR_FORMAT_VERSION = 1
 MAX_NAME = 200  # characters of a class or model name
 # The sizes a prior may have (inclusive): generous for real priors (the shipped ones are
 # K 512, 8x8, d_model 192), and they refuse a crafted prior.json by its numbers alone.
 _PRIOR_BOUNDS = {
-    "codebook_size": (2, 2**20),
+    "codebook_size": (2, 2**24),
     "height": (1, 256),
     "width": (1, 256),
     "num_classes": (0, 100_000),
     "d_model": (1, 8192),
-    "n_layers": (1, 256),
+    "n_layers": (1, 64),
     "n_heads": (1, 8192),
-    "mlp_ratio": (1, 64),
+    "mlp_ratio": (1, 16),
     "format_version": (1, PRIOR_FORMAT_VERSION),
 }
 
