@@ -137,8 +137,8 @@ def _from_hub(repo_id, filenames, revision, cache_dir, local_files_only, what, h
         # EntryNotFoundError covers the cache-only miss (offline or local_files_only)
         raise FileNotFoundError(
             f"no {what} at {at}: not a local folder or a shipped {what} (available: "
-            f"{', '.join(shipped_names(filenames)) or 'none'}), and not found on the Hugging "
-            f"Face Hub: {(str(e).splitlines() or [type(e).__name__])[0]}{hint}"
+            f"{', '.join(shipped_names(filenames)) or 'none'}), and not on the Hugging Face "
+            f"Hub or in its cache: {(str(e).splitlines() or [type(e).__name__])[0]}{hint}"
         ) from e
     except HfHubHTTPError as e:  # a gated repo, a server error: an OSError already
         raise OSError(f"the Hugging Face Hub refused {at}: {e}") from e
