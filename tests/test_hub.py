@@ -70,6 +70,23 @@ def test_repo_id_loads_model_and_prior_from_the_hub_cache(repo):
     )
 
 
+def test_optional_files_are_asked_for_and_may_be_absent(repo, monkeypatch):
+    cache, _ = repo
+    asked = []
+    real = huggingface_hub.snapshot_download
+
+    def spy(repo_id, **kw):
+        asked.append(kw["allow_patterns"])
+        return real(repo_id, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", spy)
+    folder = vqvae.hub.resolve(
+        "org/tiny", ("config.json",), optional=(PRIOR_CONFIG, "README.md"), cache_dir=cache
+    )
+    assert asked == [["config.json", PRIOR_CONFIG, "README.md"]]
+    assert (folder / PRIOR_CONFIG).is_file() and not (folder / "README.md").exists()
+
+
 def test_revision_picks_a_tag_or_a_commit(repo):
     cache, pairs = repo
     v2 = vqvae.VQVAE.from_pretrained("org/tiny", revision="v2", cache_dir=cache)

@@ -70,6 +70,7 @@ def resolve(
     source: str | os.PathLike,
     filenames: Sequence[str],
     *,
+    optional: Sequence[str] = (),
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
@@ -77,7 +78,9 @@ def resolve(
     hint: str = "",
 ) -> Path:
     """The local folder holding every file of ``filenames`` for ``source``: a folder, a
-    shipped model's name or a Hub repo id, in the order of this module's docstring.
+    shipped model's name or a Hub repo id, in the order of this module's docstring. Files in
+    ``optional`` are fetched too from a Hub repo that has them (an app's extras: a prior, a
+    model card); the caller checks whether the folder holds them.
 
     ``revision`` (a branch, tag or commit), ``cache_dir`` (default: the Hub cache,
     ``HF_HUB_CACHE``) and ``local_files_only`` apply to a Hub repo id only. ``what`` names
@@ -100,7 +103,8 @@ def resolve(
         missing = ", ".join(f for f in filenames if not (path / f).is_file())
         raise FileNotFoundError(f"no {what} at {name!r}: the folder has no {missing}.{hint}")
     if isinstance(source, str) and _REPO_ID.fullmatch(source):
-        return _from_hub(source, filenames, revision, cache_dir, local_files_only, what, hint)
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        return _from_hub(source, filenames, optional, hub, what, hint)
     raise FileNotFoundError(
         f"no {what} at {name!r}: expected a folder with {files}, the name of a shipped "
         f"{what} (available: {', '.join(shipped_names(filenames)) or 'none'}) or a Hugging "
@@ -108,9 +112,11 @@ def resolve(
     )
 
 
-def _from_hub(repo_id, filenames, revision, cache_dir, local_files_only, what, hint) -> Path:
-    """snapshot_download of ``filenames`` from the model repo ``repo_id``, with its errors
-    said in this library's words."""
+def _from_hub(repo_id, filenames, optional, hub: dict, what, hint) -> Path:
+    """snapshot_download of ``filenames`` and ``optional`` from the model repo ``repo_id``
+    (``hub``: its revision, cache_dir and local_files_only), with its errors said in this
+    library's words."""
+    # imported here: loading a folder or a shipped model never imports huggingface_hub
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -120,17 +126,10 @@ def _from_hub(repo_id, filenames, revision, cache_dir, local_files_only, what, h
         RevisionNotFoundError,
     )
 
-    at = f"{repo_id!r}" + (f" (revision {revision!r})" if revision else "")
+    at = f"{repo_id!r}" + (f" (revision {hub['revision']!r})" if hub["revision"] else "")
     try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                allow_patterns=list(filenames),
-            )
-        )
+        patterns = list(filenames) + list(optional)
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, **hub))
     except HFValidationError as e:
         raise ValueError(f"{repo_id!r} is not a valid Hugging Face Hub repo id: {e}") from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
@@ -140,8 +139,12 @@ def _from_hub(repo_id, filenames, revision, cache_dir, local_files_only, what, h
             f"{', '.join(shipped_names(filenames)) or 'none'}), and not on the Hugging Face "
             f"Hub or in its cache: {(str(e).splitlines() or [type(e).__name__])[0]}{hint}"
         ) from e
-    except HfHubHTTPError as e:  # a gated repo, a server error: an OSError already
+    except HfHubHTTPError as e:  # a gated repo, a server error
         raise OSError(f"the Hugging Face Hub refused {at}: {e}") from e
+    except OSError:
+        raise
+    except Exception as e:  # a connection lost mid-download raises the HTTP client's types
+        raise OSError(f"could not download {at} from the Hugging Face Hub: {e}") from e
     missing = [f for f in filenames if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(
