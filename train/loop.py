@@ -3,7 +3,7 @@ train.prior`` (a prior over its codes).
 
 A trainer's state is a ``Run``: a dataclass that supplies what differs between the two (one
 optimisation step, its metrics line, its evaluation, its sample grid, its part of the
-checkpoint). The rest is here, and ``loop`` reads top to bottom: the learning-rate schedule,
+checkpoint). The rest is here, and ``train_loop`` reads top to bottom: the learning-rate schedule,
 the log / eval / sample / checkpoint steps, Ctrl-C and the ranks' agreement to stop; then
 ``finish`` writes the summary. Under ``torchrun`` (DDP) every rank trains and only rank 0
 writes.
@@ -26,6 +26,7 @@ from typing import IO, Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from vqvae.data import DatasetNotFoundError
 from vqvae.files import write_json_atomic
@@ -171,6 +172,9 @@ class Run:
     supplies the methods below the fields."""
 
     prog: ClassVar[str]  # the command, for messages: "train" or "train.prior"
+    # the attribute holding the module trained (its weights are checked, checkpointed under
+    # this key and saved with save_pretrained): "model" or "prior"
+    weights: ClassVar[str]
 
     cfg: Any  # the trainer's options (out, total_steps, the schedule, *_every)
     opt: torch.optim.Optimizer
@@ -199,17 +203,13 @@ class Run:
         return self.elapsed + time.time() - self.started
 
     # what a trainer supplies
-    def trained(self) -> torch.nn.Module:
-        """The module trained: its weights are checked, checkpointed and saved."""
-        raise NotImplementedError
-
-    def train_step(self) -> Any:
+    def take_step(self) -> Any:
         """One optimisation step at ``self.step`` (the learning rate is set); returns what
         ``log_step`` reads."""
         raise NotImplementedError
 
     def log_step(self, out) -> None:
-        """The step's metrics line (``emit``) from ``train_step``'s ``out``."""
+        """The step's metrics line (``emit``) from ``take_step``'s ``out``."""
         raise NotImplementedError
 
     def evaluate(self, final: bool = False) -> dict:
@@ -221,12 +221,11 @@ class Run:
         raise NotImplementedError
 
     def checkpoint(self) -> dict:
-        """The trainer's part of checkpoint.pt: its weights and what else a resume needs."""
-        raise NotImplementedError
+        """What else a resume needs, besides the weights, optimizer, step and RNG."""
+        return {}
 
     def load(self, ckpt: dict) -> None:
-        """Take the trainer's part back from a checkpoint."""
-        raise NotImplementedError
+        """Take ``checkpoint()``'s part back from a checkpoint."""
 
     def report(self, summary: dict) -> str:
         """The line printed when the run completes."""
@@ -294,7 +293,7 @@ def save_checkpoint(run: Run) -> None:
     and the latest weights (the trained module's ``save_pretrained``)."""
     # checked on every rank: DDP keeps the weights equal, so all ranks stop together
     # instead of the others waiting in a collective for rank 0
-    module = run.trained()
+    module = getattr(run, run.weights)
     bad = [
         n
         for n, p in module.state_dict().items()
@@ -309,6 +308,7 @@ def save_checkpoint(run: Run) -> None:
         return
     dev = run.dev
     checkpoint = {
+        run.weights: {k: v.detach().cpu() for k, v in module.state_dict().items()},
         **run.checkpoint(),
         "optimizer": run.opt.state_dict(),
         "step": run.step,
@@ -332,6 +332,7 @@ def save_checkpoint(run: Run) -> None:
 def restore(run: Run, ckpt: dict) -> None:
     """Continue where ``ckpt`` (save_checkpoint's) left off: weights, optimizer, step, time
     and the RNG, so the run goes on bit for bit."""
+    getattr(run, run.weights).load_state_dict(ckpt[run.weights])
     run.load(ckpt)
     run.opt.load_state_dict(ckpt["optimizer"])
     run.step, run.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
@@ -359,11 +360,9 @@ def open_logs(run: Run, info: dict, tensorboard: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------- the loop
-def loop(run: Run, stop=None, desc: str = "") -> None:
+def train_loop(run: Run, stop=None, desc: str = "") -> None:
     """Train from ``run.step`` to ``cfg.total_steps``. ``stop`` replaces the Ctrl-C handler
     (an object with ``.requested``, read once a step, and ``.restore()``)."""
-    from tqdm.auto import tqdm
-
     cfg = run.cfg
     stop = stop or StopFlag()
     run.bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not run.main,
@@ -374,7 +373,7 @@ def loop(run: Run, stop=None, desc: str = "") -> None:
         while run.step < cfg.total_steps:
             for group in run.opt.param_groups:
                 group["lr"] = lr_at(cfg, run.step)
-            out = run.train_step()
+            out = run.take_step()
             run.step += 1
             step = run.step
             run.bar.update(1)

@@ -319,7 +319,7 @@ def build_prior(cfg: PriorTrainConfig, model, class_names: list[str], dev: torch
 class PriorRunState(loop.Run):
     """The loop's state (train.loop.Run) with the VQ-VAE, the prior and the codes."""
 
-    prog = "train.prior"
+    prog, weights = "train.prior", "prior"
 
     model: vqvae.VQVAE  # decodes the sample grids
     prior: CodePrior
@@ -334,10 +334,7 @@ class PriorRunState(loop.Run):
     def amp(self) -> bool:  # bf16 autocast
         return self.cfg.amp and self.dev.type == "cuda"
 
-    def trained(self) -> torch.nn.Module:
-        return self.prior
-
-    def train_step(self) -> torch.Tensor:
+    def take_step(self) -> torch.Tensor:
         codes, labels = self.batches(self.step)
         return prior_step(self, codes, labels)
 
@@ -384,13 +381,7 @@ class PriorRunState(loop.Run):
         save_image(images, loop.sample_path(self), nrow=8, pad_value=1.0)
 
     def checkpoint(self) -> dict:
-        return {
-            "prior": {k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
-            "fingerprint": self.fingerprint,
-        }
-
-    def load(self, ckpt: dict) -> None:
-        self.prior.load_state_dict(ckpt["prior"])
+        return {"fingerprint": self.fingerprint}  # load_vqvae checks it on resume
 
     def report(self, summary: dict) -> str:
         ev = summary["final_eval"]
@@ -462,7 +453,7 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
     prior.train()
     if state.main and state.step == 0 and not resume:
         state.evaluate()  # the untrained prior: where the test NLL starts
-    loop.loop(state, stop, desc="prior")
+    loop.train_loop(state, stop, desc="prior")
     parameters = sum(p.numel() for p in prior.parameters())
     return loop.finish(state, data["data_source"], parameters=parameters)
 

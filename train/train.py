@@ -132,7 +132,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, dev: torch.device):
 class RunState(loop.Run):
     """The loop's state (train.loop.Run) with the VQ-VAE, its data and the phase it is in."""
 
-    prog = "train"
+    prog, weights = "train", "model"
 
     model: vqvae.VQVAE
     train_u8: torch.Tensor
@@ -144,10 +144,7 @@ class RunState(loop.Run):
     vq: bool | None = None  # the phase the loop is in (None: before the first step)
     net: torch.nn.Module | None = None  # what the step calls: the model, or its DDP wrapper
 
-    def trained(self) -> torch.nn.Module:
-        return self.model
-
-    def train_step(self):
+    def take_step(self):
         cfg = self.cfg
         vq = self.step >= cfg.pretrain_steps
         if vq != self.vq:  # a new phase: k-means on the pre-trained encoder first
@@ -214,13 +211,9 @@ class RunState(loop.Run):
         save_image(torch.cat([x, rec]), loop.sample_path(self), nrow=16)
 
     def checkpoint(self) -> dict:
-        return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "kmeans_done": self.kmeans_done,
-        }
+        return {"kmeans_done": self.kmeans_done}
 
     def load(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
         self.kmeans_done = bool(ckpt["kmeans_done"])
 
     def report(self, summary: dict) -> str:
@@ -320,7 +313,7 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
                        tensorboard=True)  # fmt: skip
 
     model.train()
-    loop.loop(state, desc="pretrain" if state.step < cfg.pretrain_steps else "vq")
+    loop.train_loop(state, desc="pretrain" if state.step < cfg.pretrain_steps else "vq")
     return loop.finish(state, info.source)
 
 
