@@ -3,6 +3,7 @@ test NLL, an interrupted run resumes to exactly the weights of an uninterrupted 
 codes are encoded once, export writes the prior and its card section beside the model, and
 bad input is one clear message."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -289,6 +290,29 @@ def test_bad_options_are_one_clear_message(finished_run, tiny_vqvae, mnist_dir, 
     assert "label-dropout" in error([*options(tiny_vqvae, mnist_dir, tmp_path / "y"),
                                      "--label-dropout", "1.5"])  # fmt: skip
     assert "mnist" in error([*options(tiny_vqvae, tmp_path, tmp_path / "z")])  # no data there
+
+
+def test_every_option_is_a_flag_with_help(tiny_vqvae, mnist_dir, tmp_path):
+    help_text = train_prior.make_parser().format_help()
+    for f in dataclasses.fields(train_prior.PriorTrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+        assert f.metadata["help"], f.name
+    argv = [*options(tiny_vqvae, mnist_dir, tmp_path / "r"), "--grad-clip", "0.5",
+            "--min-lr-ratio", "0.2", "--no-conditional"]  # fmt: skip
+    cfg = train_prior.build_config(train_prior.parse_args(argv))
+    assert (cfg.grad_clip, cfg.min_lr_ratio, cfg.conditional) == (0.5, 0.2, False)
+
+
+def test_resume_refuses_options_it_would_change(finished_run, capsys):
+    before = (finished_run / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit) as e:
+        train_prior.main(["--out", str(finished_run), "--resume", "--d-model", "64"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot change --d-model 64 (the run has 32)" in err and "--steps" in err
+    # the run's own value is no change: the finished run has nothing to do
+    train_prior.main(["--out", str(finished_run), "--resume", "--d-model", "32"])
+    assert (finished_run / "metrics.jsonl").read_text() == before
 
 
 def test_labels_come_in_the_order_of_the_images(mnist_dir, mnist_small, tmp_path):
