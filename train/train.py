@@ -22,7 +22,7 @@ from vqvae.data import load_uint8, spread
 from vqvae.metrics import psnr
 
 from . import loop
-from .config import (  # noqa: F401  (the CLI's names, as train.train has always had them)
+from .config import (  # noqa: F401  (train.train's public names: the CLI and its options)
     MODEL_OPTIONS,
     RECIPES,
     TRAIN_PRESETS,
