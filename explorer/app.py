@@ -59,11 +59,12 @@ class Handlers:
         examples_dir=settings.EXAMPLES_DIR,
         cache_dir=None,
         *,
+        sources=(),
         output_budget: int = settings.OUTPUT_BUDGET,
         gradio_cache: str | Path | None = None,
         gradio_cache_budget: int = settings.GRADIO_CACHE_BUDGET,
     ):
-        self.models = ModelStore(models_dir, examples_dir, cache_dir)
+        self.models = ModelStore(models_dir, examples_dir, cache_dir, sources)
         self.files = OutputFiles(
             self.models.cache_dir / "out", output_budget, gradio_cache, gradio_cache_budget
         )
@@ -206,9 +207,13 @@ def build_app(
     """The app's gr.Blocks and the handlers behind its events. ``models_dir`` (default
     $VQVAE_MODELS_DIR or pretrained/) holds one folder per model; ``examples_dir`` (default
     $VQVAE_EXAMPLES_DIR or assets/examples) one folder of example images per model name;
-    ``handler_options`` go to :class:`Handlers` (disk budgets)."""
+    ``handler_options`` go to :class:`Handlers` (``sources``: more models by shipped name,
+    folder or Hub repo id, default $VQVAE_MODELS split at commas; disk budgets)."""
     models_dir = models_dir or os.environ.get("VQVAE_MODELS_DIR") or PRETRAINED_DIR
     examples_dir = examples_dir or os.environ.get("VQVAE_EXAMPLES_DIR") or settings.EXAMPLES_DIR
+    if "sources" not in handler_options:
+        env = os.environ.get("VQVAE_MODELS", "")
+        handler_options["sources"] = [s.strip() for s in env.split(",") if s.strip()]
     h = Handlers(models_dir, examples_dir, cache_dir, **handler_options)
     names = h.models.names()
 
@@ -278,6 +283,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="folder of model folders (default: $VQVAE_MODELS_DIR or pretrained/)",
     )
     p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        dest="sources",
+        help="one more model: a shipped name, a model folder or a Hugging Face Hub repo id "
+        "(org/name, downloaded once into the Hub cache); repeat for more "
+        "(default: $VQVAE_MODELS, comma-separated)",
+    )
+    p.add_argument(
         "--examples-dir",
         default=None,
         help="folder of <model>/ example images (default: $VQVAE_EXAMPLES_DIR or assets/examples/)",
@@ -299,6 +314,8 @@ def main(argv=None, **launch_options) -> gr.Blocks:
     if not os.environ.get("GRADIO_TEMP_DIR"):
         os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "gradio")
         options["gradio_cache"] = cache_dir / "gradio"
+    if args.sources is not None:
+        options["sources"] = args.sources
     demo, handlers = build_app(args.models_dir, args.examples_dir, cache_dir, **options)
     launch(demo, handlers, args.host, args.port, **launch_options)
     return demo

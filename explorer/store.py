@@ -16,17 +16,20 @@ import numpy as np
 import torch
 
 import vqvae
-from vqvae import images
+from vqvae import hub, images
 from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vqvae.codes import usage_ranks
-from vqvae.prior import PRIOR_WEIGHTS
-from vqvae.viz import CODE_PATCHES, load_code_patches, load_codebook_info
+from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
+from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, load_code_patches, load_codebook_info
 
 from .settings import MODEL_ORDER
 
 log = logging.getLogger("vqvae.app")
 
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MODEL_FILES = (WEIGHTS_NAME, CONFIG_NAME)
+# What the app shows beside a model, when its folder or Hub repo has it.
+EXTRAS = (PRIOR_WEIGHTS, PRIOR_CONFIG, CODEBOOK_INFO, "metrics.json", "README.md", CODE_PATCHES)
 
 
 @dataclass
@@ -68,23 +71,35 @@ def _is_model_folder(p: Path) -> bool:
     )
 
 
-class ModelStore:
-    """The models in a folder (each a subfolder with model.safetensors and config.json),
-    loaded on first use and then kept; thread-safe."""
+def source_name(source: str) -> str:
+    """How a model source is called in the app: a Hub repo id or a shipped name as given, a
+    folder by its own name."""
+    p = Path(source)
+    return p.name if p.is_dir() else str(source)
 
-    def __init__(self, models_dir, examples_dir, cache_dir=None):
+
+class ModelStore:
+    """The models in a folder (each a subfolder with model.safetensors and config.json) and
+    any other ``sources`` (a shipped model's name, a model folder or a Hugging Face Hub repo
+    id, as vqvae.hub.resolve takes them; a Hub model is downloaded on first use), loaded on
+    first use and then kept; thread-safe."""
+
+    def __init__(self, models_dir, examples_dir, cache_dir=None, sources=()):
         self.models_dir = Path(models_dir)
         self.examples_dir = Path(examples_dir)
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="vqvae-app-"))
+        self.sources = {source_name(str(s)): str(s) for s in sources}
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        if not self.models_dir.is_dir():
-            return []
-        names = [p.name for p in self.models_dir.iterdir() if _is_model_folder(p)]
+        """The models' names: those of the models folder (digits first), then the sources."""
+        names = []
+        if self.models_dir.is_dir():
+            names = [p.name for p in self.models_dir.iterdir() if _is_model_folder(p)]
         order = {n: i for i, n in enumerate(MODEL_ORDER)}
-        return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+        names = sorted(names, key=lambda n: (order.get(n, len(order)), n))
+        return names + [n for n in self.sources if n not in names]
 
     def get(self, name) -> Model:
         """The model called ``name``, loaded on first use; gr.Error for an unknown name."""
@@ -98,15 +113,22 @@ class ModelStore:
                 self._models[name] = self._load(name)
             return self._models[name]
 
+    def _folder(self, name: str) -> Path:
+        """The local folder of model ``name``: in the models folder, or its source resolved
+        (a Hub repo is downloaded once into the Hub cache, with the extras it has)."""
+        if name not in self.sources:
+            return self.models_dir / name
+        return hub.resolve(self.sources[name], MODEL_FILES, optional=EXTRAS)
+
     def _examples(self, name: str) -> list[str]:
-        ex_dir = self.examples_dir / name
+        ex_dir = self.examples_dir / Path(name).name
         if not ex_dir.is_dir():
             return []
         return sorted(str(p) for p in ex_dir.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
     def _load(self, name: str) -> Model:
-        d = self.models_dir / name
         try:
+            d = self._folder(name)
             model = vqvae.load_pretrained(d)
         except (ValueError, OSError) as e:
             raise gr.Error(f"Model {name!r} could not be loaded: {e}") from e
@@ -141,7 +163,7 @@ class ModelStore:
             )
         try:
             prior = vqvae.load_prior(d, model=model)
-        except Exception as e:  # noqa: BLE001  (the prior is optional; the model stays)
+        except (ValueError, OSError, RuntimeError) as e:  # the prior is optional: the model stays
             log.warning("model %s: prior not loaded: %s", name, e)  # the reason names paths
             return None, (
                 f"Model **{name}** has no prior that can be used: its prior file could not be "

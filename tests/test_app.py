@@ -570,3 +570,32 @@ def test_codebook_figure_is_a_function_of_its_inputs():
         codebook_figure(rng.normal(size=(15, 2)), usage)
     with pytest.raises(ValueError, match="highlighted"):
         codebook_figure(rng.normal(size=(16, 2)), usage, [16])
+
+
+def test_models_from_the_hub_and_shipped_names_beside_the_models_folder(
+    plain_models, prior_models, tmp_path, monkeypatch
+):
+    """--model / $VQVAE_MODELS: a Hub repo id (read here from an offline Hub cache, with the
+    extras the repo has: its prior, codebook.json, card) and a shipped name, listed after the
+    models folder's own."""
+    from hub_helpers import COMMIT_A, hub_cache, offline_hub
+
+    offline_hub(monkeypatch, tmp_path / "hub")
+    hub_cache(tmp_path / "hub", "org/digits", prior_models.models / "mnist", COMMIT_A)
+    monkeypatch.setenv("VQVAE_MODELS", " org/digits, mnist ")
+    _, h = explorer.build_app(plain_models.models, plain_models.examples, tmp_path / "cache")
+    assert h.models.names() == ["mnist", "cifar10", "org/digits"], (
+        "a shipped name is not listed twice"
+    )
+    m = h.models.get("org/digits")
+    assert m.prior is not None and m.card and len(m.usage) == 32
+    out = h.reconstruct.image(str(plain_models.examples / "mnist" / "00.png"), "org/digits")
+    assert out.grid.shape == (7, 7)
+    assert len(h.sample.draw("org/digits", "three", 2, 1.0, 0, 1.0, 0).gallery) == 2
+    # a repo that is not in the cache (offline): the model says why, the others still work
+    bad = explorer.Handlers(
+        plain_models.models, plain_models.examples, tmp_path / "c2", sources=["org/none"]
+    )
+    with pytest.raises(gr.Error, match="could not be loaded"):
+        bad.models.get("org/none")
+    assert bad.reconstruct.image(str(plain_models.examples / "mnist" / "00.png"), "mnist").psnr > 0

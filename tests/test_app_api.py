@@ -366,3 +366,9 @@ def test_main_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         explorer.main(["--port", "not-a-number"])
     assert "--port" in capsys.readouterr().err
+
+
+def test_main_takes_models_by_shipped_name_folder_or_hub_repo_id():
+    args = explorer.app.parse_args(["--model", "org/name", "--model", "mnist"])
+    assert args.sources == ["org/name", "mnist"]
+    assert explorer.app.parse_args([]).sources is None, "then $VQVAE_MODELS decides"
