@@ -322,6 +322,43 @@ def test_prior_fingerprint_follows_the_weights(prior):
     assert prior_fingerprint(prior) != fp
 
 
+@pytest.mark.parametrize("inference", [False, True])
+def test_weights_changed_in_place_are_noticed(inference):
+    """The fingerprint and the coding copy follow a prior's weights changed in place: by
+    the tensors' version counters, or for inference tensors (made under
+    torch.inference_mode()), which have none, by their bytes."""
+    codes = rand_codes(2)
+    with torch.inference_mode(inference), torch.no_grad():
+        prior = make_prior()
+        assert prior.head.bias.is_inference() == inference
+        fp, files = prior_fingerprint(prior), compress_codes(prior, codes, 1)
+        prior.head.bias[0] += 1.0
+        twin = make_prior()  # a fresh prior with the changed weights
+        twin.head.bias[0] += 1.0
+        assert prior_fingerprint(prior) == prior_fingerprint(twin) != fp
+        changed = compress_codes(prior, codes, 1)
+        assert changed == compress_codes(twin, codes, 1)
+        assert [f[4:] for f in changed] != [f[4:] for f in files]  # payloads, not just ids
+        assert torch.equal(decompress_codes(prior, changed)[0], codes)
+
+
+def test_a_model_and_prior_loaded_under_inference_mode_round_trip(tiny_pair, mnist_small, tmp_path):
+    model, prior = tiny_pair
+    model.save_pretrained(tmp_path)
+    prior.save_pretrained(tmp_path)
+    x = mnist_small.test[:3]
+    expected = compress(model, prior, x, "auto")
+    with torch.inference_mode():
+        loaded = vqvae.load_pretrained(tmp_path)
+        loaded_prior = vqvae.load_prior(tmp_path, model=loaded)
+        assert loaded_prior.head.weight.is_inference() and loaded.codebook.is_inference()
+        files = compress(loaded, loaded_prior, x, "auto")
+        images, labels = decompress(loaded, loaded_prior, files)
+    assert files == expected
+    assert torch.equal(images, model.decode(model.encode(x)))
+    assert labels.tolist() == cheapest_labels(prior, model.encode(x))
+
+
 def test_random_payloads_are_refused_never_crash_the_decoder():
     """A payload the prior cannot have produced makes constriction's decoder fail an
     assertion; that must reach the caller as the codec's ValueError (or, when the random

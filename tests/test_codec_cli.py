@@ -1,15 +1,18 @@
 """The codec's command line: python -m vqvae.codec compress|decompress, its errors, and
 files decoded with the shipped model their header names."""
 
+import re
 import subprocess
 import sys
 
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from codec_helpers import codec_pair, make_prior
-from vqvae.codec import compress_codes, main
+from vqvae.codec import compress_codes, decompress_codes, main, prior_fingerprint, read_header
+from vqvae.codec import format as vqz
 from vqvae.images import load_image, to_model_input, to_uint8
 
 
@@ -84,3 +87,47 @@ def test_cli_runs_as_a_module(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "not a .vqz file" in r.stderr
+
+
+def test_shipped_decoding_tells_colliding_ids_apart_by_the_checksum(
+    tiny_pair, tmp_path, monkeypatch, capsys
+):
+    """Format 2's 4-bit ids can name two shipped (model, prior) pairs: decompress without
+    --model tries every pair the header names, and the checksum tells which made the file."""
+    model, _ = tiny_pair
+    priors, want = [], None
+    for seed in range(200):  # three priors with the same 4-bit id (1 in 16 each)
+        names = [f"{'abc'[len(priors)]}{i}" for i in range(10)]  # the class names tell
+        p = make_prior(num_classes=10, model=model, seed=seed, std=0.3, class_names=names)
+        pid = vqz.short_id(prior_fingerprint(p))
+        want = pid if want is None else want
+        if pid == want:
+            priors.append(p)
+        if len(priors) == 3:
+            break
+    first, second, _ = priors
+    for name, p in (("a", first), ("b", second)):  # a third is shipped with no one
+        model.save_pretrained(tmp_path / "pretrained" / name)
+        p.save_pretrained(tmp_path / "pretrained" / name)
+    codes = second.sample(1, labels=7, generator=torch.Generator().manual_seed(0))
+    files = {n: compress_codes(p, codes, 7, model=model)[0]
+             for n, p in zip("abc", priors, strict=True)}  # fmt: skip
+    infos = [read_header(f) for f in files.values()]
+    assert len({(i.vqvae_id, i.prior_id) for i in infos}) == 1  # one id for all three
+    with pytest.raises(ValueError, match="corrupted or truncated"):  # "a" cannot decode "b"
+        decompress_codes(first, files["b"], model=model)
+    for n, f in files.items():
+        (tmp_path / f"{n}.vqz").write_bytes(f)
+    monkeypatch.chdir(tmp_path)
+    # "b"'s file is tried with "a" first (sorted), refused by its checksum, then decoded by "b"
+    main(["decompress", "a.vqz", "b.vqz", "-o", "out"])
+    out = capsys.readouterr().out
+    assert "a.vqz -> out/a.png (class a7)" in out and "b.vqz -> out/b.png (class b7)" in out
+    expected = to_uint8(model.decode(codes)[0])
+    for n in "ab":
+        assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "out" / f"{n}.png")), expected)
+    # a file that both name but neither made: the last candidate's refusal
+    with pytest.raises(SystemExit) as e:
+        main(["decompress", "c.vqz", "-o", "out"])
+    assert e.value.code == 2
+    assert re.search(r"c\.vqz: corrupted or truncated .vqz file", capsys.readouterr().err)
