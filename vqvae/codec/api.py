@@ -14,22 +14,6 @@ from . import coder
 from .format import FileInfo, as_bytes, checksum, head_bytes, prior_fingerprint, read_header
 
 
-def _check_codes(prior: CodePrior, codes) -> torch.Tensor:
-    h, w = prior.grid
-    if not torch.is_tensor(codes) or codes.is_floating_point() or codes.is_complex():
-        raise TypeError(f"codes must be an integer tensor of shape (B, {h}, {w})")
-    if codes.dim() != 3 or tuple(codes.shape[1:]) != (h, w):
-        raise ValueError(
-            f"codes must have shape (B, {h}, {w}) for this prior, got {tuple(codes.shape)}"
-        )
-    K = prior.codebook_size
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
-        raise ValueError(
-            f"codes must be in [0, {K - 1}], got values in [{int(codes.min())}, {int(codes.max())}]"
-        )
-    return codes.detach().to("cpu", torch.long)
-
-
 def _label_list(prior: CodePrior, labels, n: int) -> list[int]:
     """Per-grid class indices, -1 for no class (labels as CodePrior takes them)."""
     if labels is None:
@@ -79,7 +63,7 @@ def cheapest_labels(prior: CodePrior, codes: torch.Tensor) -> list[int]:
     """Per grid, the class (or -1, none) under which the prior gives ``codes`` the fewest
     bits: what ``labels="auto"`` codes. Every class costs the same log2(classes + 1) bits
     in a file, so this is the cheapest file. (-1 for every grid of an unconditional prior.)"""
-    codes = _check_codes(prior, codes)
+    codes = prior._check_codes(codes).cpu()
     C, n = prior.num_classes, len(codes)
     if C == 0 or n == 0:
         return [-1] * n
@@ -105,7 +89,7 @@ def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=
     used. Costs h*w steps of the prior per grid, on the CPU."""
     cp = coder.coding_prior(prior)
     vqvae_fp = _vqvae_fp(cp, model)
-    codes = _check_codes(cp, codes)
+    codes = cp._check_codes(codes)  # on the CPU, as the coding copy is
     if isinstance(labels, str) and labels == "auto":
         labels = cheapest_labels(cp, codes)
     labels = _label_list(cp, labels, len(codes))
