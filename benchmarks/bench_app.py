@@ -100,19 +100,21 @@ def timings(h, name: str, a, b, table, repeat: int) -> dict[str, float]:
     """Median milliseconds of each handler for one model and its two inputs (the codec's
     only for a model with a prior, else NaN)."""
     t = {
-        "reconstruct": median_ms(lambda: h.reconstruct(a, name), repeat),
-        "codebook 2-D": median_ms(lambda: h.codebook(name, "2-D", table), repeat),
-        "codebook 3-D": median_ms(lambda: h.codebook(name, "3-D", table), repeat),
-        "code details": median_ms(lambda: h.code(name, 0), repeat),
-        "edit": median_ms(lambda: h.edit(name, table), repeat),
-        "GIF 24 frames": median_ms(lambda: h.interpolate(a, b, name, 24, 12, "lerp", True), repeat),
+        "reconstruct": median_ms(lambda: h.reconstruct.image(a, name), repeat),
+        "codebook 2-D": median_ms(lambda: h.codebook.figure(name, "2-D", table), repeat),
+        "codebook 3-D": median_ms(lambda: h.codebook.figure(name, "3-D", table), repeat),
+        "code details": median_ms(lambda: h.codebook.code(name, 0), repeat),
+        "edit": median_ms(lambda: h.edit.decode(name, table), repeat),
+        "GIF 24 frames": median_ms(
+            lambda: h.interpolate.gif(a, b, name, 24, 12, "lerp", True), repeat
+        ),
         "compress": float("nan"),
         "decompress": float("nan"),
     }
-    vqz = h.compress(a, name).vqz  # the panel: .vqz, NLL, PNG, JPEG and WebP matched
+    vqz = h.codec.compress(a, name).vqz  # the panel: .vqz, NLL, PNG, JPEG and WebP matched
     if vqz is not None:
-        t["compress"] = median_ms(lambda: h.compress(a, name), repeat)
-        t["decompress"] = median_ms(lambda: h.decompress(vqz, name), repeat)
+        t["compress"] = median_ms(lambda: h.codec.compress(a, name), repeat)
+        t["decompress"] = median_ms(lambda: h.codec.decompress(vqz, name), repeat)
     return t
 
 
@@ -126,14 +128,16 @@ def main():
 
     import torch
 
-    import app
+    import explorer
+    from explorer import settings
 
-    h = app.Handlers(args.models_dir, args.examples_dir)
+    explorer.configure_process()  # the app's torch threads and pixel limit
+    h = explorer.Handlers(args.models_dir, args.examples_dir)
     names = h.models.names()
     if not names:
         sys.exit(f"no models in {args.models_dir}")
     print(
-        f"{app.usable_cpus()} usable CPU cores, torch {torch.__version__} with "
+        f"{settings.usable_cpus()} usable CPU cores, torch {torch.__version__} with "
         f"{torch.get_num_threads()} thread(s); median of {args.repeat} calls, ms\n"
     )
     rows = []
@@ -141,8 +145,8 @@ def main():
         for name in names:
             a, b = inputs_for(h, name, Path(tmp))
             c = h.models.get(name).config
-            table = h.reconstruct(a, name)[6]
-            h.atlas(name)  # built once per model (cached); not part of the per-request times
+            table = h.reconstruct.image(a, name).grid
+            h.codebook.atlas(name)  # built once per model (cached); not in the per-request times
             rows.append(
                 (
                     name,

@@ -92,15 +92,17 @@ def main():
 
     from gradio_client import handle_file
 
-    import app
+    import explorer
 
-    h = app.Handlers(args.models_dir, args.examples_dir)
+    explorer.configure_process()  # the app's torch threads and pixel limit
+
+    h = explorer.Handlers(args.models_dir, args.examples_dir)
     names = h.models.names()
     if not names:
         sys.exit(f"no models in {args.models_dir}")
     model = args.model or ("cifar10" if "cifar10" in names else names[0])
     image = args.image or h.models.get(model).examples[0]
-    handler = timed(lambda: h.reconstruct(image, model, announce=False), args.repeat)
+    handler = timed(lambda: h.reconstruct.image(image, model, announce=False), args.repeat)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -118,7 +120,7 @@ def main():
                     rows.append(
                         (f"gradio_client ({ssl_note}), {dl_note}", timed(call, args.repeat))
                     )
-            if h.compress(image, model).vqz is not None:  # the model has a prior
+            if h.codec.compress(image, model).vqz is not None:  # the model has a prior
                 client = connect(url, proc, download_files=False, ssl_verify=ssl_context())
 
                 def compress(client=client):

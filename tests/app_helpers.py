@@ -1,5 +1,6 @@
-"""Shared by the app tests: a folder of tiny random models (with codebook.json, metrics.json
-and a model card) and a folder of example images, as the app expects them."""
+"""Shared by the app tests: folders of tiny random models as the app expects them (with
+codebook.json, metrics.json, a model card, optionally a prior), example images, and ways to
+talk to a running app. The fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from PIL import Image
 
 import vqvae
+from prior_helpers import peaked_prior
 from vqvae.files import write_json_atomic
+from vqvae.prior import CodePrior, PriorConfig
 
 DATA = Path(__file__).parent / "data" / "mnist_small.npz"
 TINY = dict(hidden_channels=16, res_channels=8, res_layers=1, embedding_dim=8, codebook_size=32)
+CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def digits(n: int = 6) -> np.ndarray:
@@ -68,6 +72,27 @@ def make_models(root: Path) -> tuple[Path, Path]:
     return models, examples
 
 
+def add_prior(model_dir: Path, *, seed: int = 1) -> CodePrior:
+    """A tiny class-conditional prior with CLASS_NAMES (random weights, far from the init so
+    that its distributions are peaked and classes matter, as a trained prior's are), saved
+    beside the model in ``model_dir`` as the app finds priors."""
+    model = vqvae.load_pretrained(model_dir)
+    config = PriorConfig.for_model(
+        model, num_classes=10, class_names=CLASS_NAMES, d_model=32, n_layers=2, n_heads=2
+    )
+    prior = peaked_prior(config, seed=seed, std=0.5)
+    prior.save_pretrained(model_dir)
+    return prior
+
+
+def add_model(models: Path, name: str, like: str, *, seed: int) -> None:
+    """Another tiny model of the same preset as ``models/like``, with its own weights (seed)
+    and ``like``'s codebook.json (or the app would compute a UMAP, ~30 s, on loading it)."""
+    torch.manual_seed(seed)
+    vqvae.VQVAE(vqvae.load_pretrained(models / like).config).save_pretrained(models / name)
+    (models / name / "codebook.json").write_bytes((models / like / "codebook.json").read_bytes())
+
+
 def call_event(url: str, fn_index: int, data: list, event_data=None, timeout: float = 60) -> dict:
     """Send one event to a running app over HTTP, as any client can, private events included:
     POST /gradio_api/queue/join, then read the server-sent events until the event completes.
@@ -100,13 +125,11 @@ def fn_index(demo, api_name: str) -> int:
     return next(i for i, f in demo.fns.items() if f.api_name == api_name)
 
 
-def run_api_doc_blocks(url: str, examples, *, codec: bool) -> int:
-    """Run docs/api.md's Python blocks against the server at ``url`` with its example
-    images in ``examples``: those before "## Compress", or (``codec``) from there on, which
-    need a model with a prior. Returns how many ran."""
+def run_api_doc_blocks(url: str, examples) -> int:
+    """Run every Python block of docs/api.md against the server at ``url`` (an app whose
+    mnist model has a prior) with its example images in ``examples``. Returns how many ran."""
     doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    cut = doc.index("## Compress")
-    blocks = re.findall(r"```python\n(.*?)```", doc[cut:] if codec else doc[:cut], flags=re.S)
+    blocks = re.findall(r"```py(?:thon)?\n(.*?)```", doc, flags=re.S)
     for code in blocks:
         code = code.replace("http://127.0.0.1:7860/", url).replace(
             "assets/examples/", f"{examples}/"

@@ -69,3 +69,62 @@ def mnist_dir(tmp_path_factory):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", d[f"{split}_images"][:, 0], 0x803)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", d[f"{split}_labels"], 0x801)
     return root
+
+
+# -- the app -------------------------------------------------------------------------------
+# Model folders as the app finds them, and one running app; gradio and the app are imported
+# inside the fixtures, so tests that use none of them do not pay for the import.
+
+
+@pytest.fixture(scope="session")
+def plain_models(tmp_path_factory):
+    """Tiny random models, no priors (app_helpers.make_models): mnist (7x7 codes) and
+    cifar10 (8x8), K=32, with example images. -> .root, .models, .examples"""
+    from app_helpers import make_models
+
+    root = tmp_path_factory.mktemp("plain-models")
+    models, examples = make_models(root)
+    return SimpleNamespace(root=root, models=models, examples=examples)
+
+
+@pytest.fixture(scope="session")
+def prior_models(tmp_path_factory, mnist_dir):
+    """The same models with priors: mnist has a class-conditional prior and code patches
+    (train.export over the small MNIST sample), cifar10 neither, and "other", a second
+    28x28 model, its own prior. -> .root, .models, .examples"""
+    from app_helpers import add_model, add_prior, make_models
+    from train.export import export_patches
+
+    root = tmp_path_factory.mktemp("prior-models")
+    models, examples = make_models(root)
+    add_prior(models / "mnist")
+    export_patches(models / "mnist", "mnist", str(mnist_dir))
+    add_model(models, "other", like="mnist", seed=5)
+    add_prior(models / "other", seed=2)
+    return SimpleNamespace(root=root, models=models, examples=examples)
+
+
+@pytest.fixture(scope="session")
+def live_app(prior_models, tmp_path_factory):
+    """One running app over ``prior_models`` on a free port: .url, .client (gradio_client),
+    .demo, .handlers, .examples."""
+    from gradio_client import Client
+
+    import explorer
+    from tools.ports import free_port
+
+    cache = tmp_path_factory.mktemp("live-cache")
+    demo, handlers = explorer.build_app(prior_models.models, prior_models.examples, cache)
+    port = free_port()
+    explorer.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        yield SimpleNamespace(
+            url=url,
+            client=Client(url, verbose=False),
+            demo=demo,
+            handlers=handlers,
+            examples=prior_models.examples,
+        )
+    finally:
+        demo.close()

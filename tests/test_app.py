@@ -18,29 +18,27 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-import app
-from app_helpers import digits, make_models
+import explorer
+from app_helpers import digits
+from explorer import settings
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    return make_models(tmp_path_factory.mktemp("app"))
+def h(plain_models, tmp_path_factory):
+    return explorer.Handlers(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
+    )
 
 
 @pytest.fixture(scope="module")
-def h(dirs, tmp_path_factory):
-    return app.Handlers(*dirs, cache_dir=tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(scope="module")
-def digit_png(dirs):
-    return str(dirs[1] / "mnist" / "00.png")
+def digit_png(plain_models):
+    return str(plain_models.examples / "mnist" / "00.png")
 
 
 def codes_of(out) -> np.ndarray:
-    return out[6].to_numpy()
+    return out.grid.to_numpy()
 
 
 def save(im: Image.Image, path, **kw) -> str:
@@ -56,46 +54,46 @@ def select(index) -> gr.SelectData:
 
 
 @pytest.mark.parametrize("name, grid", [("mnist", 7), ("cifar10", 8)])
-def test_reconstruct_outputs(h, dirs, name, grid):
-    orig, recon, cmap, psnr, used, bits, table = h.reconstruct(str(dirs[1] / name / "01.png"), name)
+def test_reconstruct_outputs(h, plain_models, name, grid):
+    out = h.reconstruct.image(str(plain_models.examples / name / "01.png"), name)
     # enlarged by an integer factor (no blur): 28 -> 252, 32 -> 256; code map 7x36, 8x32
     side = 252 if name == "mnist" else 256
-    assert orig.size == recon.size == (side, side)
-    assert cmap.size == (grid * (256 // grid),) * 2
-    a = np.asarray(orig)
+    assert out.original.size == out.reconstruction.size == (side, side)
+    assert out.code_map.size == (grid * (256 // grid),) * 2
+    a = np.asarray(out.original)
     k = side // (28 if name == "mnist" else 32)
     assert (a[::k, ::k].repeat(k, 0).repeat(k, 1) == a).all(), "nearest-neighbour enlargement"
-    assert table.shape == (grid, grid)
-    c = table.to_numpy()
+    assert out.grid.shape == (grid, grid)
+    c = out.grid.to_numpy()
     assert c.min() >= 0 and c.max() < 32
-    assert used == len(np.unique(c))
-    assert bits == pytest.approx(grid * grid * math.log2(32), abs=0.1)
-    assert 0 < psnr < 100
+    assert out.codes_used == len(np.unique(c))
+    assert out.bits == pytest.approx(grid * grid * math.log2(32), abs=0.1)
+    assert 0 < out.psnr < 100
 
 
 def test_dark_on_light_digit_is_inverted(h, digit_png, tmp_path):
-    plain = h.reconstruct(digit_png, "mnist")
+    plain = h.reconstruct.image(digit_png, "mnist")
     inv = save(Image.fromarray(255 - digits(1)[0]), tmp_path / "inv.png")
-    out = h.reconstruct(inv, "mnist")
+    out = h.reconstruct.image(inv, "mnist")
     assert (codes_of(out) == codes_of(plain)).all()
-    assert np.asarray(out[0])[:8].mean() < 30, "the border is dark after inversion"
+    assert np.asarray(out.original)[:8].mean() < 30, "the border is dark after inversion"
 
 
-def test_example_click_is_cached(h, dirs):
-    first = h.reconstruct_example("mnist", select(2))
-    again = h.reconstruct_example("mnist", select(2))
-    assert first[0].endswith("02.png")
-    assert again[1] is first[1], "the second click reuses the cached outputs"
+def test_example_click_is_cached(h, plain_models):
+    first = h.reconstruct.example_click("mnist", select(2))
+    again = h.reconstruct.example_click("mnist", select(2))
+    assert first.image.endswith("02.png")
+    assert again.original is first.original, "the second click reuses the cached outputs"
 
 
 def test_drawing_is_reconstructed(h):
     # a black stroke on a transparent canvas, as the drawing pad sends it
     canvas = np.zeros((280, 280, 4), np.uint8)
     canvas[60:220, 130:150] = (0, 0, 0, 255)
-    out = h.reconstruct_drawing({"composite": canvas, "background": None, "layers": []}, "mnist")
-    a = np.asarray(out[0]).astype(float)
+    out = h.reconstruct.drawing({"composite": canvas, "background": None, "layers": []}, "mnist")
+    a = np.asarray(out.original).astype(float)
     assert a[:, :20].mean() < 10 and a[100:150, 115:135].mean() > 200, "white stroke on black"
-    empty = h.reconstruct_drawing({"composite": np.zeros((280, 280, 4), np.uint8)}, "mnist")
+    empty = h.reconstruct.drawing({"composite": np.zeros((280, 280, 4), np.uint8)}, "mnist")
     assert all(isinstance(o, dict) for o in empty), "an empty canvas changes nothing"
 
 
@@ -133,29 +131,49 @@ def test_formats_give_the_same_codes(h, digit_png, tmp_path, kind):
     path = SAME_DIGIT[kind](tmp_path)
     if kind == "16-bit":
         assert Image.open(path).mode.startswith("I")
-    out = h.reconstruct(path, "mnist")
-    plain = codes_of(h.reconstruct(digit_png, "mnist"))
+    out = h.reconstruct.image(path, "mnist")
+    plain = codes_of(h.reconstruct.image(digit_png, "mnist"))
     agree = (codes_of(out) == plain).mean()
     assert agree >= (0.8 if kind == "bigger" else 1.0), f"{kind}: {agree:.0%} of codes agree"
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"),
-        lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"),
+# Files in unusual modes and shapes, and what the model must see: a uniform colour (its RGB
+# value in 8 bits), or the digit they hold.
+ODD = {
+    "1x1": (lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"), (200, 10, 10)),
+    "1x3000": (lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"), (90,) * 3),
+    "int32": (lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"), (255,) * 3),
+    "float": (lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"), (128,) * 3),
+    "1-bit": (lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"), (255,) * 3),
+    "cmyk-tiff": (
         lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.tif"),
+        "digit",
+    ),
+    "cmyk-jpeg": (
         lambda p: save(Image.fromarray(digits(1)[0]).convert("CMYK"), p / "cmyk.jpg"),
-        lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"),
-        lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"),
-        lambda p: save(Image.new("1", (30, 30), 1), p / "bits.png"),
-    ],
-    ids=["1x1", "1x3000", "cmyk-tiff", "cmyk-jpeg", "int32", "float", "1-bit"],
-)
-def test_odd_but_valid_images(h, tmp_path, make):
+        "digit",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ODD)
+def test_odd_but_valid_images(h, tmp_path, kind):
+    make, expect = ODD[kind]
+    path = make(tmp_path)
     for name in ("mnist", "cifar10"):
-        out = h.reconstruct(make(tmp_path), name)
-        assert out[1].size[0] >= 252
+        out = h.reconstruct.image(path, name)
+        seen = np.asarray(out.original).astype(float)  # the input as the model sees it
+        assert out.reconstruction.size == out.original.size
+        if expect == "digit":
+            plain = h.reconstruct.image(
+                save(Image.fromarray(digits(1)[0]), tmp_path / "d.png"), name
+            )
+            diff = np.abs(seen - np.asarray(plain.original).astype(float)).mean()
+            assert diff < (8 if kind == "cmyk-jpeg" else 1), f"{name}: the digit, {diff:.1f} off"
+        else:
+            assert (seen == seen[0, 0]).all(), f"{name}: a uniform image stays uniform"
+            if name == "cifar10":  # colour, never inverted
+                assert np.abs(seen[0, 0] - np.array(expect)).max() <= 1
 
 
 def test_exif_orientation_is_applied(h, tmp_path):
@@ -164,7 +182,7 @@ def test_exif_orientation_is_applied(h, tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = save(Image.fromarray(a), tmp_path / "rot.jpg", exif=exif, quality=95)
-    shown = np.asarray(h.reconstruct(path, "cifar10")[0].convert("L"), float)
+    shown = np.asarray(h.reconstruct.image(path, "cifar10").original.convert("L"), float)
     assert shown[:100].mean() > 200 and shown[-100:].mean() < 50, "white half is now on top"
 
 
@@ -195,28 +213,29 @@ def _truncated(p):
 def test_bad_images_give_clear_errors(h, tmp_path, kind):
     make, words = BAD[kind]
     with pytest.raises(gr.Error, match=words):
-        h.reconstruct(make(tmp_path), "mnist")
+        h.reconstruct.image(make(tmp_path), "mnist")
     with pytest.raises(gr.Error, match=words):
-        h.interpolate(make(tmp_path), make(tmp_path), "mnist")
+        h.interpolate.gif(make(tmp_path), make(tmp_path), "mnist")
 
 
 def test_unknown_model(h, digit_png):
     with pytest.raises(gr.Error, match="Unknown model"):
-        h.reconstruct(digit_png, "no-such-model")
+        h.reconstruct.image(digit_png, "no-such-model")
 
 
 # -- Codebook ---------------------------------------------------------------------------------
 
 
 def test_codebook_plot_rings_the_image_codes(h, digit_png):
-    codes = h.reconstruct(digit_png, "mnist")[6]
-    fig, summary = h.codebook("mnist", "2-D", codes)
+    codes = h.reconstruct.image(digit_png, "mnist").grid
+    view = h.codebook.figure("mnist", "2-D", codes)
+    fig, summary = view.figure, view.summary
     assert isinstance(fig, go.Figure) and len(fig.data) == 2
     everything, ringed = fig.data
     assert len(everything.x) == 32
     assert sorted(int(r[0]) for r in ringed.customdata) == sorted(np.unique(codes.to_numpy()))
     assert f"**{len(np.unique(codes.to_numpy()))}** distinct codes" in summary
-    fig3, _ = h.codebook("mnist", "3-D", None)
+    fig3 = h.codebook.figure("mnist", "3-D", None).figure
     assert isinstance(fig3.data[0], go.Scatter3d) and len(fig3.data[1].x) == 0
     hover = fig.data[0].customdata[5]
     usage = json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"]
@@ -225,13 +244,13 @@ def test_codebook_plot_rings_the_image_codes(h, digit_png):
 
 def test_codebook_bad_inputs(h):
     with pytest.raises(gr.Error, match="view"):
-        h.codebook("mnist", "4-D", None)
+        h.codebook.figure("mnist", "4-D", None)
     with pytest.raises(gr.Error, match="7x7"):
-        h.codebook("mnist", "2-D", [[1, 2], [3, 4]])
+        h.codebook.figure("mnist", "2-D", [[1, 2], [3, 4]])
 
 
 def test_atlas_and_code_details(h):
-    atlas = h.atlas("mnist")
+    atlas = h.codebook.atlas("mnist")
     assert len(atlas) == 32
     usage = np.array(
         json.loads((h.models.models_dir / "mnist" / "codebook.json").read_text())["usage"]
@@ -240,37 +259,39 @@ def test_atlas_and_code_details(h):
     assert usage[first] == usage.max(), "most used first"
     assert Image.open(atlas[0][0]).size == (84, 84)
     # a click on the atlas picks that code
-    assert h.atlas_pick("mnist", select(0)) == first
-    img, md, near = h.code("mnist", first)
-    assert img.size == (252, 252)
-    assert "rank **1**" in md and f"{usage[first]:,}" in md
-    assert len(near) == 8 and f"#{first}" not in [c for _, c in near]
+    assert h.codebook.atlas_pick("mnist", select(0)) == first
+    code = h.codebook.code("mnist", first)
+    assert code.image.size == (252, 252)
+    assert "rank **1**" in code.details and f"{usage[first]:,}" in code.details
+    assert len(code.neighbours) == 8 and f"#{first}" not in [c for _, c in code.neighbours]
     for bad in (-1, 32, 1e9, 2.5, "x", None, float("inf"), float("nan"), [3], True):
         with pytest.raises(gr.Error):
-            h.code("mnist", bad)
+            h.codebook.code("mnist", bad)
 
 
 # -- Edit -------------------------------------------------------------------------------------
 
 
 def test_edit_paint_fill_reset(h, digit_png):
-    table = h.reconstruct(digit_png, "mnist")[6]
-    img, cmap, png, npy = h.edit("mnist", table)
-    assert Image.open(png).size == (28, 28)
-    assert (np.load(npy) == table.to_numpy()).all()
+    table = h.reconstruct.image(digit_png, "mnist").grid
+    decoded = h.edit.decode("mnist", table)
+    assert Image.open(decoded.png).size == (28, 28)
+    assert (np.load(decoded.npy) == table.to_numpy()).all()
     # click the centre of cell (row 2, col 5) of the 252 px code map (cells of 36 px)
-    new, img2, *_ = h.paint("mnist", table, 31, select([5 * 36 + 18, 2 * 36 + 18]))
+    new = h.edit.paint("mnist", table, 31, select([5 * 36 + 18, 2 * 36 + 18])).grid
     expect = table.to_numpy().copy()
     expect[2, 5] = 31
     assert (new.to_numpy() == expect).all()
-    filled = h.fill("mnist", table, 7)[0].to_numpy()
+    filled = h.edit.fill("mnist", table, 7).grid.to_numpy()
     assert (filled == 7).all()
-    back = h.reset("mnist", table)[0].to_numpy()
+    back = h.edit.reset("mnist", table).grid.to_numpy()
     assert (back == table.to_numpy()).all()
     # the table the browser sends back: lists, numbers maybe as strings
     as_strings = [[str(v) for v in row] for row in expect.tolist()]
-    assert (np.load(h.edit("mnist", as_strings)[3]) == expect).all()
-    assert (np.load(h.edit("mnist", {"headers": [], "data": expect.tolist()})[3]) == expect).all()
+    assert (np.load(h.edit.decode("mnist", as_strings).npy) == expect).all()
+    assert (
+        np.load(h.edit.decode("mnist", {"headers": [], "data": expect.tolist()}).npy) == expect
+    ).all()
 
 
 @pytest.mark.parametrize(
@@ -289,39 +310,39 @@ def test_edit_paint_fill_reset(h, digit_png):
 )
 def test_edit_bad_grids(h, grid, words):
     with pytest.raises(gr.Error, match=words):
-        h.edit("mnist", grid)
+        h.edit.decode("mnist", grid)
 
 
 def test_paint_bad_code(h, digit_png):
-    table = h.reconstruct(digit_png, "mnist")[6]
+    table = h.reconstruct.image(digit_png, "mnist").grid
     with pytest.raises(gr.Error, match="between 0 and 31"):
-        h.paint("mnist", table, 99, select([1, 1]))
+        h.edit.paint("mnist", table, 99, select([1, 1]))
 
 
 @pytest.mark.parametrize("where", [7, None, [1], [-40, -40], [-300, -300], [252, 10], ["a", 1]])
 def test_paint_outside_the_map(h, digit_png, where):
     """A click the page cannot send: refused, instead of painting some other cell."""
-    table = h.reconstruct(digit_png, "mnist").grid
+    table = h.reconstruct.image(digit_png, "mnist").grid
     with pytest.raises(gr.Error, match="Click a cell"):
-        h.paint("mnist", table, 3, select(where))
+        h.edit.paint("mnist", table, 3, select(where))
 
 
 # -- Interpolate ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["lerp", "slerp", "codebook"])
-def test_interpolate_writes_a_looping_gif(h, dirs, path):
-    a, b = (str(dirs[1] / "cifar10" / f"0{i}.png") for i in (0, 1))
-    gif, strip = h.interpolate(a, b, "cifar10", frames=10, fps=20, path=path, pingpong=True)
-    frames = iio.imread(gif)
+def test_interpolate_writes_a_looping_gif(h, plain_models, path):
+    a, b = (str(plain_models.examples / "cifar10" / f"0{i}.png") for i in (0, 1))
+    out = h.interpolate.gif(a, b, "cifar10", frames=10, fps=20, path=path, pingpong=True)
+    frames = iio.imread(out.gif)
     assert frames.shape[1:3] == (224, 224)
-    assert iio.immeta(gif)["loop"] == 0
+    assert iio.immeta(out.gif)["loop"] == 0
     # Pillow merges identical consecutive frames (adding their delays), so count time:
     # ping-pong plays 10 frames forwards, then 8 back (the ends are not repeated), 50 ms each.
-    assert _gif_ms(gif) == (10 + 8) * 50
-    assert strip.size[0] > strip.size[1]
-    gif2, _ = h.interpolate(a, b, "cifar10", frames=5, fps=10, path=path, pingpong=False)
-    assert _gif_ms(gif2) == 5 * 100
+    assert _gif_ms(out.gif) == (10 + 8) * 50
+    assert out.strip.size[0] > out.strip.size[1]
+    once = h.interpolate.gif(a, b, "cifar10", frames=5, fps=10, path=path, pingpong=False)
+    assert _gif_ms(once.gif) == 5 * 100
 
 
 def _gif_ms(path) -> int:
@@ -351,32 +372,34 @@ def _gif_ms(path) -> int:
 )
 def test_interpolate_bad_settings(h, digit_png, kw, words):
     with pytest.raises(gr.Error, match=words):
-        h.interpolate(digit_png, digit_png, "mnist", **kw)
+        h.interpolate.gif(digit_png, digit_png, "mnist", **kw)
 
 
 def test_interp_example_alternates(h):
-    a, b, nxt = h.interp_example("mnist", "A", select(3))
-    assert a.endswith("03.png") and nxt == "B"
-    a, b, nxt = h.interp_example("mnist", "B", select(4), image_a=a)
-    assert b.endswith("04.png") and nxt == "A"
-    assert a.endswith("03.png"), "the other side is handed back as it was"
+    first = h.interpolate.example_click("mnist", "A", select(3))
+    assert first.image_a.endswith("03.png") and first.target == "B"
+    second = h.interpolate.example_click("mnist", "B", select(4), image_a=first.image_a)
+    assert second.image_b.endswith("04.png") and second.target == "A"
+    assert second.image_a.endswith("03.png"), "the other side is handed back as it was"
 
 
 @pytest.mark.parametrize("index", [99, -1, 10**6, "a", 1.5, None, [1, 2]])
 def test_gallery_picks_out_of_range(h, index):
     with pytest.raises(gr.Error):
-        h.interp_example("mnist", "A", select(index))
+        h.interpolate.example_click("mnist", "A", select(index))
     with pytest.raises(gr.Error):
-        h.atlas_pick("mnist", select(index if index != 99 else 32))
+        h.codebook.atlas_pick("mnist", select(index if index != 99 else 32))
     with pytest.raises(gr.Error):
-        h.reconstruct_example("mnist", select(index))
+        h.reconstruct.example_click("mnist", select(index))
 
 
 # -- the app ----------------------------------------------------------------------------------
 
 
-def test_build_app_exposes_the_api(dirs, tmp_path):
-    demo, handlers = app.build_app(*dirs, cache_dir=tmp_path)
+def test_build_app_exposes_the_api(plain_models, tmp_path):
+    demo, handlers = explorer.build_app(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path
+    )
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
     assert handlers.models.names() == ["mnist", "cifar10"]
@@ -387,33 +410,33 @@ def test_build_app_exposes_the_api(dirs, tmp_path):
 
 
 def test_select_model(h):
-    card, full, ex, draw, no_draw, ex2, a, b, pick, paint = h.select_model("cifar10")
-    assert "3-channel 32x32" in card and "8x8 codes" in card and "PSNR" in card
-    assert draw["visible"] is False and no_draw["visible"] is True, "no drawing for colour"
-    assert h.select_model("mnist")[3]["visible"] is True
-    assert len(ex) == 6 and a.endswith("00.png") and b.endswith("01.png")
-    assert pick["maximum"] == 31
+    v = h.select_model("cifar10")
+    assert "3-channel 32x32" in v.card and "8x8 codes" in v.card and "PSNR" in v.card
+    assert v.draw["visible"] is False and v.no_draw["visible"] is True, "no drawing for colour"
+    assert h.select_model("mnist").draw["visible"] is True
+    assert len(v.examples) == 6 and v.image_a.endswith("00.png") and v.image_b.endswith("01.png")
+    assert v.pick["maximum"] == 31 and v.paint_code["maximum"] == 31
 
 
-def test_no_models_no_examples(tmp_path, dirs):
-    _, empty = app.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
+def test_no_models_no_examples(tmp_path, plain_models):
+    _, empty = explorer.build_app(tmp_path / "none", tmp_path / "none", cache_dir=tmp_path / "c1")
     assert empty.models.names() == []
     # a model without example images: nothing to show yet, and no error either
-    h = app.Handlers(dirs[0], tmp_path / "no-examples", cache_dir=tmp_path / "c2")
-    card, full, ex, *_, a, b, pick, paint = h.select_model("mnist")
-    assert ex == [] and a is None and b is None
-    assert h.example("mnist")[0] is None
-    assert all(isinstance(o, dict) for o in h.interpolate_if_any(a, b, "mnist"))
+    h = explorer.Handlers(plain_models.models, tmp_path / "no-examples", cache_dir=tmp_path / "c2")
+    v = h.select_model("mnist")
+    assert v.examples == [] and v.image_a is None and v.image_b is None
+    assert h.reconstruct.example("mnist").image is None
+    assert all(isinstance(o, dict) for o in h.interpolate.gif_if_any(None, None, "mnist"))
 
 
-def test_hidden_folders_are_no_models(dirs, tmp_path):
+def test_hidden_folders_are_no_models(plain_models, tmp_path):
     """An interrupted export leaves pretrained/.NAME.tmp: it is not listed, nor loadable."""
     import shutil
 
     models = tmp_path / "models"
-    shutil.copytree(dirs[0], models)
+    shutil.copytree(plain_models.models, models)
     shutil.copytree(models / "mnist", models / ".mnist.tmp")
-    h = app.Handlers(models, dirs[1], cache_dir=tmp_path / "cache")
+    h = explorer.Handlers(models, plain_models.examples, cache_dir=tmp_path / "cache")
     assert h.models.names() == ["mnist", "cifar10"]
     with pytest.raises(gr.Error, match="Unknown model"):
         h.select_model(".mnist.tmp")
@@ -434,21 +457,21 @@ def test_hidden_folders_are_no_models(dirs, tmp_path):
     ],
 )
 def test_usable_cpus(tmp_path, monkeypatch, affinity, cpu_max, expect):
-    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(affinity)))
-    monkeypatch.setattr(app.os, "cpu_count", lambda: 64)  # the host: never the answer
+    monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 64)  # the host: never the answer
     if cpu_max is not None:
         (tmp_path / "cpu.max").write_text(cpu_max)
-    assert app.usable_cpus(tmp_path) == expect
+    assert settings.usable_cpus(tmp_path) == expect
 
 
 def test_torch_threads_follow_usable_cpus(tmp_path, monkeypatch):
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(app.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: set(range(16)))
     (tmp_path / "cpu.max").write_text("200000 100000")
     try:
-        assert app.set_torch_threads(app.usable_cpus(tmp_path)) == 1  # 2 CPUs, 2 requests
+        assert explorer.configure_process(settings.usable_cpus(tmp_path)) == 1  # 2 CPUs, 2 requests
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -458,7 +481,7 @@ def test_binary_files_go_through_git_lfs():
     """Hugging Face Spaces refuse binary files outside Git LFS."""
     import fnmatch
 
-    root = Path(app.__file__).parent
+    root = settings.ROOT
     rules = [
         line.split()[0]
         for line in (root / ".gitattributes").read_text().splitlines()
@@ -478,7 +501,7 @@ def _folder_bytes(folder) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
+def test_disk_stays_bounded_after_many_gifs(plain_models, tmp_path):
     """300 GIF requests: our copies and Gradio's cache of them stay within their budgets
     (small budgets here, as these tiny GIFs are small; the defaults add up to under 200 MB)."""
     from gradio.processing_utils import save_file_to_cache
@@ -486,25 +509,26 @@ def test_disk_stays_bounded_after_many_gifs(dirs, tmp_path):
     gradio_cache = tmp_path / "gradio"
     gradio_cache.mkdir()
     budget = 100_000
-    h = app.Handlers(
-        *dirs,
+    h = explorer.Handlers(
+        plain_models.models,
+        plain_models.examples,
         cache_dir=tmp_path / "cache",
         output_budget=budget,
         gradio_cache=gradio_cache,
         gradio_cache_budget=2 * budget,
     )
-    a, b = (str(dirs[1] / "mnist" / f"0{i}.png") for i in (0, 1))
+    a, b = (str(plain_models.examples / "mnist" / f"0{i}.png") for i in (0, 1))
     biggest = 0
     for i in range(300):
-        gif = h.interpolate(a, b, "mnist", 2 + i % 3, 12, "lerp", False).gif
+        gif = h.interpolate.gif(a, b, "mnist", 2 + i % 3, 12, "lerp", False).gif
         save_file_to_cache(gif, str(gradio_cache))  # what Gradio does with an output file
         biggest = max(biggest, Path(gif).stat().st_size)
     assert Path(gif).is_file(), "the newest file is kept"
     # trimmed before each write; a few newest files are always kept (in flight)
-    assert _folder_bytes(h.out_dir) <= budget + (2 * app.CONCURRENCY + 1) * biggest
-    assert _folder_bytes(gradio_cache) <= 2 * budget + (2 * app.CONCURRENCY + 1) * biggest
-    assert _folder_bytes(h.out_dir) + _folder_bytes(gradio_cache) < 200 * 2**20
-    assert app.OUTPUT_BUDGET + app.GRADIO_CACHE_BUDGET < 200 * 2**20
+    assert _folder_bytes(h.files.folder) <= budget + (2 * settings.CONCURRENCY + 1) * biggest
+    assert _folder_bytes(gradio_cache) <= 2 * budget + (2 * settings.CONCURRENCY + 1) * biggest
+    assert _folder_bytes(h.files.folder) + _folder_bytes(gradio_cache) < 200 * 2**20
+    assert settings.OUTPUT_BUDGET + settings.GRADIO_CACHE_BUDGET < 200 * 2**20
 
 
 # -- library pieces the app draws with ----------------------------------------------------------

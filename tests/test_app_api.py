@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
-from types import SimpleNamespace
+from pathlib import Path
 
 import gradio as gr
 import httpx
@@ -18,80 +19,65 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import app
-from app_helpers import call_event, fn_index, make_models, run_api_doc_blocks
+import explorer
+from app_helpers import call_event, fn_index, run_api_doc_blocks
+from explorer import settings
+from explorer.tabs.codebook import CodebookView, CodeDetails
+from explorer.tabs.edit import Decoded
+from explorer.tabs.interpolate import Interpolation
+from explorer.tabs.reconstruct import Reconstruction
 from tools.ports import free_port
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """A running app: its URL, gradio_client, Blocks, handlers and example folder."""
-    root = tmp_path_factory.mktemp("api")
-    models, examples = make_models(root)
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
-    port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        yield SimpleNamespace(
-            url=url,
-            client=Client(url, verbose=False),
-            demo=demo,
-            handlers=handlers,
-            examples=examples,
+def test_reconstruct(live_app):
+    client, examples = live_app.client, live_app.examples
+    out = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct"
         )
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def server(live):
-    return live.client, live.examples
-
-
-def test_reconstruct(server):
-    client, examples = server
-    orig, recon, cmap, psnr, used, bits, table = client.predict(
-        handle_file(str(examples / "mnist" / "00.png")), "mnist", api_name="/reconstruct"
     )
-    assert Image.open(recon).size == (252, 252)
-    assert Image.open(cmap).size == (252, 252)
-    codes = np.array(table["data"])
-    assert codes.shape == (7, 7) and used == len(np.unique(codes))
-    assert bits == 245.0 and 0 < psnr < 100
+    assert Image.open(out.reconstruction).size == (252, 252)
+    assert Image.open(out.code_map).size == (252, 252)
+    codes = np.array(out.grid["data"])
+    assert codes.shape == (7, 7) and out.codes_used == len(np.unique(codes))
+    assert out.bits == 245.0 and 0 < out.psnr < 100
 
 
-def test_codebook_and_code(server):
-    client, examples = server
-    table = client.predict(
-        handle_file(str(examples / "cifar10" / "01.png")), "cifar10", api_name="/reconstruct"
-    )[6]
-    plot, summary = client.predict("cifar10", "2-D", table, api_name="/codebook")
-    fig = json.loads(plot["plot"])
-    assert len(fig["data"]) == 2 and "distinct codes" in summary
-    image, details, near = client.predict("cifar10", 3, api_name="/code")
-    assert Image.open(image).size == (256, 256)
-    assert "Code 3" in details and len(near) == 8
+def test_codebook_and_code(live_app):
+    client, examples = live_app.client, live_app.examples
+    table = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "cifar10" / "01.png")), "cifar10", api_name="/reconstruct"
+        )
+    ).grid
+    view = CodebookView(*client.predict("cifar10", "2-D", table, api_name="/codebook"))
+    fig = json.loads(view.figure["plot"])
+    assert len(fig["data"]) == 2 and "distinct codes" in view.summary
+    code = CodeDetails(*client.predict("cifar10", 3, api_name="/code"))
+    assert Image.open(code.image).size == (256, 256)
+    assert "Code 3" in code.details and len(code.neighbours) == 8
 
 
-def test_edit(server):
-    client, _ = server
+def test_edit(live_app):
+    client = live_app.client
     grid = {"headers": [str(j) for j in range(7)], "data": [[5] * 7 for _ in range(7)]}
-    image, cmap, png, npy = client.predict("mnist", grid, api_name="/edit")
-    assert Image.open(png).size == (28, 28)
-    assert (np.load(npy) == 5).all()
+    out = Decoded(*client.predict("mnist", grid, api_name="/edit"))
+    assert Image.open(out.png).size == (28, 28)
+    assert (np.load(out.npy) == 5).all()
 
 
-def test_interpolate(server):
-    client, examples = server
+def test_interpolate(live_app):
+    client, examples = live_app.client, live_app.examples
     a, b = (handle_file(str(examples / "mnist" / f"0{i}.png")) for i in (0, 1))
-    gif, strip = client.predict(a, b, "mnist", 8, 10, "slerp", True, api_name="/interpolate")
-    with Image.open(gif) as im:
+    out = Interpolation(
+        *client.predict(a, b, "mnist", 8, 10, "slerp", True, api_name="/interpolate")
+    )
+    with Image.open(out.gif) as im:
         assert im.format == "GIF" and im.info.get("loop") == 0
 
 
-def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
-    client, examples = server
+def test_bad_inputs_are_errors_and_the_server_survives(live_app, tmp_path):
+    client, examples = live_app.client, live_app.examples
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x89PNG\r\n\x1a\n this is no image")
     grid = {"headers": [str(j) for j in range(7)], "data": [[5] * 7 for _ in range(7)]}
@@ -146,20 +132,21 @@ def test_bad_inputs_are_errors_and_the_server_survives(server, tmp_path):
         if words:
             assert re.search(words, str(err.value)), str(err.value)
     # still up, still right
-    out = client.predict(
-        handle_file(str(examples / "mnist" / "02.png")), "mnist", api_name="/reconstruct"
+    out = Reconstruction(
+        *client.predict(
+            handle_file(str(examples / "mnist" / "02.png")), "mnist", api_name="/reconstruct"
+        )
     )
-    assert np.array(out[6]["data"]).shape == (7, 7)
+    assert np.array(out.grid["data"]).shape == (7, 7)
 
 
-def test_docs_api_examples_run(server):
+def test_docs_api_examples_run(live_app):
     """Every Python block of docs/api.md, run against this server and its example images."""
-    client, examples = server
-    # the blocks from "## Compress" on need a prior: tests/test_app_codec.py runs them
-    assert run_api_doc_blocks(client.src, examples, codec=False) == 4
+    # 4 blocks for the tabs, 2 for the codec panel, 3 for the prior's events
+    assert run_api_doc_blocks(live_app.url, live_app.examples) == 9
 
 
-# -- hardening: what any client can send (issue 11) --------------------------------------------
+# -- hardening: what any client can send ---------------------------------------------------
 
 INTERNALS = re.compile(r"Traceback|[A-Za-z]+Error\b|/(tmp|home|work|usr|srv)/|File \"")
 
@@ -195,9 +182,11 @@ def grid7(value=5):
         ("reconstruct_example", ["mnist"], [1, 2], "Pick one"),
     ],
 )
-def test_private_events_check_their_inputs(live, event, data, index, words):
+def test_private_events_check_their_inputs(live_app, event, data, index, words):
     """Events the page sends are callable by fn_index too, with any event data."""
-    msg = call_event(live.url, fn_index(live.demo, event), data, {"index": index, "value": None})
+    msg = call_event(
+        live_app.url, fn_index(live_app.demo, event), data, {"index": index, "value": None}
+    )
     assert_clear_error(msg, words)
 
 
@@ -218,20 +207,20 @@ def test_private_events_check_their_inputs(live, event, data, index, words):
         ("select_model", [".hidden"], "Unknown model|choices"),
     ],
 )
-def test_numbers_and_values_out_of_range(live, event, data, words):
-    msg = call_event(live.url, fn_index(live.demo, event), data)
+def test_numbers_and_values_out_of_range(live_app, event, data, words):
+    msg = call_event(live_app.url, fn_index(live_app.demo, event), data)
     if words == "ok":
         assert msg["success"] is True, msg
     else:
         assert_clear_error(msg, words)
 
 
-def test_unexpected_errors_are_logged_not_shown(live, monkeypatch, caplog):
+def test_unexpected_errors_are_logged_not_shown(live_app, monkeypatch, caplog):
     def broken(m):
         raise RuntimeError("disk /srv/secret/atlas failed")
 
-    monkeypatch.setattr(live.handlers.models, "atlas", broken)
-    msg = call_event(live.url, fn_index(live.demo, "code"), ["mnist", 3])
+    monkeypatch.setattr(live_app.handlers.models, "atlas", broken)
+    msg = call_event(live_app.url, fn_index(live_app.demo, "code"), ["mnist", 3])
     assert_clear_error(msg, None)
     assert "/srv/secret" not in json.dumps(msg)
     assert "disk /srv/secret/atlas failed" in caplog.text, "the server log keeps the details"
@@ -244,17 +233,17 @@ def sketchpad(demo) -> gr.ImageEditor:
     return next(b for b in demo.blocks.values() if isinstance(b, gr.ImageEditor))
 
 
-def post_blob(live, kind: str, blob: bytes, index="null", blob_id=None) -> httpx.Response:
+def post_blob(live_app, kind: str, blob: bytes, index="null", blob_id=None) -> httpx.Response:
     form = {
         "type": kind,
         "index": str(index),
         "id": blob_id or uuid.uuid4().hex,
-        "component_id": str(sketchpad(live.demo)._id),
+        "component_id": str(sketchpad(live_app.demo)._id),
         "session_hash": uuid.uuid4().hex,
         "fn_name": "accept_blobs",
     }
     return httpx.post(
-        live.url + "gradio_api/component_server",
+        live_app.url + "gradio_api/component_server",
         data=form,
         files={"file": ("blob", blob, "image/png")},
         timeout=30,
@@ -273,48 +262,48 @@ def png(size=(280, 280)) -> bytes:
     return buf.getvalue()
 
 
-def test_drawing_pad_uploads_are_bounded(live):
-    store = sketchpad(live.demo).blob_storage
+def test_drawing_pad_uploads_are_bounded(live_app):
+    store = sketchpad(live_app.demo).blob_storage
     before = rss_mb()
     # one tiny request with a huge layer index once allocated a 50-million-entry list
-    post_blob(live, "layer", b"x", index=50_000_000)
+    post_blob(live_app, "layer", b"x", index=50_000_000)
     assert rss_mb() - before < 100, "the layer index must not allocate memory"
     # blobs under ever new ids are not kept without bound
-    for _ in range(app.PAD_BLOBS + 16):
-        assert post_blob(live, "composite", png((28, 28))).status_code == 200
-    assert len(store) <= app.PAD_BLOBS
+    for _ in range(settings.PAD_BLOBS + 16):
+        assert post_blob(live_app, "composite", png((28, 28))).status_code == 200
+    assert len(store) <= settings.PAD_BLOBS
     assert all(not b.layers and b.background is None for b in store.values())
     # too large: refused, not stored
     n = len(store)
-    assert post_blob(live, "composite", b"\x89PNG" + bytes(2_000_000)).status_code == 413
-    assert post_blob(live, "composite", png((3000, 3000))).status_code == 413
-    assert post_blob(live, "composite", b"no image at all").status_code == 415
+    assert post_blob(live_app, "composite", b"\x89PNG" + bytes(2_000_000)).status_code == 413
+    assert post_blob(live_app, "composite", png((3000, 3000))).status_code == 413
+    assert post_blob(live_app, "composite", b"no image at all").status_code == 415
     assert len(store) <= n
 
 
-def test_drawing_through_the_guarded_pad(live):
+def test_drawing_through_the_guarded_pad(live_app):
     """What the page does: upload the composite, then send the event with its id."""
     canvas = np.zeros((280, 280, 4), np.uint8)
     canvas[60:220, 130:150] = (0, 0, 0, 255)
     buf = io.BytesIO()
     Image.fromarray(canvas, "RGBA").save(buf, "PNG")
     blob_id = uuid.uuid4().hex
-    assert post_blob(live, "composite", buf.getvalue(), blob_id=blob_id).status_code == 200
+    assert post_blob(live_app, "composite", buf.getvalue(), blob_id=blob_id).status_code == 200
     value = {"background": None, "layers": [], "composite": None, "id": blob_id}
-    msg = call_event(live.url, fn_index(live.demo, "reconstruct_drawing"), [value, "mnist"])
+    msg = call_event(live_app.url, fn_index(live_app.demo, "reconstruct_drawing"), [value, "mnist"])
     assert msg["success"] is True, msg
     assert msg["output"]["data"][4] >= 1  # codes used
-    assert blob_id not in sketchpad(live.demo).blob_storage, "consumed by the event"
+    assert blob_id not in sketchpad(live_app.demo).blob_storage, "consumed by the event"
 
 
-def test_load_small(live):
+def test_load_small(live_app):
     """benchmarks/load.py, small: concurrent sessions over every main endpoint, no failures."""
     import os
 
     from benchmarks.load import ENDPOINTS, check_loopback, run_round
 
-    a, b = (str(live.examples / "mnist" / f"0{i}.png") for i in (0, 1))
-    res = run_round(live.url, "mnist", a, b, sessions=3, calls=1, server_pid=os.getpid())
+    a, b = (str(live_app.examples / "mnist" / f"0{i}.png") for i in (0, 1))
+    res = run_round(live_app.url, "mnist", a, b, sessions=3, calls=1, server_pid=os.getpid())
     assert res.failures == []
     assert all(len(res.latencies[ep]) == 3 for ep in ENDPOINTS)
     assert res.rss_mb and res.rss_mb > 0
@@ -323,3 +312,57 @@ def test_load_small(live):
         with pytest.raises(ValueError, match="loopback"):
             check_loopback(url)
     check_loopback("http://[::1]:7860/")
+
+
+# -- main(): arguments, environment, process settings --------------------------------------
+
+
+def test_main_reads_arguments_and_environment_and_owns_its_temp_folder(plain_models, monkeypatch):
+    """``python app.py`` as a Space runs it: the port from $GRADIO_SERVER_PORT, the models
+    from $VQVAE_MODELS_DIR (an argument wins over both), Gradio's cache in a folder of the
+    app's own, torch threads and PIL's pixel limit set before serving."""
+    import PIL.Image
+    import torch
+
+    from vqvae import images
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setenv("VQVAE_MODELS_DIR", str(plain_models.models))
+    monkeypatch.setenv("VQVAE_EXAMPLES_DIR", str(plain_models.examples))
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port()))
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", PIL.Image.MAX_IMAGE_PIXELS)
+    threads = torch.get_num_threads()
+    try:
+        demo = explorer.main([], prevent_thread_lock=True, quiet=True)
+        try:
+            url = f"http://127.0.0.1:{os.environ['GRADIO_SERVER_PORT']}/"
+            assert httpx.get(url + "config", timeout=30).status_code == 200
+            names = Client(url, verbose=False).view_api(return_format="dict")
+            assert "/reconstruct" in names["named_endpoints"]
+            temp = Path(os.environ["GRADIO_TEMP_DIR"])
+            assert temp.name == "gradio" and temp.parent.name.startswith("vqvae-app-")
+            assert Path(demo.GRADIO_CACHE) == temp, "Gradio caches into the app's folder"
+            assert PIL.Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+            assert torch.get_num_threads() == settings.torch_threads()
+        finally:
+            demo.close()
+        # an argument wins over the environment; a folder without models says so
+        port = free_port()
+        demo = explorer.main(
+            ["--port", str(port), "--models-dir", str(plain_models.root / "none")],
+            prevent_thread_lock=True,
+            quiet=True,
+        )
+        try:
+            page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).text
+            assert "No models found" in page
+        finally:
+            demo.close()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_main_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        explorer.main(["--port", "not-a-number"])
+    assert "--port" in capsys.readouterr().err

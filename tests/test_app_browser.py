@@ -8,47 +8,28 @@ import os
 import pytest
 from PIL import Image
 
-import app
-from app_helpers import digits, make_models
-from tools.ports import free_port
+from app_helpers import digits
+from tools import browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}"),
+    pytest.mark.skipif(
+        not os.path.exists(browser.CHROMIUM), reason=f"no Chromium at {browser.CHROMIUM}"
+    ),
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    models, examples = make_models(root)
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
-    port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", handlers, root
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def page(server):
+def page(live_app):
+    """One page of the live app (its mnist model has a prior) in headless Chromium."""
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        chromium = browser.launch(p)
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(20_000)
-        page.goto(server[0])
+        page.goto(live_app.url)
         yield page
-        browser.close()
+        chromium.close()
 
 
 def src(page, selector: str) -> str:
@@ -63,13 +44,12 @@ def wait_src_change(page, selector: str, old: str):
     )
 
 
-def test_reconstruct_tab(page, server):
-    _, h, root = server
+def test_reconstruct_tab(page, live_app, tmp_path):
     page.wait_for_selector("#recon img")  # the first example, reconstructed on page load
     # upload a dark-on-light digit: the app inverts it and shows the same PSNR as a direct call
-    path = root / "upload.png"
+    path = tmp_path / "upload.png"
     Image.fromarray(255 - digits(4)[3]).save(path)
-    expected = h.reconstruct(str(path), "mnist")[3]
+    expected = live_app.handlers.reconstruct.image(str(path), "mnist").psnr
     page.locator("#input-image input[type=file]").set_input_files(str(path))
     page.locator("#recon-btn").click()
     page.wait_for_function(
@@ -99,6 +79,9 @@ def test_codebook_tab(page):
     box.fill("5")
     box.press("Enter")
     page.wait_for_function("() => document.querySelector('#pick-md').innerText.includes('Code 5')")
+    assert "Code 5" in page.locator("#pick-md").inner_text()
+    assert page.locator("#atlas img").count() == 32, "one tile per code"
+    assert "codes" in page.locator("#codebook-summary").inner_text()
 
 
 def test_edit_tab(page):
@@ -114,6 +97,8 @@ def test_edit_tab(page):
     for dx, dy in ((0.45, 0.45), (0.55, 0.45), (0.45, 0.55), (0.55, 0.55)):
         img.click(position={"x": box["width"] * dx, "y": box["height"] * dy})
     wait_src_change(page, "#edit-img img", before)
+    assert src(page, "#edit-img img") != before, "the painted grid is decoded again"
+    assert "bits" in page.locator("#edit-bits").inner_text()
 
 
 def test_interpolate_tab(page):
@@ -126,30 +111,7 @@ def test_interpolate_tab(page):
     assert ".gif" in src(page, "#gif img")
 
 
-@pytest.fixture(scope="module")
-def prior_page(page, tmp_path_factory):
-    """The app with a tiny prior beside the mnist model, in a second page of the browser."""
-    from test_app_prior import add_prior
-
-    root = tmp_path_factory.mktemp("browser-prior")
-    models, examples = make_models(root)
-    add_prior(models / "mnist")
-    demo, handlers = app.build_app(models, examples, cache_dir=root / "cache")
-    port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    second = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        second.set_default_timeout(20_000)
-        second.goto(f"http://127.0.0.1:{port}/")
-        second.wait_for_selector("#recon img")  # the first example, on page load
-        yield second
-    finally:
-        second.close()
-        demo.close()
-
-
-def test_sample_tab_and_resample(prior_page):
-    page = prior_page
+def test_sample_tab_and_resample(page):
     page.get_by_role("tab", name="Sample").click()
     page.wait_for_function(
         "() => document.querySelector('#sample-note').innerText.includes('10 classes')"
@@ -178,3 +140,5 @@ def test_sample_tab_and_resample(prior_page):
     wait_src_change(page, "#edit-img img", before)
     page.locator("#surprise input").check()
     page.wait_for_function("() => document.querySelector('#edit-bits').innerText.includes('bits')")
+    assert "Under the prior" in page.locator("#edit-bits").inner_text()
+    assert src(page, "#edit-img img") != before, "the resampled grid is decoded again"

@@ -8,77 +8,53 @@ import io
 import math
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
-import app
+import explorer
 import vqvae
-from app_helpers import TINY, call_event, fn_index, make_models, run_api_doc_blocks
-from prior_helpers import peaked_prior
-from tools.ports import free_port
+from app_helpers import call_event, fn_index
+from explorer import inputs
+from explorer.tabs.codec import Compressed, Decompressed
+from explorer.tabs.reconstruct import Reconstruction
+from tools import browser
 from vqvae import codec, images
-from vqvae.prior import CodePrior, PriorConfig
-
-
-def add_prior(model_dir: Path, seed: int = 0) -> CodePrior:
-    """A random class-conditional prior (peaked: weights far from the init) for the model
-    in ``model_dir``, saved beside it as the app finds priors."""
-    model = vqvae.load_pretrained(model_dir)
-    config = PriorConfig.for_model(model, num_classes=10, d_model=32, n_layers=2, n_heads=2)
-    prior = peaked_prior(config, seed=seed, std=0.3)
-    prior.save_pretrained(model_dir)
-    return prior
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    """mnist with a prior, cifar10 without, and "other": another 28x28 model with a prior."""
-    root = tmp_path_factory.mktemp("codec")
-    models, examples = make_models(root)
-    add_prior(models / "mnist")
-    torch.manual_seed(5)
-    vqvae.VQVAE(vqvae.preset("mnist", **TINY)).save_pretrained(models / "other")
-    # its codebook.json borrowed, or the app would compute a UMAP (~30 s) on loading it
-    (models / "other" / "codebook.json").write_bytes(
-        (models / "mnist" / "codebook.json").read_bytes()
+def h(prior_models):
+    return explorer.Handlers(
+        prior_models.models, prior_models.examples, prior_models.root / "cache"
     )
-    add_prior(models / "other", seed=1)
-    return SimpleNamespace(root=root, models=models, examples=examples)
 
 
-@pytest.fixture(scope="module")
-def h(dirs):
-    return app.Handlers(dirs.models, dirs.examples, dirs.root / "cache")
-
-
-def digit(dirs, i=0) -> str:
-    return str(dirs.examples / "mnist" / f"{i:02d}.png")
+def digit(prior_models, i=0) -> str:
+    return str(prior_models.examples / "mnist" / f"{i:02d}.png")
 
 
 # -- handlers ----------------------------------------------------------------------------------
 
 
-def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs):
-    r = h.compress(digit(dirs), "mnist", "whole file")
+def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, prior_models):
+    r = h.codec.compress(digit(prior_models), "mnist", "whole file")
     data = Path(r.vqz).read_bytes()
     info = codec.read_header(data)
     m = h.models.get("mnist")
-    x = h._input(m, digit(dirs), announce=False)
-    prior = vqvae.load_prior(dirs.models / "mnist", model=m.model)
+    x = inputs.model_input(m, digit(prior_models), announce=False)
+    prior = vqvae.load_prior(prior_models.models / "mnist", model=m.model)
     codes, labels = codec.decompress_codes(prior, data, model=m.model)
     # the file codes the class under which the codes cost least (or none)
     assert torch.equal(codes, m.model.encode(x))
     assert labels.tolist() == codec.cheapest_labels(prior, codes)
     # sizes side by side: plain bits, the prior's NLL + the class, the file, PNG
     nll = float(prior.nll_bits(codes, labels)[0]) + math.log2(11)
-    cls = "none" if labels[0] < 0 else str(int(labels[0]))
+    cls = prior.config.class_name(int(labels[0]))
     assert f"| codes under the prior, class {cls} (their NLL + the class) |" in r.sizes
     png = io.BytesIO()
     Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
@@ -97,7 +73,7 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs)
         assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r.sizes
         assert np.array_equal(np.asarray(shown), np.asarray(images.enlarge(sm.image, 256)))
     # ... or the payload against their data without headers
-    r2 = h.compress(digit(dirs), "mnist", "without headers")
+    r2 = h.codec.compress(digit(prior_models), "mnist", "without headers")
     assert f"without headers: {info.payload_bytes} bytes" in r2.sizes.replace(
         "payload / entropy-coded data", "without headers"
     )
@@ -106,30 +82,30 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, dirs)
     assert Path(r2.vqz).read_bytes() == data  # the file itself does not depend on the match
 
 
-def test_compress_reads_the_shown_input_back_exactly(h, dirs, tmp_path):
+def test_compress_reads_the_shown_input_back_exactly(h, prior_models, tmp_path):
     """The panel compresses the Input image the tab shows (enlarged 9x): the same file as
     from the original upload, and the decoded image is the reconstruction."""
-    rec = h.reconstruct(digit(dirs, 2), "mnist")
+    rec = h.reconstruct.image(digit(prior_models, 2), "mnist")
     shown = tmp_path / "shown.png"
     rec.original.save(shown)
-    a = Path(h.compress(digit(dirs, 2), "mnist").vqz).read_bytes()
-    b = Path(h.compress(str(shown), "mnist").vqz).read_bytes()
+    a = Path(h.codec.compress(digit(prior_models, 2), "mnist").vqz).read_bytes()
+    b = Path(h.codec.compress(str(shown), "mnist").vqz).read_bytes()
     assert a == b
-    d = h.decompress(h.compress(str(shown), "mnist").vqz, "mnist")
+    d = h.codec.decompress(h.codec.compress(str(shown), "mnist").vqz, "mnist")
     assert np.array_equal(np.asarray(d.image), np.asarray(rec.reconstruction))
-    assert re.search(r"class: (none|\d)\.", d.details) and "7×7 codes" in d.details
+    assert re.search(r"class: (none|[a-z]+)\.", d.details) and "7×7 codes" in d.details
 
 
-def test_a_model_without_a_prior_says_so_and_the_rest_works(h, dirs):
-    r = h.compress(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+def test_a_model_without_a_prior_says_so_and_the_rest_works(h, prior_models):
+    r = h.codec.compress(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
     assert r.vqz is None and "has no prior" in r.sizes
     assert "matched on whole files: 40 bytes" in r.sizes  # the plain 8·8·5 bits
     assert r.jpeg.size == r.webp.size == (256, 256)
-    rec = h.reconstruct(str(dirs.examples / "cifar10" / "00.png"), "cifar10")
+    rec = h.reconstruct.image(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
     assert rec.bits == 320.0
-    mnist_file = h.compress(digit(dirs), "mnist").vqz
+    mnist_file = h.codec.compress(digit(prior_models), "mnist").vqz
     with pytest.raises(gr.Error, match="no prior"):
-        h.decompress(mnist_file, "cifar10")
+        h.codec.decompress(mnist_file, "cifar10")
 
 
 @pytest.mark.parametrize(
@@ -145,84 +121,82 @@ def test_a_model_without_a_prior_says_so_and_the_rest_works(h, dirs):
         (lambda good: b"\xa2" + bytes(70_000), "at most 64 kB"),
     ],
 )
-def test_damaged_garbage_and_oversized_files_are_clear_errors(h, dirs, tmp_path, make, words):
-    good = Path(h.compress(digit(dirs), "mnist").vqz).read_bytes()
+def test_damaged_garbage_and_oversized_files_are_clear_errors(
+    h, prior_models, tmp_path, make, words
+):
+    good = Path(h.codec.compress(digit(prior_models), "mnist").vqz).read_bytes()
     bad = tmp_path / "bad.vqz"
     bad.write_bytes(make(good))
     with pytest.raises(gr.Error, match=words):
-        h.decompress(str(bad), "mnist")
+        h.codec.decompress(str(bad), "mnist")
 
 
-def test_a_file_for_another_model_is_refused_with_its_reason(h, dirs):
-    f = h.compress(digit(dirs), "other").vqz
+def test_a_file_for_another_model_is_refused_with_its_reason(h, prior_models):
+    f = h.codec.compress(digit(prior_models), "other").vqz
     with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:
-        h.decompress(f, "mnist")
+        h.codec.decompress(f, "mnist")
     assert "It decodes with model 'other': choose that one." in str(e.value)
     # garbage belongs to no model: no such hint
     with pytest.raises(gr.Error) as e:
-        h.decompress(digit(dirs), "mnist")
+        h.codec.decompress(digit(prior_models), "mnist")
     assert "decodes with model" not in str(e.value)
-    assert "Decoded" in h.decompress(f, "other").details
+    assert "Decoded" in h.codec.decompress(f, "other").details
 
 
-def test_bad_arguments_are_clear_errors(h, dirs):
+def test_bad_arguments_are_clear_errors(h, prior_models):
     with pytest.raises(gr.Error, match="match must be one of"):
-        h.compress(digit(dirs), "mnist", "half")
+        h.codec.compress(digit(prior_models), "mnist", "half")
     with pytest.raises(gr.Error, match="No image"):
-        h.compress(None, "mnist")
+        h.codec.compress(None, "mnist")
     with pytest.raises(gr.Error, match="No file"):
-        h.decompress(None, "mnist")
+        h.codec.decompress(None, "mnist")
     with pytest.raises(gr.Error, match="Unknown model"):
-        h.decompress(digit(dirs), "nope")
+        h.codec.decompress(digit(prior_models), "nope")
 
 
-def test_a_prior_that_does_not_fit_its_model_counts_as_none(dirs, tmp_path):
+def test_a_prior_that_does_not_fit_its_model_counts_as_none(prior_models, tmp_path):
     import shutil
 
     models = tmp_path / "models"
-    shutil.copytree(dirs.models / "other", models / "other")
+    shutil.copytree(prior_models.models / "other", models / "other")
     for name in ("prior.json", "prior.safetensors"):  # mnist's prior beside "other"
-        shutil.copy(dirs.models / "mnist" / name, models / "other" / name)
-    h = app.Handlers(models, dirs.examples, tmp_path / "cache")
-    r = h.compress(digit(dirs), "other")
+        shutil.copy(prior_models.models / "mnist" / name, models / "other" / name)
+    h = explorer.Handlers(models, prior_models.examples, tmp_path / "cache")
+    r = h.codec.compress(digit(prior_models), "other")
     assert r.vqz is None and "has no prior" in r.sizes
 
 
 # -- through the API ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live(dirs):
-    demo, handlers = app.build_app(dirs.models, dirs.examples, cache_dir=dirs.root / "live")
-    port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        yield SimpleNamespace(url=url, client=Client(url, verbose=False), demo=demo)
-    finally:
-        demo.close()
-
-
-def test_compress_and_decompress_round_trip_through_gradio_client(live, dirs):
-    client = live.client
-    rec = client.predict(handle_file(digit(dirs, 1)), "mnist", api_name="/reconstruct")
-    assert len(rec) == 7  # /reconstruct itself is unchanged: the panel is its own event
-    sizes, vqz, jpeg, webp = client.predict(
-        handle_file(digit(dirs, 1)), "mnist", "without headers", api_name="/compress"
+def test_compress_and_decompress_round_trip_through_gradio_client(live_app, prior_models):
+    client = live_app.client
+    out = client.predict(handle_file(digit(prior_models, 1)), "mnist", api_name="/reconstruct")
+    assert len(out) == 7  # /reconstruct itself is unchanged: the panel is its own event
+    rec = Reconstruction(*out)
+    c = Compressed(
+        *client.predict(
+            handle_file(digit(prior_models, 1)), "mnist", "without headers", api_name="/compress"
+        )
     )
-    assert vqz.endswith(".vqz") and "**.vqz file**" in sizes
-    assert Image.open(jpeg).size == Image.open(webp).size == (252, 252)
-    image, details = client.predict(handle_file(vqz), "mnist", api_name="/decompress")
-    assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(rec[1])))
-    assert f"Decoded a {Path(vqz).stat().st_size}-byte file" in details
+    assert c.vqz.endswith(".vqz") and "**.vqz file**" in c.sizes
+    assert Image.open(c.jpeg).size == Image.open(c.webp).size == (252, 252)
+    d = Decompressed(*client.predict(handle_file(c.vqz), "mnist", api_name="/decompress"))
+    decoded, shown = np.asarray(Image.open(d.image)), np.asarray(Image.open(rec.reconstruction))
+    assert np.array_equal(decoded, shown)
+    assert f"Decoded a {Path(c.vqz).stat().st_size}-byte file" in d.details
     # the shown input (an enlarged PNG) gives the same file
-    again = client.predict(handle_file(rec[0]), "mnist", "whole file", api_name="/compress")[1]
-    assert Path(again).read_bytes() == Path(vqz).read_bytes()
+    again = Compressed(
+        *client.predict(handle_file(rec.original), "mnist", "whole file", api_name="/compress")
+    )
+    assert Path(again.vqz).read_bytes() == Path(c.vqz).read_bytes()
 
 
-def test_api_errors_are_clear(live, dirs, tmp_path):
-    client = live.client
-    vqz = client.predict(handle_file(digit(dirs)), "mnist", api_name="/compress")[1]
+def test_api_errors_are_clear(live_app, prior_models, tmp_path):
+    client = live_app.client
+    vqz = Compressed(
+        *client.predict(handle_file(digit(prior_models)), "mnist", api_name="/compress")
+    ).vqz
     with pytest.raises(AppError, match="another VQ-VAE"):
         client.predict(handle_file(vqz), "other", api_name="/decompress")
     garbage = tmp_path / "garbage.vqz"
@@ -235,10 +209,14 @@ def test_api_errors_are_clear(live, dirs, tmp_path):
         client.predict(handle_file(str(big)), "mnist", api_name="/decompress")
     with pytest.raises(AppError, match="no prior"):
         client.predict(handle_file(vqz), "cifar10", api_name="/decompress")
-    sizes, none, _, _ = client.predict(
-        handle_file(str(dirs.examples / "cifar10" / "01.png")), "cifar10", api_name="/compress"
+    c = Compressed(
+        *client.predict(
+            handle_file(str(prior_models.examples / "cifar10" / "01.png")),
+            "cifar10",
+            api_name="/compress",
+        )
     )
-    assert none is None and "has no prior" in sizes
+    assert c.vqz is None and "has no prior" in c.sizes
 
 
 @pytest.mark.parametrize(
@@ -250,14 +228,9 @@ def test_api_errors_are_clear(live, dirs, tmp_path):
         ("decompress", [None, "mnist"], "No file"),
     ],
 )
-def test_any_request_gets_a_clear_answer(live, api, data, words):
-    msg = call_event(live.url, fn_index(live.demo, api), data)
+def test_any_request_gets_a_clear_answer(live_app, api, data, words):
+    msg = call_event(live_app.url, fn_index(live_app.demo, api), data)
     assert msg["success"] is False and re.search(words, msg["output"]["error"]), msg
-
-
-def test_docs_codec_examples_run(live, dirs):
-    """docs/api.md's Python blocks for /compress and /decompress, against this server."""
-    assert run_api_doc_blocks(live.url, dirs.examples, codec=True) == 2
 
 
 # -- the code map, drawn fast --------------------------------------------------------------------
@@ -303,16 +276,14 @@ def test_code_map_image_looks_as_drawn_label_by_label(h, w, K, size):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Chromium")
-def test_the_panel_follows_each_reconstruction_in_the_browser(live, dirs):
+@pytest.mark.skipif(not Path(browser.CHROMIUM).exists(), reason="no Chromium")
+def test_the_panel_follows_each_reconstruction_in_the_browser(live_app, prior_models):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        chromium = browser.launch(p)
+        page = chromium.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(30_000)
-        page.goto(live.url)
+        page.goto(live_app.url)
 
         def sizes_say(words: str):
             page.wait_for_function(
@@ -332,11 +303,32 @@ def test_the_panel_follows_each_reconstruction_in_the_browser(live, dirs):
             "old => document.querySelector('#codec-sizes').innerText !== old", arg=old
         )
         # decode a .vqz file
-        vqz = live.client.predict(handle_file(digit(dirs, 3)), "mnist", api_name="/compress")[1]
+        out = live_app.client.predict(
+            handle_file(digit(prior_models, 3)), "mnist", api_name="/compress"
+        )
+        vqz = Compressed(*out).vqz
         page.get_by_text("Decode a .vqz file").click()
         page.locator("#vqz-file input[type=file]").set_input_files(vqz)
         page.wait_for_selector("#decoded img")
         page.wait_for_function(
             "() => document.querySelector('#decoded-md').innerText.includes('Decoded a')"
         )
-        browser.close()
+        chromium.close()
+
+
+def test_concurrent_compress_calls_give_the_files_of_calls_one_at_a_time(live_app, prior_models):
+    """The coder pins torch to one thread while it runs; calls that overlap (the queue runs
+    CONCURRENCY at once) must still give the same bytes as calls made one after another."""
+    client = live_app.client
+    paths = [digit(prior_models, i) for i in range(4)]
+
+    def vqz(path) -> bytes:
+        return Path(
+            Compressed(*client.predict(handle_file(path), "mnist", api_name="/compress")).vqz
+        ).read_bytes()
+
+    alone = [vqz(p) for p in paths]
+    jobs = [client.submit(handle_file(p), "mnist", api_name="/compress") for p in paths * 3]
+    together = [Path(Compressed(*job.result(timeout=120)).vqz).read_bytes() for job in jobs]
+    assert together == alone * 3
+    assert len(set(alone)) == 4, "four digits, four files"

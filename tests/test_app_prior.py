@@ -5,7 +5,6 @@ gradio_client against a real server."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,86 +12,62 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import app
+import explorer
 import vqvae
-from app_helpers import make_models
-from prior_helpers import peaked_prior
-from tools.ports import free_port
-from train.export import export_patches
+from app_helpers import CLASS_NAMES
+from explorer import settings
+from explorer.tabs.edit import Edited
+from explorer.tabs.sample import Samples
 from train.export import main as export_main
 from vqvae import images
-from vqvae.prior import CodePrior, PriorConfig
 from vqvae.viz import CODE_PATCHES, load_code_patches
 
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-
-def add_prior(model_dir: Path) -> CodePrior:
-    """A tiny class-conditional prior (random weights, far from the init so that its
-    distributions are peaked and classes matter) saved beside the model in ``model_dir``."""
-    model = vqvae.load_pretrained(model_dir)
-    config = PriorConfig.for_model(
-        model, num_classes=10, class_names=NAMES, d_model=32, n_layers=2, n_heads=2
+@pytest.fixture(scope="module")
+def h(prior_models, tmp_path_factory):
+    return explorer.Handlers(
+        prior_models.models, prior_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
     )
-    prior = peaked_prior(config, seed=1, std=0.5)
-    prior.save_pretrained(model_dir)
-    return prior
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory, mnist_dir):
-    """mnist: a prior and code patches (train.export over the small MNIST sample);
-    cifar10: neither."""
-    models, examples = make_models(tmp_path_factory.mktemp("prior-app"))
-    add_prior(models / "mnist")
-    export_patches(models / "mnist", "mnist", str(mnist_dir))
-    return models, examples
-
-
-@pytest.fixture(scope="module")
-def h(dirs, tmp_path_factory):
-    return app.Handlers(*dirs, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def grid_of(h, name="mnist", i=0) -> np.ndarray:
     m = h.models.get(name)
-    return np.array(h.reconstruct(m.examples[i], name).grid)
+    return np.array(h.reconstruct.image(m.examples[i], name).grid)
 
 
 def pixel(cell, size=7):
     """The centre of code map cell (i, j) in pixels (x, y)."""
-    step = images.code_map_cell_size((size, size), app.DISPLAY)
+    step = images.code_map_cell_size((size, size), settings.DISPLAY)
     return ((cell[1] + 0.5) * step, (cell[0] + 0.5) * step)
 
 
 # ----------------------------------------------------------------------------- sample
 def test_sample_decodes_reproducible_grids(h):
     m = h.models.get("mnist")
-    s = h.sample("mnist", "three", 5, 1.0, 0, 1.0, 7)
+    s = h.sample.draw("mnist", "three", 5, 1.0, 0, 1.0, 7)
     codes = np.array(s.codes)
     assert codes.shape == (5, 7, 7) and codes.min() >= 0 and codes.max() < 32
     assert len(s.gallery) == 5 and "5 samples" in s.note and "three" in s.note
     with torch.inference_mode():
         expect = images.to_uint8(m.model.decode(torch.from_numpy(codes)))
     np.testing.assert_array_equal(np.stack([im for im, _ in s.gallery]), expect)
-    assert (np.array(h.sample("mnist", "three", 5, 1.0, 0, 1.0, 7).codes) == codes).all()
-    assert (np.array(h.sample("mnist", "three", 5, 1.0, 0, 1.0, 8).codes) != codes).any()
+    assert (np.array(h.sample.draw("mnist", "three", 5, 1.0, 0, 1.0, 7).codes) == codes).all()
+    assert (np.array(h.sample.draw("mnist", "three", 5, 1.0, 0, 1.0, 8).codes) != codes).any()
     # the class is passed on: it changes what is drawn from the same seed
-    assert (np.array(h.sample("mnist", "seven", 5, 1.0, 0, 1.0, 7).codes) != codes).any()
+    assert (np.array(h.sample.draw("mnist", "seven", 5, 1.0, 0, 1.0, 7).codes) != codes).any()
 
 
 def test_top_k_one_draws_the_same_grid_every_time(h):
-    codes = np.array(h.sample("mnist", "any", 4, 1.0, 1, 1.0, -1).codes)
+    codes = np.array(h.sample.draw("mnist", "any", 4, 1.0, 1, 1.0, -1).codes)
     assert (codes == codes[0]).all()
 
 
 def test_sample_setup_lists_the_classes(h):
-    s = h.sample_setup("mnist")
-    assert s.label["choices"] == ["any", *NAMES] and s.label["value"] == "any"
+    s = h.sample.setup("mnist")
+    assert s.label["choices"] == ["any", *CLASS_NAMES] and s.label["value"] == "any"
     assert s.top_k["maximum"] == 32 and "10 classes" in s.note
 
 
@@ -115,31 +90,31 @@ def test_sample_setup_lists_the_classes(h):
 def test_sample_bad_inputs(h, kw, words):
     args = dict(label="any", n=4, temperature=1.0, top_k=0, guidance=1.0, seed=0) | kw
     with pytest.raises(gr.Error, match=words):
-        h.sample("mnist", **args)
+        h.sample.draw("mnist", **args)
 
 
 def test_sample_pick_gives_the_grid(h):
-    codes = h.sample("mnist", "any", 3, 1.0, 0, 1.0, 0).codes
-    picked = h.sample_pick("mnist", codes, SimpleNamespace(index=2))
+    codes = h.sample.draw("mnist", "any", 3, 1.0, 0, 1.0, 0).codes
+    picked = h.sample.pick("mnist", codes, SimpleNamespace(index=2))
     assert (np.array(picked) == np.array(codes[2])).all()
     with pytest.raises(gr.Error, match="index of the sample must be between 0 and 2"):
-        h.sample_pick("mnist", codes, SimpleNamespace(index=3))
+        h.sample.pick("mnist", codes, SimpleNamespace(index=3))
     with pytest.raises(gr.Error, match="sample first"):
-        h.sample_pick("mnist", None, SimpleNamespace(index=0))
+        h.sample.pick("mnist", None, SimpleNamespace(index=0))
 
 
 # ----------------------------------------------------------------------------- no prior
 def test_a_model_without_prior_stays_usable(h):
-    s = h.sample_setup("cifar10")
+    s = h.sample.setup("cifar10")
     assert "no prior" in s.note and s.label["choices"] == ["any"]
     with pytest.raises(gr.Error, match="no prior"):
-        h.sample("cifar10", "any", 4, 1.0, 0, 1.0, 0)
+        h.sample.draw("cifar10", "any", 4, 1.0, 0, 1.0, 0)
     grid = grid_of(h, "cifar10")
     with pytest.raises(gr.Error, match="no prior"):
-        h.resample("cifar10", grid, np.ones((8, 8), int), "any", 1.0, 0, 1.0, 0)
-    view = h.code_map_view("cifar10", grid, None, True)
+        h.edit.resample("cifar10", grid, np.ones((8, 8), int), "any", 1.0, 0, 1.0, 0)
+    view = h.edit.code_map_view("cifar10", grid, None, True)
     assert "no prior" in view.bits and view.code_map.size == (256, 256)
-    assert h.edit("cifar10", grid).image is not None  # the rest of the app works
+    assert h.edit.decode("cifar10", grid).image is not None  # the rest of the app works
 
 
 # ----------------------------------------------------------------------------- resample
@@ -147,12 +122,12 @@ def test_resample_keeps_the_unmarked_cells(h):
     grid = grid_of(h)
     marks = np.zeros((7, 7), int)
     marks[4:, 2:] = 1
-    e = h.resample("mnist", grid, marks.tolist(), "two", 1.0, 0, 1.0, 3)
+    e = h.edit.resample("mnist", grid, marks.tolist(), "two", 1.0, 0, 1.0, 3)
     new = np.array(e.grid)
     np.testing.assert_array_equal(new[marks == 0], grid[marks == 0])
     assert (new[marks == 1] != grid[marks == 1]).any()
     assert np.array_equal(np.load(e.npy), new) and Image.open(e.png).size == (28, 28)
-    again = h.resample("mnist", grid, {"data": marks.tolist()}, "two", 1.0, 0, 1.0, 3)
+    again = h.edit.resample("mnist", grid, {"data": marks.tolist()}, "two", 1.0, 0, 1.0, 3)
     np.testing.assert_array_equal(np.array(again.grid), new)  # the seed makes it reproducible
 
 
@@ -169,36 +144,39 @@ def test_resample_keeps_the_unmarked_cells(h):
 def test_resample_bad_marks(h, marks, words):
     m = marks.tolist() if isinstance(marks, np.ndarray) else marks
     with pytest.raises(gr.Error, match=words):
-        h.resample("mnist", grid_of(h), m, "any", 1.0, 0, 1.0, 0)
+        h.edit.resample("mnist", grid_of(h), m, "any", 1.0, 0, 1.0, 0)
 
 
 def test_marks_are_toggled_by_clicks_in_mark_mode(h):
     grid = grid_of(h)
-    marks = np.array(h.toggle_mark("mnist", grid, None, SimpleNamespace(index=pixel((2, 3)))))
+    marks = np.array(h.edit.toggle_mark("mnist", grid, None, SimpleNamespace(index=pixel((2, 3)))))
     assert marks.sum() == 1 and marks[2, 3] == 1
-    view = h.code_map_view("mnist", grid, marks, False)
-    plain = h.code_map_view("mnist", grid, None, False)
+    view = h.edit.code_map_view("mnist", grid, marks, False)
+    plain = h.edit.code_map_view("mnist", grid, None, False)
     diff = np.asarray(view.code_map) != np.asarray(plain.code_map)
-    cell = images.code_map_cell_size((7, 7), app.DISPLAY)
+    cell = images.code_map_cell_size((7, 7), settings.DISPLAY)
     ys, xs = np.nonzero(diff.any(-1))
     assert (ys // cell == 2).all() and (xs // cell == 3).all()  # only the marked cell veiled
-    again = h.toggle_mark("mnist", grid, marks, SimpleNamespace(index=pixel((2, 3))))
+    again = h.edit.toggle_mark("mnist", grid, marks, SimpleNamespace(index=pixel((2, 3))))
     assert np.array(again).sum() == 0
     with pytest.raises(gr.Error, match="outside"):
-        h.toggle_mark("mnist", grid, marks, SimpleNamespace(index=[-5, 3]))
-    assert np.array(h.mark_all("mnist")).sum() == 49 and np.array(h.clear_marks("mnist")).sum() == 0
+        h.edit.toggle_mark("mnist", grid, marks, SimpleNamespace(index=[-5, 3]))
+    assert (
+        np.array(h.edit.mark_all("mnist")).sum() == 49
+        and np.array(h.edit.clear_marks("mnist")).sum() == 0
+    )
 
 
 # ----------------------------------------------------------------------------- surprise
 def test_surprise_is_the_prior_bits(h):
     m = h.models.get("mnist")
     grid = grid_of(h)
-    s = h.surprise("mnist", grid)
+    s = h.edit.surprise("mnist", grid)
     expect = m.prior.code_bits(torch.from_numpy(grid)[None])[0].numpy()
     np.testing.assert_allclose(np.array(s.bits, dtype=float), expect, atol=0.01)
     assert s.total == pytest.approx(float(m.prior.nll_bits(torch.from_numpy(grid)[None])), abs=0.1)
     assert s.plain == 245.0  # 7 * 7 * log2 32
-    view = h.code_map_view("mnist", grid, None, True)
+    view = h.edit.code_map_view("mnist", grid, None, True)
     assert f"{s.total:.1f} bits" in view.bits and "245 bits" in view.bits
     assert np.array_equal(np.asarray(view.code_map), np.asarray(s.image))
     # a more surprising cell is drawn darker
@@ -208,16 +186,16 @@ def test_surprise_is_the_prior_bits(h):
         np.unravel_index(bits.argmax(), bits.shape),
     )
     shade = np.asarray(s.image.convert("L"), dtype=float)
-    cell = images.code_map_cell_size((7, 7), app.DISPLAY)
+    cell = images.code_map_cell_size((7, 7), settings.DISPLAY)
     corner = {c: shade[c[0] * cell + 2, c[1] * cell + 2] for c in (lo, hi)}  # no text there
     assert corner[hi] < corner[lo]
     with pytest.raises(gr.Error, match="7x7"):
-        h.surprise("mnist", np.zeros((3, 3), int))
+        h.edit.surprise("mnist", np.zeros((3, 3), int))
 
 
 # ----------------------------------------------------------------------------- patches
-def test_export_writes_patches_of_where_each_code_was_picked(dirs, mnist_dir):
-    models, _ = dirs
+def test_export_writes_patches_of_where_each_code_was_picked(prior_models, mnist_dir):
+    models = prior_models.models
     path = models / "mnist" / CODE_PATCHES
     assert 0 < path.stat().st_size < 1_000_000
     data = load_code_patches(path, 32)
@@ -241,47 +219,36 @@ def test_export_writes_patches_of_where_each_code_was_picked(dirs, mnist_dir):
     assert load_code_patches(path, 32)["offsets"][-1] == off[-1]
 
 
-def test_code_inspector_shows_the_patches(h, dirs):
-    data = load_code_patches(dirs[0] / "mnist" / CODE_PATCHES, 32)
+def test_code_inspector_shows_the_patches(h, prior_models):
+    data = load_code_patches(prior_models.models / "mnist" / CODE_PATCHES, 32)
     n = np.diff(data["offsets"])
     used, unused = int(n.argmax()), np.flatnonzero(n == 0)
-    shown = h.code_patches("mnist", used)
+    shown = h.codebook.code_patches("mnist", used)
     assert f"{n[used]} training crops" in shown.note
     rows = -(-n[used] // 8)
     assert shown.image.size == ((8 * 14 + 2) * 4, (rows * 14 + 2) * 4)
     if len(unused):
-        assert h.code_patches("mnist", int(unused[0])).image is None
-    none = h.code_patches("cifar10", 0)
+        assert h.codebook.code_patches("mnist", int(unused[0])).image is None
+    none = h.codebook.code_patches("cifar10", 0)
     assert none.image is None and "--patches-only" in none.note
 
 
 # ----------------------------------------------------------------------------- the API
-@pytest.fixture(scope="module")
-def client(dirs, tmp_path_factory):
-    demo, handlers = app.build_app(*dirs, cache_dir=tmp_path_factory.mktemp("api-cache"))
-    port = free_port()
-    app.launch(demo, handlers, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
-
-
-def test_sample_and_resample_through_the_api(client):
-    gallery, codes, note = client.predict("mnist", "four", 6, 1.0, 0, 1.0, 11, api_name="/sample")
-    assert len(gallery) == 6 and Image.open(gallery[0]["image"]).size == (28, 28)
-    codes = np.array(codes)
-    assert codes.shape == (6, 7, 7) and "6 samples" in note
+def test_sample_and_resample_through_the_api(live_app):
+    s = Samples(*live_app.client.predict("mnist", "four", 6, 1.0, 0, 1.0, 11, api_name="/sample"))
+    assert len(s.gallery) == 6 and Image.open(s.gallery[0]["image"]).size == (28, 28)
+    codes = np.array(s.codes)
+    assert codes.shape == (6, 7, 7) and "6 samples" in s.note
     grid = {"headers": [str(j) for j in range(7)], "data": codes[0].tolist()}
     marks = np.zeros((7, 7), int)
     marks[0] = 1
-    table, image, code_map, png, npy = client.predict(
+    e = Edited(*live_app.client.predict(
         "mnist", grid, {"headers": grid["headers"], "data": marks.tolist()}, "any", 1.0,
         api_name="/resample",
-    )  # fmt: skip
-    new = np.array(table["data"])
+    ))  # fmt: skip
+    new = np.array(e.grid["data"])
     np.testing.assert_array_equal(new[1:], codes[0][1:])
-    assert Image.open(png).size == (28, 28) and np.array_equal(np.load(npy), new)
+    assert Image.open(e.png).size == (28, 28) and np.array_equal(np.load(e.npy), new)
 
 
 ONE = {"headers": ["0"], "data": [[1]]}
@@ -306,17 +273,8 @@ def table7(value: int) -> dict:
         ("/resample", ("mnist", table7(3), table7(1), "ten", 1.0), "Unknown class"),
     ],
 )
-def test_api_bad_inputs_are_clear_errors(client, api, args, words):
+def test_api_bad_inputs_are_clear_errors(live_app, api, args, words):
     with pytest.raises(AppError, match=words):
-        client.predict(*args, api_name=api)
-    assert len(client.predict("mnist", "any", 1, 1.0, 0, 1.0, 0, api_name="/sample")[0]) == 1
-
-
-def test_docs_prior_examples_run(client, dirs):
-    """The ``py`` blocks of docs/api.md (its section on the prior), run against this server."""
-    doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    blocks = re.findall(r"```py\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 3
-    for code in blocks:
-        code = code.replace("http://127.0.0.1:7860/", client.src)
-        exec(compile(code, "docs/api.md", "exec"), {})
+        live_app.client.predict(*args, api_name=api)
+    one = Samples(*live_app.client.predict("mnist", "any", 1, 1.0, 0, 1.0, 0, api_name="/sample"))
+    assert len(one.gallery) == 1

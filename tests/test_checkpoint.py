@@ -255,3 +255,18 @@ def test_wider_network_in_config_names_the_mismatching_tensors(trained, tmp_path
     trained.config.replace(hidden_channels=24).to_json(tmp_path / "m" / "config.json")
     with pytest.raises(ValueError, match=r"do not match .*net\.0\.weight is \(8, 1, 4, 4\)"):
         vqvae.load_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("res_layers", 100_000), ("hidden_channels", 10**6), ("in_channels", 1000),
+     ("codebook_size", 2**30), ("embedding_dim", 10**5)],
+)  # fmt: skip
+def test_config_beyond_the_size_bounds_is_refused_by_its_numbers(trained, tmp_path, field, value):
+    trained.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"VQ-VAE config: {field} must be in \[\d+, \d+\]"):
+        vqvae.load_pretrained(tmp_path / "m")
+    assert time.perf_counter() - t0 < 0.5

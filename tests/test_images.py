@@ -1,5 +1,5 @@
 """vqvae.images.load_image and to_model_input: what they make of odd inputs, and the cost bound
-of issue 11 (any accepted input: at most 300 MB extra peak memory and 1.5 s of decoding)."""
+for public uploads (any accepted input: at most 300 MB extra peak memory and 1.5 s of decoding)."""
 
 import ctypes
 import gc

@@ -2,7 +2,10 @@
 reproducible sampling with top-k, temperature and guidance, completion that keeps the kept
 cells, files without pickle, and clear errors for a prior paired with another model."""
 
+import json
 import math
+import resource
+import time
 
 import pytest
 import torch
@@ -302,3 +305,61 @@ def test_float16_file_is_half_the_size_and_loads_as_float32(prior, tmp_path):
         assert torch.allclose(a.float(), b, atol=1e-3, rtol=1e-3), name
     with pytest.raises(ValueError, match="dtype"):
         prior.save_pretrained(tmp_path / "bad", dtype="int8")
+
+
+# ----------------------------------------------------------------------------- crafted prior.json
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("d_model", 192.0, "d_model must be an integer, got 192.0"),
+        ("num_classes", 4e8, "num_classes must be an integer"),
+        ("num_classes", 400_000_000, r"num_classes must be in \[0, 100000\]"),
+        ("d_model", 16384, r"d_model must be in \[1, 8192\]"),
+        ("n_layers", 10_000, r"n_layers must be in \[1, 64\]"),
+        ("height", 0, r"height must be in \[1, 256\]"),
+        ("codebook_size", True, "codebook_size must be an integer"),
+        ("class_names", "abc", "class_names must be a list of strings"),
+        ("class_names", [1, 2, 3], "class_names must be a list of strings"),
+        ("class_names", ["a", "b"], "class_names has 2 names for 3 classes"),
+        ("dropout", "0.1", "dropout must be a finite number"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("vqvae_name", None, "vqvae_name must be a string"),
+        ("format_version", 0, r"format_version must be in \[1, 1\]"),
+    ],
+)
+def test_crafted_prior_config_gives_a_value_error_naming_the_field(
+    prior, tmp_path, field, value, message
+):
+    prior.save_pretrained(tmp_path)
+    path = tmp_path / PRIOR_CONFIG
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=rf"prior.json is not a valid prior config: {message}"):
+        load_prior(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "not json", "[" * 100_000, '{"codebook_size": 16}'])
+def test_prior_json_that_is_no_config_gives_a_value_error(prior, tmp_path, text):
+    prior.save_pretrained(tmp_path)
+    (tmp_path / PRIOR_CONFIG).write_text(text)
+    with pytest.raises(ValueError, match="prior.json is not a valid prior config"):
+        load_prior(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(d_model=4096, n_heads=2),  # 1.2 G parameters: 4.8 GB to build
+        dict(d_model=8192, n_heads=2, n_layers=64, mlp_ratio=16),  # the largest allowed
+        dict(num_classes=100_000, class_names=[]),
+    ],
+)
+def test_prior_config_asking_for_a_huge_model_fails_before_allocating(prior, tmp_path, changes):
+    prior.save_pretrained(tmp_path)
+    path = tmp_path / PRIOR_CONFIG
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"weights in .*prior.safetensors do not match"):
+        load_prior(tmp_path)
+    assert time.perf_counter() - t0 < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 200 * 1024

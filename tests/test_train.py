@@ -734,7 +734,7 @@ def test_a_full_disk_ends_in_one_message_and_leaves_no_temp_file(
         def save_samples(state):
             raise OSError(errno.ENOSPC, "No space left on device", str(run / "samples" / "x"))
 
-        monkeypatch.setattr(train_train, "save_samples", save_samples)
+        monkeypatch.setattr(train_train.RunState, "save_samples", save_samples)
     err = fail_with(
         capsys,
         [

@@ -3,12 +3,14 @@ test NLL, an interrupted run resumes to exactly the weights of an uninterrupted 
 codes are encoded once, export writes the prior and its card section beside the model, and
 bad input is one clear message."""
 
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import vqvae
+from tools.ports import free_port
 from train import prior as train_prior
 from vqvae.data import load_labels, load_uint8
 from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS, load_prior
@@ -164,6 +167,82 @@ def test_ctrl_c_saves_a_checkpoint_to_resume_from(tiny_vqvae, mnist_dir, tmp_pat
     assert load_prior(out).num_classes == 10
 
 
+# Runs the prior's CLI unchanged under torchrun, then dumps the rank's prior and how many
+# splits it encoded: rank 1 writes no files of its own.
+DDP_WORKER = textwrap.dedent("""
+    import os, sys
+    import torch
+    from safetensors.torch import save_file
+    from train import prior as train_prior
+
+    torch.set_num_threads(1)
+    priors, encoded = [], []
+    init = train_prior.CodePrior.__init__
+    def recording_init(self, config):
+        init(self, config)
+        priors.append(self)
+    train_prior.CodePrior.__init__ = recording_init
+    encode = train_prior.encode_split
+    def counting_encode(*args, **kw):
+        encoded.append(1)
+        return encode(*args, **kw)
+    train_prior.encode_split = counting_encode
+    code = 0
+    try:
+        train_prior.main(sys.argv[2:])
+    except SystemExit as e:
+        code = e.code
+    rank = os.environ["RANK"]
+    (prior,) = priors
+    state = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
+    save_file(state, os.path.join(sys.argv[1], f"rank{rank}.safetensors"))
+    with open(os.path.join(sys.argv[1], f"encoded{rank}.txt"), "w") as f:
+        f.write(str(len(encoded)))
+    sys.exit(code)
+""")
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_keeps_ranks_identical(tiny_vqvae, mnist_dir, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    dumps, out = tmp_path / "dumps", tmp_path / "run"
+    dumps.mkdir()
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(worker), str(dumps),
+        *options(tiny_vqvae, mnist_dir, out, steps=12),
+        "--batch-size", "16", "--ckpt-every", "5", "--sample-every", "6",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    # rank 0 encoded the splits into the run's cache; rank 1 read that cache
+    assert [(dumps / f"encoded{r}.txt").read_text() for r in (0, 1)] == ["2", "0"]
+    r0, r1 = load_file(dumps / "rank0.safetensors"), load_file(dumps / "rank1.safetensors")
+    assert r0.keys() == r1.keys()
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    # what rank 0 saved is that same state, and it is a trained prior of the VQ-VAE
+    saved = load_file(out / PRIOR_WEIGHTS)
+    assert saved.keys() == r0.keys() and all(torch.equal(saved[k], r0[k]) for k in r0)
+    assert load_prior(out).num_classes == 10
+
+    # one writer: every step logged once, the untrained and the final evaluation once each
+    assert [r["step"] for r in step_records(out)] == list(range(1, 13))
+    evals = [r for r in records(out) if "eval" in r]
+    assert [(r["step"], bool(r.get("final"))) for r in evals] == [(0, False), (12, True)]
+    assert evals[-1]["eval"]["num_images"] == 128
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 12
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step_000006.png", "step_000012.png"
+    ]  # fmt: skip
+    assert json.loads((out / "train_config.json").read_text())["world_size"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and not summary["interrupted"]
+
+
 def test_export_writes_the_prior_beside_its_model(finished_run, tiny_vqvae, tmp_path):
     root = tmp_path / "pretrained"
     shutil.copytree(tiny_vqvae, root / "tiny")
@@ -211,6 +290,29 @@ def test_bad_options_are_one_clear_message(finished_run, tiny_vqvae, mnist_dir, 
     assert "label-dropout" in error([*options(tiny_vqvae, mnist_dir, tmp_path / "y"),
                                      "--label-dropout", "1.5"])  # fmt: skip
     assert "mnist" in error([*options(tiny_vqvae, tmp_path, tmp_path / "z")])  # no data there
+
+
+def test_every_option_is_a_flag_with_help(tiny_vqvae, mnist_dir, tmp_path):
+    help_text = train_prior.make_parser().format_help()
+    for f in dataclasses.fields(train_prior.PriorTrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+        assert f.metadata["help"], f.name
+    argv = [*options(tiny_vqvae, mnist_dir, tmp_path / "r"), "--grad-clip", "0.5",
+            "--min-lr-ratio", "0.2", "--no-conditional"]  # fmt: skip
+    cfg = train_prior.build_config(train_prior.parse_args(argv))
+    assert (cfg.grad_clip, cfg.min_lr_ratio, cfg.conditional) == (0.5, 0.2, False)
+
+
+def test_resume_refuses_options_it_would_change(finished_run, capsys):
+    before = (finished_run / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit) as e:
+        train_prior.main(["--out", str(finished_run), "--resume", "--d-model", "64"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot change --d-model 64 (the run has 32)" in err and "--steps" in err
+    # the run's own value is no change: the finished run has nothing to do
+    train_prior.main(["--out", str(finished_run), "--resume", "--d-model", "32"])
+    assert (finished_run / "metrics.jsonl").read_text() == before
 
 
 def test_labels_come_in_the_order_of_the_images(mnist_dir, mnist_small, tmp_path):

@@ -17,18 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tools import browser
 from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -50,7 +42,7 @@ def main():
     p.add_argument("--examples-dir", default=str(ROOT / "assets" / "examples"))
     p.add_argument("--model", default=None, help="model to show (default: the first)")
     p.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=browser.CHROMIUM)
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -73,8 +65,10 @@ def main():
     try:
         wait_for(url, proc)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=ARGS)
-            page = browser.new_page(viewport={"width": 1380, "height": 1000}, device_scale_factor=1)
+            chromium = browser.launch(pw, args.chromium)
+            page = chromium.new_page(
+                viewport={"width": 1380, "height": 1000}, device_scale_factor=1
+            )
             page.set_default_timeout(60_000)
             page.goto(url)
             if args.model:
@@ -131,7 +125,7 @@ def main():
                 )
                 page.wait_for_timeout(1500)
                 shot(page, out / "sample.png")
-            browser.close()
+            chromium.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -26,9 +26,10 @@ from vqvae.data import DatasetNotFoundError
 from vqvae.files import write_json_atomic
 from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, code_patches, codebook_info, save_code_patches
 
+from .config import TrainConfig, command_args
 from .evaluate import format_table, metrics_record, split_images, usage_counts
+from .options import fields
 from .runs import RunError, is_run_dir, read_train_config
-from .train import FIELDS, TrainConfig, command_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +86,8 @@ def _recipe_text(tc: dict) -> str:
 def training_command(tc: dict) -> str:
     """The command that rebuilds the run of ``tc`` (a read_train_config dict) exactly: every
     option that differs from its preset and recipe, with the data folder as DATA_DIR."""
-    cfg = TrainConfig(**{k: v for k, v in tc.items() if k in FIELDS})
+    names = fields(TrainConfig)
+    cfg = TrainConfig(**{k: v for k, v in tc.items() if k in names})
     args = command_args(cfg)
     if "--data-dir" in args:
         i = args.index("--data-dir")

@@ -21,38 +21,24 @@ runs/NAME/
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 import vqvae
-from vqvae.data import DATASETS, DatasetNotFoundError, load_labels, load_uint8, spread
-from vqvae.files import atomic_write, write_json_atomic
-from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint, load_prior
+from vqvae.data import DATASETS, load_labels, load_uint8, spread
+from vqvae.files import atomic_write
+from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint
 
-from .runs import (
-    METRICS,
-    TRAIN_CONFIG,
-    RunClock,
-    RunError,
-    read_train_config,
-    save_checkpoint_file,
-    start_or_resume,
-    truncate_metrics,
-)
-from .train import StopFlag, TrainError, hardware, lr_at, resolve_device, setup_distributed
-
-ROOT = Path(__file__).resolve().parent.parent
+from . import loop, options
+from .options import TrainError, option
+from .runs import start_or_resume
 
 # Per-dataset presets. MNIST and Fashion-MNIST (7x7 codes) are sized for a 2-core CPU:
 # about 0.4 s a step there, so 6000 steps fit in under an hour, and 16 samples take about
@@ -80,93 +66,71 @@ PRIOR_PRESETS: dict[str, dict] = {
 
 @dataclass
 class PriorTrainConfig:
-    vqvae: str = "mnist"  # pretrained name or folder of the VQ-VAE whose codes are modelled
-    dataset: str = "mnist"
-    data_dir: str = "data"
-    out: str = "runs/prior-mnist"
-    conditional: bool = True  # class token from the dataset's labels
-    label_dropout: float = 0.1  # labels replaced by the null class: the unconditional prior
+    """Every option of a prior's training run; each field is a ``--flag`` of
+    ``python -m train.prior``."""
+
+    vqvae: str = option("mnist", "pretrained name or folder of the VQ-VAE whose codes are modelled")
+    dataset: str = option("mnist", "training data", choices=DATASETS)
+    data_dir: str = option("data", "dataset root, e.g. ../shared/data", resume=True)
+    out: str = option("runs/prior-mnist", "run folder (default runs/prior-DATASET)", resume=True)
+    conditional: bool = option(True, "class-conditional: a class token from the dataset's labels")
+    label_dropout: float = option(
+        0.1, "labels replaced by the null class with this probability: the unconditional prior"
+    )
     # the transformer
-    d_model: int = 192
-    n_layers: int = 6
-    n_heads: int = 6
-    dropout: float = 0.1
+    d_model: int = option(192, "transformer width")
+    n_layers: int = option(6, "transformer layers")
+    n_heads: int = option(6, "attention heads")
+    dropout: float = option(0.1, "dropout probability")
     # optimisation
-    steps: int = 6_000
-    batch_size: int = 64  # per process
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.1  # cosine decay to lr * this
-    weight_decay: float = 0.05  # on weight matrices only
-    grad_clip: float = 1.0  # 0 = off
-    seed: int = 0
+    steps: int = option(6_000, "training steps", resume=True)
+    batch_size: int = option(64, "code grids per step per process")
+    lr: float = option(1e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = option(200, "linear learning-rate warm-up steps")
+    min_lr_ratio: float = option(0.1, "the cosine decay ends at lr times this")
+    weight_decay: float = option(0.05, "AdamW weight decay, on weight matrices only")
+    grad_clip: float = option(1.0, "clip the gradient norm to this; 0 = off")
+    seed: int = option(0, "seed of the initial weights, data order, label dropout and samples")
     # machinery
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
-    limit_train: int = 0  # use only N training grids, evenly spread (tests, quick looks)
-    limit_test: int = 0
-    log_every: int = 50
-    eval_every: int = 1_000
-    eval_images: int = 2_000  # test grids for the periodic NLL (the final one uses all)
-    ckpt_every: int = 500
-    sample_every: int = 1_000
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", resume=True)
+    amp: bool = option(True, "bf16 autocast on CUDA")
+    limit_train: int = option(0, "use only N training grids, evenly spread (0 = all)")
+    limit_test: int = option(0, "use only N test grids, evenly spread (0 = all)")
+    log_every: int = option(50, "steps between log lines", resume=True)
+    eval_every: int = option(1_000, "steps between test evaluations", resume=True)
+    eval_images: int = option(2_000, "test grids of a periodic evaluation (the final one uses all)")
+    ckpt_every: int = option(500, "steps between checkpoints", resume=True)
+    sample_every: int = option(1_000, "steps between sample grids", resume=True)
 
     @property
-    def total_steps(self) -> int:  # what train.train.lr_at reads
+    def total_steps(self) -> int:  # what the loop reads
         return self.steps
 
 
 # ----------------------------------------------------------------------------- options
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m train.prior",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--vqvae", help="pretrained model name or folder (default mnist)")
-    p.add_argument("--dataset", choices=DATASETS, help="default: the VQ-VAE's name")
+def make_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per PriorTrainConfig field, plus --preset and --resume."""
+    defaults = {
+        **{k: " (default: set by --preset)" for k in _SMALL},
+        "dataset": " (default: the VQ-VAE's name)",
+        "out": "",
+    }
+    p = options.make_parser(PriorTrainConfig, "python -m train.prior", __doc__, defaults)
     p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), help="default: the dataset")
-    p.add_argument("--data-dir", help="dataset root (e.g. ../shared/data); default ./data")
-    p.add_argument("--out", help="run folder (default runs/prior-<dataset>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    bool_flag = argparse.BooleanOptionalAction
-    p.add_argument("--conditional", action=bool_flag, help="class-conditional (default on)")
-    p.add_argument("--label-dropout", type=float)
-    for name in ("d-model", "n-layers", "n-heads"):
-        p.add_argument(f"--{name}", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int, help="code grids per step per process")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--amp", action=bool_flag, help="bf16 autocast on CUDA (default on)")
-    p.add_argument("--limit-train", type=int, help="use only N training images, evenly spread")
-    p.add_argument("--limit-test", type=int, help="use only N test images, evenly spread")
-    for name in ("log-every", "eval-every", "eval-images", "ckpt-every", "sample-every"):
-        p.add_argument(f"--{name}", type=int)
-    return p.parse_args(argv)
+    return p
 
 
-# options a resumed run may change; everything else is the run's own
-RESUMABLE = ("steps", "device", "data_dir", "log_every", "eval_every", "ckpt_every",
-             "sample_every")  # fmt: skip
+def parse_args(argv=None) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> PriorTrainConfig:
-    """Defaults <- preset (by dataset) <- explicit flags."""
-    fields = {f.name for f in dataclasses.fields(PriorTrainConfig)}
+    """Defaults <- preset (by dataset) <- explicit flags; a resumed run's saved options with
+    the flags a resume may change."""
+    given = options.given(PriorTrainConfig, args)
     if args.resume:
         out = Path(args.out or "runs/prior-mnist")
-        saved = read_train_config(out)
-        if saved is None:
-            raise RunError(f"cannot resume: {out} is not a run folder (no {TRAIN_CONFIG})")
-        values = {k: v for k, v in saved.items() if k in fields}
-        values["out"] = str(out)  # the folder resumed, also when it was moved since
-        values.update({k: getattr(args, k) for k in RESUMABLE if getattr(args, k) is not None})
-        return check_config(PriorTrainConfig(**values))
+        return check_config(PriorTrainConfig(**options.resumed(PriorTrainConfig, out, given)))
     name = args.vqvae or "mnist"
     dataset = args.dataset
     if dataset is None:
@@ -178,10 +142,7 @@ def build_config(args: argparse.Namespace) -> PriorTrainConfig:
             )
     preset = args.preset or dataset
     values = dict(vqvae=name, dataset=dataset, out=f"runs/prior-{dataset}", **PRIOR_PRESETS[preset])
-    for k, v in vars(args).items():
-        if k in fields and v is not None:
-            values[k] = v
-    return check_config(PriorTrainConfig(**values))
+    return check_config(PriorTrainConfig(**{**values, **given}))
 
 
 def _model_name(name_or_dir: str) -> str:
@@ -197,9 +158,8 @@ def check_config(cfg: PriorTrainConfig) -> PriorTrainConfig:
         raise TrainError("--steps must be >= 0 and --batch-size >= 1")
     if not 0.0 <= cfg.label_dropout < 1.0:
         raise TrainError(f"--label-dropout must be in [0, 1), got {cfg.label_dropout}")
-    for k in ("log_every", "eval_every", "ckpt_every", "sample_every", "eval_images"):
-        if getattr(cfg, k) < 1:
-            raise TrainError(f"--{k.replace('_', '-')} must be >= 1")
+    options.at_least_one(cfg, ("log_every", "eval_every", "ckpt_every", "sample_every",
+                               "eval_images"))  # fmt: skip
     return cfg
 
 
@@ -280,29 +240,17 @@ def test_nll(prior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int =
     return {"bits_per_image": bits, "bits_unconditional": sums["uncond"] / n, "num_images": n}
 
 
-class CodeBatches:
-    """Real epochs over shuffled code grids, the order a function of (seed, epoch) alone (as
+class CodeBatches(loop.Epochs):
+    """Real epochs over shuffled code grids and their labels (loop.Epochs, as
     train.train.Batches): a resumed run sees exactly the batches it would have seen."""
 
     def __init__(self, codes, labels, batch_size: int, seed: int, rank: int, world: int):
+        super().__init__(len(codes), batch_size, seed, rank, world, codes.device,
+                         "training grids")  # fmt: skip
         self.codes, self.labels = codes, labels
-        self.bs, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.per_epoch = len(codes) // (batch_size * world)
-        if self.per_epoch == 0:
-            raise TrainError(
-                f"{len(codes)} training grids are fewer than one batch of "
-                f"{batch_size * world}; lower --batch-size"
-            )
-        self._epoch, self._perm = -1, None
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, pos = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(len(self.codes), generator=g).to(self.codes.device)
-            self._epoch = epoch
-        start = (pos * self.world + self.rank) * self.bs
-        pick = self._perm[start : start + self.bs]
+        pick = self.indices(step)
         return self.codes[pick], self.labels[pick]
 
 
@@ -326,16 +274,14 @@ def load_vqvae(cfg: PriorTrainConfig, dev: torch.device, ckpt: dict | None):
 def load_codes(cfg: PriorTrainConfig, model, rank: int, world: int) -> dict:
     """``encoded_splits`` cut to --limit-train / --limit-test. Rank 0 encodes (once, into the
     run folder's cache); the other ranks wait for it and read the cache."""
-    out = Path(cfg.out)
-    try:
-        if rank == 0:
-            data = encoded_splits(model, cfg.dataset, cfg.data_dir, out)
-        if world > 1:
-            dist.barrier()
-        if rank != 0:
-            data = encoded_splits(model, cfg.dataset, cfg.data_dir, out, progress=False)
-    except ValueError as e:
-        raise TrainError(str(e)) from e
+
+    def load():
+        try:
+            return encoded_splits(model, cfg.dataset, cfg.data_dir, cfg.out, progress=rank == 0)
+        except ValueError as e:
+            raise TrainError(str(e)) from e
+
+    data = loop.first_on_rank_0(load, rank, world)
     # evenly spread subsets: a split may be sorted by class (CIFAR-10's copy is)
     for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
         pick = spread(len(data[f"{split}_codes"]), limit)
@@ -369,73 +315,84 @@ def build_prior(cfg: PriorTrainConfig, model, class_names: list[str], dev: torch
 
 
 # ----------------------------------------------------------------------------- run state
-@dataclass
-class PriorRunState(RunClock):
-    """What the loop's helpers share: options, the VQ-VAE, the prior and its optimizer, the
-    test codes, where the run is, and its metrics file (rank 0 only)."""
+@dataclass(kw_only=True)
+class PriorRunState(loop.Run):
+    """The loop's state (train.loop.Run) with the VQ-VAE, the prior and the codes."""
 
-    cfg: PriorTrainConfig
+    prog, weights = "train.prior", "prior"
+
     model: vqvae.VQVAE  # decodes the sample grids
     prior: CodePrior
-    opt: torch.optim.Optimizer
-    dev: torch.device
-    rank: int
-    world: int
     fingerprint: str  # of the VQ-VAE's codebook, checked on resume
     test_codes: torch.Tensor  # int64 (N, h, w), on the CPU
     test_labels: torch.Tensor  # int64 (N,)
     baselines: dict  # uniform_bits and unigram_bits of the test codes, in every eval record
+    batches: CodeBatches | None = None
     net: torch.nn.Module | None = None  # what the step calls: the prior, or its DDP wrapper
-    step: int = 0
-    elapsed: float = 0.0  # seconds trained before this process started
-    started: float = field(default_factory=time.time)
-    log: IO | None = None
-    window: tuple[int, float] = (0, 0.0)  # (step, time) of the last log line, for grids/s
 
     @property
     def amp(self) -> bool:  # bf16 autocast
         return self.cfg.amp and self.dev.type == "cuda"
 
+    def take_step(self) -> torch.Tensor:
+        codes, labels = self.batches(self.step)
+        return prior_step(self, codes, labels)
 
-def restore_checkpoint(state: PriorRunState, ckpt: dict) -> None:
-    """Continue where ``ckpt`` (save_checkpoint's) left off: weights, optimizer, step,
-    time and the RNG (dropout, label dropout), so the run goes on bit for bit."""
-    state.prior.load_state_dict(ckpt["prior"])
-    state.opt.load_state_dict(ckpt["optimizer"])
-    state.step, state.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-    torch.set_rng_state(ckpt["rng_cpu"])
-    if state.dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(ckpt["rng_cuda"], state.dev)
-    if state.main:  # a killed run logged past its checkpoint: those lines come again
-        truncate_metrics(state.out, state.step, kmeans_done=True)
+    def log_step(self, loss: torch.Tensor) -> None:
+        """The step's metrics line (reads the loss back from the device)."""
+        value = loop.finite(self, loss.detach().item())
+        record = {
+            "step": self.step,
+            "loss": value,
+            "bits_per_image": value * self.prior.config.seq_len / math.log(2),
+            "lr": self.opt.param_groups[0]["lr"],
+            "grids_per_s": loop.per_second(self, self.cfg.batch_size),
+        }
+        loop.emit(self, record)
+        self.bar.set_postfix(loss=f"{value:.3f}", bits=f"{record['bits_per_image']:.1f}")
+
+    def evaluate(self, final: bool = False) -> dict:
+        """Test NLL (--eval-images test grids evenly spread over the split, or all of them when
+        ``final``) with the baselines."""
+        pick = spread(len(self.test_codes), 0 if final else self.cfg.eval_images)
+        ev = test_nll(self.prior, self.test_codes[pick], self.test_labels[pick])
+        ev = {**ev, "bits_per_code": ev["bits_per_image"] / self.prior.config.seq_len,
+              **self.baselines}  # fmt: skip
+        loop.emit_eval(self, ev, final)
+        if not final:
+            tqdm.write(
+                f"step {self.step}: test {ev['bits_per_image']:.1f} bits/image "
+                f"(unigram {ev['unigram_bits']:.1f}, uniform {ev['uniform_bits']:.0f})"
+            )
+        return ev
+
+    def save_samples(self) -> None:
+        """samples/step_NNNNNN.png: 8 samples per class (a row each) or 64 unconditional ones,
+        decoded; drawn with their own generator, so the training RNG is untouched."""
+        from torchvision.utils import save_image
+
+        prior, num_classes = self.prior, self.prior.config.num_classes
+        g = torch.Generator(self.dev).manual_seed(self.cfg.seed)
+        labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
+        prior.eval()
+        codes = prior.sample(len(labels) if labels is not None else 64, labels, generator=g)
+        prior.train()
+        images = self.model.decode(codes).float().cpu()
+        save_image(images, loop.sample_path(self), nrow=8, pad_value=1.0)
+
+    def checkpoint(self) -> dict:
+        return {"fingerprint": self.fingerprint}  # load_vqvae checks it on resume
+
+    def report(self, summary: dict) -> str:
+        ev = summary["final_eval"]
+        return (
+            f"done: {self.step} steps in {summary['elapsed_s']:.0f} s; test "
+            f"{ev['bits_per_image']:.1f} bits/image (unigram {ev['unigram_bits']:.1f}, "
+            f"uniform {ev['uniform_bits']:.0f}); prior in {self.out}"
+        )
 
 
-def training_module(state: PriorRunState) -> torch.nn.Module:
-    """The prior, wrapped in DistributedDataParallel under torchrun."""
-    if state.world == 1:
-        return state.prior
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    dev = state.dev
-    return DDP(state.prior, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-
-def open_logs(state: PriorRunState, data_source: str) -> None:
-    """Rank 0: the options (train_config.json) and metrics.jsonl."""
-    out = state.out
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    run_info = {"data_source": data_source, "world_size": state.world,
-                "fingerprint": state.fingerprint}  # fmt: skip
-    write_json_atomic(out / TRAIN_CONFIG, {**dataclasses.asdict(state.cfg), **run_info}, indent=2)
-    state.log = open(out / METRICS, "a")
-
-
-def emit(state: PriorRunState, record: dict) -> None:
-    """One line of metrics.jsonl; rank 0 only."""
-    state.write_metrics(record)
-
-
-# ----------------------------------------------------------------------------- the loop's steps
+# ----------------------------------------------------------------------------- one step
 def prior_step(state: PriorRunState, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One optimisation step on code grids ``codes`` int64 (B, h, w) with class ``labels``
     int64 (B,): labels dropped to the null class with probability --label-dropout, forward
@@ -458,103 +415,12 @@ def prior_step(state: PriorRunState, codes: torch.Tensor, labels: torch.Tensor) 
     return loss
 
 
-def log_step(state: PriorRunState, loss: torch.Tensor) -> dict:
-    """The step's metrics line (reads the loss back from the device); a non-finite loss
-    stops the run."""
-    value = loss.detach().item()
-    if not math.isfinite(value):
-        raise TrainError(
-            f"loss became {value} at step {state.step}; the last good checkpoint in "
-            f"{state.out} is kept. Try a lower --lr."
-        )
-    now, (last_step, last_time) = time.time(), state.window
-    grids = (state.step - last_step) * state.cfg.batch_size * state.world
-    record = {
-        "step": state.step,
-        "loss": value,
-        "bits_per_image": value * state.prior.config.seq_len / math.log(2),
-        "lr": state.opt.param_groups[0]["lr"],
-        "grids_per_s": grids / max(now - last_time, 1e-9),
-    }
-    emit(state, record)
-    state.window = (state.step, time.time())
-    return record
-
-
-def evaluate_now(state: PriorRunState, *, final: bool = False) -> dict:
-    """Test NLL (--eval-images test grids evenly spread over the split, or all of them when
-    ``final``) with the baselines, written to metrics.jsonl."""
-    pick = spread(len(state.test_codes), 0 if final else state.cfg.eval_images)
-    ev = test_nll(state.prior, state.test_codes[pick], state.test_labels[pick])
-    ev = {**ev, "bits_per_code": ev["bits_per_image"] / state.prior.config.seq_len,
-          **state.baselines}  # fmt: skip
-    record = {"step": state.step, "eval": ev}
-    emit(state, {**record, "final": True} if final else record)
-    return ev
-
-
-def save_samples(state: PriorRunState) -> None:
-    """samples/step_NNNNNN.png: 8 samples per class (a row each) or 64 unconditional ones,
-    decoded; drawn with their own generator, so the training RNG is untouched."""
-    from torchvision.utils import save_image
-
-    prior, num_classes = state.prior, state.prior.config.num_classes
-    g = torch.Generator(state.dev).manual_seed(state.cfg.seed)
-    labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
-    prior.eval()
-    codes = prior.sample(len(labels) if labels is not None else 64, labels, generator=g)
-    prior.train()
-    images = state.model.decode(codes).float().cpu()
-    path = state.out / "samples" / f"step_{state.step:06d}.png"
-    save_image(images, path, nrow=8, pad_value=1.0)
-
-
-def save_checkpoint(state: PriorRunState) -> None:
-    """checkpoint.pt (everything --resume needs; the one before it is kept as the fallback)
-    and the latest weights (prior.safetensors + prior.json, loadable by vqvae.load_prior)."""
-    # checked on every rank: DDP keeps the weights equal, so all ranks stop together
-    bad = [n for n, p in state.prior.state_dict().items() if not torch.isfinite(p).all()]
-    if bad:
-        raise TrainError(
-            f"weights became NaN/inf at step {state.step} ({bad[0]}); the last good "
-            f"checkpoint in {state.out} is kept. Try a lower --lr."
-        )
-    if not state.main:
-        return
-    dev = state.dev
-    checkpoint = {
-        "prior": {k: v.detach().cpu() for k, v in state.prior.state_dict().items()},
-        "optimizer": state.opt.state_dict(),
-        "step": state.step,
-        "elapsed": state.seconds(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-        "fingerprint": state.fingerprint,
-        "train_config": json.dumps(dataclasses.asdict(state.cfg)),
-    }
-    save_checkpoint_file(checkpoint, state.out)
-    state.prior.save_pretrained(state.out)
-
-
-def stop_agreed(state: PriorRunState, stop) -> bool:
-    """Whether to stop after this step (``stop.requested`` is read once a step). Under DDP
-    every rank must stop at the same step: they agree at log steps only."""
-    requested = stop.requested
-    if state.world == 1:
-        return requested
-    if state.step % state.cfg.log_every:
-        return False
-    flag = torch.tensor([float(requested)], device=state.dev)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 # ----------------------------------------------------------------------------- the run
 def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
     """Train as ``cfg`` says; returns the summary. ``stop`` replaces the Ctrl-C handler
     (an object with ``.requested``, read once a step, and ``.restore()``)."""
-    rank, world, local_rank = setup_distributed()
-    dev = resolve_device(cfg.device, local_rank)
+    rank, world, local_rank = loop.setup_distributed()
+    dev = loop.resolve_device(cfg.device, local_rank)
 
     # resume or start fresh, never overwriting a run by accident
     ckpt, finished = start_or_resume(Path(cfg.out), resume, cfg.steps, announce=rank == 0)
@@ -572,249 +438,35 @@ def run(cfg: PriorTrainConfig, resume: bool = False, stop=None) -> dict:
         "unigram_bits": unigram_bits(test_codes, prior.config.codebook_size),
     }
     state = PriorRunState(
-        cfg=cfg, model=model, prior=prior, opt=opt, dev=dev, rank=rank, world=world,
+        cfg=cfg, opt=opt, dev=dev, rank=rank, world=world, model=model, prior=prior,
         fingerprint=fingerprint, test_codes=test_codes, test_labels=data["test_labels"],
         baselines=baselines,
     )  # fmt: skip
     if ckpt is not None:
-        restore_checkpoint(state, ckpt)
-    state.net = training_module(state)
-    batches = CodeBatches(train_codes, train_labels, cfg.batch_size, cfg.seed, rank, world)
+        loop.restore(state, ckpt)
+    state.net = loop.ddp(prior, dev) if world > 1 else prior
+    state.batches = CodeBatches(train_codes, train_labels, cfg.batch_size, cfg.seed, rank, world)
     if state.main:
-        open_logs(state, data["data_source"])
+        info = {"data_source": data["data_source"], "world_size": world, "fingerprint": fingerprint}
+        loop.open_logs(state, info)
 
-    from tqdm.auto import tqdm
-
-    stop = stop or StopFlag()
-    state.started = time.time()
-    bar = tqdm(total=cfg.steps, initial=state.step, disable=not state.main, dynamic_ncols=True,
-               desc="prior")  # fmt: skip
-    state.window = (state.step, time.time())
     prior.train()
-    try:
-        if state.main and state.step == 0 and not resume:
-            evaluate_now(state)
-        while state.step < cfg.steps:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, state.step)
-            codes, labels = batches(state.step)
-            loss = prior_step(state, codes, labels)
-            state.step += 1
-            step = state.step
-            bar.update(1)
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                rec = log_step(state, loss)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", bits=f"{rec['bits_per_image']:.1f}")
-            if state.main and step % cfg.eval_every == 0 and step < cfg.steps:
-                ev = evaluate_now(state)
-                bar.write(
-                    f"step {step}: test {ev['bits_per_image']:.1f} bits/image "
-                    f"(unigram {ev['unigram_bits']:.1f}, uniform {ev['uniform_bits']:.0f})"
-                )
-            if state.main and step % cfg.sample_every == 0 and step < cfg.steps:
-                save_samples(state)
-            stopping = stop_agreed(state, stop)
-            if step % cfg.ckpt_every == 0 or stopping:
-                save_checkpoint(state)
-            if stopping:
-                break
-    finally:
-        bar.close()
-        stop.restore()
-    return finish(state, data["data_source"])
-
-
-def finish(state: PriorRunState, data_source: str) -> dict:
-    """The last checkpoint, samples and full test evaluation of a completed run; the summary
-    (also of an interrupted one)."""
-    cfg, out = state.cfg, state.out
-    interrupted = state.step < cfg.steps
-    final_eval = None
-    if not interrupted:
-        save_checkpoint(state)
-        if state.main:
-            save_samples(state)
-            final_eval = evaluate_now(state, final=True)
-    summary = {
-        "step": state.step,
-        "total_steps": cfg.steps,
-        "interrupted": interrupted,
-        "elapsed_s": round(state.seconds(), 1),
-        "device": str(state.dev),
-        "hardware": hardware(state.dev),
-        "world_size": state.world,
-        "data_source": data_source,
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in state.prior.parameters()),
-        "final_eval": final_eval,
-    }
-    if state.main:
-        write_json_atomic(out / "summary.json", summary, indent=2)
-        state.log.close()
-        if interrupted:
-            print(
-                f"stopped at step {state.step}; checkpoint saved. Continue with: "
-                f"python -m train.prior --out {out} --resume",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"done: {state.step} steps in {summary['elapsed_s']:.0f} s; test "
-                f"{final_eval['bits_per_image']:.1f} bits/image (unigram "
-                f"{final_eval['unigram_bits']:.1f}, uniform {final_eval['uniform_bits']:.0f}); "
-                f"prior in {out}"
-            )
-    if state.world > 1:
-        dist.barrier()
-    return summary
-
-
-# ----------------------------------------------------------------------------- export
-CARD_START, CARD_END = "<!-- prior -->", "<!-- /prior -->"
-CARD = """{start}
-## Prior
-
-A {kind} autoregressive transformer over the {h}x{w} codes ({layers} layers, width
-{d_model}, {params:.2f} M parameters), trained with `python -m train.prior` for {steps} steps
-({time}, {hardware}). Load it with
-
-```python
-prior = vqvae.load_prior("{name}")
-codes = prior.sample(16{label_arg}, temperature=1.0)  # (16, {h}, {w}) int64
-images = model.decode(codes)
-```
-
-| test split ({num_images} images, {data_source}) | bits per image |
-|---|---|
-| under the prior{cond_note} | **{bits:.1f}** ({per_code:.2f} per code) |
-{uncond_row}| unigram (entropy of code usage, ignores context) | {unigram:.1f} |
-| uniform (h*w*log2 K) | {uniform:.0f} |
-{end}"""
-
-
-def export(
-    run_dir: Path,
-    name: str,
-    out_root: Path = ROOT / "pretrained",
-    data_dir: str | None = None,
-    dtype: str = "float32",
-) -> Path:
-    """Write the run's prior into ``out_root/name`` (which holds its VQ-VAE): prior.safetensors,
-    prior.json, prior_metrics.json (test NLL over the whole split) and a section of the model
-    card README.md (replaced on a second export)."""
-    run_dir = Path(run_dir)
-    tc = read_train_config(run_dir)
-    if tc is None:
-        raise RunError(f"{run_dir} is not a prior training run (no {TRAIN_CONFIG})")
-    folder = Path(out_root) / name
-    model = vqvae.load_pretrained(folder)
-    prior = load_prior(run_dir, model=model)  # a prior for another model: a clear ValueError
-    data = encoded_splits(model, tc["dataset"], data_dir or tc["data_dir"], run_dir)
-    prior.save_pretrained(folder, dtype=dtype)
-    prior = load_prior(folder, model=model)  # the figures are those of the file as written
-    ev = test_nll(prior, data["test_codes"], data["test_labels"])
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    c = prior.config
-    metrics = {
-        "model": name,
-        "dataset": tc["dataset"],
-        "split": "test",
-        "data_source": data["data_source"],
-        **ev,
-        "bits_per_code": ev["bits_per_image"] / c.seq_len,
-        "uniform_bits": c.uniform_bits,
-        "unigram_bits": unigram_bits(data["test_codes"], c.codebook_size),
-        "num_classes": c.num_classes,
-        "parameters": sum(p.numel() for p in prior.parameters()),
-        "steps": summary.get("step"),
-        "elapsed_s": summary.get("elapsed_s"),
-        "hardware": summary.get("hardware"),
-    }
-    metrics["ratio_to_unigram"] = metrics["bits_per_image"] / metrics["unigram_bits"]
-    metrics["weights_dtype"] = dtype
-    write_json_atomic(folder / "prior_metrics.json", metrics, indent=2)
-    secs = metrics["elapsed_s"]
-    section = CARD.format(
-        start=CARD_START,
-        end=CARD_END,
-        kind="class-conditional" if c.num_classes else "unconditional",
-        h=c.height,
-        w=c.width,
-        layers=c.n_layers,
-        d_model=c.d_model,
-        params=metrics["parameters"] / 1e6,
-        steps=metrics["steps"] or "?",
-        time=f"{secs / 60:.0f} min" if secs else "time not recorded",
-        hardware=metrics["hardware"] or "hardware not recorded",
-        name=name,
-        label_arg=", labels=0" if c.num_classes else "",
-        num_images=ev["num_images"],
-        data_source=data["data_source"],
-        cond_note=", given the class" if c.num_classes else "",
-        bits=ev["bits_per_image"],
-        per_code=metrics["bits_per_code"],
-        uncond_row=f"| under the prior, without the class | {ev['bits_unconditional']:.1f} |\n"
-        if c.num_classes
-        else "",
-        unigram=metrics["unigram_bits"],
-        uniform=c.uniform_bits,
-    )
-    card = folder / "README.md"
-    text = card.read_text() if card.is_file() else ""
-    if CARD_START in text and CARD_END in text:
-        head, rest = text.split(CARD_START, 1)
-        text = head + section + rest.split(CARD_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    with atomic_write(card, "w") as f:
-        f.write(text)
-    print(
-        f"wrote the prior into {folder}: {ev['bits_per_image']:.1f} bits/image on the test "
-        f"split (unigram {metrics['unigram_bits']:.1f}, uniform {c.uniform_bits:.0f})"
-    )
-    return folder
-
-
-def export_main(argv) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m train.prior export",
-        description="Write a trained prior into pretrained/NAME/ beside its VQ-VAE.",
-    )
-    p.add_argument("run", help="prior training run folder")
-    p.add_argument("--name", required=True, help="the model's folder name under --out-root")
-    p.add_argument("--out-root", default=str(ROOT / "pretrained"))
-    p.add_argument("--data-dir", help="dataset root (default: the run's; used if not cached)")
-    p.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "float16"),
-        help="float16 halves the weights file; the figures are measured on the file as written",
-    )
-    a = p.parse_args(argv)
-    try:
-        export(Path(a.run), a.name, Path(a.out_root), a.data_dir, dtype=a.dtype)
-    except (RunError, FileNotFoundError, ValueError, TrainError, DatasetNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if state.main and state.step == 0 and not resume:
+        state.evaluate()  # the untrained prior: where the test NLL starts
+    loop.train_loop(state, stop, desc="prior")
+    parameters = sum(p.numel() for p in prior.parameters())
+    return loop.finish(state, data["data_source"], parameters=parameters)
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
+        from .prior_export import export_main
+
         return export_main(argv[1:])
     args = parse_args(argv)
-    try:
-        summary = run(build_config(args), resume=args.resume)
-    except (TrainError, RunError, DatasetNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if summary["interrupted"]:
-        sys.exit(130)
+    out = args.out or f"runs/prior-{args.dataset or 'mnist'}"
+    loop.cli("train.prior", out, lambda: run(build_config(args), resume=args.resume))
 
 
 if __name__ == "__main__":

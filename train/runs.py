@@ -15,39 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from vqvae.files import atomic_write
-
-
-class RunClock:
-    """What train.train's RunState and train.prior's PriorRunState share (a mixin for a
-    dataclass with ``cfg`` (its ``out``), ``rank``, ``elapsed``, ``started`` and ``log``, the
-    open metrics.jsonl or None)."""
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-    def seconds(self) -> float:
-        """Training time so far, over every process that worked on this run."""
-        return self.elapsed + time.time() - self.started
-
-    def write_metrics(self, record: dict) -> None:
-        """One line of metrics.jsonl, stamped with elapsed_s (if it has none); rank 0 only
-        (the other ranks have no log)."""
-        record.setdefault("elapsed_s", round(self.seconds(), 2))
-        if self.log is not None:
-            self.log.write(json.dumps(record) + "\n")
-            self.log.flush()
-
 
 CHECKPOINT = "checkpoint.pt"
 PREV_CHECKPOINT = "checkpoint.prev.pt"

@@ -5,11 +5,13 @@ prior over the codes.
 >>> model = vqvae.VQVAE(vqvae.preset("mnist"))
 >>> codes = model.encode(torch.rand(2, 1, 28, 28))       # (2, 7, 7) int64
 >>> images = model.decode(codes)                          # (2, 1, 28, 28) in [0, 1]
+>>> model = vqvae.VQVAE.from_pretrained("mnist")          # or a folder, or "org/name" on the Hub
 """
 
-from .checkpoint import resolve_pretrained
+from . import hub
 from .codec import compress, decompress
 from .config import PRESETS, VQVAEConfig, preset
+from .hub import resolve_pretrained
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
 from .model import VQVAE, VQVAEOutput, load_pretrained, save_pretrained
@@ -30,6 +32,7 @@ __all__ = [
     "load_pretrained",
     "save_pretrained",
     "resolve_pretrained",
+    "hub",
     "psnr",
     "ssim",
     "CodebookUsage",

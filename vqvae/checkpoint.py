@@ -1,10 +1,11 @@
-"""The files of a saved model: ``model.safetensors`` beside ``config.json``, written
-atomically, read without unpickling. File I/O only: the model logic is
-``VQVAE.from_pretrained`` / ``VQVAE.save_pretrained`` (``vqvae/model.py``)."""
+"""The files of a saved model: weights (``model.safetensors``, ``prior.safetensors``) beside
+their JSON config, written atomically, read without unpickling; and where the shipped models
+are. File I/O only: loading and saving a model is :class:`vqvae.base.PretrainedMixin`, finding
+a folder for a name or a Hub repo id is :func:`vqvae.hub.resolve`."""
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import torch
@@ -16,8 +17,18 @@ from .files import atomic_write
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
-# The repository's shipped models; a bare name resolves here (then under ./pretrained).
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+def _shipped_dir() -> Path:
+    """The shipped models: ``vqvae/pretrained/`` inside an installed wheel (pyproject maps the
+    repository's ``pretrained/`` there as package data), else ``pretrained/`` beside the
+    package, as in a checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    installed = package / "pretrained"
+    return installed if installed.is_dir() else package.parent / "pretrained"
+
+
+# The shipped models; a bare name resolves here (then under ./pretrained), see vqvae.hub.
+PRETRAINED_DIR = _shipped_dir()
 
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -30,18 +41,24 @@ def check_weights_dtype(dtype: str) -> torch.dtype:
 
 
 def write_pretrained(
-    directory, tensors: dict[str, torch.Tensor], config_json: str, dtype: str = "float32"
+    directory,
+    tensors: dict[str, torch.Tensor],
+    config_json: str,
+    dtype: str = "float32",
+    *,
+    weights_name: str = WEIGHTS_NAME,
+    config_name: str = CONFIG_NAME,
 ) -> None:
-    """Write ``tensors`` (CPU, contiguous) to ``directory/model.safetensors`` and the text
-    ``config_json`` to ``directory/config.json``, each through a temporary file and a rename,
+    """Write ``tensors`` (CPU, contiguous) to ``directory/weights_name`` and the text
+    ``config_json`` to ``directory/config_name``, each through a temporary file and a rename,
     so a crash leaves the old file or the new one, never half a file. ``dtype`` is recorded
     in the weights' metadata."""
     check_weights_dtype(dtype)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    with atomic_write(d / WEIGHTS_NAME) as f:
+    with atomic_write(d / weights_name) as f:
         f.write(save(tensors, metadata={"format": "pt", "dtype": dtype}))
-    with atomic_write(d / CONFIG_NAME, "w") as f:
+    with atomic_write(d / config_name, "w") as f:
         f.write(config_json.rstrip("\n") + "\n")
 
 
@@ -64,16 +81,16 @@ def read_weights(path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
 
 
-def resolve_pretrained(name_or_dir) -> Path:
-    """The folder a model name or path refers to; raises FileNotFoundError with the options."""
-    p = Path(name_or_dir)
-    candidates = [p] if (p.is_absolute() or os.sep in str(name_or_dir) or p.exists()) else []
-    candidates += [PRETRAINED_DIR / str(name_or_dir), Path.cwd() / "pretrained" / str(name_or_dir)]
-    for c in candidates:
-        if (c / WEIGHTS_NAME).is_file() and (c / CONFIG_NAME).is_file():
-            return c
-    available = sorted(x.name for x in PRETRAINED_DIR.glob("*") if (x / WEIGHTS_NAME).is_file())
-    raise FileNotFoundError(
-        f"no model at {name_or_dir!r}: expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME}, "
-        f"or the name of one in {PRETRAINED_DIR} (available: {', '.join(available) or 'none'})"
-    )
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; a bigger file is not one
+
+
+def read_config_json(path):
+    """The JSON value in a config file, read without trusting it: ValueError for a file over
+    :data:`MAX_CONFIG_BYTES`, text that is not JSON, or nesting too deep to parse."""
+    path = Path(path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path} is over {MAX_CONFIG_BYTES} bytes: not a config file")
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, deep nesting
+        raise ValueError(f"{path} is not a JSON file: {e}") from e

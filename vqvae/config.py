@@ -1,19 +1,72 @@
-"""Model configuration: a plain dataclass that round-trips through JSON, plus presets."""
+"""Model configurations: plain dataclasses that round-trip through JSON and check every field
+(:class:`VQVAEConfig` and its presets, :class:`PriorConfig` for :class:`vqvae.CodePrior`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from .files import atomic_write
 from .metrics import bits_per_image
 
 # Version of the config.json layout; a file without one is version 1.
 FORMAT_VERSION = 1
+
+
+def check_field_types(config) -> None:
+    """Check every field of the dataclass ``config`` against its annotation (``int``,
+    ``float``, ``bool``, ``str`` or ``list[str]``), as a crafted JSON file may hold anything:
+    ValueError naming the first bad field. Integers stored as integral floats or booleans
+    are refused (``512.0`` and ``true`` are not sizes); numbers are normalised to Python
+    ``int`` and ``float``."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if f.type == "int":
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{f.name} must be an integer, got {v!r} ({type(v).__name__})")
+            setattr(config, f.name, int(v))
+        elif f.type == "float":
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v!r}")
+            setattr(config, f.name, float(v))
+        elif f.type == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be true or false, got {v!r}")
+        elif f.type == "str":
+            if not isinstance(v, str):
+                raise ValueError(f"{f.name} must be a string, got {v!r}")
+        elif f.type == "list[str]":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"{f.name} must be a list of strings, got {v!r}"[:200])
+        else:  # a field type this check does not know: a programming error, not bad input
+            raise TypeError(f"{type(config).__name__}.{f.name}: unchecked type {f.type!r}")
+
+
+def check_keys(cls, d, what: str, extra: tuple[str, ...] = ()) -> dict:
+    """``d`` if it is a dict whose keys are all fields of the dataclass ``cls`` (or in
+    ``extra``); ValueError naming the unknown keys otherwise (``what``: "config", ...)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a {what} must be a JSON object, got {type(d).__name__}")
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)} - set(extra)
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {sorted(map(str, unknown))[:20]}")
+    return d
+
+
+def check_bounds(config, bounds: dict[str, tuple[float, float]]) -> None:
+    """ValueError naming the first field of ``config`` outside its inclusive ``(low, high)``
+    range in ``bounds``."""
+    for name, (low, high) in bounds.items():
+        v = getattr(config, name)
+        if not low <= v <= high:
+            raise ValueError(f"{name} must be in [{low}, {high}], got {v}")
 
 
 @dataclass
@@ -47,20 +100,7 @@ class VQVAEConfig:
     def __post_init__(self) -> None:
         # Types first: a crafted config.json (512.0, true, "8") must fail here with a clear
         # message, not deep inside torch with a TypeError or RuntimeError.
-        for name in _INT_FIELDS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise ValueError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
-            setattr(self, name, int(v))
-        for name in _FLOAT_FIELDS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            setattr(self, name, float(v))
-        if not isinstance(self.use_ema, bool):
-            raise ValueError(f"use_ema must be true or false, got {self.use_ema!r}")
-        if not isinstance(self.name, str):
-            raise ValueError(f"name must be a string, got {self.name!r}")
+        check_field_types(self)
         # then ranges
         for name in ("in_channels", "image_size", "hidden_channels", "res_channels"):
             if getattr(self, name) < 1:
@@ -92,6 +132,7 @@ class VQVAEConfig:
             raise ValueError(f"ema_eps must be > 0, got {self.ema_eps}")
         if self.dead_code_threshold < 0:
             raise ValueError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
+        check_bounds(self, _VQVAE_BOUNDS)
 
     @property
     def latent_size(self) -> int:
@@ -113,9 +154,7 @@ class VQVAEConfig:
         """A config from a dict of fields, as ``config.json`` holds it. ``format_version`` may
         be present: missing means 1 (files written before it existed); any other version
         than :data:`FORMAT_VERSION` raises ValueError."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
-        d = dict(d)
+        d = dict(check_keys(cls, d, "config", extra=("format_version",)))
         version = d.pop("format_version", 1)
         if isinstance(version, bool) or not isinstance(version, int):
             raise ValueError(f"format_version must be an integer, got {version!r}")
@@ -124,10 +163,6 @@ class VQVAEConfig:
                 f"format_version {version} is not supported: this vqvae reads format_version "
                 f"{FORMAT_VERSION}" + (" (written by a newer vqvae?)" if version > 1 else "")
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(**d)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -154,11 +189,142 @@ class VQVAEConfig:
         return dataclasses.replace(self, **changes)
 
 
-_INT_FIELDS = (
-    "in_channels", "image_size", "hidden_channels", "res_layers", "res_channels", "downsample",
-    "embedding_dim", "codebook_size", "dead_code_threshold",
-)  # fmt: skip
-_FLOAT_FIELDS = ("beta", "ema_decay", "ema_eps")
+# The largest sizes a VQ-VAE may have: far beyond any real one (the presets: hidden 256,
+# K 512), small enough that a crafted config.json is refused by its numbers, and its
+# shapes (built on the meta device) are compared with the weights in a fraction of a second.
+_VQVAE_BOUNDS = {
+    "in_channels": (1, 64),
+    "image_size": (1, 65536),
+    "hidden_channels": (1, 8192),
+    "res_layers": (0, 64),
+    "res_channels": (1, 8192),
+    "embedding_dim": (1, 8192),
+    "codebook_size": (2, 2**24),
+    "dead_code_threshold": (0, 2**40),
+}
+
+# Version of the prior.json layout (a field of the file).
+PRIOR_FORMAT_VERSION = 1
+MAX_NAME = 200  # characters of a class or model name
+# The sizes a prior may have (inclusive): generous for real priors (the shipped ones are
+# K 512, 8x8, d_model 192), and they refuse a crafted prior.json by its numbers alone.
+_PRIOR_BOUNDS = {
+    "codebook_size": (2, 2**24),
+    "height": (1, 256),
+    "width": (1, 256),
+    "num_classes": (0, 100_000),
+    "d_model": (1, 8192),
+    "n_layers": (1, 64),
+    "n_heads": (1, 8192),
+    "mlp_ratio": (1, 16),
+    "format_version": (1, PRIOR_FORMAT_VERSION),
+}
+
+
+def codebook_fingerprint(model) -> str:
+    """A short hex digest of a VQ-VAE's codebook (its float32 bytes): the identity a prior
+    is checked against. Equal codebooks give equal fingerprints on every machine."""
+    cb = model.codebook.detach().to("cpu", torch.float32).contiguous()
+    return hashlib.sha256(cb.numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class PriorConfig:
+    """Everything needed to rebuild a :class:`vqvae.CodePrior`, and the VQ-VAE it belongs to."""
+
+    # the VQ-VAE's codes
+    codebook_size: int  # K
+    height: int  # h: rows of the code grid
+    width: int  # w
+    vqvae_fingerprint: str = ""  # codebook_fingerprint(model); "" = not tied to a model
+    vqvae_name: str = ""  # for messages only
+    # conditioning: 0 = unconditional
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)  # empty or num_classes names
+    # the transformer
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    format_version: int = PRIOR_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        # Types, then sizes: a crafted prior.json must fail here with a ValueError naming the
+        # field, before anything is built from it.
+        check_field_types(self)
+        if self.format_version > PRIOR_FORMAT_VERSION:
+            raise ValueError(
+                f"prior format version {self.format_version} is newer than this library "
+                f"reads ({PRIOR_FORMAT_VERSION}); update vqvae"
+            )
+        check_bounds(self, _PRIOR_BOUNDS)
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+        if any(len(n) > MAX_NAME for n in self.class_names):
+            raise ValueError(f"class_names must be at most {MAX_NAME} characters each")
+        if len(self.vqvae_name) > MAX_NAME or len(self.vqvae_fingerprint) > 64:
+            raise ValueError(
+                f"vqvae_name must be at most {MAX_NAME} characters and vqvae_fingerprint 64"
+            )
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def for_model(cls, model, **kw) -> PriorConfig:
+        """A config for priors over ``model``'s codes (K, h, w and fingerprint filled in)."""
+        c = model.config
+        return cls(
+            codebook_size=c.codebook_size,
+            height=c.latent_size,
+            width=c.latent_size,
+            vqvae_fingerprint=codebook_fingerprint(model),
+            vqvae_name=c.name,
+            **kw,
+        )
+
+    @property
+    def seq_len(self) -> int:
+        """Codes per grid: h * w."""
+        return self.height * self.width
+
+    @property
+    def uniform_bits(self) -> float:
+        """Bits of a grid without a prior: h * w * log2(K)."""
+        return self.seq_len * math.log2(self.codebook_size)
+
+    def class_name(self, label: int) -> str:
+        """How to show class index ``label``: its name (or index if the classes have no
+        names), "none" for -1."""
+        if label < 0:
+            return "none"
+        return self.class_names[label] if self.class_names else str(label)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PriorConfig:
+        """A config from a dict of fields, as ``prior.json`` holds it; ValueError for a
+        missing, unknown or bad field."""
+        d = check_keys(cls, d, "prior config")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]  # fmt: skip
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"missing prior config keys: {missing}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PriorConfig:
+        return cls.from_dict(json.loads(text))
 
 
 # Presets: small overrides of the defaults. The project's recipe (EMA + restarts) is on here,

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint
+from .base import PretrainedMixin
 from .config import VQVAEConfig
 from .quantizer import Quantizer, VectorQuantizer
 
@@ -107,13 +108,24 @@ class VQVAEOutput:
     codes_used: torch.Tensor
 
 
-class VQVAE(nn.Module):
+class VQVAE(PretrainedMixin, nn.Module):
     """A VQ-VAE built from a :class:`VQVAEConfig`.
 
     Images are float tensors in [0, 1] of shape (B, C, H, W) with H and W divisible by
     ``config.downsample``; codes are int64 tensors of shape (B, H/downsample, W/downsample).
     Internally pixels are mapped to [-1, 1].
+
+    Saved as ``model.safetensors`` + ``config.json``: :meth:`save_pretrained`,
+    :meth:`from_pretrained` (a folder, a shipped name or a Hub repo id),
+    :meth:`push_to_hub` (:class:`vqvae.base.PretrainedMixin`).
     """
+
+    config_class = VQVAEConfig
+    weights_name = checkpoint.WEIGHTS_NAME
+    config_name = checkpoint.CONFIG_NAME
+    what = "model"
+    config_what = "VQ-VAE config"
+    card_tags = ("image-tokenizer",)
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
@@ -260,78 +272,33 @@ class VQVAE(nn.Module):
             q.codes_used,
         )
 
-    # -- checkpoints ---------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, name_or_dir, device="cpu") -> VQVAE:
-        """Load a model written by :meth:`save_pretrained`: a folder path, or a bare name
-        that resolves to ``pretrained/<name>/`` (see :func:`vqvae.resolve_pretrained`).
-        Returns the model, float32, in eval mode on ``device``. Never unpickles.
+    # -- files (from_pretrained, save_pretrained, push_to_hub: vqvae.base) --------------
+    def _card_dataset_name(self) -> str:
+        return self.config.name
 
-        Raises FileNotFoundError when there is no such model, ValueError when
-        ``config.json`` is not a valid config (bad types or ranges, an unknown
-        ``format_version``) or the weights file is unreadable or does not match it. The
-        tensor shapes are checked against the file's header before anything is allocated."""
-        d = checkpoint.resolve_pretrained(name_or_dir)
-        config_path, weights_path = d / checkpoint.CONFIG_NAME, d / checkpoint.WEIGHTS_NAME
-        try:
-            config = VQVAEConfig.from_json(config_path)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{config_path} is not a valid VQ-VAE config: {e}") from e
-        # Shapes the config implies, from a model on the meta device (no memory), against
-        # the header: a config that asks for a huge codebook fails here, not after a big
-        # allocation.
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-        stored = checkpoint.read_weight_shapes(weights_path)
-        problems = [f"missing {k}" for k in expected if k not in stored]
-        problems += [f"unexpected {k}" for k in stored if k not in expected]
-        problems += [
-            f"{k} is {stored[k]} in the file, {expected[k]} by the config"
-            for k in expected
-            if k in stored and stored[k] != expected[k]
-        ]
-        if problems:
-            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-            raise ValueError(
-                f"the weights in {weights_path} do not match {config_path} "
-                f"(was one of them replaced?): {shown}"
-            )
-        state = checkpoint.read_weights(weights_path)
-        model = cls(config)
-        # Parameters stored in float16 are widened to the model's float32 by load_state_dict.
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:  # a dtype that cannot be copied, say
-            raise ValueError(
-                f"the weights in {weights_path} do not match {config_path} "
-                f"(was one of them replaced?): {e}"
-            ) from e
-        return model.to(device).eval()
-
-    def save_pretrained(self, directory, dtype: str = "float32") -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory``, each
-        atomically (a crash leaves no half file).
-
-        ``dtype="float16"`` stores the parameters (conv weights and the codebook) in half
-        precision, which halves the file; the buffers (EMA statistics, restart counters)
-        keep their dtype so training can go on from the file. :meth:`from_pretrained`
-        always gives a float32 model."""
-        cast = checkpoint.check_weights_dtype(dtype)
-        params = {name for name, _ in self.named_parameters()}
-        state = {
-            k: (v.detach().to(cast) if k in params else v.detach()).cpu().contiguous()
-            for k, v in self.state_dict().items()
-        }
-        checkpoint.write_pretrained(directory, state, self.config.to_json(), dtype=dtype)
+    def _card_body(self, repo_id: str) -> str:
+        c = self.config
+        return (
+            f"# VQ-VAE `{c.name}`\n\n"
+            f"A VQ-VAE ({c.image_size}x{c.image_size}x{c.in_channels} images -> "
+            f"{c.latent_size}x{c.latent_size} codes of a {c.codebook_size}-code book, "
+            f"{c.bits_per_image:.0f} bits per image) for the `vqvae` library.\n\n"
+            "```python\nimport vqvae\n\n"
+            f'model = vqvae.VQVAE.from_pretrained("{repo_id}")\n'
+            f"codes = model.encode(images)  # (B, {c.latent_size}, {c.latent_size}) int64\n"
+            f"recon = model.decode(codes)  # (B, {c.in_channels}, {c.image_size}, "
+            f"{c.image_size}) in [0, 1]\n```\n"
+        )
 
     @property
     def device(self) -> torch.device:
         return self.quantizer.codebook.device
 
 
-def load_pretrained(name_or_dir, device="cpu") -> VQVAE:
-    """``VQVAE.from_pretrained``: a model by folder or by the name of a shipped one."""
-    return VQVAE.from_pretrained(name_or_dir, device=device)
+def load_pretrained(source, device="cpu", **hub) -> VQVAE:
+    """``VQVAE.from_pretrained``: a model by folder, shipped name or Hub repo id (``hub``:
+    its ``revision``, ``cache_dir`` and ``local_files_only`` keywords)."""
+    return VQVAE.from_pretrained(source, device=device, **hub)
 
 
 def save_pretrained(model: VQVAE, directory, dtype: str = "float32") -> None:

@@ -22,125 +22,23 @@ fingerprint of the codebook, and :meth:`CodePrior.check_compatible` refuses anot
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import numbers
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import atomic_write
+from . import hub
+from .base import PretrainedMixin
+from .config import PRIOR_FORMAT_VERSION, PriorConfig, codebook_fingerprint
 
 PRIOR_WEIGHTS = "prior.safetensors"
 PRIOR_CONFIG = "prior.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = PRIOR_FORMAT_VERSION
 MAX_SAMPLES = 1024  # the most grids one sample()/complete() call draws
-
-
-def codebook_fingerprint(model) -> str:
-    """A short hex digest of a VQ-VAE's codebook (its float32 bytes): the identity a prior
-    is checked against. Equal codebooks give equal fingerprints on every machine."""
-    cb = model.codebook.detach().to("cpu", torch.float32).contiguous()
-    return hashlib.sha256(cb.numpy().tobytes()).hexdigest()[:16]
-
-
-@dataclass
-class PriorConfig:
-    """Everything needed to rebuild a :class:`CodePrior`, and the VQ-VAE it belongs to."""
-
-    # the VQ-VAE's codes
-    codebook_size: int  # K
-    height: int  # h: rows of the code grid
-    width: int  # w
-    vqvae_fingerprint: str = ""  # codebook_fingerprint(model); "" = not tied to a model
-    vqvae_name: str = ""  # for messages only
-    # conditioning: 0 = unconditional
-    num_classes: int = 0
-    class_names: list[str] = field(default_factory=list)  # empty or num_classes names
-    # the transformer
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 8
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    format_version: int = FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"the code grid must be at least 1x1, got {self.height}x{self.width}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
-            )
-        if self.d_model < 1 or self.n_layers < 1 or self.n_heads < 1 or self.mlp_ratio < 1:
-            raise ValueError("d_model, n_layers, n_heads and mlp_ratio must be >= 1")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.format_version > FORMAT_VERSION:
-            raise ValueError(
-                f"prior format version {self.format_version} is newer than this library "
-                f"reads ({FORMAT_VERSION}); update vqvae"
-            )
-
-    @classmethod
-    def for_model(cls, model, **kw) -> PriorConfig:
-        """A config for priors over ``model``'s codes (K, h, w and fingerprint filled in)."""
-        c = model.config
-        return cls(
-            codebook_size=c.codebook_size,
-            height=c.latent_size,
-            width=c.latent_size,
-            vqvae_fingerprint=codebook_fingerprint(model),
-            vqvae_name=c.name,
-            **kw,
-        )
-
-    @property
-    def seq_len(self) -> int:
-        """Codes per grid: h * w."""
-        return self.height * self.width
-
-    @property
-    def uniform_bits(self) -> float:
-        """Bits of a grid without a prior: h * w * log2(K)."""
-        return self.seq_len * math.log2(self.codebook_size)
-
-    def class_name(self, label: int) -> str:
-        """How to show class index ``label``: its name (or index if the classes have no
-        names), "none" for -1."""
-        if label < 0:
-            return "none"
-        return self.class_names[label] if self.class_names else str(label)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PriorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown prior config keys: {sorted(unknown)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PriorConfig:
-        return cls.from_dict(json.loads(text))
 
 
 @dataclass
@@ -199,7 +97,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
-class CodePrior(nn.Module):
+class CodePrior(PretrainedMixin, nn.Module):
     """Autoregressive prior p(codes | class) over a VQ-VAE's (h, w) code grid.
 
     Position t of the sequence predicts cell t (raster order). Its input is the class token
@@ -209,7 +107,19 @@ class CodePrior(nn.Module):
 
     Labels, wherever accepted: None (no class), an int for every grid, or an int tensor (B,)
     with values in [0, num_classes) or -1 for "no class" on that row.
+
+    Saved as ``prior.safetensors`` + ``prior.json``, usually beside its VQ-VAE's files:
+    :meth:`save_pretrained`, :meth:`from_pretrained` (or :func:`load_prior`, which also
+    checks the pairing), :meth:`push_to_hub` (:class:`vqvae.base.PretrainedMixin`).
     """
+
+    config_class = PriorConfig
+    weights_name = PRIOR_WEIGHTS
+    config_name = PRIOR_CONFIG
+    what = "prior"
+    config_what = "prior config"
+    not_found_hint = " Train one with python -m train.prior."
+    card_tags = ("autoregressive-prior", "transformer")
 
     def __init__(self, config: PriorConfig):
         super().__init__()
@@ -556,70 +466,61 @@ class CodePrior(nn.Module):
                 f"this prior belongs to {name}, not to the model {m.name!r}: " + "; ".join(problems)
             )
 
-    def save_pretrained(self, directory, dtype: str = "float32") -> None:
-        """Write ``prior.safetensors`` and ``prior.json`` into ``directory`` (atomic, no
-        pickle). ``dtype="float16"`` stores the parameters in half precision (half the file;
-        loading gives a float32 prior)."""
-        from safetensors.torch import save
+    def _card_dataset_name(self) -> str:
+        return self.config.vqvae_name
 
-        from .checkpoint import check_weights_dtype
+    def _card_body(self, repo_id: str) -> str:
+        c = self.config
+        labels = f"{c.num_classes} classes" if c.num_classes else "unconditional"
+        return (
+            f"# Code prior for the VQ-VAE `{c.vqvae_name or 'unnamed'}`\n\n"
+            f"An autoregressive transformer ({c.n_layers} layers, d_model {c.d_model}, "
+            f"{labels}) over the VQ-VAE's {c.height}x{c.width} code grids of "
+            f"{c.codebook_size} codes, for the `vqvae` library: it samples new images and "
+            "measures how surprising each code is.\n\n"
+            "```python\nimport vqvae\n\n"
+            f'model = vqvae.VQVAE.from_pretrained("{repo_id}")  # the VQ-VAE, when it shares '
+            "the repo\n"
+            f'prior = vqvae.load_prior("{repo_id}", model=model)\n'
+            f"codes = prior.sample(16)  # (16, {c.height}, {c.width}) int64\n"
+            "images = model.decode(codes)\n```\n"
+        )
 
-        param_dtype = check_weights_dtype(dtype)
-        params = {n for n, _ in self.named_parameters()}
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {
-            k: v.detach().to("cpu", param_dtype if k in params else torch.float32).contiguous()
-            for k, v in self.state_dict().items()
-        }
-        with atomic_write(d / PRIOR_WEIGHTS) as f:
-            f.write(save(state, metadata={"format": "pt", "dtype": dtype}))
-        with atomic_write(d / PRIOR_CONFIG, "w") as f:
-            f.write(self.config.to_json() + "\n")
 
-
-def resolve_prior(name_or_dir) -> Path:
-    """The folder holding ``prior.json`` + ``prior.safetensors`` for a path or a bare model
-    name (``pretrained/<name>/``). Raises FileNotFoundError saying which models have one."""
-    from .checkpoint import PRETRAINED_DIR
-
-    p = Path(name_or_dir)
-    candidates = [p] if (p.is_absolute() or os.sep in str(name_or_dir) or p.exists()) else []
-    candidates += [PRETRAINED_DIR / str(name_or_dir), Path.cwd() / "pretrained" / str(name_or_dir)]
-    for c in candidates:
-        if (c / PRIOR_WEIGHTS).is_file() and (c / PRIOR_CONFIG).is_file():
-            return c
-    have = sorted(x.name for x in PRETRAINED_DIR.glob("*") if (x / PRIOR_WEIGHTS).is_file())
-    raise FileNotFoundError(
-        f"no prior at {name_or_dir!r}: expected a folder with {PRIOR_WEIGHTS} and "
-        f"{PRIOR_CONFIG}, or the name of a model in {PRETRAINED_DIR} that has one "
-        f"(with a prior: {', '.join(have) or 'none'}). Train one with python -m train.prior."
+def resolve_prior(source, **hub_options) -> Path:
+    """The folder holding ``prior.json`` + ``prior.safetensors`` for ``source`` (a folder,
+    a shipped model's name or a Hub repo id: :func:`vqvae.hub.resolve`). Raises
+    FileNotFoundError saying which shipped models have one."""
+    return hub.resolve(
+        source,
+        (PRIOR_WEIGHTS, PRIOR_CONFIG),
+        what="prior",
+        hint=CodePrior.not_found_hint,
+        **hub_options,
     )
 
 
-def load_prior(name_or_dir, device="cpu", model=None) -> CodePrior:
-    """Load a prior written by :meth:`CodePrior.save_pretrained`: a folder, or a bare model
-    name resolving to ``pretrained/<name>/``. In eval mode on ``device``. With ``model``
-    (a VQVAE), also :meth:`CodePrior.check_compatible` it."""
-    from safetensors.torch import load_file
-
-    d = resolve_prior(name_or_dir)
-    try:
-        config = PriorConfig.from_json((d / PRIOR_CONFIG).read_text())
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{d / PRIOR_CONFIG} is not a valid prior config: {e}") from e
-    prior = CodePrior(config)
-    try:
-        state = load_file(str(d / PRIOR_WEIGHTS), device="cpu")
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{d / PRIOR_WEIGHTS} is not a readable safetensors file: {e}") from e
-    try:
-        prior.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(
-            f"the weights in {d / PRIOR_WEIGHTS} do not match {d / PRIOR_CONFIG}: {e}"
-        ) from e
-    prior = prior.to(device).eval()
+def load_prior(
+    source,
+    device="cpu",
+    model=None,
+    *,
+    revision: str | None = None,
+    cache_dir=None,
+    local_files_only: bool = False,
+) -> CodePrior:
+    """Load a prior written by :meth:`CodePrior.save_pretrained` from ``source``: a folder,
+    the name of a shipped model (``"mnist"``) or a Hugging Face Hub repo id (``"org/name"``;
+    ``revision``, ``cache_dir``, ``local_files_only`` as in :meth:`CodePrior.from_pretrained`).
+    In eval mode on ``device``. With ``model`` (a VQVAE), also
+    :meth:`CodePrior.check_compatible` it (ValueError for a prior of another model)."""
+    prior = CodePrior.from_pretrained(
+        source,
+        device,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+    )
     if model is not None:
         prior.check_compatible(model)
     return prior

@@ -1,0 +1,304 @@
+"""The app: the model picker, the five tabs, the wiring between them, and the process.
+
+Reading order: :class:`Handlers` (every tab's events over one shared context), then
+:func:`build_app` (lays out the tabs and wires what one tab's events change in the others),
+then :func:`launch` and :func:`main`. Importing this module changes nothing in the process:
+torch threads, PIL's pixel limit and Gradio's temp folder are set by :func:`configure_process`,
+which :func:`launch` and :func:`main` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+import PIL.Image
+import torch
+
+from vqvae import images
+from vqvae.checkpoint import PRETRAINED_DIR
+
+from . import settings
+from .context import Context
+from .guards import OutputFiles, clear_errors
+from .store import ModelStore
+from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
+from .ui import bind, keep, private
+
+
+class ModelView(NamedTuple):
+    """What the page shows for the model picked."""
+
+    card: str  # one paragraph: shapes and test-set metrics
+    card_full: str  # the model folder's README.md
+    examples: list  # (path, caption) for the Reconstruct gallery
+    draw: dict  # update: the drawing pad is shown for 1-channel models only
+    no_draw: dict  # update: ... and this note for the others
+    interp_examples: list  # (path, caption) for the Interpolate gallery
+    image_a: str | None
+    image_b: str | None
+    pick: dict  # update of the code picker (its maximum, the most used code)
+    paint_code: dict  # same for the paint code
+
+
+class Handlers:
+    """Every event of the app as a plain method of its tab's handler object
+    (``h.reconstruct.image``, ``h.edit.paint``, ...): inputs are what Gradio passes (file
+    paths, numbers, lists), outputs what it displays, as named tuples. Inputs are checked
+    (any client can call any event, with any values): errors a user can fix raise gr.Error,
+    others raise a generic gr.Error and are logged."""
+
+    def __init__(
+        self,
+        models_dir=PRETRAINED_DIR,
+        examples_dir=settings.EXAMPLES_DIR,
+        cache_dir=None,
+        *,
+        output_budget: int = settings.OUTPUT_BUDGET,
+        gradio_cache: str | Path | None = None,
+        gradio_cache_budget: int = settings.GRADIO_CACHE_BUDGET,
+    ):
+        self.models = ModelStore(models_dir, examples_dir, cache_dir)
+        self.files = OutputFiles(
+            self.models.cache_dir / "out", output_budget, gradio_cache, gradio_cache_budget
+        )
+        ctx = Context(self.models, self.files)
+        self.reconstruct = reconstruct.Reconstruct(ctx)
+        self.codec = codec.Codec(ctx)
+        self.codebook = codebook.Codebook(ctx)
+        self.edit = edit.Edit(ctx)
+        self.sample = sample.Sample(ctx)
+        self.interpolate = interpolate.Interpolate(ctx)
+
+    def model_card(self, model_name: str) -> str:
+        """One paragraph: the model's shapes and test-set metrics (Markdown)."""
+        m = self.models.get(model_name)
+        c = m.config
+        lines = [
+            f"**{m.name}**: {c.in_channels}-channel {c.image_size}x{c.image_size} images "
+            f"-> {c.latent_size}x{c.latent_size} codes from a codebook of "
+            f"{c.codebook_size} ({c.bits_per_image:.0f} bits per image)."
+        ]
+        if m.metrics:
+            r = m.metrics
+            lines.append(
+                f"Test set ({r.get('num_images', '?')} images of {r.get('dataset', '?')}, "
+                f"{r.get('data_source', '')}): PSNR **{r.get('psnr', float('nan')):.2f} dB**, "
+                f"SSIM **{r.get('ssim', float('nan')):.3f}**, codes used "
+                f"**{r.get('codes_used', '?')} / {c.codebook_size}**, perplexity "
+                f"**{r.get('perplexity', float('nan')):.1f}**."
+            )
+        return "\n\n".join(lines)
+
+    @clear_errors
+    def select_model(self, model_name: str) -> ModelView:
+        """Model dropdown -> card, example galleries, drawing pad (digit models only), code
+        pickers."""
+        m = self.models.get(model_name)
+        K = m.config.codebook_size
+        digits = m.config.in_channels == 1
+        ex = [(p, Path(p).stem) for p in m.examples]
+        first = int(m.atlas_order[0])
+        return ModelView(
+            card=self.model_card(model_name),
+            card_full=m.card or "",
+            examples=ex,
+            draw=gr.update(visible=digits),
+            no_draw=gr.update(visible=not digits),
+            interp_examples=ex,
+            image_a=m.examples[0] if m.examples else None,
+            image_b=m.examples[1 % len(m.examples)] if m.examples else None,
+            pick=gr.update(maximum=K - 1, value=first),
+            paint_code=gr.update(maximum=K - 1, value=first),
+        )
+
+
+def open_edit_tab():
+    return gr.Tabs(selected="edit")
+
+
+class _Tabs(NamedTuple):
+    rec: reconstruct.ReconstructTab
+    cb: codebook.CodebookTab
+    ed: edit.EditTab
+    sa: sample.SampleTab
+    it: interpolate.InterpolateTab
+
+
+def _build_tabs(h: Handlers, model: gr.Dropdown) -> tuple[gr.Tabs, _Tabs]:
+    with gr.Tabs() as tabs:
+        with gr.Tab("Reconstruct", id="reconstruct"):
+            rec = reconstruct.build(h.reconstruct, h.codec, model)
+        with gr.Tab("Codebook", id="codebook"):
+            cb = codebook.build(h.codebook, model, rec.grid)
+        with gr.Tab("Edit codes", id="edit"):
+            ed = edit.build(h.edit, h.codebook.atlas_pick, h.codebook.code_tile, model)
+        with gr.Tab("Sample", id="sample"):
+            sa = sample.build(h.sample, model)
+        with gr.Tab("Interpolate", id="interpolate"):
+            it = interpolate.build(h.interpolate, model)
+    return tabs, _Tabs(rec, cb, ed, sa, it)
+
+
+def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
+    """What one tab's events change in the others; -> on_model(dep), what follows a model
+    being chosen."""
+    rec, cb, ed, sa, it = t
+
+    def after_reconstruct(dep):
+        """A new current image: the edit tab starts from its grid, the codebook rings it."""
+        ed.redraw(dep.success(h.edit.reset, [model, rec.grid], ed.edited, **private("edit_new")))
+        dep.success(keep, rec.grid, ed.original, **private("edit_original", quick=True))
+        dep.success(
+            h.codebook.figure,
+            [model, cb.view, rec.grid],
+            bind(codebook.CodebookView, **cb.figure),
+            **private("ring"),
+        )
+
+    for dep in rec.new_image:
+        after_reconstruct(dep)
+
+    # a sample picked: it becomes the edit tab's image
+    pick = sa.gallery.select(
+        h.sample.pick, [model, sa.codes], ed.original, **private("sample_pick", quick=True)
+    )
+    ed.redraw(pick.success(h.edit.reset, [model, ed.original], ed.edited, **private("edit_sample")))
+    pick.success(open_edit_tab, None, tabs, **private("open_edit", quick=True))
+
+    def on_model(dep):
+        """A model was chosen: show its first example, an interpolation, its atlas."""
+        first = bind(reconstruct.Example, image=rec.image, **rec.outputs)
+        after_reconstruct(dep.then(h.reconstruct.example, model, first, **private("first_example")))
+        dep.then(
+            h.interpolate.gif_if_any,
+            [it.image_a, it.image_b, model, *it.settings],
+            it.outputs,
+            **private("first_interpolation"),
+        )
+        dep.then(h.codebook.atlas, model, cb.atlas, **private("atlas")).then(
+            h.codebook.atlas, model, ed.atlas, **private("edit_atlas")
+        )
+        dep.then(
+            h.sample.setup,
+            model,
+            bind(
+                sample.SampleSetup,
+                note=sa.note,
+                label=sa.label,
+                resample_label=ed.label,
+                top_k=sa.top_k,
+            ),  # fmt: skip
+            **private("sample_setup", quick=True),
+        )
+
+    return on_model
+
+
+def build_app(
+    models_dir=None, examples_dir=None, cache_dir=None, **handler_options
+) -> tuple[gr.Blocks, Handlers]:
+    """The app's gr.Blocks and the handlers behind its events. ``models_dir`` (default
+    $VQVAE_MODELS_DIR or pretrained/) holds one folder per model; ``examples_dir`` (default
+    $VQVAE_EXAMPLES_DIR or assets/examples) one folder of example images per model name;
+    ``handler_options`` go to :class:`Handlers` (disk budgets)."""
+    models_dir = models_dir or os.environ.get("VQVAE_MODELS_DIR") or PRETRAINED_DIR
+    examples_dir = examples_dir or os.environ.get("VQVAE_EXAMPLES_DIR") or settings.EXAMPLES_DIR
+    h = Handlers(models_dir, examples_dir, cache_dir, **handler_options)
+    names = h.models.names()
+
+    with gr.Blocks(title=settings.TITLE, delete_cache=settings.GRADIO_CACHE_LIFETIME) as demo:
+        gr.Markdown(settings.INTRO)
+        if not names:
+            gr.Markdown(
+                f"**No models found in `{models_dir}`.** Train one (see README) or "
+                f"start with `--models-dir` pointing at a folder of models."
+            )
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(
+                names, value=names[0] if names else None, label="Model", scale=1, min_width=200
+            )
+            card = gr.Markdown(elem_id="model-card")
+        with gr.Accordion("Model card", open=False):
+            card_full = gr.Markdown()
+        tabs, t = _build_tabs(h, model)
+        on_model = _wire(h, model, t, tabs)
+        if names:
+            shows = bind(
+                ModelView,
+                card=card, card_full=card_full, examples=t.rec.examples, draw=t.rec.draw,
+                no_draw=t.rec.no_draw, interp_examples=t.it.examples, image_a=t.it.image_a,
+                image_b=t.it.image_b, pick=t.cb.pick, paint_code=t.ed.paint_code,
+            )  # fmt: skip
+            on_model(model.change(h.select_model, model, shows, **private("select_model")))
+            on_model(demo.load(h.select_model, model, shows, **private("load_model")))
+    return demo, h
+
+
+def configure_process(cpus: int | None = None) -> int:
+    """The process-wide settings the app needs, before it serves anything: torch threads (one
+    share of the usable CPUs per concurrent request) and PIL's pixel limit (Gradio opens some
+    images itself, such as the drawing pad's). Returns the number of torch threads."""
+    PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
+    n = settings.torch_threads(cpus)
+    torch.set_num_threads(n)
+    return n
+
+
+def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
+    """Queue with limits and launch; ``host``/``port`` default to GRADIO_SERVER_NAME /
+    GRADIO_SERVER_PORT, then 127.0.0.1:7860. Errors reach clients only as gr.Error messages
+    (``show_error=False``): anything else is logged here and answered generically."""
+    configure_process()
+    demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
+    return demo.launch(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        theme=gr.themes.Soft(primary_hue="indigo"),
+        css=settings.CSS,
+        allowed_paths=[str(handlers.models.examples_dir), str(handlers.models.cache_dir)],
+        max_file_size=settings.MAX_UPLOAD,
+        show_error=False,
+        **kw,
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="The VQ-VAE explorer, a Gradio app.")
+    p.add_argument("--host", default=None, help="default: $GRADIO_SERVER_NAME or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
+    p.add_argument(
+        "--models-dir",
+        default=None,
+        help="folder of model folders (default: $VQVAE_MODELS_DIR or pretrained/)",
+    )
+    p.add_argument(
+        "--examples-dir",
+        default=None,
+        help="folder of <model>/ example images (default: $VQVAE_EXAMPLES_DIR or assets/examples/)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None, **launch_options) -> gr.Blocks:
+    """``python app.py [--host H] [--port P] [--models-dir D] [--examples-dir D]``; returns
+    the app once it stops serving (at once with ``prevent_thread_lock=True``).
+
+    Gradio's cache goes into a folder of the app's own (unless $GRADIO_TEMP_DIR names one),
+    so the app may trim it to a budget; it is set before Gradio first reads it."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_process()
+    cache_dir = Path(tempfile.mkdtemp(prefix="vqvae-app-"))
+    options = {}
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "gradio")
+        options["gradio_cache"] = cache_dir / "gradio"
+    demo, handlers = build_app(args.models_dir, args.examples_dir, cache_dir, **options)
+    launch(demo, handlers, args.host, args.port, **launch_options)
+    return demo

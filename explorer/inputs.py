@@ -1,0 +1,230 @@
+"""What events receive, checked. Any client can call any event with any values, so every
+input is parsed here into what the library expects, or refused with a ``gr.Error`` that
+says what was expected (never a traceback, never a server path)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from vqvae import images
+
+from .store import Model
+
+
+def whole_number(value, lo: int, hi: int, what: str) -> int:
+    """``value`` as an int in [lo, hi], or gr.Error saying what was expected."""
+    try:
+        f = float(value)
+        ok = not isinstance(value, bool) and math.isfinite(f) and f == int(f)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise gr.Error(f"{what} must be a whole number from {lo} to {hi}, got {value!r:.40}.")
+    if not lo <= int(f) <= hi:
+        raise gr.Error(f"{what} must be between {lo} and {hi}, got {int(f)}.")
+    return int(f)
+
+
+def selected_index(evt, n: int, what: str) -> int:
+    """The index of a click on a gallery of ``n`` items, checked (events can be sent by
+    anyone, not only by the page)."""
+    if n == 0:
+        raise gr.Error(f"There are no {what} to pick from.")
+    index = getattr(evt, "index", None)
+    if isinstance(index, bool) or not isinstance(index, (int, float, str)):
+        raise gr.Error(f"Pick one of the {what} (0 to {n - 1}).")
+    return whole_number(index, 0, n - 1, f"The index of the {what[:-1]}")
+
+
+def code_index(m: Model, code) -> int:
+    """A code index in [0, K)."""
+    return whole_number(code, 0, m.config.codebook_size - 1, "The code index")
+
+
+def clicked_cell(evt, shape: tuple[int, int], display: int) -> tuple[int, int]:
+    """The (row, column) of a click on a code map of ``shape`` cells drawn ``display`` px wide."""
+    try:
+        return images.code_map_cell(getattr(evt, "index", None), shape, display)
+    except ValueError as e:
+        raise gr.Error(f"Click a cell of the code map ({e}).") from None
+
+
+class TableError(ValueError):
+    """A table that is not a table of numbers of the expected size."""
+
+
+def _rows(value) -> list | np.ndarray | None:
+    """The rows of a table as Gradio sends it: {"data": rows}, a DataFrame, lists or an array."""
+    if isinstance(value, dict):
+        value = value.get("data")
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return value
+
+
+def parse_table(value, shape: tuple[int, int], *, blank: float) -> np.ndarray | None:
+    """A table of numbers as a float array; None when it is empty. Blank cells become
+    ``blank``. Raises :class:`TableError` for anything that is not a 2-D table of numbers of
+    at most twice ``shape`` per side (checked row by row before any array is built, so a huge
+    request costs nothing); the caller checks the exact shape and the values."""
+    rows = _rows(value)
+    if rows is None or (hasattr(rows, "__len__") and len(rows) == 0):
+        return None
+    h, w = 2 * shape[0], 2 * shape[1]
+    if isinstance(rows, np.ndarray):
+        if rows.ndim != 2 or rows.shape[0] > h or rows.shape[1] > w:
+            raise TableError
+    elif not isinstance(rows, (list, tuple)) or len(rows) > h:
+        raise TableError
+    elif any(not isinstance(r, (list, tuple, np.ndarray)) or len(r) > w for r in rows):
+        raise TableError
+
+    def number(v) -> float:
+        if isinstance(v, str):
+            v = v.strip()
+            return float(v) if v else blank
+        if v is None:
+            return blank
+        return float(v)
+
+    try:
+        a = np.array(rows, dtype=object)
+        if a.ndim != 2:
+            raise TableError
+        return np.vectorize(number, otypes=[float])(a)
+    except (ValueError, TypeError, OverflowError):
+        raise TableError from None
+
+
+def code_grid(m: Model, grid) -> np.ndarray:
+    """A code grid (h, w) int64 from a table; gr.Error unless it is h x w whole numbers in
+    [0, K)."""
+    h = w = m.config.latent_size
+    K = m.config.codebook_size
+    try:
+        f = parse_table(grid, (h, w), blank=np.nan)
+    except TableError:
+        raise gr.Error(f"The code grid must be a {h}x{w} table of whole numbers.") from None
+    if f is None:
+        raise gr.Error("The code grid is empty: reconstruct an image first.")
+    if f.shape != (h, w):
+        raise gr.Error(
+            f"The code grid must be {h}x{w} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
+        )
+    if not np.isfinite(f).all() or (f != np.round(f)).any():
+        raise gr.Error("Every cell of the code grid must be a whole number.")
+    if f.min() < 0 or f.max() >= K:
+        raise gr.Error(
+            f"Code indices must be between 0 and {K - 1}; got values from "
+            f"{int(f.min())} to {int(f.max())}."
+        )
+    return f.astype(np.int64)
+
+
+def has_table(value) -> bool:
+    """Whether ``value`` holds a table with at least one row (an empty one means "none")."""
+    rows = _rows(value)
+    return rows is not None and not (hasattr(rows, "__len__") and len(rows) == 0)
+
+
+def marks(m: Model, value, *, strict: bool = True) -> np.ndarray:
+    """A (h, w) bool mask from a table of 0/1 (or bools); empty: nothing marked. A table of
+    another shape is a gr.Error, or (``strict=False``, e.g. after a model change) nothing
+    marked."""
+    h = w = m.config.latent_size
+    none = np.zeros((h, w), dtype=bool)
+    try:
+        f = parse_table(value, (h, w), blank=0.0)
+    except TableError:
+        if not strict:
+            return none
+        raise gr.Error(f"The marks must be a {h}x{w} table of 0 and 1.") from None
+    if f is None:
+        return none
+    if f.shape != (h, w):
+        if not strict:
+            return none
+        raise gr.Error(
+            f"The marks must be {h}x{w} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
+        )
+    if not np.isin(f, (0.0, 1.0)).all():
+        if not strict:
+            return none
+        raise gr.Error("Every cell of the marks must be 0 (kept) or 1 (marked).")
+    return f.astype(bool)
+
+
+def table(a: np.ndarray):
+    """A 2-D array as the DataFrame a gr.Dataframe shows (columns named 0, 1, ...)."""
+    import pandas as pd
+
+    return pd.DataFrame(a, columns=[str(j) for j in range(a.shape[1])])
+
+
+def model_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
+    """The model's input tensor (1, C, S, S) in [0, 1] from an image path / array / PIL image.
+    ``announce``: tell the user how the input was adjusted (inverted, alpha flattened...)."""
+    if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
+        raise gr.Error("An image is a file path or an array.", title="Unusable image")
+    try:
+        im, notes = images.load_image(source)
+        x, inverted = images.to_model_input(im, m.config.in_channels, m.config.image_size)
+    except images.ImageError as e:
+        raise gr.Error(str(e), title="Unusable image") from e
+    if inverted:
+        notes.append("inverted to light-on-dark, as the model was trained on")
+    if notes and announce:
+        gr.Info("Input: " + "; ".join(notes) + ".", duration=4)
+    return x
+
+
+def class_label(m: Model, label) -> int | None:
+    """The class index of a class name of the model's prior ("any" or None: no class)."""
+    if label is None or label == "any":
+        return None
+    names = m.prior.config.class_names if m.prior is not None else []
+    if not isinstance(label, str) or label not in names:
+        raise gr.Error(
+            f"Unknown class {repr(label)[:40]}: choose 'any' or one of {', '.join(names)}."
+        )
+    return names.index(label)
+
+
+def sampling(m: Model, temperature, top_k, guidance, seed) -> dict:
+    """Checked sampling options for CodePrior.sample/complete; top-k 0 or None: all codes;
+    seed None or -1: a fresh random one."""
+    K = m.config.codebook_size
+    try:
+        t, g = float(temperature), float(guidance)
+    except (TypeError, ValueError):
+        raise gr.Error("Temperature and guidance must be numbers.") from None
+    if not (math.isfinite(t) and 0 < t <= 10):
+        raise gr.Error(f"Temperature must be above 0 (and at most 10), got {temperature}.")
+    if not (math.isfinite(g) and 0 <= g <= 20):
+        raise gr.Error(f"Guidance must be between 0 and 20, got {guidance}.")
+    if top_k is None or (not isinstance(top_k, bool) and top_k == 0):
+        k = None
+    else:
+        k = whole_number(top_k, 1, K, "Top-k (0 for all codes)")
+    if seed is None or (not isinstance(seed, bool) and seed == -1):
+        seed = int(torch.seed() % 2**31)
+    seed = whole_number(seed, 0, 2**31 - 1, "The seed")
+    return dict(temperature=t, top_k=k, guidance=g, generator=torch.Generator().manual_seed(seed))
+
+
+def no_prior_text(m: Model) -> str:
+    """Why the model has no prior, as plain text (for an error message)."""
+    return m.no_prior.replace("**", "").replace("`", "'")
+
+
+def prior(m: Model):
+    """The model's prior, or gr.Error saying why it has none."""
+    if m.prior is None:
+        raise gr.Error(no_prior_text(m), title="No prior")
+    return m.prior

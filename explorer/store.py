@@ -1,0 +1,168 @@
+"""The models the app serves: each a folder as ``train.export`` writes it (VQ-VAE weights and
+config, codebook.json, metrics, a model card, optionally a prior and code patches), loaded on
+first use and then kept."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+
+import vqvae
+from vqvae import images
+from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from vqvae.codes import usage_ranks
+from vqvae.prior import PRIOR_WEIGHTS
+from vqvae.viz import CODE_PATCHES, load_code_patches, load_codebook_info
+
+from .settings import MODEL_ORDER
+
+log = logging.getLogger("vqvae.app")
+
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class Model:
+    """A loaded model and everything the app shows about it."""
+
+    name: str
+    model: vqvae.VQVAE
+    info: dict  # codebook.json: usage, umap_2d, umap_3d
+    metrics: dict | None
+    card: str | None
+    examples: list[str]
+    usage: np.ndarray = field(init=False)
+    ranks: np.ndarray = field(init=False)
+    atlas: torch.Tensor | None = None  # (K, C, H, W): what each code decodes to
+    atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
+    prior: vqvae.CodePrior | None = None  # prior.safetensors beside the model, if any
+    no_prior: str = ""  # why there is none (Markdown), when prior is None
+    patches: dict | None = None  # code_patches.npz: training crops per code (train.export)
+
+    def __post_init__(self):
+        self.usage = np.asarray(self.info["usage"], dtype=np.int64)
+        self.ranks = usage_ranks(self.usage).numpy()
+
+    @property
+    def config(self) -> vqvae.VQVAEConfig:
+        return self.model.config
+
+    @property
+    def atlas_order(self) -> list[int]:
+        """Code indices, most used first (the order of the atlas gallery)."""
+        return np.argsort(self.ranks, kind="stable").tolist()
+
+
+def _is_model_folder(p: Path) -> bool:
+    # Hidden folders (``.NAME.tmp``, what an interrupted export leaves) are no models.
+    return (
+        not p.name.startswith(".") and (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file()
+    )
+
+
+class ModelStore:
+    """The models in a folder (each a subfolder with model.safetensors and config.json),
+    loaded on first use and then kept; thread-safe."""
+
+    def __init__(self, models_dir, examples_dir, cache_dir=None):
+        self.models_dir = Path(models_dir)
+        self.examples_dir = Path(examples_dir)
+        self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="vqvae-app-"))
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        if not self.models_dir.is_dir():
+            return []
+        names = [p.name for p in self.models_dir.iterdir() if _is_model_folder(p)]
+        order = {n: i for i, n in enumerate(MODEL_ORDER)}
+        return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+    def get(self, name) -> Model:
+        """The model called ``name``, loaded on first use; gr.Error for an unknown name."""
+        if not isinstance(name, str) or name not in self.names():
+            shown = repr(name)[:60] if isinstance(name, str) else f"of type {type(name).__name__}"
+            raise gr.Error(
+                f"Unknown model {shown}. Available: {', '.join(self.names()) or 'none'}."
+            )
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self._load(name)
+            return self._models[name]
+
+    def _examples(self, name: str) -> list[str]:
+        ex_dir = self.examples_dir / name
+        if not ex_dir.is_dir():
+            return []
+        return sorted(str(p) for p in ex_dir.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+    def _load(self, name: str) -> Model:
+        d = self.models_dir / name
+        try:
+            model = vqvae.load_pretrained(d)
+        except (ValueError, OSError) as e:
+            raise gr.Error(f"Model {name!r} could not be loaded: {e}") from e
+        c = model.config
+        with torch.inference_mode():  # the first call pays for kernel selection; do it now
+            model.decode(model.encode(torch.zeros(1, c.in_channels, c.image_size, c.image_size)))
+        info = load_codebook_info(model, d, cache_dir=self.cache_dir / "codebook")
+        metrics_file, card_file = d / "metrics.json", d / "README.md"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        card = card_file.read_text() if card_file.is_file() else None
+        prior, no_prior = self._load_prior(name, d, model)
+        patches = None
+        if (d / CODE_PATCHES).is_file():
+            try:
+                patches = load_code_patches(d / CODE_PATCHES, c.codebook_size)
+            except (ValueError, OSError) as e:
+                log.warning("model %s: no code patches: %s", name, e)
+        return Model(
+            name, model, info, metrics, card, self._examples(name), prior=prior,
+            no_prior=no_prior, patches=patches,
+        )  # fmt: skip
+
+    @staticmethod
+    def _load_prior(name: str, d: Path, model: vqvae.VQVAE) -> tuple:
+        """(prior or None, why none). A broken, hostile or mismatched prior leaves the model
+        usable: whatever loading it raises is logged, and the model is served without it."""
+        if not (d / PRIOR_WEIGHTS).is_file():
+            return None, (
+                f"Model **{name}** has no prior (no `{PRIOR_WEIGHTS}` in its folder): train one "
+                f"with `python -m train.prior --vqvae {name}` to sample, resample and compress "
+                "its codes."
+            )
+        try:
+            prior = vqvae.load_prior(d, model=model)
+        except Exception as e:  # noqa: BLE001  (the prior is optional; the model stays)
+            log.warning("model %s: prior not loaded: %s", name, e)  # the reason names paths
+            return None, (
+                f"Model **{name}** has no prior that can be used: its prior file could not be "
+                "loaded (the server log says why)."
+            )
+        with torch.inference_mode():  # kernel selection now, not on the first request
+            prior.sample(1, top_k=1)
+        return prior, ""
+
+    def atlas(self, m: Model) -> list[str]:
+        """PNG files of what each code decodes to (vqvae.code_atlas), written once per model."""
+        with self._lock:
+            if m.atlas_files is None:
+                with torch.inference_mode():
+                    tiles = m.atlas = vqvae.code_atlas(m.model)
+                out = self.cache_dir / "atlas" / m.name
+                out.mkdir(parents=True, exist_ok=True)
+                files = []
+                for k, tile in enumerate(tiles):
+                    p = out / f"code-{k:04d}.png"
+                    images.enlarge(tile, 96).save(p, compress_level=1)
+                    files.append(str(p))
+                m.atlas_files = files
+            return m.atlas_files

@@ -1,0 +1,210 @@
+"""Codebook: the codes' UMAP projection coloured by usage (the current image's codes ringed),
+the code atlas (what each code decodes to on its own), and a code inspector (usage, rank,
+nearest codes, the training patches where the encoder picked it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from vqvae import images, viz
+from vqvae.codes import nearest_codes
+from vqvae.metrics import perplexity
+
+from .. import inputs
+from ..context import Context
+from ..guards import clear_errors
+from ..settings import DISPLAY
+from ..ui import CODE_NUMBER, PIX, bind, private, public
+
+VIEWS = ("2-D", "3-D")
+
+
+class CodebookView(NamedTuple):
+    figure: object  # plotly go.Figure
+    summary: str  # Markdown
+
+
+class CodeDetails(NamedTuple):
+    image: PIL.Image.Image  # what the code decodes to, enlarged
+    details: str  # Markdown
+    neighbours: list  # (path, caption) of the nearest codes
+
+
+class CodePatches(NamedTuple):
+    image: PIL.Image.Image | None  # training crops where the encoder picked the code
+    note: str  # Markdown
+
+
+class Codebook:
+    """The Codebook tab's events (the atlas and code tiles also serve the Edit tab)."""
+
+    def __init__(self, ctx: Context):
+        self.models = ctx.models
+
+    @clear_errors
+    def figure(self, model_name: str, view: str = "2-D", codes=None) -> CodebookView:
+        """-> Plotly figure of the codebook's UMAP projection coloured by training-set usage
+        (codes of ``codes``, a grid, outlined), and a summary (Markdown)."""
+        m = self.models.get(model_name)
+        if view not in VIEWS:
+            raise gr.Error(f"view must be '2-D' or '3-D', got {view!r:.20}")
+        grid = inputs.code_grid(m, codes) if inputs.has_table(codes) else None
+        three = view == "3-D"
+        u = m.usage
+        fig = viz.codebook_figure(
+            m.info["umap_3d" if three else "umap_2d"],
+            u,
+            grid,
+            title=f"{m.name}: {len(u)} codes, UMAP {view}",
+        )
+        used = int((u > 0).sum())
+        summary = (
+            f"{used} of {len(u)} codes ({100 * used / len(u):.0f}%) are used on the training "
+            f"set; usage perplexity {perplexity(torch.as_tensor(u)):.0f}."
+        )
+        if grid is not None:
+            summary += (
+                f" This image uses **{len(np.unique(grid))}** distinct codes "
+                f"({'red diamonds' if three else 'ringed'})."
+            )
+        return CodebookView(fig, summary)
+
+    @clear_errors
+    def atlas(self, model_name: str) -> list[tuple[str, str]]:
+        """-> the code atlas: (image, caption) per code, most used first."""
+        m = self.models.get(model_name)
+        files = self.models.atlas(m)
+        return [(files[k], f"#{k}") for k in m.atlas_order]
+
+    @clear_errors
+    def atlas_pick(self, model_name: str, evt: gr.SelectData) -> int:
+        """Click on the atlas -> the code's index."""
+        m = self.models.get(model_name)
+        return int(m.atlas_order[inputs.selected_index(evt, m.config.codebook_size, "codes")])
+
+    @clear_errors
+    def code(self, model_name: str, index) -> CodeDetails:
+        """One code -> its decoded image (enlarged), details (Markdown), nearest codes."""
+        m = self.models.get(model_name)
+        K = m.config.codebook_size
+        k = inputs.code_index(m, index)
+        files = self.models.atlas(m)
+        near, dist = nearest_codes(m.model, k, 8)
+        total = max(1, int(m.usage.sum()))
+        details = (
+            f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
+            f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
+            f"of {K}.\n\nNearest codes (embedding distance): "
+            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=True))
+        )
+        gallery = [(files[int(j)], f"#{int(j)}") for j in near]
+        return CodeDetails(images.enlarge(m.atlas[k], DISPLAY), details, gallery)
+
+    @clear_errors
+    def code_patches(self, model_name: str, index) -> CodePatches:
+        """One code -> the training-image crops it stands for (its cell outlined in red),
+        from the model folder's code_patches.npz (written by train.export)."""
+        m = self.models.get(model_name)
+        k = inputs.code_index(m, index)
+        if m.patches is None:
+            return CodePatches(None, "No training patches for this model (its folder has no "
+                               "`code_patches.npz`; `python -m train.export --patches-only` "
+                               "writes one).")  # fmt: skip
+        sheet = viz.code_patch_sheet(m.patches, k)
+        if sheet is None:
+            return CodePatches(None, f"Code {k} is never picked on the training set.")
+        n = int(m.patches["offsets"][k + 1] - m.patches["offsets"][k])
+        return CodePatches(
+            sheet,
+            f"{n} training crops where the encoder picked code {k}: its cell (red) and "
+            "one cell around it.",
+        )
+
+    @clear_errors
+    def code_tile(self, model_name: str, code) -> str | None:
+        """One code -> its atlas tile (a PNG file); None while the number is half-typed."""
+        m = self.models.get(model_name)
+        try:
+            k = inputs.code_index(m, code)
+        except gr.Error:
+            return None
+        return self.models.atlas(m)[k]
+
+
+INTRO = (
+    "Every code is a vector; UMAP lays them out so that similar codes sit close together. "
+    "Colour is how often a code is used on the training set (log scale); the codes in "
+    "your current image are ringed. Hover for details. Below, the **atlas** shows what "
+    "each code decodes to on its own (a grid filled with that one code); click one to "
+    "inspect it."
+)
+
+
+@dataclass
+class CodebookTab:
+    view: gr.Radio
+    figure: dict  # the components of a CodebookView, by field
+    pick: gr.Number
+    atlas: gr.Gallery
+
+
+def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
+    """``grid``: the current image's codes, ringed in the plot."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=3):
+            view = gr.Radio(
+                list(VIEWS), elem_id="view", value="2-D", label="Projection", container=False
+            )
+            plot = gr.Plot(elem_id="codebook-plot", label="Codebook (UMAP)")
+            summary = gr.Markdown(elem_id="codebook-summary")
+        with gr.Column(scale=2):
+            pick = gr.Number(elem_id="pick", label="Inspect code #", value=0, **CODE_NUMBER)
+            pick_img = gr.Image(
+                label="Decodes to", format="png", height=200, interactive=False, elem_classes=PIX
+            )
+            pick_md = gr.Markdown(elem_id="pick-md")
+            neighbours = gr.Gallery(
+                label="Nearest codes", columns=8, height=140, allow_preview=False, elem_classes=PIX
+            )
+            patches = gr.Image(
+                elem_id="code-patches",
+                label="Where the encoder picks it (training crops)",
+                format="png",
+                interactive=False,
+                elem_classes=PIX,
+            )
+            patches_md = gr.Markdown(elem_id="code-patches-md")
+    atlas = gr.Gallery(
+        elem_id="atlas",
+        label="Code atlas (most used first)",
+        columns=16,
+        height=360,
+        allow_preview=False,
+        elem_classes=PIX,
+    )
+
+    figure = dict(figure=plot, summary=summary)
+    view.change(h.figure, [model, view, grid], bind(CodebookView, **figure), **public("codebook"))
+    pick.change(
+        h.code,
+        [model, pick],
+        bind(CodeDetails, image=pick_img, details=pick_md, neighbours=neighbours),
+        **public("code"),
+        trigger_mode="always_last",
+    )
+    pick.change(
+        h.code_patches,
+        [model, pick],
+        bind(CodePatches, image=patches, note=patches_md),
+        **public("code_patches"),
+        trigger_mode="always_last",
+    )
+    atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
+    return CodebookTab(view, figure, pick, atlas)

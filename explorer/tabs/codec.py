@@ -1,0 +1,329 @@
+"""The Reconstruct tab's codec panel: the current image as a ``.vqz`` file (range-coded under
+the model's prior, vqvae.codec) beside JPEG and WebP squeezed to the same size; and a
+``.vqz`` upload decoded."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+import vqvae
+from vqvae import codec, images
+
+from .. import inputs
+from ..context import Context
+from ..guards import clear_errors
+from ..settings import DISPLAY, MAX_VQZ_BYTES
+from ..store import Model
+from ..ui import PIX, bind, public
+
+# What JPEG and WebP are matched to: the whole .vqz file, or its payload against their
+# entropy-coded data (at a few dozen bytes a JPEG's tables alone outweigh a whole .vqz).
+MATCH = ("whole file", "without headers")
+
+
+class Compressed(NamedTuple):
+    sizes: str  # Markdown: the code's sizes, and JPEG / WebP at the matched size
+    vqz: str | None  # path of the .vqz file; None when the model has no prior
+    jpeg: PIL.Image.Image  # the input as a JPEG of about the .vqz's size, decoded, enlarged
+    webp: PIL.Image.Image  # the same as WebP
+
+
+class Decompressed(NamedTuple):
+    image: PIL.Image.Image  # the decoded image, enlarged
+    details: str  # Markdown: the file's sizes, its class
+
+
+class Coded(NamedTuple):
+    """An image's codes as a file, or as plain codes when the model has no prior."""
+
+    rows: list  # Markdown table rows: bits under the prior, the file
+    file_bytes: int  # whole file (or the plain codes' bytes)
+    data_bytes: int  # payload (the same without a prior)
+    label: str  # what the VQ-VAE row of the comparison calls it
+    data: bytes | None  # the .vqz file
+
+
+class SizeRow:
+    """One row of the sizes table: bits, bytes, bits per pixel and how many times smaller
+    than the input's PNG."""
+
+    def __init__(self, pixels: int, png_bytes: int):
+        self.pixels, self.png_bytes = pixels, png_bytes
+
+    def __call__(self, what: str, bits: float, bytes_) -> str:
+        b = f"{bytes_:,}" if isinstance(bytes_, int) else f"{bytes_:,.1f}"
+        ratio = f"{8 * self.png_bytes / bits:.1f}×" if bits else ""
+        return f"| {what} | {bits:,.0f} | {b} | {bits / self.pixels:.3f} | {ratio} |"
+
+
+def _png_bytes(x: torch.Tensor) -> int:
+    png = io.BytesIO()
+    PIL.Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
+    return png.tell()
+
+
+class Codec:
+    """The codec panel's events."""
+
+    def __init__(self, ctx: Context):
+        self.models = ctx.models
+        self.files = ctx.files
+        self.lock = ctx.codec_lock
+
+    def _shown_input(self, m: Model, image) -> torch.Tensor:
+        """The model input from an image file. A whole-number nearest-neighbour enlargement
+        of an S x S image (the *Input* the Reconstruct tab shows) is first reduced back to
+        that image, exactly; anything else is read as /reconstruct reads it."""
+        S = m.config.image_size
+        if image is None:
+            raise gr.Error("No image: upload one, or reconstruct one first.")
+        if not isinstance(image, (str, Path, np.ndarray, PIL.Image.Image)):
+            raise gr.Error("An image is a file path or an array.", title="Unusable image")
+        try:
+            im, _ = images.load_image(image)
+        except images.ImageError as e:
+            raise gr.Error(str(e), title="Unusable image") from e
+        k = im.width // S
+        if k > 1 and im.size == (S * k, S * k):
+            a = np.asarray(im)
+            small = a[k // 2 :: k, k // 2 :: k]
+            if np.array_equal(small.repeat(k, 0).repeat(k, 1), a):
+                im = PIL.Image.fromarray(small)
+        return inputs.model_input(m, im, announce=False)
+
+    def _code(self, m: Model, codes: torch.Tensor, row: SizeRow) -> Coded:
+        """The codes as a .vqz file under the model's prior (the class that makes the file
+        smallest), or as plain codes without one."""
+        prior = m.prior
+        if prior is None:
+            plain = math.ceil(m.config.bits_per_image / 8)
+            return Coded([], plain, plain, "codes, plain", None)
+        with self.lock:
+            label = codec.cheapest_labels(prior, codes)[0]
+            data = codec.compress_codes(prior, codes, label, model=m.model)[0]
+        with torch.inference_mode():
+            nll = float(prior.nll_bits(codes, label)[0])
+        info = codec.read_header(data)
+        if prior.num_classes:
+            cls = prior.config.class_name(label)
+            what = f"codes under the prior, class {cls} (their NLL + the class)"
+            nll += codec.class_bits(prior)
+        else:
+            what = "codes under the prior (their NLL)"
+        rows = [
+            row(what, nll, nll / 8),
+            row(
+                f"**.vqz file** ({info.header_bytes} header + {info.payload_bytes} payload)",
+                8 * info.total_bytes,
+                info.total_bytes,
+            ),
+        ]
+        return Coded(rows, info.total_bytes, info.payload_bytes, ".vqz", data)
+
+    @staticmethod
+    def _comparison(x, recon, coded: Coded, headerless: bool) -> tuple[list, list]:
+        """Markdown rows of the VQ-VAE against JPEG and WebP at the matched size, and the
+        JPEG and WebP images (enlarged)."""
+        target = coded.data_bytes if headerless else coded.file_bytes
+
+        def quality(y: torch.Tensor) -> tuple[float, float]:
+            return float(vqvae.psnr(x, y)[0]), float(vqvae.ssim(x, y)[0])
+
+        what = "payload / entropy-coded data" if headerless else "whole files"
+        rows = [
+            f"\n\n**At the same size** (matched on {what}: {target} bytes)\n",
+            "| | quality | file bytes | without headers | PSNR (dB) | SSIM |",
+            "|---|--:|--:|--:|--:|--:|",
+            "| VQ-VAE ({}) | | {} | {} | {:.2f} | {:.3f} |".format(
+                coded.label, coded.file_bytes, coded.data_bytes, *quality(recon)
+            ),
+        ]
+        shown = []
+        for fmt in codec.FORMATS:
+            sm = codec.match_size(x[0], target, fmt, headerless=headerless)
+            y = torch.tensor(sm.image).float().div(255.0)  # (a read-only array)
+            y = y[None, None] if y.dim() == 2 else y.permute(2, 0, 1)[None]
+            got = sm.data_bytes if headerless else sm.file_bytes
+            note = " (the lowest quality; still larger)" if sm.quality == 1 and got > target else ""
+            name = fmt.upper() if fmt == "jpeg" else "WebP"
+            rows.append(
+                "| {}{} | {} | {} | {} | {:.2f} | {:.3f} |".format(
+                    name, note, sm.quality, sm.file_bytes, sm.data_bytes, *quality(y)
+                )
+            )
+            shown.append(images.enlarge(sm.image, DISPLAY))
+        return rows, shown
+
+    @clear_errors
+    def compress(self, image, model_name: str, match: str = MATCH[0]) -> Compressed:
+        """image -> its .vqz file under the model's prior, a table of sizes (plain code
+        bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
+        input's PNG), and JPEG and WebP of the input at the quality whose size is closest
+        to the .vqz's (``match``: "whole file" or "without headers"), with PSNR and SSIM.
+        Without a prior: no file; JPEG and WebP are matched to the plain code bits."""
+        m = self.models.get(model_name)
+        if not isinstance(match, str) or match not in MATCH:
+            raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
+        x = self._shown_input(m, image)
+        with torch.inference_mode():
+            codes = m.model.encode(x)
+            recon = m.model.decode(codes)
+        c = m.config
+        pixels = c.image_size * c.image_size
+        row = SizeRow(pixels, _png_bytes(x))
+        coded = self._code(m, codes, row)
+        head = f"**Sizes** ({c.image_size}×{c.image_size} = {pixels:,} pixels)\n\n"
+        if m.prior is None:
+            head = m.no_prior + "\n\n" + head
+        plain = f"codes, plain ({c.latent_size}·{c.latent_size}·log2 {c.codebook_size})"
+        lines = [
+            "| | bits | bytes | bits / pixel | PNG is |",
+            "|---|--:|--:|--:|--:|",
+            row(plain, c.bits_per_image, c.bits_per_image / 8),
+            *coded.rows,
+            row("the input as PNG (lossless)", 8 * row.png_bytes, row.png_bytes),
+        ]
+        vqz_path = None
+        if coded.data is not None:
+            vqz_path = self.files.new(codec.SUFFIX)
+            Path(vqz_path).write_bytes(coded.data)
+        cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
+        return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp)
+
+    @staticmethod
+    def _read_upload(file) -> bytes:
+        if file is None:
+            raise gr.Error("No file: upload a .vqz file.")
+        if not isinstance(file, (str, Path)):
+            raise gr.Error("A .vqz file is given as a file.")
+        try:
+            size = os.path.getsize(file)
+            if size > MAX_VQZ_BYTES:
+                raise gr.Error(
+                    f"The file has {size:,} bytes: a .vqz file has at most "
+                    f"{MAX_VQZ_BYTES // 1024} kB (most have a few dozen bytes)."
+                )
+            return Path(file).read_bytes()[: MAX_VQZ_BYTES + 1]
+        except OSError:
+            raise gr.Error("The uploaded file could not be read.") from None
+
+    @clear_errors
+    def decompress(self, file, model_name: str) -> Decompressed:
+        """A .vqz file (path, at most MAX_VQZ_BYTES) -> the image it decodes to with the
+        model and its prior (enlarged), and what its header says. Files for another model
+        or prior, truncated, corrupted or not .vqz at all are answered with gr.Error."""
+        m = self.models.get(model_name)
+        data = self._read_upload(file)
+        if m.prior is None:
+            raise gr.Error(inputs.no_prior_text(m) + " Choose a model that has one.")
+        try:
+            info = codec.read_header(data)
+            with self.lock:
+                codes, labels = codec.decompress_codes(m.prior, data, model=m.model)
+        except ValueError as e:
+            hint = self._owner(data, m.name)
+            raise gr.Error(
+                f"This file cannot be decoded with model {m.name!r}: {e}."
+                + (f" It decodes with model {hint!r}: choose that one." if hint else "")
+            ) from None
+        with torch.inference_mode():
+            x = m.model.decode(codes)
+        cls = m.prior.config.class_name(int(labels[0]))
+        details = (
+            f"Decoded a {info.total_bytes}-byte file ({info.header_bytes} header + "
+            f"{info.payload_bytes} payload): {codes.shape[1]}×{codes.shape[2]} codes, "
+            f"class: {cls}."
+        )
+        return Decompressed(images.enlarge(x[0], DISPLAY), details)
+
+    def _owner(self, data: bytes, tried: str) -> str | None:
+        """The name of another model whose prior decodes ``data`` (its checksum matches),
+        for the error message of a file uploaded with the wrong model selected."""
+        for name in self.models.names():
+            if name == tried:
+                continue
+            other = self.models.get(name)
+            if other.prior is None:
+                continue
+            try:
+                with self.lock:
+                    codec.decompress_codes(other.prior, data, model=other.model)
+            except ValueError:
+                continue
+            return name
+        return None
+
+
+@dataclass
+class CodecPanel:
+    match: gr.Radio
+    compressed: dict  # the components of a Compressed, by field
+    vqz_file: gr.File
+    decompressed: dict  # the components of a Decompressed, by field
+
+
+def layout() -> CodecPanel:
+    """The panel, laid out under the Reconstruct tab's results."""
+    with gr.Row(equal_height=True):
+        small = dict(height=200, elem_classes=PIX, interactive=False, format="png")
+        jpeg = gr.Image(elem_id="jpeg", label="JPEG at the .vqz's size", **small)
+        webp = gr.Image(elem_id="webp", label="WebP at the .vqz's size", **small)
+        with gr.Column(min_width=220):
+            match = gr.Radio(
+                list(MATCH),
+                value=MATCH[0],
+                elem_id="match",
+                label="Match JPEG and WebP to the .vqz's size:",
+                info="without headers: the .vqz payload against their coded data",
+            )
+            vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
+    sizes = gr.Markdown(elem_id="codec-sizes")
+    with gr.Accordion("Decode a .vqz file", open=False):
+        with gr.Row():
+            vqz_file = gr.File(
+                elem_id="vqz-file",
+                label=f".vqz file (at most {MAX_VQZ_BYTES // 1024} kB)",
+                file_types=[codec.SUFFIX],
+                type="filepath",
+                height=140,
+            )
+            decoded = gr.Image(elem_id="decoded", label="Decoded", **small)
+            details = gr.Markdown(elem_id="decoded-md")
+    return CodecPanel(
+        match,
+        dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp),
+        vqz_file,
+        dict(image=decoded, details=details),
+    )
+
+
+def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image) -> None:
+    """The panel's events; it follows ``original`` (the input as the model sees it)."""
+    # The panel follows each new input as an event of its own, so /reconstruct stays as fast
+    # as without it (the prior's coding and ~20 JPEG/WebP encodes run after it). As the API,
+    # /compress takes any image, or the Input shown above.
+    gr.on(
+        [original.change, panel.match.change],
+        h.compress,
+        [original, model, panel.match],
+        bind(Compressed, **panel.compressed),
+        trigger_mode="always_last",
+        show_progress="minimal",
+        **public("compress"),
+    )
+    panel.vqz_file.upload(
+        h.decompress,
+        [panel.vqz_file, model],
+        bind(Decompressed, **panel.decompressed),
+        **public("decompress"),
+    )

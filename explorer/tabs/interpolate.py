@@ -1,0 +1,155 @@
+"""Interpolate: an animated GIF from image A to image B through latent space (``lerp``,
+``slerp``, or straight through the ``codebook``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gradio as gr
+import PIL.Image
+import torch
+
+import vqvae
+from vqvae import images
+from vqvae.latent import PATHS
+
+from .. import inputs
+from ..context import Context
+from ..guards import clear_errors, image_input
+from ..settings import DISPLAY, MAX_FPS, MAX_FRAMES
+from ..ui import PIX, bind, private, public, skip
+
+
+class Interpolation(NamedTuple):
+    gif: str  # path of a looping animated GIF
+    strip: PIL.Image.Image  # the frames side by side
+
+
+class InterpExample(NamedTuple):
+    image_a: str | None
+    image_b: str | None
+    target: str  # where the next example goes: "A" or "B"
+
+
+def _number(value, lo: float, hi: float, what: str) -> float:
+    """A finite number in [lo, hi] (fractions allowed), or gr.Error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise gr.Error("frames and fps must be numbers.")
+    try:
+        f = float(value)
+    except ValueError:
+        raise gr.Error("frames and fps must be numbers.") from None
+    if not (math.isfinite(f) and lo <= f <= hi):
+        raise gr.Error(f"{what} must be between {lo} and {hi}, got {value}.")
+    return f
+
+
+class Interpolate:
+    """The Interpolate tab's events."""
+
+    def __init__(self, ctx: Context):
+        self.models = ctx.models
+        self.files = ctx.files
+
+    @clear_errors
+    def gif(
+        self, image_a, image_b, model_name: str, frames=24, fps=12, path: str = "lerp",
+        pingpong: bool = True,
+    ) -> Interpolation:  # fmt: skip
+        """Two images -> (animated GIF path, strip of the frames)."""
+        m = self.models.get(model_name)
+        n = _number(frames, 2, MAX_FRAMES, "Number of frames")
+        f = _number(fps, 1, MAX_FPS, "Frames per second")
+        if not isinstance(path, str) or path not in PATHS:
+            raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r:.20}.")
+        for side, im in (("A", image_a), ("B", image_b)):
+            if im is None:
+                raise gr.Error(f"No image {side}: upload one or click an example.")
+        a, b = inputs.model_input(m, image_a), inputs.model_input(m, image_b)
+        with torch.inference_mode():
+            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path)
+        gif = images.write_gif(seq, self.files.new(".gif"), fps=f, pingpong=bool(pingpong))
+        return Interpolation(str(gif), images.frame_strip(seq, scale=2, per_row=12))
+
+    @clear_errors
+    def gif_if_any(self, image_a, image_b, *args) -> Interpolation:
+        """For page load and model changes: a model without examples is no error."""
+        if image_a is None or image_b is None:
+            return skip(Interpolation)
+        return self.gif(image_a, image_b, *args)
+
+    @clear_errors
+    def example_click(
+        self, model_name: str, target: str, evt: gr.SelectData, image_a=None, image_b=None
+    ) -> InterpExample:
+        """Click on an example: it goes into A or B (``target``), and the next click into the
+        other. The other image is handed back as it was (not skipped: Gradio would replace
+        that component's session copy, losing its file-path input)."""
+        m = self.models.get(model_name)
+        if target not in ("A", "B"):
+            raise gr.Error(f"The target must be 'A' or 'B', got {target!r:.20}.")
+        path = m.examples[inputs.selected_index(evt, len(m.examples), "examples")]
+        if target == "A":
+            return InterpExample(path, image_b, "B")
+        return InterpExample(image_a, path, "A")
+
+
+INTRO = (
+    "Walk from image A to image B in latent space. **lerp** blends the encoder outputs and "
+    "quantizes each step; **slerp** does so along a sphere; **codebook** blends the two "
+    "quantized grids and decodes without re-quantizing. The result is a looping GIF."
+)
+
+
+@dataclass
+class InterpolateTab:
+    image_a: gr.Image
+    image_b: gr.Image
+    examples: gr.Gallery
+    settings: list  # frames, fps, path, ping-pong
+    outputs: list  # the components of an Interpolation
+
+
+def build(h: Interpolate, model: gr.Dropdown) -> InterpolateTab:
+    gr.Markdown(INTRO)
+    side = dict(height=220, elem_classes=["fill-img"], sources=["upload", "clipboard"])
+    with gr.Row():
+        img_a = image_input(label="A", **side)
+        img_b = image_input(label="B", **side)
+        with gr.Column(min_width=260):
+            frames = gr.Slider(2, MAX_FRAMES, value=24, step=1, label="Frames")
+            fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second")
+            path = gr.Radio(list(PATHS), value="lerp", label="Path")
+            pingpong = gr.Checkbox(value=True, label="Ping-pong (play back and forth)")
+            button = gr.Button("Make GIF", elem_id="interp-btn", variant="primary")
+    with gr.Row(equal_height=True):
+        examples = gr.Gallery(
+            label="Examples: click to fill",
+            columns=8,
+            height=150,
+            allow_preview=False,
+            elem_classes=PIX,
+            scale=3,
+        )
+        target = gr.Radio(
+            ["A", "B"], value="A", label="Next example goes into", scale=1, min_width=160
+        )
+    with gr.Row():
+        big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX)
+        gif = gr.Image(
+            elem_id="gif", label="Animation", type="filepath", buttons=["download"], scale=1, **big
+        )
+        strip = gr.Image(elem_id="strip", label="Frames", format="png", scale=2, **big)
+
+    settings = [frames, fps, path, pingpong]
+    outputs = bind(Interpolation, gif=gif, strip=strip)
+    button.click(h.gif, [img_a, img_b, model, *settings], outputs, **public("interpolate"))
+    examples.select(
+        h.example_click,
+        [model, target, img_a, img_b],
+        bind(InterpExample, image_a=img_a, image_b=img_b, target=target),
+        **private("interpolate_example", quick=True),
+    )
+    return InterpolateTab(img_a, img_b, examples, settings, outputs)

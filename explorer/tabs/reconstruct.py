@@ -1,0 +1,250 @@
+"""Reconstruct: upload an image, click an example or draw a digit -> the input as the model
+sees it, its reconstruction and its code map; the codec panel (explorer.tabs.codec) below."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+import vqvae
+from vqvae import images
+
+from .. import inputs
+from ..context import Context
+from ..guards import clear_errors, guard_drawing_pad, image_input
+from ..settings import DISPLAY
+from ..ui import PIX, bind, private, public, skip
+from . import codec
+
+
+class Reconstruction(NamedTuple):
+    original: PIL.Image.Image  # the input as the model sees it, enlarged
+    reconstruction: PIL.Image.Image
+    code_map: PIL.Image.Image
+    psnr: float  # dB
+    codes_used: int  # distinct codes in the image
+    bits: float  # bits per image, h * w * log2 K
+    grid: object  # the code grid (h, w) as a table
+
+
+class Example(NamedTuple):
+    """An example picked: the image itself, then its :class:`Reconstruction` fields."""
+
+    image: str | None
+    original: PIL.Image.Image
+    reconstruction: PIL.Image.Image
+    code_map: PIL.Image.Image
+    psnr: float
+    codes_used: int
+    bits: float
+    grid: object
+
+
+class Reconstruct:
+    """The Reconstruct tab's events."""
+
+    def __init__(self, ctx: Context):
+        self.models = ctx.models
+        self._example_cache: dict[tuple, Reconstruction] = {}
+
+    @clear_errors
+    def image(self, image, model_name: str, *, announce: bool = True) -> Reconstruction:
+        """image (path) -> original, reconstruction, code map, PSNR (dB), codes used,
+        bits per image, code grid (table). ``announce``: tell the user how the input was
+        adjusted (inverted, alpha flattened...)."""
+        m = self.models.get(model_name)
+        x = inputs.model_input(m, image, announce=announce)
+        with torch.inference_mode():
+            codes = m.model.encode(x)
+            recon = m.model.decode(codes)
+            psnr = float(vqvae.psnr(x, recon)[0])
+        c = codes[0].numpy()
+        return Reconstruction(
+            original=images.enlarge(x[0], DISPLAY),
+            reconstruction=images.enlarge(recon[0], DISPLAY),
+            code_map=images.code_map_image(c, m.config.codebook_size, DISPLAY),
+            psnr=round(psnr, 2),
+            codes_used=int(len(np.unique(c))),
+            bits=round(m.config.bits_per_image, 1),
+            grid=inputs.table(c),
+        )
+
+    @clear_errors
+    def upload(self, image, model_name: str) -> Reconstruction:
+        """For live events (clearing an image): nothing to do is no error."""
+        if image is None:
+            return skip(Reconstruction)
+        return self.image(image, model_name)
+
+    @clear_errors
+    def drawing(self, sketch, model_name: str) -> Reconstruction:
+        """The drawing pad's composite -> its reconstruction; an empty canvas changes nothing."""
+        comp = sketch.get("composite") if isinstance(sketch, dict) else None
+        if comp is None:
+            return skip(Reconstruction)
+        a = np.asarray(comp)
+        if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].max() == 0:
+            return skip(Reconstruction)  # empty canvas
+        return self.image(a, model_name, announce=False)  # drawings are always inverted
+
+    @clear_errors
+    def example_click(self, model_name: str, evt: gr.SelectData) -> Example:
+        """Click on the example gallery -> the example as input, and its (cached) outputs."""
+        m = self.models.get(model_name)
+        return self.example(model_name, inputs.selected_index(evt, len(m.examples), "examples"))
+
+    @clear_errors
+    def example(self, model_name: str, index: int = 0) -> Example:
+        """The model's example ``index`` and its reconstruction (computed once per file)."""
+        m = self.models.get(model_name)
+        if not m.examples:
+            return Example(None, *skip(Reconstruction))
+        path = m.examples[inputs.whole_number(index, 0, len(m.examples) - 1, "The example index")]
+        key = (model_name, path, os.stat(path).st_mtime_ns)
+        if key not in self._example_cache:
+            self._example_cache[key] = self.image(path, model_name)
+        return Example(path, *self._example_cache[key])
+
+
+INTRO = (
+    "Upload an image, click an example or draw a digit (in *Draw*, pick the brush, then "
+    "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
+    "the grid again; the code map shows which code sits where. Images are centre-cropped "
+    "and resized to the model's size; for digit models, dark-on-light pictures are "
+    "inverted to match MNIST. Below them: the codes as a file (**.vqz**, entropy-coded "
+    "under the model's learned prior) beside JPEG and WebP squeezed to the same size."
+)
+
+
+@dataclass
+class ReconstructTab:
+    image: gr.Image
+    examples: gr.Gallery
+    draw: gr.Column  # holds the drawing pad
+    no_draw: gr.Markdown
+    outputs: dict  # the components of a Reconstruction, by field
+    new_image: list  # events after which there is a new current image
+
+    @property
+    def grid(self) -> gr.Dataframe:
+        """The current image's codes."""
+        return self.outputs["grid"]
+
+
+def _input_column(h: Reconstruct):
+    """Upload / Draw tabs and the examples -> (image, sketch, button, draw, no_draw, examples)."""
+    with gr.Tabs():
+        with gr.Tab("Upload", id="upload"):
+            image = image_input(
+                elem_id="input-image",
+                label="Your image",
+                height=280,
+                elem_classes=["fill-img"],
+                sources=["upload", "clipboard"],
+            )
+            button = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
+        with gr.Tab("Draw", id="draw"):
+            no_draw = gr.Markdown(
+                "The drawing pad is for the digit models (one channel); this model "
+                "takes colour images.",
+                visible=False,
+            )
+            with gr.Column() as draw:
+                sketch = gr.Sketchpad(
+                    label="Draw a digit",
+                    type="numpy",
+                    image_mode="RGBA",
+                    canvas_size=(280, 280),
+                    fixed_canvas=True,
+                    layers=False,
+                    transforms=(),
+                    brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
+                    height=340,
+                )
+                guard_drawing_pad(sketch)
+    examples = gr.Gallery(
+        elem_id="examples",
+        label="Examples (test set): click one",
+        columns=4,
+        height="auto",
+        allow_preview=False,
+        elem_classes=PIX,
+        object_fit="contain",
+    )
+    return image, sketch, button, draw, no_draw, examples
+
+
+def _result_panel() -> dict:
+    """The components of a Reconstruction, by field."""
+    big = dict(height=DISPLAY + 64, elem_classes=PIX, interactive=False, format="png")
+    with gr.Row(equal_height=True):
+        original = gr.Image(
+            elem_id="orig",
+            label="Input (as the model sees it)",
+            buttons=["download"],
+            # as /compress's input: the file's path, Gradio opens nothing
+            type="filepath",
+            image_mode=None,
+            **big,
+        )
+        reconstruction = gr.Image(
+            elem_id="recon", label="Reconstruction", buttons=["download"], **big
+        )
+        code_map = gr.Image(
+            elem_id="codemap", label="Code map (index per cell)", buttons=["download"], **big
+        )
+    number = dict(interactive=False, elem_classes=["numbers"])
+    with gr.Row():
+        psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", **number)
+        used = gr.Number(elem_id="used", label="Distinct codes in this image", **number)
+        bits = gr.Number(label="Bits per image (h·w·log2 K)", **number)
+    return dict(
+        original=original, reconstruction=reconstruction, code_map=code_map, psnr=psnr,
+        codes_used=used, bits=bits,
+    )  # fmt: skip
+
+
+def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> ReconstructTab:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=280):
+            image, sketch, button, draw, no_draw, examples = _input_column(h)
+        with gr.Column(scale=5):
+            out = _result_panel()
+            panel = codec.layout()
+            with gr.Accordion("Code indices as a table", open=False):
+                out["grid"] = gr.Dataframe(
+                    interactive=False,
+                    datatype="number",
+                    type="array",
+                    label="Code grid",
+                    max_height=320,
+                )
+
+    outputs = bind(Reconstruction, **out)
+    new_image = [
+        button.click(h.image, [image, model], outputs, **public("reconstruct")),
+        image.input(h.upload, [image, model], outputs, **private("reconstruct_upload")),
+        examples.select(
+            h.example_click,
+            [model],
+            bind(Example, image=image, **out),
+            **private("reconstruct_example"),
+        ),  # fmt: skip
+        sketch.change(
+            h.drawing,
+            [sketch, model],
+            outputs,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            **private("reconstruct_drawing"),
+        ),
+    ]
+    codec.connect(codec_events, panel, model, out["original"])
+    return ReconstructTab(image, examples, draw, no_draw, out, new_image)

@@ -1,0 +1,56 @@
+"""The idioms every tab uses to declare its events and outputs.
+
+Outputs are bound by name: an event's result is a NamedTuple, and :func:`bind` lists the
+components in the order of its fields, from keyword arguments named after them, so a field
+can never fill the wrong component. Public events (the API) carry their api_name; every
+other event is private and named explicitly, so the API names never get suffixes."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gradio as gr
+
+PIX = ["pixelated"]
+# Code numbers reach the handlers unrounded (Gradio's rounding fails on inf and NaN with an
+# unclear message); the handlers check them. select_model sets the model's maximum.
+CODE_NUMBER = dict(precision=None, minimum=0)
+# Class choices change with the model; the handlers check the class (Gradio would check it
+# against the choices the page was built with).
+CLASS_CHOICE = dict(allow_custom_value=True, min_width=140)
+# Events that run a model share one queue of CONCURRENCY slots (Gradio gives every event its
+# own by default, so a busy app would run 2 x (number of events) at once); quick ones that
+# only pick or pass values on keep their own, so the page stays responsive under load.
+MODEL = dict(concurrency_id="model")
+
+
+def public(name: str) -> dict:
+    """Options of an API event (it runs a model)."""
+    return dict(api_name=name, **MODEL)
+
+
+def private(name: str, *, quick: bool = False) -> dict:
+    """Options of an event the page uses but the API does not list; ``quick``: it runs no
+    model, so it does not wait for the model queue."""
+    return dict(api_name=name, api_visibility="private", **({} if quick else MODEL))
+
+
+def bind(result: type[NamedTuple], **components) -> list:
+    """The output components of an event returning ``result``, in its fields' order; the
+    keyword names must be exactly its fields."""
+    fields = result._fields
+    if set(components) != set(fields):
+        missing = [f for f in fields if f not in components]
+        extra = [k for k in components if k not in fields]
+        raise TypeError(f"{result.__name__} outputs: missing {missing}, unknown {extra}")
+    return [components[f] for f in fields]
+
+
+def skip(result: type[NamedTuple]):
+    """A result that changes none of its components."""
+    return result(*(gr.skip() for _ in result._fields))
+
+
+def keep(value):
+    """Pass a value on unchanged (e.g. the reconstructed grid becomes the edit tab's original)."""
+    return value
