@@ -20,14 +20,14 @@ may be sorted by class; 0 = all):
   decoded again and must give the VQ-VAE's reconstruction and the class exactly.
 - JPEG (PIL/libjpeg, optimized Huffman tables) and WebP (PIL/libwebp, lossy, method 6) of
   the same uint8 image at the quality in 1..100 that brings the file closest to the .vqz
-  size (:func:`vqvae.codec.match_size`), matched twice:
+  size (:func:`vqvae.compare.match_size`), matched twice:
   * full files: the whole JPEG / WebP file against the whole .vqz file;
   * header-less: each format's entropy-coded data against the .vqz payload. For JPEG that
     is the scan data (the bytes after each SOS segment's header up to the next marker; the
     quantization and Huffman tables, frame header and JFIF segment are header), measured by
     walking the file's markers. For WebP it is the VP8 chunk's data minus its 10-byte frame
     header (the 12-byte RIFF header and the 8-byte chunk header are header too); see
-    :func:`vqvae.codec.entropy_coded_bytes`.
+    :func:`vqvae.compare.entropy_coded_bytes`.
   At these sizes a JPEG's header alone is often larger than a whole .vqz file: the lowest
   quality may still miss the target, so the sizes actually reached are reported beside it.
 - PSNR (and SSIM) of each against the original image, mean over images.
@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 import vqvae
-from vqvae.codec import FORMATS, class_bits, compress, decompress, match_size, read_header
+from vqvae.codec import class_bits, compress, decompress, read_header
+from vqvae.compare import FORMATS, match_size
 from vqvae.data import DatasetNotFoundError, load_labels, load_uint8, spread
 from vqvae.files import write_json_atomic
 from vqvae.images import to_uint8

@@ -1,6 +1,7 @@
 """The benchmark scripts' own logic (their training runs are what train's tests cover)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 
 import vqvae
 from benchmarks import capacity, speed
+from codec_helpers import codec_pair, make_prior
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,3 +170,37 @@ def test_speed_times_the_vq_step_against_the_autoencoder_step():
     vq_ms, ae_ms, ratio, images = (float(c) for c in row.strip("|").split("|")[2:])
     assert vq_ms > 0 and ae_ms > 0 and images > 0
     assert ratio == pytest.approx(vq_ms / ae_ms, rel=0.02, abs=0.006)  # printed to 2 places
+
+
+def test_codec_benchmark_runs_on_a_tiny_model(tiny_config, mnist_dir, tmp_path, capsys):
+    from benchmarks import codec as bench
+
+    model, _ = codec_pair(tiny_config)
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    make_prior(num_classes=10, model=model, std=0.5).save_pretrained(folder)
+    out = tmp_path / "codec.json"
+    args = ["--dataset", "mnist", "--model", str(folder), "--data-dir", str(mnist_dir)]
+    bench.main([*args, "--limit", "3", "--out", str(out)])
+    r = json.loads(out.read_text())["mnist"]
+    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels_coded"] == "auto"
+    assert r["vqz_header_bytes"] == 4 and r["class_bits"] == pytest.approx(math.log2(11))
+    assert 0 <= r["classes_picked_right"] <= 1
+    assert r["vqz_bytes"] == r["vqz_header_bytes"] + r["vqz_payload_bytes"]
+    assert 8 * r["vqz_payload_bytes"] <= 1.01 * 8 * r["nll_bytes"] + 8
+    for key in ("jpeg_file", "jpeg_payload", "webp_file", "webp_payload"):
+        assert 1 <= r[key]["quality"] <= 100 and 0 < r[key]["psnr"] < 100
+    # a JPEG's header alone outweighs this tiny .vqz: its smallest file is still bigger
+    assert r["jpeg_file"]["file_bytes"] > r["vqz_bytes"]
+    assert "VQ-VAE PSNR" in capsys.readouterr().out
+    bench.main([*args, "--limit", "2", "--labels", "true", "--out", str(out)])
+    r = json.loads(out.read_text())["mnist"]
+    assert r["labels_coded"] == "true" and r["classes_picked_right"] is None
+    assert r["exact_round_trips"] == 2
+    # a model without a prior: said clearly, nothing measured
+    bare = tmp_path / "bare"
+    model.save_pretrained(bare)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
+    assert e.value.code == 2
+    assert "has no prior to compress with" in capsys.readouterr().err

@@ -1,18 +1,14 @@
 """The .vqz codec: exact round trips, files about the size of the prior's NLL, clear errors
-for truncated, corrupted, foreign and future files, and the command line."""
+for truncated, corrupted, foreign and future files, and coding under torch.inference_mode()."""
 
 import math
 import re
-import subprocess
-import sys
 
-import numpy as np
-import PIL.Image
 import pytest
 import torch
 
 import vqvae
-from prior_helpers import peaked_prior
+from codec_helpers import CLASSES, H, K, W, codec_pair, make_prior
 from vqvae.codec import (
     FORMAT_VERSION,
     cheapest_labels,
@@ -20,26 +16,10 @@ from vqvae.codec import (
     compress_codes,
     decompress,
     decompress_codes,
-    encode_classic,
-    entropy_coded_bytes,
-    main,
-    match_size,
     prior_fingerprint,
     read_header,
 )
-from vqvae.images import load_image, to_model_input, to_uint8
-from vqvae.prior import CodePrior, PriorConfig
-
-K, H, W, CLASSES = 16, 3, 4, 3
-
-
-def make_prior(num_classes=CLASSES, model=None, seed=1, std=0.5, **kw) -> CodePrior:
-    kw = dict(num_classes=num_classes, d_model=32, n_layers=2, n_heads=2, **kw)
-    if model is None:  # a prior that names a (pretend) VQ-VAE, as trained priors do
-        config = PriorConfig(K, H, W, vqvae_fingerprint="0123456789abcdef", **kw)
-    else:
-        config = PriorConfig.for_model(model, **kw)
-    return peaked_prior(config, seed=seed, std=std)
+from vqvae.prior import CodePrior
 
 
 @pytest.fixture
@@ -50,8 +30,7 @@ def prior():
 @pytest.fixture
 def tiny_pair(tiny_config):
     """A tiny VQ-VAE (28x28 -> 7x7 codes, K = 32) and a random prior tied to it."""
-    model = vqvae.VQVAE(tiny_config).eval()
-    return model, make_prior(model=model, std=0.3)
+    return codec_pair(tiny_config)
 
 
 def rand_codes(n=6, seed=0):
@@ -259,14 +238,14 @@ def test_float64_coding_absorbs_tiny_float_differences(prior, monkeypatch):
     """Another CPU or BLAS may round the prior's arithmetic differently. Coding in float64
     keeps such differences (about 1e-16 relative; 1e-12 here) far below the 2^-20 steps of
     the coded counts, so a file still decodes; in float32 (1e-6) the counts would change."""
-    from vqvae import codec
+    from vqvae.codec import coder
 
     codes = prior.sample(4, labels=1, generator=torch.Generator().manual_seed(2))
     files = compress_codes(prior, codes, 1)
-    real, g = codec._coding_prior, torch.Generator().manual_seed(0)
+    real, g = coder.coding_prior, torch.Generator().manual_seed(0)
 
     def nudged(scale):
-        def coding_prior(p, version=codec.FORMAT_VERSION):
+        def coding_prior(p, version=FORMAT_VERSION):
             cp = real(p, version)
             twin = CodePrior(cp.config).to(torch.float64).eval()
             with torch.no_grad():
@@ -277,10 +256,10 @@ def test_float64_coding_absorbs_tiny_float_differences(prior, monkeypatch):
 
         return coding_prior
 
-    monkeypatch.setattr(codec, "_coding_prior", nudged(1e-12))
+    monkeypatch.setattr(coder, "coding_prior", nudged(1e-12))
     got, labels = decompress_codes(prior, files)
     assert torch.equal(got, codes) and labels.tolist() == [1] * 4
-    monkeypatch.setattr(codec, "_coding_prior", nudged(1e-6))
+    monkeypatch.setattr(coder, "coding_prior", nudged(1e-6))
     with pytest.raises(ValueError, match="corrupted|checksum"):
         decompress_codes(prior, files)
 
@@ -289,20 +268,21 @@ def test_version_1_files_still_decode(monkeypatch):
     """The first format (b"VQZ", a 12-byte header with the class in it, the prior run in
     float32) is read, no longer written. A hand-made one: for an unconditional prior its
     payload is version 2's range-coded codes, with the prior run in float32."""
-    from vqvae import codec
+    from vqvae.codec import coder
+    from vqvae.codec import format as vqz
 
     uncond, codes = make_prior(num_classes=0), rand_codes(2)
     vqvae_fp, prior_fp = uncond.config.vqvae_fingerprint, prior_fingerprint(uncond)
-    ids = b"".join(codec._short_id(fp, 16).to_bytes(2, "big") for fp in (vqvae_fp, prior_fp))
-    real = codec._coding_prior
+    ids = b"".join(vqz.short_id(fp, 16).to_bytes(2, "big") for fp in (vqvae_fp, prior_fp))
+    real = coder.coding_prior
     with monkeypatch.context() as m:
-        m.setattr(codec, "_coding_prior", lambda p, version=2: real(p, 1))
+        m.setattr(coder, "coding_prior", lambda p, version=2: real(p, 1))
         payloads = compress_codes(uncond, codes)
     assert payloads != compress_codes(uncond, codes)  # float32 and float64 counts differ
     old = []
     for f, c in zip(payloads, codes, strict=True):
         head = b"VQZ\x01" + ids + b"\x00"  # class varint 0: none
-        check = codec._checksum(head, vqvae_fp, prior_fp, -1, c.flatten().numpy(), version=1)
+        check = vqz.checksum(head, vqvae_fp, prior_fp, -1, c.flatten().numpy(), version=1)
         old.append(head + check + f[4:])
     info = read_header(old[0])
     assert (info.version, info.header_bytes, info.label, info.id_bits) == (1, 12, -1, 16)
@@ -342,142 +322,41 @@ def test_prior_fingerprint_follows_the_weights(prior):
     assert prior_fingerprint(prior) != fp
 
 
-# ----------------------------------------------------------------------------- command line
-def write_pngs(folder, images):
-    folder.mkdir()
-    paths = []
-    for i, x in enumerate(images):
-        p = folder / f"digit{i}.png"
-        PIL.Image.fromarray(to_uint8(x)).save(p)
-        paths.append(str(p))
-    return paths
+@pytest.mark.parametrize("inference", [False, True])
+def test_weights_changed_in_place_are_noticed(inference):
+    """The fingerprint and the coding copy follow a prior's weights changed in place: by
+    the tensors' version counters, or for inference tensors (made under
+    torch.inference_mode()), which have none, by their bytes."""
+    codes = rand_codes(2)
+    with torch.inference_mode(inference), torch.no_grad():
+        prior = make_prior()
+        assert prior.head.bias.is_inference() == inference
+        fp, files = prior_fingerprint(prior), compress_codes(prior, codes, 1)
+        prior.head.bias[0] += 1.0
+        twin = make_prior()  # a fresh prior with the changed weights
+        twin.head.bias[0] += 1.0
+        assert prior_fingerprint(prior) == prior_fingerprint(twin) != fp
+        changed = compress_codes(prior, codes, 1)
+        assert changed == compress_codes(twin, codes, 1)
+        assert [f[4:] for f in changed] != [f[4:] for f in files]  # payloads, not just ids
+        assert torch.equal(decompress_codes(prior, changed)[0], codes)
 
 
-def test_cli_round_trip(tiny_pair, mnist_small, tmp_path, monkeypatch, capsys):
-    model, _ = tiny_pair
-    prior = make_prior(num_classes=10, model=model, std=0.3)
-    folder = tmp_path / "pretrained" / "tiny"
-    model.save_pretrained(folder)
-    prior.save_pretrained(folder)
-    pngs = write_pngs(tmp_path / "in", mnist_small.test[:3])
-    main(["compress", *pngs, "--model", str(folder), "--label", "7", "-o", str(tmp_path / "z")])
-    out = capsys.readouterr().out
-    assert "digit0.png" in out and "header" in out and "prior NLL" in out
-    vqz = sorted((tmp_path / "z").glob("*.vqz"))
-    assert [p.name for p in vqz] == ["digit0.vqz", "digit1.vqz", "digit2.vqz"]
-    # decompress finds the model the files name in ./pretrained/
-    monkeypatch.chdir(tmp_path)
-    main(["decompress", *map(str, vqz), "-o", str(tmp_path / "back")])
-    assert "(class 7)" in capsys.readouterr().out
-    for png in pngs:
-        x, _ = to_model_input(load_image(png)[0], 1, 28)
-        expected = to_uint8(model.decode(model.encode(x))[0])
-        name = tmp_path / "back" / png.rsplit("/", 1)[1]
-        assert np.array_equal(np.asarray(PIL.Image.open(name)), expected)
-
-
-def test_cli_errors_are_clear(tiny_pair, tmp_path, capsys):
+def test_a_model_and_prior_loaded_under_inference_mode_round_trip(tiny_pair, mnist_small, tmp_path):
     model, prior = tiny_pair
-    folder = tmp_path / "m"
-    model.save_pretrained(folder)
-    prior.save_pretrained(folder)
-    bad = tmp_path / "bad.vqz"
-    bad.write_bytes(b"\xa9rest")
-    with pytest.raises(SystemExit) as e:
-        main(["decompress", str(bad), "--model", str(folder), "-o", str(tmp_path / "o")])
-    assert e.value.code == 2
-    assert "bad.vqz: .vqz format version 9 is newer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["compress", str(tmp_path / "none.png"), "--model", str(folder), "-o", "x"])
-    assert "No such file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # no shipped model has this file's fingerprints
-        f = compress_codes(prior, prior.sample(1), model=model)[0]
-        (tmp_path / "a.vqz").write_bytes(f)
-        main(["decompress", str(tmp_path / "a.vqz"), "-o", str(tmp_path / "o")])
-    assert "pass --model" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_cli_runs_as_a_module(tmp_path):
-    bad = tmp_path / "x.vqz"
-    bad.write_bytes(b"not a vqz file")
-    r = subprocess.run(
-        [sys.executable, "-m", "vqvae.codec", "decompress", str(bad), "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 2 and "not a .vqz file" in r.stderr
-
-
-# ----------------------------------------------------------------------------- benchmark
-def test_jpeg_and_webp_sizes_without_headers_and_matched_to_a_target():
-    image = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
-    d = encode_classic(image, "jpeg", 50)
-    sos = d.index(b"\xff\xda")
-    scan_start = sos + 2 + int.from_bytes(d[sos + 2 : sos + 4], "big")
-    assert d.endswith(b"\xff\xd9") and entropy_coded_bytes(d) == len(d) - 2 - scan_start
-    # a flat image has almost no scan data; the header (tables) stays over 100 bytes
-    flat = encode_classic(np.zeros_like(image), "jpeg", 50)
-    assert entropy_coded_bytes(flat) < 10 < 100 < len(flat) - entropy_coded_bytes(flat)
-    w = encode_classic(image, "webp", 50)
-    assert entropy_coded_bytes(w) == int.from_bytes(w[16:20], "little") - 10 == len(w) - 30
-    with pytest.raises(ValueError, match="not a JPEG or WebP"):
-        entropy_coded_bytes(b"VQZ\x01")
-    with pytest.raises(ValueError, match="truncated JPEG"):
-        entropy_coded_bytes(d[:-2])
-    # the quality whose size is closest to the target, full files or data alone
-    sizes = {q: len(encode_classic(image, "jpeg", q)) for q in range(1, 101)}
-    for target in (0, 400, 600, 10_000):
-        m = match_size(image, target, "jpeg")
-        best = min(abs(s - target) for s in sizes.values())
-        assert abs(m.file_bytes - target) == best and m.file_bytes == sizes[m.quality]
-    m = match_size(torch.from_numpy(image)[None].float() / 255, 300, "webp", headerless=True)
-    assert m.format == "webp" and m.data_bytes == entropy_coded_bytes(m.data)
-    assert m.image.shape == (28, 28) and m.image.dtype == np.uint8
-    assert abs(m.data_bytes - 300) <= 60
-    rgb = np.stack([image] * 3, -1)
-    assert match_size(rgb, 500, "jpeg").image.shape == (28, 28, 3)
-    with pytest.raises(ValueError, match="format must be one of jpeg, webp"):
-        encode_classic(image, "png", 50)
-    with pytest.raises(ValueError, match=r"quality must be an int in \[1, 100\]"):
-        encode_classic(image, "jpeg", 0)
-
-
-def test_benchmark_runs_on_a_tiny_model(tiny_pair, mnist_dir, tmp_path, capsys):
-    import json
-
-    from benchmarks import codec as bench
-
-    model, _ = tiny_pair
-    folder = tmp_path / "tiny"
-    model.save_pretrained(folder)
-    make_prior(num_classes=10, model=model, std=0.5).save_pretrained(folder)
-    out = tmp_path / "codec.json"
-    args = ["--dataset", "mnist", "--model", str(folder), "--data-dir", str(mnist_dir)]
-    bench.main([*args, "--limit", "3", "--out", str(out)])
-    r = json.loads(out.read_text())["mnist"]
-    assert r["images"] == 3 and r["exact_round_trips"] == 3 and r["labels_coded"] == "auto"
-    assert r["vqz_header_bytes"] == 4 and r["class_bits"] == pytest.approx(math.log2(11))
-    assert 0 <= r["classes_picked_right"] <= 1
-    assert r["vqz_bytes"] == r["vqz_header_bytes"] + r["vqz_payload_bytes"]
-    assert 8 * r["vqz_payload_bytes"] <= 1.01 * 8 * r["nll_bytes"] + 8
-    for key in ("jpeg_file", "jpeg_payload", "webp_file", "webp_payload"):
-        assert 1 <= r[key]["quality"] <= 100 and 0 < r[key]["psnr"] < 100
-    # a JPEG's header alone outweighs this tiny .vqz: its smallest file is still bigger
-    assert r["jpeg_file"]["file_bytes"] > r["vqz_bytes"]
-    assert "VQ-VAE PSNR" in capsys.readouterr().out
-    bench.main([*args, "--limit", "2", "--labels", "true", "--out", str(out)])
-    r = json.loads(out.read_text())["mnist"]
-    assert r["labels_coded"] == "true" and r["classes_picked_right"] is None
-    assert r["exact_round_trips"] == 2
-    # a model without a prior: said clearly, nothing measured
-    bare = tmp_path / "bare"
-    model.save_pretrained(bare)
-    with pytest.raises(SystemExit) as e:
-        bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
-    assert e.value.code == 2
-    assert "has no prior to compress with" in capsys.readouterr().err
+    model.save_pretrained(tmp_path)
+    prior.save_pretrained(tmp_path)
+    x = mnist_small.test[:3]
+    expected = compress(model, prior, x, "auto")
+    with torch.inference_mode():
+        loaded = vqvae.load_pretrained(tmp_path)
+        loaded_prior = vqvae.load_prior(tmp_path, model=loaded)
+        assert loaded_prior.head.weight.is_inference() and loaded.codebook.is_inference()
+        files = compress(loaded, loaded_prior, x, "auto")
+        images, labels = decompress(loaded, loaded_prior, files)
+    assert files == expected
+    assert torch.equal(images, model.decode(model.encode(x)))
+    assert labels.tolist() == cheapest_labels(prior, model.encode(x))
 
 
 def test_random_payloads_are_refused_never_crash_the_decoder():

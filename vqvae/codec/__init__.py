@@ -1,0 +1,67 @@
+"""An image codec: a VQ-VAE's codes, entropy-coded under its prior, in a small ``.vqz`` file.
+
+>>> import vqvae
+>>> model, prior = vqvae.load_pretrained("mnist"), vqvae.load_prior("mnist")
+>>> files = compress(model, prior, images, labels=3)   # list of bytes, one per image
+>>> decoded, labels = decompress(model, prior, files)  # (B, C, H, W) in [0, 1], (B,)
+
+``decoded`` equals ``model.decode(model.encode(images))`` exactly: the codes come back bit
+for bit. A file costs about the prior's negative log-likelihood of its codes
+(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 4-byte
+header, instead of h*w*log2(K) bits. ``labels="auto"`` picks, per image, the class (or
+none) under which the codes cost the fewest bits.
+
+The file format (byte layout of versions 1 and 2, ids, checksum), what is refused, and the
+rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``.
+
+Modules: ``format`` (header, ids, checksum, fingerprints), ``coder`` (the prior step by
+step, integer counts, range coding), ``api`` (compress and decompress), ``cli``
+(``python -m vqvae.codec compress|decompress``).
+"""
+
+from .api import (
+    cheapest_labels,
+    class_bits,
+    compress,
+    compress_codes,
+    decompress,
+    decompress_codes,
+)
+from .cli import main
+from .coder import PROB_BITS, quantize_probs
+from .format import (
+    CHECKSUM_BYTES,
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    MAGIC_NIBBLE,
+    SUFFIX,
+    V1_CHECKSUM_BYTES,
+    V1_ID_BYTES,
+    V1_MAGIC,
+    FileInfo,
+    prior_fingerprint,
+    read_header,
+)
+
+__all__ = [
+    "compress",
+    "decompress",
+    "compress_codes",
+    "decompress_codes",
+    "cheapest_labels",
+    "class_bits",
+    "read_header",
+    "FileInfo",
+    "prior_fingerprint",
+    "quantize_probs",
+    "main",
+    "FORMAT_VERSION",
+    "MAGIC_NIBBLE",
+    "HEADER_BYTES",
+    "CHECKSUM_BYTES",
+    "V1_MAGIC",
+    "V1_CHECKSUM_BYTES",
+    "V1_ID_BYTES",
+    "SUFFIX",
+    "PROB_BITS",
+]

@@ -1,0 +1,168 @@
+"""The command line: ``python -m vqvae.codec compress IMAGE... --model NAME -o DIR`` and
+``python -m vqvae.codec decompress FILE.vqz... -o DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from ..checkpoint import PRETRAINED_DIR, WEIGHTS_NAME
+from ..files import atomic_write
+from ..images import load_image, to_model_input, to_uint8
+from ..model import load_pretrained
+from ..prior import PRIOR_WEIGHTS, CodePrior, codebook_fingerprint, load_prior
+from .api import cheapest_labels, compress_codes, decompress
+from .format import SUFFIX, prior_fingerprint, read_header
+
+
+def _pretrained_pairs():
+    """(folder) of every shipped model that has a prior."""
+    roots = [PRETRAINED_DIR, Path.cwd() / "pretrained"]
+    seen, out = set(), []
+    for root in roots:
+        for d in sorted(root.glob("*")) if root.is_dir() else []:
+            if (d / WEIGHTS_NAME).is_file() and (d / PRIOR_WEIGHTS).is_file():
+                if d.resolve() not in seen:
+                    seen.add(d.resolve())
+                    out.append(d)
+    return out
+
+
+def _load_pair(model_name, prior_name):
+    model = load_pretrained(model_name)
+    return model, load_prior(prior_name or model_name, model=model)
+
+
+def _decode_shipped(data: bytes, loaded: dict):
+    """Decode a file with the shipped (model, prior) its header names: (images, labels,
+    prior). The 4-bit ids of version 2 can name two shipped pairs; the checksum tells."""
+    info = read_header(data)
+    error = None
+    for d in _pretrained_pairs():
+        if d not in loaded:
+            loaded[d] = _load_pair(d, None)
+        model, prior = loaded[d]
+        ids = info.ids_for(codebook_fingerprint(model), prior_fingerprint(prior))
+        if ids != (info.vqvae_id, info.prior_id):
+            continue
+        try:
+            return (*decompress(model, prior, data), prior)
+        except ValueError as e:
+            error = e
+    if error is not None:
+        raise error
+    names = ", ".join(d.name for d in _pretrained_pairs()) or "none has a prior"
+    raise ValueError(
+        f"no shipped model with a prior matches this file ({names}): pass --model "
+        "(and --prior) naming the ones it was compressed with"
+    )
+
+
+def _parse_label(prior: CodePrior, text):
+    if text is None or text == "auto":
+        return "auto"
+    if text == "none":
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    names = prior.config.class_names
+    if text in names:
+        return names.index(text)
+    raise ValueError(
+        f"unknown class {text!r}: give an index or one of {', '.join(names) or '(none)'}"
+    )
+
+
+def _outputs(inputs: list[str], out_dir: Path, suffix: str) -> list[Path]:
+    paths = [out_dir / (Path(p).stem + suffix) for p in inputs]
+    if len(set(paths)) != len(paths):
+        raise ValueError("two inputs have the same file name stem; their outputs would clash")
+    return paths
+
+
+def _compress_cli(a) -> None:
+    model, prior = _load_pair(a.model, a.prior)
+    label = _parse_label(prior, a.label)
+    c = model.config
+    x = torch.cat([to_model_input(load_image(p)[0], c.in_channels, c.image_size)[0]
+                   for p in a.images])  # fmt: skip
+    out_dir = Path(a.out)
+    paths = _outputs(a.images, out_dir, SUFFIX)
+    codes = model.encode(x)
+    if label == "auto":
+        label = cheapest_labels(prior, codes)
+    files = compress_codes(prior, codes, label, model=model)
+    nll = prior.nll_bits(codes, label).tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = prior.config.uniform_bits / 8
+    for src, path, b, bits in zip(a.images, paths, files, nll, strict=True):
+        with atomic_write(path) as f:
+            f.write(b)
+        info = read_header(b)
+        print(
+            f"{src} -> {path}: {len(b)} bytes ({info.header_bytes} header + "
+            f"{info.payload_bytes} payload); prior NLL {bits:.1f} bits = {bits / 8:.1f} "
+            f"bytes; plain codes {plain:.1f} bytes"
+        )
+
+
+def _decompress_cli(a) -> None:
+    out_dir = Path(a.out)
+    paths = _outputs(a.files, out_dir, ".png")
+    fixed = _load_pair(a.model, a.prior) if a.model else None
+    loaded: dict = {}
+    results = []
+    for src in a.files:
+        b = Path(src).read_bytes()
+        try:
+            if fixed:
+                images, labels = decompress(*fixed, b)
+                prior = fixed[1]
+            else:
+                images, labels, prior = _decode_shipped(b, loaded)
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from e
+        results.append((images[0], int(labels[0]), prior))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src, path, (image, label, prior) in zip(a.files, paths, results, strict=True):
+        with atomic_write(path) as f:
+            PIL.Image.fromarray(to_uint8(image)).save(f, format="PNG")
+        cls = "" if label < 0 else f" (class {prior.config.class_name(label)})"
+        print(f"{src} -> {path}{cls}")
+
+
+def main(argv=None) -> None:
+    """``python -m vqvae.codec compress IMAGE... --model NAME -o DIR`` and
+    ``python -m vqvae.codec decompress FILE.vqz... -o DIR``."""
+    p = argparse.ArgumentParser(
+        prog="python -m vqvae.codec",
+        description="Compress images to .vqz files with a VQ-VAE and its prior, and back.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress", help="images -> DIR/<name>.vqz")
+    c.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    c.add_argument("--model", required=True, help="VQ-VAE name (pretrained/<name>) or folder")
+    c.add_argument("--prior", help="prior name or folder (default: the model's)")
+    c.add_argument(
+        "--label",
+        help="class index or name for every image, 'none', or 'auto' (default): per image "
+        "the class that makes its file smallest",
+    )
+    c.add_argument("-o", "--out", required=True, help="output folder")
+    d = sub.add_parser("decompress", help=".vqz files -> DIR/<name>.png")
+    d.add_argument("files", nargs="+", help=".vqz files")
+    d.add_argument(
+        "--model", help="VQ-VAE name or folder (default: the shipped model the file names)"
+    )
+    d.add_argument("--prior", help="prior name or folder (default: the model's)")
+    d.add_argument("-o", "--out", required=True, help="output folder")
+    a = p.parse_args(argv)
+    try:
+        (_compress_cli if a.command == "compress" else _decompress_cli)(a)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

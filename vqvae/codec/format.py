@@ -1,0 +1,184 @@
+"""The ``.vqz`` file format: header, ids, checksum, fingerprints (docs/vqz-format.md).
+
+Versions 1 and 2 are read; version 2 is written. Nothing here runs the prior: what a
+header says, what names a model or prior, and what a file's checksum covers."""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..prior import CodePrior
+
+FORMAT_VERSION = 2  # what compress writes; read_header reads 1 and 2
+MAGIC_NIBBLE = 0xA  # version 2+: the first byte is 0xA0 | version
+HEADER_BYTES = 4  # version 2
+CHECKSUM_BYTES = 2  # version 2
+V1_MAGIC = b"VQZ"  # version 1
+V1_CHECKSUM_BYTES, V1_ID_BYTES = 3, 2
+SUFFIX = ".vqz"
+
+
+# -------------------------------------------------------------------------- fingerprints
+def weights_key(state: dict) -> tuple:
+    """What changes when a prior's weights do: a tensor replaced, or changed in place. An
+    optimizer step bumps a tensor's version counter; an inference tensor (made under
+    ``torch.inference_mode()``) has none, so its bytes are hashed instead (about 15 ms for
+    3 M parameters). The key of the per-prior caches of this package."""
+    return tuple(
+        (k, v.data_ptr(), _bytes_digest(v) if v.is_inference() else v._version)
+        for k, v in state.items()
+    )
+
+
+def _bytes_digest(t: torch.Tensor) -> bytes:
+    raw = t.detach().to("cpu").contiguous().view(-1).view(torch.uint8)
+    return hashlib.sha256(raw.numpy()).digest()
+
+
+_prior_fps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prior_fingerprint(prior: CodePrior) -> str:
+    """A short hex digest of what fixes a prior's probabilities: its architecture (K, h, w,
+    classes, widths, heads) and its weights as float32. Equal on every machine for equal
+    weights; the prior's names and training options do not enter it."""
+    state = prior.state_dict()
+    key = weights_key(state)  # hashing the weights as float32 takes tens of ms: cached
+    hit = _prior_fps.get(prior)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    c = prior.config
+    arch = (c.codebook_size, c.height, c.width, c.num_classes, c.d_model, c.n_layers,
+            c.n_heads, c.mlp_ratio)  # fmt: skip
+    h = hashlib.sha256(repr(arch).encode())
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    fp = h.hexdigest()[:16]
+    _prior_fps[prior] = (key, fp)
+    return fp
+
+
+def short_id(fingerprint: str, bits: int = 4) -> int:
+    """The first ``bits`` bits of sha256(fingerprint): 4 in version 2, 16 in version 1."""
+    return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:2], "big") >> (16 - bits)
+
+
+# -------------------------------------------------------------------------- the header
+@dataclass(frozen=True)
+class FileInfo:
+    """What a ``.vqz`` file's header says (see :func:`read_header`)."""
+
+    version: int
+    vqvae_id: int  # the first id_bits bits of sha256(the VQ-VAE's codebook fingerprint)
+    prior_id: int  # the same of prior_fingerprint
+    id_bits: int  # 4 (version 2) or 16 (version 1)
+    label: int | None  # class index, -1 = no class; None: coded in the payload (version 2)
+    checksum: bytes
+    header_bytes: int  # everything before the payload, checksum included
+    payload_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.header_bytes + self.payload_bytes
+
+    def ids_for(self, vqvae_fp: str, prior_fp: str) -> tuple[int, int]:
+        """The (VQ-VAE, prior) ids a file of this version has for these fingerprints: equal
+        to (vqvae_id, prior_id) when the file may be theirs."""
+        return short_id(vqvae_fp, self.id_bits), short_id(prior_fp, self.id_bits)
+
+
+def as_bytes(data) -> bytes:
+    """One file's bytes; a TypeError for anything that is not bytes-like."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a .vqz file must be given as bytes, got {type(data).__name__}")
+
+
+def read_header(data) -> FileInfo:
+    """Parse the header of one ``.vqz`` file (bytes). Raises ValueError for something that
+    is not a .vqz file, a file cut short inside its header, or a format version this
+    library cannot read. (A version 2 file's class is in its payload: ``label`` is None.)"""
+    b = as_bytes(data)
+    if b[:3] == V1_MAGIC[: len(b[:3])] and b:
+        return _read_header_v1(b)
+    if not b or b[0] >> 4 != MAGIC_NIBBLE:
+        raise ValueError("not a .vqz file: its first byte is not a .vqz mark")
+    version = b[0] & 0x0F
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f".vqz format version {version} is newer than this library reads "
+            f"({FORMAT_VERSION}); update vqvae"
+        )
+    if version < 2:
+        raise ValueError(f"unknown .vqz format version {version}")
+    if len(b) < HEADER_BYTES:
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than its header")
+    return FileInfo(
+        version=version,
+        vqvae_id=b[1] >> 4,
+        prior_id=b[1] & 0x0F,
+        id_bits=4,
+        label=None,
+        checksum=b[2:HEADER_BYTES],
+        header_bytes=HEADER_BYTES,
+        payload_bytes=len(b) - HEADER_BYTES,
+    )
+
+
+def _read_header_v1(b: bytes) -> FileInfo:
+    if len(b) <= len(V1_MAGIC):
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than a header")
+    version = b[len(V1_MAGIC)]
+    if version != 1:
+        raise ValueError(f"unknown .vqz format version {version} (a version 1 mark)")
+    fixed = len(V1_MAGIC) + 1 + 2 * V1_ID_BYTES  # bytes before the class varint
+    pos, label = fixed, 0
+    for shift in range(0, 35, 7):  # a varint of at most 5 bytes
+        if pos >= len(b):
+            raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
+        label |= (b[pos] & 0x7F) << shift
+        pos += 1
+        if not b[pos - 1] & 0x80:
+            break
+    else:
+        raise ValueError("corrupted .vqz file: its class field is too long")
+    if len(b) < pos + V1_CHECKSUM_BYTES:
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
+    ids = b[len(V1_MAGIC) + 1 : fixed]
+    return FileInfo(
+        version=1,
+        vqvae_id=int.from_bytes(ids[:V1_ID_BYTES], "big"),
+        prior_id=int.from_bytes(ids[V1_ID_BYTES:], "big"),
+        id_bits=8 * V1_ID_BYTES,
+        label=label - 1,
+        checksum=b[pos : pos + V1_CHECKSUM_BYTES],
+        header_bytes=pos + V1_CHECKSUM_BYTES,
+        payload_bytes=len(b) - pos - V1_CHECKSUM_BYTES,
+    )
+
+
+def head_bytes(vqvae_fp: str, prior_fp: str) -> bytes:
+    """Bytes 0-1 of a version 2 file: the mark and version, then the two 4-bit ids."""
+    return bytes([MAGIC_NIBBLE << 4 | FORMAT_VERSION,
+                  short_id(vqvae_fp) << 4 | short_id(prior_fp)])  # fmt: skip
+
+
+def checksum(head: bytes, vqvae_fp: str, prior_fp: str, label: int, codes: np.ndarray,
+             version: int = FORMAT_VERSION) -> bytes:  # fmt: skip
+    """The checksum of a file whose header before the checksum is ``head``: blake2s of
+    ``head``, both fingerprints, the class (version 2; version 1's is in ``head``) and the
+    codes ((h*w,) ints, as int32 little-endian)."""
+    if version == 1:  # the class is in ``head``
+        h = hashlib.blake2s(head, digest_size=V1_CHECKSUM_BYTES)
+        h.update(f"{vqvae_fp}|{prior_fp}".encode())
+    else:
+        h = hashlib.blake2s(head, digest_size=CHECKSUM_BYTES)
+        h.update(f"{vqvae_fp}|{prior_fp}|{label}".encode())
+    h.update(codes.astype("<i4").tobytes())
+    return h.digest()
