@@ -24,7 +24,7 @@ from explorer import inputs
 from explorer.tabs.codec import Compressed, Decompressed
 from explorer.tabs.reconstruct import Reconstruction
 from tools import browser
-from vqvae import codec, images
+from vqvae import codec, compare, images
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, prior
     # JPEG and WebP: the quality closest to the whole file's size, as the codec finds it
     assert f"matched on whole files: {len(data)} bytes" in r.sizes
     for fmt, shown in (("jpeg", r.jpeg), ("webp", r.webp)):
-        sm = codec.match_size(x[0], len(data), fmt)
+        sm = compare.match_size(x[0], len(data), fmt)
         assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r.sizes
         assert np.array_equal(np.asarray(shown), np.asarray(images.enlarge(sm.image, 256)))
     # ... or the payload against their data without headers
@@ -77,7 +77,7 @@ def test_compress_gives_a_vqz_file_its_sizes_and_jpeg_webp_at_that_size(h, prior
     assert f"without headers: {info.payload_bytes} bytes" in r2.sizes.replace(
         "payload / entropy-coded data", "without headers"
     )
-    sm = codec.match_size(x[0], info.payload_bytes, "jpeg", headerless=True)
+    sm = compare.match_size(x[0], info.payload_bytes, "jpeg", headerless=True)
     assert f"| {sm.quality} | {sm.file_bytes} | {sm.data_bytes} |" in r2.sizes
     assert Path(r2.vqz).read_bytes() == data  # the file itself does not depend on the match
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from vqvae.data import DatasetNotFoundError
 from vqvae.files import write_json_atomic
 from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, code_patches, codebook_info, save_code_patches
 
-from .config import TrainConfig, command_args
+from .config import TrainConfig, build_config, command_args, parse_args
 from .evaluate import format_table, metrics_record, split_images, usage_counts
 from .options import fields
 from .runs import RunError, is_run_dir, read_train_config
@@ -96,6 +97,18 @@ def training_command(tc: dict) -> str:
     world = tc.get("world_size", 1)
     launcher = f"torchrun --nproc_per_node={world} -m train" if world > 1 else "python -m train"
     return " ".join([launcher, *args])
+
+
+def command_config(command: str, tc: dict) -> TrainConfig:
+    """The config ``python -m train`` builds from a model card's ``command`` (as
+    :func:`training_command` writes it), with the data folder and run folder of ``tc``:
+    what a reader of the card gets."""
+    argv = shlex.split(command)
+    if argv[:3] != ["python", "-m", "train"] and not argv[0].startswith("torchrun"):
+        raise ValueError(f"not a training command: {command!r}")
+    argv = argv[argv.index("train") + 1 :]
+    argv = [tc["data_dir"] if a == "DATA_DIR" else a for a in argv]
+    return build_config(parse_args([*argv, "--out", tc["out"]]))
 
 
 def _swap_dirs(a: Path, b: Path) -> bool:

@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 
 import vqvae
-from vqvae import codec, images
+from vqvae import codec, compare, images
 
 from .. import inputs
 from ..context import Context
@@ -149,8 +149,8 @@ class Codec:
             ),
         ]
         shown = []
-        for fmt in codec.FORMATS:
-            sm = codec.match_size(x[0], target, fmt, headerless=headerless)
+        for fmt in compare.FORMATS:
+            sm = compare.match_size(x[0], target, fmt, headerless=headerless)
             y = torch.tensor(sm.image).float().div(255.0)  # (a read-only array)
             y = y[None, None] if y.dim() == 2 else y.permute(2, 0, 1)[None]
             got = sm.data_bytes if headerless else sm.file_bytes
