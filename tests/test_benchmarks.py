@@ -57,6 +57,7 @@ def _row(name, psnr):
     )
 
 
+@pytest.mark.slow
 def test_merge_prints_one_table_from_several_files(tmp_path):
     a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
     b = _report(tmp_path, "b.json", 2000, [_row("wide", 27.25)])
@@ -72,6 +73,7 @@ def test_merge_prints_one_table_from_several_files(tmp_path):
     assert "wide: 1000: 26.25, 2000: 27.25" in out
 
 
+@pytest.mark.slow
 def test_merge_refuses_files_with_different_budgets(tmp_path):
     a = _report(tmp_path, "a.json", 2000, [_row("preset", 26.5)])
     b = _report(tmp_path, "b.json", 4000, [_row("wide", 27.25)])
@@ -88,6 +90,7 @@ def test_merge_refuses_files_with_different_budgets(tmp_path):
     "elapsed, expect",
     [(930.0, "after 4000 steps, 15.5 min"), (None, "after 4000 steps, time not recorded")],
 )
+@pytest.mark.slow
 def test_speed_reads_time_to_target_from_a_run(tmp_path, elapsed, expect):
     lines = [
         dict(step=100, loss=0.1),
@@ -146,6 +149,7 @@ def test_time_to_target_counts_only_evaluations_of_the_vq_phase(tmp_path):
     assert speed.time_to_target(run, 25.0) is None
 
 
+@pytest.mark.slow
 def test_speed_times_the_vq_step_against_the_autoencoder_step():
     out = subprocess.run(
         [

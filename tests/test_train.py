@@ -343,6 +343,7 @@ def test_export_writes_a_loadable_model_whose_metrics_evaluate_reproduces(tmp_pa
     assert (tmp_path / "assets" / "reconstructions" / "tiny.png").is_file()
 
 
+@pytest.mark.slow
 def test_float16_export_measures_the_shipped_weights_and_names_every_option(tmp_path, finished_run):
     out = train_export.export(
         finished_run,

@@ -331,6 +331,7 @@ def test_labels_come_in_the_order_of_the_images(mnist_dir, mnist_small, tmp_path
     assert images[:, 0, 0, 0].tolist() == [0, 0, 255, 255]
 
 
+@pytest.mark.slow
 def test_runs_as_a_module():
     out = subprocess.run(
         [sys.executable, "-m", "train.prior", "--help"],
