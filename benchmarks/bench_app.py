@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.ports import free_port
+from tools.serve import start_app, stop, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,30 +58,11 @@ def cold_start(models_dir, examples_dir, image: str, model: str) -> tuple[float,
     five more /reconstruct round trips through gradio_client (upload, queue, outputs)."""
     from gradio_client import Client, handle_file
 
-    port = free_port()
-    cmd = [
-        sys.executable,
-        str(ROOT / "app.py"),
-        "--port",
-        str(port),
-        "--models-dir",
-        str(models_dir),
-        "--examples-dir",
-        str(examples_dir),
-    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_app(models_dir, examples_dir)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}")
-            if time.perf_counter() - t0 > 120:
-                raise TimeoutError("app.py did not answer within 120 s")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                time.sleep(0.1)
+        wait_until_up(url, proc)
+        client = Client(url, verbose=False)
         client.predict(handle_file(image), model, api_name="/reconstruct")
         cold = time.perf_counter() - t0
         trips = []
@@ -92,8 +72,7 @@ def cold_start(models_dir, examples_dir, image: str, model: str) -> tuple[float,
             trips.append(time.perf_counter() - t)
         return cold, 1000 * statistics.median(trips)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def timings(h, name: str, a, b, table, repeat: int) -> dict[str, float]:

@@ -32,30 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.ports import free_port
+from tools.serve import start_app, stop, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_app(models_dir, examples_dir, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--models-dir", str(models_dir), "--examples-dir", str(examples_dir)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def connect(url: str, proc: subprocess.Popen, timeout: float = 120, **kw):
     from gradio_client import Client
 
-    t0 = time.perf_counter()
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}")
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"app.py did not answer within {timeout} s")
-        try:
-            return Client(url, verbose=False, **kw)
-        except Exception:
-            time.sleep(0.2)
+    wait_until_up(url, proc, timeout)
+    return Client(url, verbose=False, **kw)
 
 
 def ssl_context():
@@ -104,9 +90,7 @@ def main():
     image = args.image or h.models.get(model).examples[0]
     handler = timed(lambda: h.reconstruct.image(image, model, announce=False), args.repeat)
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    proc = start_app(args.models_dir, args.examples_dir, port)
+    proc, url = start_app(args.models_dir, args.examples_dir)
     try:
         rows = []
         with tempfile.TemporaryDirectory() as downloads:
@@ -128,8 +112,7 @@ def main():
 
                 rows.append(("/compress (shared SSL), no downloads", timed(compress, args.repeat)))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
     print(f"/reconstruct of {Path(image).name} ({model}), {args.repeat} warm calls each:")
     print(f"  {'handler alone (in-process)':<42} {summary(handler)}")
     for note, times in rows:

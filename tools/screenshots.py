@@ -11,29 +11,12 @@ Starts ``python app.py`` on a free port, drives it in headless Chromium (Playwri
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from tools import browser
-from tools.ports import free_port
+from tools.serve import start_app, stop, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            sys.exit(f"app.py exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"app.py did not answer within {timeout} s")
 
 
 def main():
@@ -48,22 +31,9 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--port",
-            str(port),
-            "--models-dir",
-            args.models_dir,
-            "--examples-dir",
-            args.examples_dir,
-        ]
-    )
+    proc, url = start_app(args.models_dir, args.examples_dir, quiet=False)
     try:
-        wait_for(url, proc)
+        wait_until_up(url, proc)
         with sync_playwright() as pw:
             chromium = browser.launch(pw, args.chromium)
             page = chromium.new_page(
@@ -127,8 +97,7 @@ def main():
                 shot(page, out / "sample.png")
             chromium.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")
 
 
