@@ -131,3 +131,53 @@ def test_shipped_decoding_tells_colliding_ids_apart_by_the_checksum(
         main(["decompress", "c.vqz", "-o", "out"])
     assert e.value.code == 2
     assert re.search(r"c\.vqz: corrupted or truncated .vqz file", capsys.readouterr().err)
+
+
+def _cli_error(capsys, argv) -> str:
+    """Run the CLI, expecting argparse's way of failing: exit status 2 and one error line."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_cli_refuses_what_is_no_file_of_its_kind_without_reading_it(tiny_pair, tmp_path, capsys):
+    model, prior = tiny_pair
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    big = tmp_path / "big.vqz"
+    with open(big, "wb") as f:  # 1.5 GB, sparse: reading it whole would cost 1.5 GB
+        f.truncate(1500 << 20)
+    fixed = ["--model", str(folder), "-o", str(tmp_path / "o")]
+    assert "big.vqz: over 1 MB: not a .vqz file" in _cli_error(
+        capsys, ["decompress", str(big), *fixed]
+    )
+    assert "not a .vqz file" in _cli_error(capsys, ["decompress", "/dev/zero", *fixed])
+    assert "Is a directory" in _cli_error(capsys, ["decompress", str(tmp_path), *fixed])
+    err = _cli_error(capsys, ["compress", str(tmp_path), "--model", str(folder), "-o", "x"])
+    assert "is a folder" in err
+    err = _cli_error(capsys, ["compress", "/dev/zero", "--model", str(folder), "-o", "x"])
+    assert "not a regular file" in err
+    # -o naming a file that exists
+    png = write_pngs(tmp_path / "in", torch.rand(1, 1, 28, 28))[0]
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    err = _cli_error(capsys, ["compress", png, "--model", str(folder), "-o", str(taken)])
+    assert "taken" in err and taken.read_text() == "keep me"
+
+
+def test_a_file_decoded_with_the_wrong_shipped_model_names_the_right_one(
+    tiny_pair, tmp_path, monkeypatch, capsys
+):
+    model, prior = tiny_pair
+    other = make_prior(model=model, seed=7, std=0.3)
+    for name, p in (("right", prior), ("wrong", other)):
+        model.save_pretrained(tmp_path / "pretrained" / name)
+        p.save_pretrained(tmp_path / "pretrained" / name)
+    (tmp_path / "f.vqz").write_bytes(compress_codes(prior, prior.sample(1), model=model)[0])
+    monkeypatch.chdir(tmp_path)
+    err = _cli_error(capsys, ["decompress", "f.vqz", "--model", "pretrained/wrong", "-o", "o"])
+    assert "made with another prior" in err and "pass --model right" in err

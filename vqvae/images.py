@@ -93,7 +93,11 @@ def _check_size(w: int, h: int, limit: int, what: str = "") -> None:
 
 def _open(path: Path, max_pixels: int, max_decoded: int, notes: list[str]) -> PIL.Image.Image:
     if not path.is_file():
-        raise ImageError(f"No such file: {path.name}")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else None
+        name = path.name or str(path)
+        raise ImageError(
+            f"Not an image file: {name} is {what}" if what else f"No such file: {name}"
+        )
     if path.stat().st_size == 0:
         raise ImageError(f"{path.name} is an empty file.")
     try:

@@ -18,6 +18,10 @@ from ..prior import PRIOR_WEIGHTS, CodePrior, codebook_fingerprint, load_prior
 from .api import cheapest_labels, compress_codes, decompress
 from .format import SUFFIX, prior_fingerprint, read_header
 
+# A .vqz file of today's formats is a few dozen bytes; anything this big is not one, and is
+# not read into memory to find out.
+MAX_FILE_BYTES = 1 << 20
+
 
 def _pretrained_pairs():
     """(folder) of every shipped model that has a prior."""
@@ -32,6 +36,23 @@ def _pretrained_pairs():
     return out
 
 
+def _read_vqz(path: str) -> bytes:
+    """A file's bytes, at most MAX_FILE_BYTES of them (a device such as /dev/zero included)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"over {MAX_FILE_BYTES >> 20} MB: not a .vqz file")
+    return data
+
+
+def _owner(data: bytes, loaded: dict) -> str | None:
+    """The shipped model whose VQ-VAE and prior decode ``data`` (the checksum says so)."""
+    try:
+        return _decode_shipped(data, loaded)[3].name
+    except ValueError:
+        return None
+
+
 def _load_pair(model_name, prior_name):
     model = load_pretrained(model_name)
     return model, load_prior(prior_name or model_name, model=model)
@@ -39,7 +60,8 @@ def _load_pair(model_name, prior_name):
 
 def _decode_shipped(data: bytes, loaded: dict):
     """Decode a file with the shipped (model, prior) its header names: (images, labels,
-    prior). The 4-bit ids of version 2 can name two shipped pairs; the checksum tells."""
+    prior, folder). The 4-bit ids of version 2 can name two shipped pairs (mnist's and
+    cifar10's VQ-VAE ids are equal); the checksum tells."""
     info = read_header(data)
     error = None
     for d in _pretrained_pairs():
@@ -50,7 +72,7 @@ def _decode_shipped(data: bytes, loaded: dict):
         if ids != (info.vqvae_id, info.prior_id):
             continue
         try:
-            return (*decompress(model, prior, data), prior)
+            return (*decompress(model, prior, data), prior, d)
         except ValueError as e:
             error = e
     if error is not None:
@@ -117,15 +139,19 @@ def _decompress_cli(a) -> None:
     loaded: dict = {}
     results = []
     for src in a.files:
-        b = Path(src).read_bytes()
         try:
+            b = _read_vqz(src)
             if fixed:
                 images, labels = decompress(*fixed, b)
                 prior = fixed[1]
             else:
-                images, labels, prior = _decode_shipped(b, loaded)
+                images, labels, prior, _ = _decode_shipped(b, loaded)
         except ValueError as e:
-            raise ValueError(f"{src}: {e}") from e
+            hint = _owner(b, loaded) if fixed and "made with another" in str(e) else None
+            also = (
+                f"; it decodes with the shipped model {hint!r}: pass --model {hint}" if hint else ""
+            )
+            raise ValueError(f"{src}: {e}{also}") from e
         results.append((images[0], int(labels[0]), prior))
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, path, (image, label, prior) in zip(a.files, paths, results, strict=True):
@@ -163,6 +189,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     try:
         (_compress_cli if a.command == "compress" else _decompress_cli)(a)
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError, TypeError) as e:  # as argparse answers a bad command line
+        why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else e
+        print(f"error: {why}", file=sys.stderr)
         sys.exit(2)
