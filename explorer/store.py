@@ -14,9 +14,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from PIL import ImageDraw
 
 import vqvae
-from vqvae import hub, images
+from vqvae import hub, images, viz
 from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vqvae.codes import usage_ranks
 from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
@@ -27,6 +28,7 @@ from .settings import MODEL_ORDER
 log = logging.getLogger("vqvae.app")
 
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+ATLAS_TILE = 96  # px, the longer side of an atlas tile
 MODEL_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 # What the app shows beside a model, when its folder or Hub repo has it.
 EXTRAS = (PRIOR_WEIGHTS, PRIOR_CONFIG, CODEBOOK_INFO, "metrics.json", "README.md", CODE_PATCHES)
@@ -174,17 +176,27 @@ class ModelStore:
         return prior, ""
 
     def atlas(self, m: Model) -> list[str]:
-        """PNG files of what each code decodes to (vqvae.code_atlas), written once per model."""
+        """PNG files, one per code, of what it stands for: with training patches, the mean of
+        its training crops with its cell outlined (vqvae.viz.mean_patches: a palette of the
+        pieces codes are used for); else, or for a code never picked, what a grid of that
+        code alone decodes to (vqvae.code_atlas). Written once per model."""
         with self._lock:
             if m.atlas_files is None:
                 with torch.inference_mode():
-                    tiles = m.atlas = vqvae.code_atlas(m.model)
-                out = self.cache_dir / "atlas" / m.name
+                    m.atlas = vqvae.code_atlas(m.model)
+                means, seen = viz.mean_patches(m.patches) if m.patches else (None, None)
+                out = self.cache_dir / "atlas" / m.name.replace("/", "--")
                 out.mkdir(parents=True, exist_ok=True)
                 files = []
-                for k, tile in enumerate(tiles):
+                for k, tile in enumerate(m.atlas):
+                    if seen is not None and seen[k]:
+                        im = images.enlarge(means[k], ATLAS_TILE).convert("RGB")
+                        scale = im.width // means.shape[-1]
+                        viz.outline_cell(ImageDraw.Draw(im), m.patches, scale, width=1)
+                    else:
+                        im = images.enlarge(tile, ATLAS_TILE)
                     p = out / f"code-{k:04d}.png"
-                    images.enlarge(tile, 96).save(p, compress_level=1)
+                    im.save(p, compress_level=1)
                     files.append(str(p))
                 m.atlas_files = files
             return m.atlas_files

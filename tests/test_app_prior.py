@@ -23,7 +23,7 @@ from explorer.tabs.edit import Edited
 from explorer.tabs.sample import Samples
 from train.export import main as export_main
 from vqvae import images
-from vqvae.viz import CODE_PATCHES, load_code_patches
+from vqvae.viz import CODE_PATCHES, load_code_patches, mean_patches
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +231,35 @@ def test_code_inspector_shows_the_patches(h, prior_models):
         assert h.codebook.code_patches("mnist", int(unused[0])).image is None
     none = h.codebook.code_patches("cifar10", 0)
     assert none.image is None and "--patches-only" in none.note
+
+
+def test_mean_patches_are_the_mean_of_each_codes_crops(prior_models):
+    data = load_code_patches(prior_models.models / "mnist" / CODE_PATCHES, 32)
+    means, seen = mean_patches(data)
+    off = data["offsets"]
+    for k in range(32):
+        crops = data["patches"][off[k] : off[k + 1]].astype(np.float64) / 255.0
+        assert bool(seen[k]) == (len(crops) > 0)
+        want = crops.mean(0) if len(crops) else np.zeros(crops.shape[1:])
+        np.testing.assert_allclose(means[k].numpy(), want, atol=1e-6)
+
+
+def test_the_atlas_shows_each_code_in_its_training_context(h, prior_models):
+    """With training patches, an atlas tile is the code's mean crop (its cell outlined);
+    a code never picked shows what it decodes to alone."""
+    data = load_code_patches(prior_models.models / "mnist" / CODE_PATCHES, 32)
+    means, seen = mean_patches(data)
+    tiles = dict((int(c.lstrip("#")), f) for f, c in h.codebook.atlas("mnist"))
+    used = int(np.flatnonzero(seen.numpy())[0])
+    tile = np.asarray(Image.open(tiles[used]).convert("L"), np.float64)
+    scale = tile.shape[0] // means.shape[-1]
+    assert tile.shape == (96, 96) and scale == 8
+    want = np.asarray(images.enlarge(means[used], 96), np.float64)
+    assert np.abs(tile[:16] - want[:16]).max() <= 1, "the context around the cell, as averaged"
+    assert not np.array_equal(tile, want), "its cell is outlined"
+    for k in np.flatnonzero(~seen.numpy())[:2]:
+        decoded = images.enlarge(h.models.get("mnist").atlas[int(k)], 96)
+        assert np.array_equal(np.asarray(Image.open(tiles[int(k)])), np.asarray(decoded))
 
 
 # ----------------------------------------------------------------------------- the API

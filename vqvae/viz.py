@@ -264,18 +264,41 @@ def code_patch_sheet(data: dict, code: int, *, per_row: int = 8, scale: int = 4)
     grid = make_grid(torch.from_numpy(p).float() / 255.0, nrow=per_row, padding=pad, pad_value=1.0)
     im = PIL.Image.fromarray(to_uint8(grid)).convert("RGB")
     im = im.resize((im.width * scale, im.height * scale), PIL.Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    for t in range(len(p)):
+        x0, y0 = (t % per_row) * (side + pad) + pad, (t // per_row) * (side + pad) + pad
+        outline_cell(draw, data, scale, x0, y0)
+    return im
+
+
+def mean_patches(data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each code stands for in real data: the mean of its training crops (from
+    :func:`code_patches`: its cell and ``context`` cells around it), float (K, C, s, s) in
+    [0, 1], and which codes have crops (bool (K,); the others are never picked and get 0).
+    Unlike a grid filled with one code (vqvae.code_atlas), which for a digit model mostly
+    decodes to black, the mean crop shows the stroke or texture piece the code is used for."""
+    p = torch.from_numpy(data["patches"]).float() / 255.0
+    off = torch.from_numpy(data["offsets"])
+    counts = off.diff()
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    sums = torch.zeros((len(counts), *p.shape[1:])).index_add_(0, owner, p)
+    return sums / counts.clamp(min=1).view(-1, 1, 1, 1), counts > 0
+
+
+def outline_cell(
+    draw, data: dict, scale: int, x0: int = 0, y0: int = 0, *, width: int | None = None
+) -> None:
+    """Outline the code's own cell of a crop of ``data``'s layout (see :func:`code_patches`)
+    whose top-left corner is at (x0, y0) crop pixels, on a PIL ``ImageDraw`` of a picture
+    enlarged ``scale`` times."""
     cell, ctx = int(data["cell"]), int(data["context"]) * int(data["cell"])
     if ctx:
-        draw = ImageDraw.Draw(im)
-        for t in range(len(p)):
-            x = (t % per_row) * (side + pad) + pad + ctx
-            y = (t // per_row) * (side + pad) + pad + ctx
-            draw.rectangle(
-                [x * scale, y * scale, (x + cell) * scale - 1, (y + cell) * scale - 1],
-                outline=RING,
-                width=max(1, scale // 2),
-            )
-    return im
+        x, y = x0 + ctx, y0 + ctx
+        draw.rectangle(
+            [x * scale, y * scale, (x + cell) * scale - 1, (y + cell) * scale - 1],
+            outline=RING,
+            width=width or max(1, scale // 2),
+        )
 
 
 # -- code map overlays: surprise and marked cells ----------------------------------------------

@@ -141,8 +141,9 @@ INTRO = (
     "Every code is a vector; UMAP lays them out so that similar codes sit close together. "
     "Colour is how often a code is used on the training set (log scale); the codes in "
     "your current image are ringed. Hover for details. Below, the **atlas** shows what "
-    "each code decodes to on its own (a grid filled with that one code); click one to "
-    "inspect it."
+    "each code stands for: the average of the training crops where the encoder picked it "
+    "(its own cell outlined, one cell of context around), or, for a model without training "
+    "patches, what a grid of that code alone decodes to; click one to inspect it."
 )
 
 
