@@ -25,7 +25,7 @@ from vqvae.checkpoint import PRETRAINED_DIR
 
 from . import settings
 from .context import Context
-from .guards import OutputFiles, clear_errors
+from .guards import OutputFiles, clear_errors, guard_gradio_image_cache
 from .store import ModelStore
 from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
 from .ui import bind, keep, private
@@ -242,9 +242,11 @@ def build_app(
 
 def configure_process(cpus: int | None = None) -> int:
     """The process-wide settings the app needs, before it serves anything: torch threads (one
-    share of the usable CPUs per concurrent request) and PIL's pixel limit (Gradio opens some
-    images itself, such as the drawing pad's). Returns the number of torch threads."""
+    share of the usable CPUs per concurrent request), PIL's pixel limit (Gradio opens some
+    images itself, such as the drawing pad's) and Gradio's output images written whole before
+    they are served. Returns the number of torch threads."""
     PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
+    guard_gradio_image_cache()
     n = settings.torch_threads(cpus)
     torch.set_num_threads(n)
     return n
