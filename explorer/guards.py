@@ -107,7 +107,7 @@ class OutputFiles:
         with self._lock:
             self._expire(time.monotonic() - self.lifetime)
             self._trim(session)
-            if self.total() > self.budget or len(self._sizes) > settings.MAX_OUTPUT_FILES:
+            if self.total() >= self.budget or len(self._sizes) >= settings.MAX_OUTPUT_FILES:
                 log.warning("output files over their budget of %d bytes", self.budget)
                 raise gr.Error(
                     "The server holds too many results just now; try again in a few minutes.",
