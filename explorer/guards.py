@@ -163,6 +163,50 @@ class OutputFiles:
                     pass
 
 
+class UploadSpace:
+    """ASGI middleware: while Gradio's cache folder (``files.gradio_cache``: uploads, output
+    images, results) holds ``files.gradio_cache_budget`` bytes or more, an upload (POST
+    .../upload) is refused with 507 and a short reason, before its body is read. Files leave
+    the folder by age only (Gradio's ``delete_cache``), so no upload removes anyone's file;
+    an upload is kept for that lifetime even if no event ever uses it."""
+
+    def __init__(self, app, files: OutputFiles):
+        self.app = app
+        self.files = files
+        self._used = (0.0, 0)  # (when measured, bytes): one walk a second at most
+
+    def used(self) -> int:
+        """Bytes in Gradio's cache folder, measured at most once a second."""
+        when, used = self._used
+        if time.monotonic() - when > 1.0:
+            used = 0
+            for root, _, names in os.walk(self.files.gradio_cache):
+                for name in names:
+                    try:
+                        used += os.lstat(os.path.join(root, name)).st_size
+                    except OSError:  # removed meanwhile
+                        pass
+            self._used = (time.monotonic(), used)
+        return used
+
+    async def __call__(self, scope, receive, send):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith("/upload")
+            and self.files.gradio_cache is not None
+        ):
+            import anyio
+            from starlette.responses import PlainTextResponse
+
+            if await anyio.to_thread.run_sync(self.used) >= self.files.gradio_cache_budget:
+                log.warning("upload refused: Gradio's cache is over its budget")
+                reason = "The server's space for uploads is full; try again in a few minutes."
+                await PlainTextResponse(reason, status_code=507)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def save_pil_to_cache(
     img: PIL.Image.Image, cache_dir: str, name: str = "image", format: str = "webp"
 ) -> str:

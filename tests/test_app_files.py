@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,6 +84,26 @@ def test_other_clients_traffic_removes_no_file(owned_app):
     assert r.status_code == 200 and r.content[:6] == b"GIF89a", "the visitor's result is there"
     msg = call_event(owned_app.url, fn_index(owned_app.demo, "reconstruct"), [mine, "mnist"])
     assert msg["success"], f"the visitor's upload is there: {msg}"
+
+
+def test_uploads_are_refused_while_the_cache_is_full(owned_app):
+    """Uploads no event uses stay for the cache's lifetime, so they are bounded by refusing
+    new ones while Gradio's cache is over its budget (nothing already there is removed)."""
+    digit = owned_app.examples / "mnist" / "00.png"
+    kept = _upload(owned_app.url, digit)
+    files = owned_app.handlers.files
+    budget, files.gradio_cache_budget = files.gradio_cache_budget, 1
+    try:
+        time.sleep(1.1)  # the cache's size is measured once a second
+        r = httpx.post(
+            owned_app.url + "gradio_api/upload", files={"files": open(digit, "rb")}, timeout=30
+        )
+        assert r.status_code == 507 and "try again" in r.text
+    finally:
+        files.gradio_cache_budget = budget
+    assert Path(kept["path"]).is_file()
+    time.sleep(1.1)
+    assert _upload(owned_app.url, digit)["path"] == kept["path"], "space again"
 
 
 def test_same_output_downloaded_by_many_clients_at_once(owned_app):
