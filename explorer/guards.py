@@ -107,7 +107,8 @@ class OutputFiles:
         with self._lock:
             self._expire(time.monotonic() - self.lifetime)
             self._trim(session)
-            if self.total() >= self.budget or len(self._sizes) >= settings.MAX_OUTPUT_FILES:
+            count = sum(map(len, self._files.values()))
+            if self.total() >= self.budget or count >= settings.MAX_OUTPUT_FILES:
                 log.warning("output files over their budget of %d bytes", self.budget)
                 raise gr.Error(
                     "The server holds too many results just now; try again in a few minutes.",
@@ -122,17 +123,17 @@ class OutputFiles:
 
     def total(self) -> int:
         """Bytes of all sessions' files (as they are on disk now)."""
-        return sum(self._size(p) for files in self._files.values() for _, p in files)
+        return sum(self._size(t, p) for files in self._files.values() for t, p in files)
 
-    def _size(self, path: Path) -> int:
-        # a file is written after new() returns it: measured once it has bytes
+    def _size(self, born: float, path: Path) -> int:
+        # a file is written after new() returns it: its size is remembered once it is done
         size = self._sizes.get(path)
         if size is None:
             try:
                 size = path.stat().st_size
             except OSError:  # removed meanwhile (Gradio's delete_cache)
                 return 0
-            if size:
+            if time.monotonic() - born > settings.OUTPUT_WRITE_SECONDS:
                 self._sizes[path] = size
         return size
 
@@ -142,12 +143,12 @@ class OutputFiles:
 
     def _trim(self, session: str) -> None:
         files = self._files.get(session, [])
-        used = sum(self._size(p) for _, p in files)
+        used = sum(self._size(t, p) for t, p in files)
         while len(files) > self.keep and (
             used > self.session_budget or len(files) > settings.SESSION_OUTPUT_FILES
         ):
-            _, p = files.pop(0)
-            used -= self._size(p)
+            t, p = files.pop(0)
+            used -= self._size(t, p)
             self._remove(p)
 
     def _expire(self, before: float) -> None:

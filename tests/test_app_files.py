@@ -80,6 +80,7 @@ def test_other_clients_traffic_removes_no_file(owned_app):
     other = _upload(owned_app.url, owned_app.examples / "mnist" / "01.png")
     for _ in range(4 * settings.CONCURRENCY + 2):  # each call a new session
         _interpolate(owned_app, other, other)
+    assert Path(gif["path"]).parent.parent == owned_app.cache / "app", "in its session's folder"
     r = httpx.get(gif["url"], timeout=30)
     assert r.status_code == 200 and r.content[:6] == b"GIF89a", "the visitor's result is there"
     msg = call_event(owned_app.url, fn_index(owned_app.demo, "reconstruct"), [mine, "mnist"])
