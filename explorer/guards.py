@@ -165,9 +165,10 @@ class OutputFiles:
 
 
 class UploadSpace:
-    """ASGI middleware: while Gradio's cache folder (``files.gradio_cache``: uploads, output
-    images, results) holds ``files.gradio_cache_budget`` bytes or more, an upload (POST
-    .../upload) is refused with 507 and a short reason, before its body is read. Files leave
+    """ASGI middleware: an upload (POST .../upload) that would take Gradio's cache folder
+    (``files.gradio_cache``: uploads, output images, results) over
+    ``files.gradio_cache_budget`` bytes is refused with 507 and a short reason, before its
+    body is read (one without a Content-Length: 411). Files leave
     the folder by age only (Gradio's ``delete_cache``), so no upload removes anyone's file;
     an upload is kept for that lifetime even if no event ever uses it."""
 
@@ -200,11 +201,19 @@ class UploadSpace:
             import anyio
             from starlette.responses import PlainTextResponse
 
-            if await anyio.to_thread.run_sync(self.used) >= self.files.gradio_cache_budget:
+            size = dict(scope["headers"]).get(b"content-length", b"")
+            if not size.isdigit():  # browsers and gradio_client always send it
+                reason = "An upload must say its length (Content-Length)."
+                await PlainTextResponse(reason, status_code=411)(scope, receive, send)
+                return
+            size = int(size)
+            used = await anyio.to_thread.run_sync(self.used)
+            if used + size > self.files.gradio_cache_budget:
                 log.warning("upload refused: Gradio's cache is over its budget")
                 reason = "The server's space for uploads is full; try again in a few minutes."
                 await PlainTextResponse(reason, status_code=507)(scope, receive, send)
                 return
+            self._used = (self._used[0], self._used[1] + size)  # until measured again
         await self.app(scope, receive, send)
 
 

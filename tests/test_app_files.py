@@ -75,11 +75,16 @@ def test_other_clients_traffic_removes_no_file(owned_app):
     """A visitor's upload and result stay usable while other clients send many more events
     than the app keeps files in flight for."""
     digit = owned_app.examples / "mnist" / "00.png"
-    mine = _upload(owned_app.url, digit)
-    gif = _interpolate(owned_app, mine, mine)
-    other = _upload(owned_app.url, owned_app.examples / "mnist" / "01.png")
-    for _ in range(4 * settings.CONCURRENCY + 2):  # each call a new session
-        _interpolate(owned_app, other, other)
+    files = owned_app.handlers.files
+    budget, files.session_budget = files.session_budget, 0  # each session keeps its newest
+    try:
+        mine = _upload(owned_app.url, digit)
+        gif = _interpolate(owned_app, mine, mine)
+        other = _upload(owned_app.url, owned_app.examples / "mnist" / "01.png")
+        for _ in range(4 * settings.CONCURRENCY + 2):  # each call a new session
+            _interpolate(owned_app, other, other)
+    finally:
+        files.session_budget = budget
     assert Path(gif["path"]).parent.parent == owned_app.cache / "app", "in its session's folder"
     r = httpx.get(gif["url"], timeout=30)
     assert r.status_code == 200 and r.content[:6] == b"GIF89a", "the visitor's result is there"
@@ -103,6 +108,12 @@ def test_uploads_are_refused_while_the_cache_is_full(owned_app):
     finally:
         files.gradio_cache_budget = budget
     assert Path(kept["path"]).is_file()
+    chunked = httpx.post(
+        owned_app.url + "gradio_api/upload",
+        content=iter([b"--x\r\n"]),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert chunked.status_code == 411
     time.sleep(1.1)
     assert _upload(owned_app.url, digit)["path"] == kept["path"], "space again"
 
