@@ -168,9 +168,9 @@ class UploadSpace:
     """ASGI middleware: an upload (POST .../upload) that would take Gradio's cache folder
     (``files.gradio_cache``: uploads, output images, results) over
     ``files.gradio_cache_budget`` bytes is refused with 507 and a short reason, before its
-    body is read (one without a Content-Length: 411). Files leave
-    the folder by age only (Gradio's ``delete_cache``), so no upload removes anyone's file;
-    an upload is kept for that lifetime even if no event ever uses it."""
+    body is read (one without a Content-Length: 411). Files leave the folder by age only
+    (Gradio's ``delete_cache``), so no upload removes anyone's file; an upload is kept for
+    that lifetime even if no event ever uses it."""
 
     def __init__(self, app, files: OutputFiles):
         self.app = app
