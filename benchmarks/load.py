@@ -5,9 +5,12 @@
     python -m benchmarks.load --url http://127.0.0.1:7860/ --server-pid 1234
 
 Each of ``--sessions`` clients (threads, one gradio_client session each) sends ``--calls``
-requests to each of /reconstruct, /edit, /codebook and /interpolate, in a shuffled order;
-a round is all of them at once. After each round it prints the failures, p50/p95 latency
-per endpoint and the server's resident memory (RSS). Goal: 0 failures, RSS after round two
+requests to each of /reconstruct, /edit, /codebook and /interpolate, in a shuffled order,
+and fetches every file an answer names, as the page does (a short or failed download counts
+as a failure of its call); a round is all of them at once. Every session sends the same
+images, so they get the same output files, which others may be producing meanwhile. After
+each round it prints the failures, p50/p95 latency per endpoint and the server's resident
+memory (RSS). Goal: 0 failures, RSS after round two
 within 100 MB of round one. Only loopback addresses are accepted: this is a tool for your
 own server, not anyone else's.
 """
@@ -85,13 +88,33 @@ class Round:
         return "\n".join(lines)
 
 
+def file_urls(result) -> list[str]:
+    """The URLs of the files in an answer of gradio_client (``download_files=False``)."""
+    if isinstance(result, dict):
+        own = [result["url"]] if isinstance(result.get("url"), str) else []
+        return own + [u for v in result.values() for u in file_urls(v)]
+    if isinstance(result, (list, tuple)):
+        return [u for v in result for u in file_urls(v)]
+    return []
+
+
+def fetch(http, result) -> None:
+    """Download every file of ``result`` whole (httpx raises on a body shorter than its
+    Content-Length)."""
+    for u in file_urls(result):
+        http.get(u).raise_for_status()
+
+
 def session(url: str, model: str, image_a: str, image_b: str, calls: int, seed: int, out: Round):
-    """One client session: ``calls`` requests to each endpoint, shuffled."""
+    """One client session: ``calls`` requests to each endpoint, shuffled, each answer's files
+    fetched."""
+    import httpx
     from gradio_client import Client, handle_file
 
     client = Client(
         url, verbose=False, download_files=False, ssl_verify=ssl.create_default_context()
     )
+    http = httpx.Client(timeout=120)
     grid = None
     plan = [ep for ep in ENDPOINTS for _ in range(calls)]
     random.Random(seed).shuffle(plan)
@@ -103,12 +126,14 @@ def session(url: str, model: str, image_a: str, image_b: str, calls: int, seed: 
                 grid = res[6]
                 if ep != "/reconstruct":  # this session's first grid: not what was asked
                     t = time.perf_counter()
+                else:
+                    fetch(http, res)
             if ep == "/edit":
-                client.predict(model, grid, api_name="/edit")
+                fetch(http, client.predict(model, grid, api_name="/edit"))
             elif ep == "/codebook":
-                client.predict(model, "2-D", grid, api_name="/codebook")
+                fetch(http, client.predict(model, "2-D", grid, api_name="/codebook"))
             elif ep == "/interpolate":
-                client.predict(
+                res = client.predict(
                     handle_file(image_a),
                     handle_file(image_b),
                     model,
@@ -118,10 +143,12 @@ def session(url: str, model: str, image_a: str, image_b: str, calls: int, seed: 
                     True,
                     api_name="/interpolate",
                 )
+                fetch(http, res)
         except Exception as e:  # count it and go on: a load test reports failures
             out.failures.append((ep, f"{type(e).__name__}: {e}"))
             continue
         out.latencies[ep].append(1000 * (time.perf_counter() - t))
+    http.close()
 
 
 def run_round(

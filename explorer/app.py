@@ -19,13 +19,14 @@ from typing import NamedTuple
 import gradio as gr
 import PIL.Image
 import torch
+from starlette.middleware import Middleware
 
 from vqvae import images
 from vqvae.checkpoint import PRETRAINED_DIR
 
 from . import settings
 from .context import Context
-from .guards import OutputFiles, clear_errors
+from .guards import OutputFiles, UploadSpace, clear_errors, guard_gradio_image_cache
 from .store import ModelStore
 from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
 from .ui import bind, keep, private
@@ -247,9 +248,11 @@ def build_app(
 
 def configure_process(cpus: int | None = None) -> int:
     """The process-wide settings the app needs, before it serves anything: torch threads (one
-    share of the usable CPUs per concurrent request) and PIL's pixel limit (Gradio opens some
-    images itself, such as the drawing pad's). Returns the number of torch threads."""
+    share of the usable CPUs per concurrent request), PIL's pixel limit (Gradio opens some
+    images itself, such as the drawing pad's) and Gradio's output images written whole before
+    they are served. Returns the number of torch threads."""
     PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
+    guard_gradio_image_cache()
     n = settings.torch_threads(cpus)
     torch.set_num_threads(n)
     return n
@@ -258,9 +261,13 @@ def configure_process(cpus: int | None = None) -> int:
 def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     """Queue with limits and launch; ``host``/``port`` default to GRADIO_SERVER_NAME /
     GRADIO_SERVER_PORT, then 127.0.0.1:7860. Errors reach clients only as gr.Error messages
-    (``show_error=False``): anything else is logged here and answered generically."""
+    (``show_error=False``): anything else is logged here and answered generically. Uploads
+    are refused while Gradio's cache is over its budget (:class:`explorer.guards.UploadSpace`)."""
     configure_process()
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
+    kw.setdefault("app_kwargs", {}).setdefault("middleware", []).append(
+        Middleware(UploadSpace, files=handlers.files)
+    )
     return demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),

@@ -21,13 +21,24 @@ CONCURRENCY = 2  # model-running events the queue runs at once (see explorer.eve
 QUEUE_SIZE = 64
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 
-# Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
-# Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
-# flight) are kept: with GIFs of at most ~2 MB (64 frames of noise, ping-pong, 224 px) both
-# folders together stay under 200 MB.
-OUTPUT_BUDGET = 16 * 2**20  # Gradio has its own copy of a file once its event has answered
-GRADIO_CACHE_BUDGET = 96 * 2**20  # only when the app owns Gradio's cache folder
-GRADIO_CACHE_LIFETIME = (600, 1800)  # delete_cache: every 10 min, files older than 30 min
+# Disk. The files the app hands out (downloads, GIFs, .vqz) live in one folder per client
+# session (see explorer.guards.OutputFiles): a session's files are trimmed only by its own
+# new ones, beyond its budget; nobody's traffic removes another's files; every file goes
+# after FILE_LIFETIME. A GIF is at most ~2 MB (64 frames of noise, ping-pong, 224 px), a
+# PNG download a few kB.
+SESSION_OUTPUT_BUDGET = 16 * 2**20  # 8 of the biggest GIFs; beyond, its own oldest go
+SESSION_OUTPUT_FILES = 256  # ... or beyond this many (a .vqz is a few dozen bytes)
+OUTPUT_BUDGET = 128 * 2**20  # all sessions: beyond it new files are refused for a while;
+# half of Gradio's cache budget, which holds them when the app owns it: uploads keep the rest
+MAX_OUTPUT_FILES = 20_000  # all sessions, files: the bookkeeping stays small
+OUTPUT_WRITE_SECONDS = 30.0  # a result is written within this after its file is made
+# Gradio's cache (uploads, output images, its copies of our files), when the app owns it.
+GRADIO_CACHE_BUDGET = 256 * 2**20  # beyond it uploads are refused until files expire
+# delete_cache: every 5 min, files older than 30 min (a page fetches a result within seconds
+# of its event, and an upload is reused for a while; a refused upload waits at most 5 min
+# once files have expired)
+GRADIO_CACHE_LIFETIME = (300, 1800)
+FILE_LIFETIME = GRADIO_CACHE_LIFETIME[1]  # our files go when Gradio's copies do
 MAX_VQZ_BYTES = 64 * 1024  # a .vqz file is a few dozen bytes; anything this big is no .vqz
 
 # The drawing pad's uploads (see explorer.guards.guard_drawing_pad).

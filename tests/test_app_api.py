@@ -326,7 +326,7 @@ def test_main_reads_arguments_and_environment_and_owns_its_temp_folder(plain_mod
 
     from vqvae import images
 
-    # unset for main(), and restored after it (main() sets it for the whole process)
+    # unset for main() (empty reads as unset), and unset again afterwards: main() sets it
     monkeypatch.setenv("GRADIO_TEMP_DIR", "")
     monkeypatch.setenv("VQVAE_MODELS_DIR", str(plain_models.models))
     monkeypatch.setenv("VQVAE_EXAMPLES_DIR", str(plain_models.examples))
