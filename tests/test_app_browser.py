@@ -26,7 +26,7 @@ def page(live_app):
     with playwright_api.sync_playwright() as p:
         chromium = browser.launch(p)
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)  # generous: CI machines may be busy
         page.goto(live_app.url)
         yield page
         chromium.close()
