@@ -312,7 +312,8 @@ def load_photo(
         s = (max_pixels / (w * h)) ** 0.5
         size = (max(1, int(w * s)), max(1, int(h * s)))
         im = im.resize(size, PIL.Image.LANCZOS, reducing_gap=3.0)
-        notes.append(f"downscaled from {w}x{h} to {size[0]}x{size[1]} (the {max_pixels:,} pixel cap)")
+        cap = f"the {max_pixels:,} pixel cap"
+        notes.append(f"downscaled from {w}x{h} to {size[0]}x{size[1]} ({cap})")
     im = im.convert("L" if channels == 1 else "RGB")
     x = torch.from_numpy(np.asarray(im).copy()).float().div_(255.0)
     return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None]), notes
