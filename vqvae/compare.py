@@ -114,7 +114,7 @@ def entropy_coded_bytes(data: bytes) -> int:
         raise ValueError("no lossy VP8 chunk in this WebP file")
     if data[4:12] in (b"ftypavif", b"ftypavis"):
         return _mdat_bytes(data)
-    raise ValueError("not a JPEG, WebP or AVIF file")
+    raise ValueError("not a JPEG or WebP file, nor an AVIF one")
 
 
 def _mdat_bytes(data: bytes) -> int:
