@@ -179,3 +179,20 @@ def test_the_photo_suite_loads():
         x, _ = load_photo(a)
         assert x.shape[-2:] == a.shape[:2]  # all within the 1 MP cap
         assert is_colour(PIL.Image.fromarray(a))
+
+
+@pytest.mark.slow
+def test_the_photo_benchmark_reports_the_vq_vae_beside_classic_codecs(tmp_path):
+    import json
+
+    from benchmarks.photos import main
+
+    r = main(
+        ["--photos", "chelsea", "--repeat", "1", "--no-targets", "--out", str(tmp_path / "p.json")]
+    )
+    p = json.loads((tmp_path / "p.json").read_text())["photos"][0]
+    assert p == json.loads(json.dumps(r["photos"][0]))
+    assert p["size"] == [451, 300] and p["grid"] == [75, 113] and p["bytes"] == 9535
+    assert 30 < p["psnr"] < 40 and p["thumbnail_psnr"] < p["psnr"]  # own size beats a thumbnail
+    for fmt in ("jpeg", "webp"):
+        assert abs(p[fmt]["bytes"] - 9535) < 0.1 * 9535 and p[fmt]["psnr"] > 25
