@@ -1,6 +1,7 @@
 """JPEG and WebP matched to a target size, on whole files or their entropy-coded data."""
 
 import numpy as np
+import PIL.features
 import pytest
 import torch
 
@@ -38,3 +39,20 @@ def test_jpeg_and_webp_sizes_without_headers_and_matched_to_a_target():
         encode_classic(image, "png", 50)
     with pytest.raises(ValueError, match=r"quality must be an int in \[1, 100\]"):
         encode_classic(image, "jpeg", 0)
+
+
+@pytest.mark.skipif(not PIL.features.check("avif"), reason="this Pillow cannot write AVIF")
+def test_avif_matched_to_a_target_and_its_av1_data_measured():
+    import skimage.data
+
+    image = skimage.data.chelsea()[:96, :128]
+    a = encode_classic(image, "avif", 50)
+    # ISO-BMFF: the AV1 data is the mdat box's payload; ftyp, meta and the rest are header
+    i = a.index(b"mdat") - 4
+    assert entropy_coded_bytes(a) == int.from_bytes(a[i : i + 4], "big") - 8 > len(a) // 2
+    sizes = {q: len(encode_classic(image, "avif", q)) for q in (1, 50, 100)}
+    assert sizes[1] < sizes[50] < sizes[100]  # quality moves the size
+    m = match_size(image, 2000, "avif")
+    assert m.format == "avif" and m.image.shape == image.shape
+    assert abs(m.file_bytes - 2000) < 0.2 * 2000
+    assert np.abs(m.image.astype(int) - image).mean() < 20  # a picture of the cat, not noise

@@ -8,7 +8,7 @@ prior over the codes.
 >>> model = vqvae.VQVAE.from_pretrained("mnist")          # or a folder, or "org/name" on the Hub
 """
 
-from . import hub
+from . import grid, hub
 from .codec import compress, decompress
 from .config import PRESETS, VQVAEConfig, preset
 from .hub import resolve_pretrained
@@ -33,6 +33,7 @@ __all__ = [
     "save_pretrained",
     "resolve_pretrained",
     "hub",
+    "grid",
     "psnr",
     "ssim",
     "CodebookUsage",

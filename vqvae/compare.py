@@ -1,5 +1,5 @@
-"""What a ``.vqz`` file is compared with: JPEG and WebP files of the same image at the size
-closest to it.
+"""What a ``.vqz`` file is compared with: JPEG, WebP and AVIF files of the same image at the
+size closest to it (AVIF where the installed Pillow has it: ``PIL.features.check("avif")``).
 
 At a few dozen bytes a JPEG's header alone (quantization and Huffman tables) outweighs a
 whole ``.vqz``, so sizes are matched either on whole files or on the entropy-coded data
@@ -15,19 +15,21 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import PIL.features
 import PIL.Image
 import torch
 
 from .images import to_uint8
 
-FORMATS = ("jpeg", "webp")
+FORMATS = ("jpeg", "webp")  # what the codec benchmark and the app compare a .vqz with
+ALL_FORMATS = (*FORMATS, "avif")  # what encode_classic and match_size take
 
 
 @dataclass(frozen=True)
 class SizeMatch:
-    """A JPEG or WebP file of an image at the quality closest to a target size."""
+    """A JPEG, WebP or AVIF file of an image at the quality closest to a target size."""
 
-    format: str  # "jpeg" or "webp"
+    format: str  # "jpeg", "webp" or "avif"
     quality: int  # 1..100
     data: bytes  # the whole file
     data_bytes: int  # its entropy-coded data, without headers (entropy_coded_bytes)
@@ -52,28 +54,35 @@ def _uint8_image(image) -> np.ndarray:
 
 
 def encode_classic(image, fmt: str, quality: int) -> bytes:
-    """A JPEG (optimized Huffman tables, PIL's default 4:2:0 chroma) or lossy WebP (method 6)
-    file of ``image`` (uint8 (H, W) or (H, W, 3), or a float (C, H, W) tensor in [0, 1])."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    """A JPEG (optimized Huffman tables, PIL's default 4:2:0 chroma), lossy WebP (method 6)
+    or AVIF (4:2:0, speed 6: libavif's default) file of ``image`` (uint8 (H, W) or
+    (H, W, 3), or a float (C, H, W) tensor in [0, 1]). Raises ValueError for AVIF when the
+    installed Pillow lacks it."""
+    if fmt not in ALL_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(ALL_FORMATS)}, got {fmt!r}")
+    if fmt == "avif" and not PIL.features.check("avif"):
+        raise ValueError(f"this Pillow ({PIL.__version__}) cannot write AVIF (11.3 or newer can)")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an int in [1, 100], got {quality!r}")
     buf = io.BytesIO()
     im = PIL.Image.fromarray(_uint8_image(image))
     if fmt == "jpeg":
         im.save(buf, "JPEG", quality=quality, optimize=True)
-    else:
+    elif fmt == "webp":
         im.save(buf, "WEBP", quality=quality, method=6)
+    else:
+        im.save(buf, "AVIF", quality=quality, speed=6, subsampling="4:2:0")
     return buf.getvalue()
 
 
 def entropy_coded_bytes(data: bytes) -> int:
-    """Bytes of a JPEG's or lossy WebP's entropy-coded data, without headers.
+    """Bytes of a JPEG's, lossy WebP's or AVIF's entropy-coded data, without headers.
 
     JPEG: the scan data, from the end of each SOS segment's header to the next marker that
     is neither a stuffed 0xFF00 nor a restart marker (tables, frame header and JFIF/EXIF
     segments are header). WebP: the VP8 chunk's data minus its 10-byte frame header (the
-    12-byte RIFF header, the 8-byte chunk header and any other chunk are header)."""
+    12-byte RIFF header, the 8-byte chunk header and any other chunk are header). AVIF: the
+    payload of its ``mdat`` boxes (the AV1 data; every other box is header)."""
     if data[:2] == b"\xff\xd8":
         i, total = 2, 0
         while i + 4 <= len(data):
@@ -103,11 +112,31 @@ def entropy_coded_bytes(data: bytes) -> int:
                 return size - 10
             i += 8 + size + (size & 1)
         raise ValueError("no lossy VP8 chunk in this WebP file")
-    raise ValueError("not a JPEG or WebP file")
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return _mdat_bytes(data)
+    raise ValueError("not a JPEG or WebP file, nor an AVIF one")
+
+
+def _mdat_bytes(data: bytes) -> int:
+    """Payload bytes of the top-level ``mdat`` boxes of an ISO-BMFF (AVIF) file."""
+    i, total = 0, 0
+    while i + 8 <= len(data):
+        size, kind = int.from_bytes(data[i : i + 4], "big"), data[i + 4 : i + 8]
+        head = 8
+        if size == 1:  # a 64-bit size follows the type
+            size, head = int.from_bytes(data[i + 8 : i + 16], "big"), 16
+        elif size == 0:  # the box runs to the end of the file
+            size = len(data) - i
+        if size < head:
+            raise ValueError(f"corrupt AVIF box at byte {i}")
+        if kind == b"mdat":
+            total += size - head
+        i += size
+    return total
 
 
 def match_size(image, target_bytes: float, fmt: str = "jpeg", *, headerless: bool = False):
-    """The ``fmt`` ("jpeg" or "webp") file of ``image`` at the quality in 1..100 that brings
+    """The ``fmt`` ("jpeg", "webp" or "avif") file of ``image`` at the quality in 1..100 that brings
     it closest to ``target_bytes``: the whole file's size, or with ``headerless`` its
     entropy-coded data's (:func:`entropy_coded_bytes`). Ties go to the lower quality. The
     lowest quality may still be larger than a tiny target; the result says what it reached.

@@ -3,7 +3,10 @@
 In: :func:`load_image` opens whatever a user hands over (any PIL format, 16-bit, CMYK,
 palette, alpha, animated, EXIF-rotated) as a plain 8-bit ``L`` or ``RGB`` image, refusing
 corrupt files and decompression bombs with a clear :class:`ImageError`;
-:func:`to_model_input` turns it into a model's (1, C, S, S) float tensor in [0, 1].
+:func:`to_model_input` turns it into a model's (1, C, S, S) float tensor in [0, 1] at the
+training size (a thumbnail: centre-cropped and shrunk); :func:`load_photo` keeps a photo at
+its own resolution (downscaled only above a size cap, never cropped) for
+``VQVAE.encode_image``.
 
 Out: :func:`enlarge` (nearest-neighbour, no blur), :func:`code_map_image` (a code grid
 coloured per code with its indices written in), :func:`frame_strip` and :func:`write_gif`.
@@ -31,11 +34,19 @@ MAX_DECODED_PIXELS = 16_000_000
 # The largest picture accepted at all (a camera JPEG, decoded at reduced scale); the app
 # also sets PIL's own decompression-bomb guard to it.
 MAX_PIXELS = 50_000_000
+# Photos run through the model at their own resolution up to this many pixels (1024 x 1024);
+# larger ones are downscaled to it (BENCHMARKS.md: time and memory at the cap).
+PHOTO_MAX_PIXELS = 1 << 20
 _BLOCK_PIXELS = 1 << 18  # converted a block of rows at a time: float temporaries of ~8 MB
 
 
 class ImageError(ValueError):
     """A file or array that cannot be used as an image; the message is meant for users."""
+
+
+class ColourImageError(ImageError):
+    """A colour picture given to a 1-channel (greyscale) model: callers can offer a colour
+    model instead of turning the picture grey."""
 
 
 def load_image(
@@ -278,6 +289,50 @@ def to_model_input(
     if invert:
         x = 1.0 - x
     return x, bool(invert)
+
+
+def load_photo(
+    source, *, channels: int = 3, max_pixels: int = PHOTO_MAX_PIXELS
+) -> tuple[torch.Tensor, list[str]]:
+    """A photo at its own resolution: (image (1, C, H, W) float in [0, 1], notes for the
+    user), for ``VQVAE.encode_image``. ``source``: anything :func:`load_image` opens.
+
+    Never cropped: above ``max_pixels`` it is downscaled (Lanczos, aspect kept) to the
+    largest size within the cap, and a note says so. For ``channels=1`` a colour picture
+    raises :class:`ColourImageError` (a greyscale model would turn it into grey mush; see
+    :func:`is_colour`); a grey one is used as it is, never inverted."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    im, notes = load_image(source)
+    if channels == 1 and is_colour(im):
+        raise ColourImageError(
+            "This is a colour photo and this model reads greyscale digits or clothes: "
+            "use a colour model (cifar10) for photos."
+        )
+    w, h = im.size
+    if w * h > max_pixels:
+        s = (max_pixels / (w * h)) ** 0.5
+        size = (max(1, int(w * s)), max(1, int(h * s)))
+        im = im.resize(size, PIL.Image.LANCZOS, reducing_gap=3.0)
+        cap = f"the {max_pixels:,} pixel cap"
+        notes.append(f"downscaled from {w}x{h} to {size[0]}x{size[1]} ({cap})")
+    im = im.convert("L" if channels == 1 else "RGB")
+    x = torch.from_numpy(np.asarray(im).copy()).float().div_(255.0)
+    return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None]), notes
+
+
+def is_colour(im: PIL.Image.Image, *, spread: int = 24, share: float = 0.01) -> bool:
+    """Whether an 8-bit image (as from :func:`load_image`) has colour: more than ``share``
+    of its pixels have channels ``spread`` or more apart (of 255), judged on a copy of at
+    most 256 x 256. A grey picture saved as RGB (JPEG noise included) is not colour."""
+    if im.mode != "RGB":
+        return False
+    small = im.copy()
+    small.thumbnail((256, 256))
+    a = np.asarray(small, np.int16)
+    return bool(((a.max(2) - a.min(2)) >= spread).mean() > share)
 
 
 def _border_mean(x: torch.Tensor) -> float:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, grid
 from .base import PretrainedMixin
 from .config import VQVAEConfig
 from .quantizer import Quantizer, VectorQuantizer
@@ -111,9 +111,12 @@ class VQVAEOutput:
 class VQVAE(PretrainedMixin, nn.Module):
     """A VQ-VAE built from a :class:`VQVAEConfig`.
 
-    Images are float tensors in [0, 1] of shape (B, C, H, W) with H and W divisible by
-    ``config.downsample``; codes are int64 tensors of shape (B, H/downsample, W/downsample).
-    Internally pixels are mapped to [-1, 1].
+    Images are float tensors in [0, 1] of shape (B, C, H, W); codes are int64 tensors of
+    shape (B, h, w). ``encode`` / ``decode`` / ``model(x)`` take H and W divisible by
+    ``config.downsample`` (d) and raise otherwise; :meth:`encode_image` /
+    :meth:`decode_codes` take any H x W (padded to the grid and cropped back, codes
+    (ceil(H/d), ceil(W/d)); :mod:`vqvae.grid` maps cells to pixels) and can work in tiles
+    to bound memory. Internally pixels are mapped to [-1, 1].
 
     Saved as ``model.safetensors`` + ``config.json``: :meth:`save_pretrained`,
     :meth:`from_pretrained` (a folder, a shipped name or a Hub repo id),
@@ -143,8 +146,9 @@ class VQVAE(PretrainedMixin, nn.Module):
         self.decoder = Decoder(config)
 
     # -- input checks --------------------------------------------------------------------
-    def _check_image_shape(self, x: torch.Tensor) -> None:
-        """Type and shape checks: host-side only (no sync), so they run in every forward."""
+    def _check_image_shape(self, x: torch.Tensor, *, any_size: bool = False) -> None:
+        """Type and shape checks: host-side only (no sync), so they run in every forward.
+        With ``any_size`` any positive H x W passes, else only multiples of downsample."""
         c = self.config
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise TypeError("images must be a float tensor in [0, 1] of shape (B, C, H, W)")
@@ -155,10 +159,13 @@ class VQVAE(PretrainedMixin, nn.Module):
                 f"this model takes {c.in_channels}-channel images, got "
                 f"{x.shape[1]} channels (shape {tuple(x.shape)})"
             )
-        if x.shape[2] % c.downsample or x.shape[3] % c.downsample or 0 in x.shape[2:]:
+        if 0 in x.shape[2:] or (
+            not any_size and (x.shape[2] % c.downsample or x.shape[3] % c.downsample)
+        ):
+            what = "positive" if any_size else f"positive multiples of {c.downsample}"
             raise ValueError(
-                f"image height and width must be positive multiples of "
-                f"{c.downsample}, got {x.shape[2]}x{x.shape[3]}"
+                f"image height and width must be {what}, got {x.shape[2]}x{x.shape[3]}"
+                + ("" if any_size else " (encode_image takes any size)")
             )
 
     def check_images(self, x: torch.Tensor) -> None:
@@ -227,6 +234,75 @@ class VQVAE(PretrainedMixin, nn.Module):
         """Images (B, C, H, W) in [0, 1] from code indices (B, h, w) in [0, K)."""
         self._check_indices(indices)
         return self.decode_latents(self.quantizer.lookup(indices.long()))
+
+    # -- images of any size --------------------------------------------------------------
+    def _layout(self, t: torch.Tensor) -> torch.Tensor:
+        # channels_last on the CPU: oneDNN's convolutions take ~1.3x less CPU time on NHWC
+        # activations than on NCHW ones (BENCHMARKS.md, section 11)
+        if t.device.type == "cpu":
+            return t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    @torch.no_grad()
+    def encode_image(
+        self, x: torch.Tensor, *, tile: int | None = None, return_latents: bool = False
+    ):
+        """Codes (B, ceil(H/d), ceil(W/d)) int64 of images ``x`` (B, C, H, W) in [0, 1] of
+        any size, d = ``config.downsample``. The image is padded at the bottom and right by
+        repeating its last row and column (:func:`vqvae.grid.pad_to_grid`: no dark or
+        ringing border); cell (i, j) covers pixels ``vqvae.grid.cell_box((i, j), d, (H, W))``.
+        For H and W multiples of d the codes equal :meth:`encode`'s.
+
+        ``tile``: encode tiles of about ``tile`` x ``tile`` pixels, each with a halo as wide
+        as the encoder's receptive field, so memory is bounded by the tile size and the
+        codes equal the whole-image ones. ``return_latents``: also return the latents z_e
+        (B, D, h, w) float32 (the encoder's output, before quantization)."""
+        self._check_image_shape(x, any_size=True)
+        check_image_range(x)
+        d = self.config.downsample
+
+        def encode(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z_e = self.encoder(self._layout(t) * 2.0 - 1.0)
+            return z_e, self.quantize(z_e)[1]
+
+        x = grid.pad_to_grid(x, d)
+        if tile is None:
+            z_e, codes = encode(x)
+        else:
+            halo = math.ceil(grid.reach(self.encoder) / d)
+            z_e, codes = grid.tiled_encode(encode, x, d, grid.tile_cells(tile, d), halo)
+        return (codes, z_e.contiguous()) if return_latents else codes
+
+    @torch.no_grad()
+    def decode_codes(
+        self, codes: torch.Tensor, size=None, *, tile: int | None = None
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] from codes (B, h, w) in [0, K), cropped to
+        ``size`` = (H, W), an image size whose grid is (h, w) (see :meth:`encode_image`);
+        by default (h d, w d). For the default size the images equal :meth:`decode`'s.
+
+        ``tile``: decode tiles of about ``tile`` x ``tile`` pixels, each with a halo of
+        codes as wide as the decoder's receptive field: bounded memory, the same pixels
+        up to float rounding."""
+        self._check_indices(codes)
+        d = self.config.downsample
+        h, w = codes.shape[-2:]
+        H, W = (h * d, w * d) if size is None else (int(size[0]), int(size[1]))
+        if grid.grid_shape((H, W), d) != (h, w) or min(H, W) < 1:
+            raise ValueError(
+                f"a {H}x{W} image has a {grid.grid_shape((H, W), d)} code grid, "
+                f"not the {h}x{w} of these codes"
+            )
+
+        def decode(c: torch.Tensor) -> torch.Tensor:
+            return self._decode_raw(self._layout(self.quantizer.lookup(c.long())))
+
+        if tile is None:
+            out = decode(codes)
+        else:
+            halo = math.ceil(grid.reach(self.decoder))
+            out = grid.tiled_decode(decode, codes, d, grid.tile_cells(tile, d), halo)
+        return out[..., :H, :W].clamp(0.0, 1.0).contiguous()
 
     @property
     def codebook(self) -> torch.Tensor:
