@@ -40,6 +40,7 @@ class ModelView(NamedTuple):
     examples: list  # (path, caption) for the Reconstruct gallery
     draw: dict  # update: the drawing pad is shown for 1-channel models only
     no_draw: dict  # update: ... and this note for the others
+    size: dict  # update: own resolution or thumbnail, for colour models only
     interp_examples: list  # (path, caption) for the Interpolate gallery
     image_a: str | None
     image_b: str | None
@@ -112,6 +113,7 @@ class Handlers:
             examples=ex,
             draw=gr.update(visible=digits),
             no_draw=gr.update(visible=not digits),
+            size=gr.update(visible=not digits),
             interp_examples=ex,
             image_a=m.examples[0] if m.examples else None,
             image_b=m.examples[1 % len(m.examples)] if m.examples else None,
@@ -176,7 +178,8 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     def on_model(dep):
         """A model was chosen: show its first example, an interpolation, its atlas."""
         first = bind(reconstruct.Example, image=rec.image, **rec.outputs)
-        after_reconstruct(dep.then(h.reconstruct.example, model, first, **private("first_example")))
+        first_example = dep.then(h.reconstruct.example, [model], first, **private("first_example"))
+        after_reconstruct(first_example)
         dep.then(
             h.interpolate.gif_if_any,
             [it.image_a, it.image_b, model, *it.settings],
@@ -238,8 +241,9 @@ def build_app(
             shows = bind(
                 ModelView,
                 card=card, card_full=card_full, examples=t.rec.examples, draw=t.rec.draw,
-                no_draw=t.rec.no_draw, interp_examples=t.it.examples, image_a=t.it.image_a,
-                image_b=t.it.image_b, pick=t.cb.pick, paint_code=t.ed.paint_code,
+                no_draw=t.rec.no_draw, size=t.rec.size, interp_examples=t.it.examples,
+                image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
+                paint_code=t.ed.paint_code,
             )  # fmt: skip
             on_model(model.change(h.select_model, model, shows, **private("select_model")))
             on_model(demo.load(h.select_model, model, shows, **private("load_model")))

@@ -14,6 +14,7 @@ import torch
 
 from vqvae import images
 
+from . import settings
 from .store import Model
 
 
@@ -68,15 +69,15 @@ def _rows(value) -> list | np.ndarray | None:
     return value
 
 
-def parse_table(value, shape: tuple[int, int], *, blank: float) -> np.ndarray | None:
+def parse_table(value, max_shape: tuple[int, int], *, blank: float) -> np.ndarray | None:
     """A table of numbers as a float array; None when it is empty. Blank cells become
     ``blank``. Raises :class:`TableError` for anything that is not a 2-D table of numbers of
-    at most twice ``shape`` per side (checked row by row before any array is built, so a huge
-    request costs nothing); the caller checks the exact shape and the values."""
+    at most ``max_shape`` (checked row by row before any array is built, so a huge request
+    costs nothing); the caller checks the exact shape and the values."""
     rows = _rows(value)
     if rows is None or (hasattr(rows, "__len__") and len(rows) == 0):
         return None
-    h, w = 2 * shape[0], 2 * shape[1]
+    h, w = max_shape
     if isinstance(rows, np.ndarray):
         if rows.ndim != 2 or rows.shape[0] > h or rows.shape[1] > w:
             raise TableError
@@ -102,20 +103,38 @@ def parse_table(value, shape: tuple[int, int], *, blank: float) -> np.ndarray | 
         raise TableError from None
 
 
+def takes_photos(m: Model) -> bool:
+    """Colour models read photos at their own resolution; digit models their thumbnails."""
+    return m.config.in_channels == 3
+
+
+def max_grid(m: Model) -> tuple[int, int]:
+    """The largest grid a table for model ``m`` may hold (rows, columns), before its check:
+    twice the thumbnail grid, or for a colour model the grid of the largest photo."""
+    if takes_photos(m):
+        side = settings.MAX_PHOTO_SIDE // m.config.downsample
+        return side, side
+    return 2 * m.config.latent_size, 2 * m.config.latent_size
+
+
 def code_grid(m: Model, grid) -> np.ndarray:
-    """A code grid (h, w) int64 from a table; gr.Error unless it is h x w whole numbers in
-    [0, K)."""
-    h = w = m.config.latent_size
+    """A code grid (h, w) int64 from a table; gr.Error unless it is whole numbers in [0, K)
+    of the model's thumbnail grid (h = w = latent size) or, for a colour model, the grid of
+    any photo within the size cap."""
+    s = m.config.latent_size
     K = m.config.codebook_size
+    photo = takes_photos(m)
+    what = f"{s}x{s}" + (" (or a photo's grid)" if photo else "")
     try:
-        f = parse_table(grid, (h, w), blank=np.nan)
+        f = parse_table(grid, max_grid(m), blank=np.nan)
     except TableError:
-        raise gr.Error(f"The code grid must be a {h}x{w} table of whole numbers.") from None
+        raise gr.Error(f"The code grid must be a {what} table of whole numbers.") from None
     if f is None:
         raise gr.Error("The code grid is empty: reconstruct an image first.")
-    if f.shape != (h, w):
+    cells = settings.MAX_PHOTO_PIXELS // m.config.downsample**2
+    if f.shape != (s, s) and not (photo and f.size <= cells):
         raise gr.Error(
-            f"The code grid must be {h}x{w} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
+            f"The code grid must be {what} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
         )
     if not np.isfinite(f).all() or (f != np.round(f)).any():
         raise gr.Error("Every cell of the code grid must be a whole number.")
@@ -125,6 +144,18 @@ def code_grid(m: Model, grid) -> np.ndarray:
             f"{int(f.min())} to {int(f.max())}."
         )
     return f.astype(np.int64)
+
+
+def thumbnail_grid(m: Model, c: np.ndarray, what: str) -> np.ndarray:
+    """``c`` if it is the model's thumbnail grid (what its prior knows), else gr.Error
+    saying that ``what`` works on thumbnails."""
+    s = m.config.latent_size
+    if c.shape != (s, s):
+        raise gr.Error(
+            f"{what} works on {s}x{s} grids, the thumbnails the prior was trained on; this "
+            f"grid is {c.shape[0]}x{c.shape[1]} (a photo): reconstruct it as a thumbnail."
+        )
+    return c
 
 
 def has_table(value) -> bool:
@@ -140,7 +171,7 @@ def marks(m: Model, value, *, strict: bool = True) -> np.ndarray:
     h = w = m.config.latent_size
     none = np.zeros((h, w), dtype=bool)
     try:
-        f = parse_table(value, (h, w), blank=0.0)
+        f = parse_table(value, (2 * h, 2 * w), blank=0.0)
     except TableError:
         if not strict:
             return none
@@ -167,6 +198,20 @@ def table(a: np.ndarray):
     return pd.DataFrame(a, columns=[str(j) for j in range(a.shape[1])])
 
 
+def photo_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
+    """A colour model's input at the image's own resolution (1, 3, H, W) in [0, 1],
+    downscaled (never cropped) above the photo size cap."""
+    if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
+        raise gr.Error("An image is a file path or an array.", title="Unusable image")
+    try:
+        x, notes = images.load_photo(source, channels=3, max_pixels=settings.MAX_PHOTO_PIXELS)
+    except images.ImageError as e:
+        raise gr.Error(str(e), title="Unusable image") from e
+    if notes and announce:
+        gr.Info("Input: " + "; ".join(notes) + ".", duration=4)
+    return x
+
+
 def model_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
     """The model's input tensor (1, C, S, S) in [0, 1] from an image path / array / PIL image.
     ``announce``: tell the user how the input was adjusted (inverted, alpha flattened...)."""
@@ -174,6 +219,11 @@ def model_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
         raise gr.Error("An image is a file path or an array.", title="Unusable image")
     try:
         im, notes = images.load_image(source)
+        if m.config.in_channels == 1 and images.is_colour(im):
+            raise images.ColourImageError(
+                f"This is a colour picture, and model {m.name!r} reads greyscale images (it "
+                "would turn it into grey mush): choose a colour model for photos."
+            )
         x, inverted = images.to_model_input(im, m.config.in_channels, m.config.image_size)
     except images.ImageError as e:
         raise gr.Error(str(e), title="Unusable image") from e

@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 
 DISPLAY = 256  # side of the enlarged images, px
+# Colour models read an upload at its own resolution up to this many pixels (larger ones are
+# downscaled, never cropped): 1 MP reconstructs in about 1-2 s on 2 cores (BENCHMARKS).
+MAX_PHOTO_PIXELS = 1 << 20
+MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
 MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 MAX_SAMPLES = 64

@@ -122,11 +122,16 @@ class ModelStore:
             return self.models_dir / name
         return hub.resolve(self.sources[name], MODEL_FILES, optional=EXTRAS)
 
-    def _examples(self, name: str) -> list[str]:
-        ex_dir = self.examples_dir / Path(name).name
-        if not ex_dir.is_dir():
-            return []
-        return sorted(str(p) for p in ex_dir.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
+    def _examples(self, name: str, colour: bool) -> list[str]:
+        """The model's example images; for a colour model the photos (examples/photos/)
+        first, then its own test-set thumbnails."""
+        found = []
+        for d in ([self.examples_dir / "photos"] if colour else []) + [
+            self.examples_dir / Path(name).name
+        ]:
+            if d.is_dir():
+                found += sorted(str(p) for p in d.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
+        return found
 
     def _load(self, name: str) -> Model:
         try:
@@ -149,7 +154,7 @@ class ModelStore:
             except (ValueError, OSError) as e:
                 log.warning("model %s: no code patches: %s", name, e)
         return Model(
-            name, model, info, metrics, card, self._examples(name), prior=prior,
+            name, model, info, metrics, card, self._examples(name, c.in_channels == 3), prior=prior,
             no_prior=no_prior, patches=patches,
         )  # fmt: skip
 

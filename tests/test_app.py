@@ -55,7 +55,7 @@ def select(index) -> gr.SelectData:
 
 @pytest.mark.parametrize("name, grid", [("mnist", 7), ("cifar10", 8)])
 def test_reconstruct_outputs(h, plain_models, name, grid):
-    out = h.reconstruct.image(str(plain_models.examples / name / "01.png"), name)
+    out = h.reconstruct.image(str(plain_models.examples / name / "01.png"), name, "thumbnail")
     # enlarged by an integer factor (no blur): 28 -> 252, 32 -> 256; code map 7x36, 8x32
     side = 252 if name == "mnist" else 256
     assert out.original.size == out.reconstruction.size == (side, side)
@@ -80,8 +80,8 @@ def test_dark_on_light_digit_is_inverted(h, digit_png, tmp_path):
 
 
 def test_example_click_is_cached(h, plain_models):
-    first = h.reconstruct.example_click("mnist", select(2))
-    again = h.reconstruct.example_click("mnist", select(2))
+    first = h.reconstruct.example_click("mnist", "own", select(2))
+    again = h.reconstruct.example_click("mnist", "own", select(2))
     assert first.image.endswith("02.png")
     assert again.original is first.original, "the second click reuses the cached outputs"
 
@@ -140,7 +140,7 @@ def test_formats_give_the_same_codes(h, digit_png, tmp_path, kind):
 # Files in unusual modes and shapes, and what the model must see: a uniform colour (its RGB
 # value in 8 bits), or the digit they hold.
 ODD = {
-    "1x1": (lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"), (200, 10, 10)),
+    "1x1": (lambda p: save(Image.new("RGB", (1, 1), (200, 10, 10)), p / "one.png"), "colour"),
     "1x3000": (lambda p: save(Image.new("L", (1, 3000), 90), p / "strip.png"), (90,) * 3),
     "int32": (lambda p: save(Image.new("I", (40, 30), 70000), p / "int32.tif"), (255,) * 3),
     "float": (lambda p: save(Image.new("F", (40, 30), 0.5), p / "float.tif"), (128,) * 3),
@@ -161,19 +161,24 @@ def test_odd_but_valid_images(h, tmp_path, kind):
     make, expect = ODD[kind]
     path = make(tmp_path)
     for name in ("mnist", "cifar10"):
-        out = h.reconstruct.image(path, name)
+        if expect == "colour" and name == "mnist":
+            with pytest.raises(gr.Error, match="colour picture"):
+                h.reconstruct.image(path, name)  # a digit model would turn it into grey mush
+            continue
+        out = h.reconstruct.image(path, name, "thumbnail")
         seen = np.asarray(out.original).astype(float)  # the input as the model sees it
         assert out.reconstruction.size == out.original.size
         if expect == "digit":
             plain = h.reconstruct.image(
-                save(Image.fromarray(digits(1)[0]), tmp_path / "d.png"), name
+                save(Image.fromarray(digits(1)[0]), tmp_path / "d.png"), name, "thumbnail"
             )
             diff = np.abs(seen - np.asarray(plain.original).astype(float)).mean()
             assert diff < (8 if kind == "cmyk-jpeg" else 1), f"{name}: the digit, {diff:.1f} off"
         else:
             assert (seen == seen[0, 0]).all(), f"{name}: a uniform image stays uniform"
             if name == "cifar10":  # colour, never inverted
-                assert np.abs(seen[0, 0] - np.array(expect)).max() <= 1
+                colour = (200, 10, 10) if expect == "colour" else expect
+                assert np.abs(seen[0, 0] - np.array(colour)).max() <= 1
 
 
 def test_exif_orientation_is_applied(h, tmp_path):
@@ -182,7 +187,7 @@ def test_exif_orientation_is_applied(h, tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = save(Image.fromarray(a), tmp_path / "rot.jpg", exif=exif, quality=95)
-    shown = np.asarray(h.reconstruct.image(path, "cifar10").original.convert("L"), float)
+    shown = np.asarray(h.reconstruct.image(path, "cifar10", "thumbnail").original.convert("L"), float)
     assert shown[:100].mean() > 200 and shown[-100:].mean() < 50, "white half is now on top"
 
 
@@ -390,7 +395,7 @@ def test_gallery_picks_out_of_range(h, index):
     with pytest.raises(gr.Error):
         h.codebook.atlas_pick("mnist", select(index if index != 99 else 32))
     with pytest.raises(gr.Error):
-        h.reconstruct.example_click("mnist", select(index))
+        h.reconstruct.example_click("mnist", "own", select(index))
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -597,3 +602,49 @@ def test_models_from_the_hub_and_shipped_names_beside_the_models_folder(
     with pytest.raises(gr.Error, match="could not be loaded"):
         bad.models.get("org/none")
     assert bad.reconstruct.image(str(plain_models.examples / "mnist" / "00.png"), "mnist").psnr > 0
+
+
+# -- photos at their own resolution -------------------------------------------------------------
+
+
+def _photo(tmp_path, w: int, h: int, name: str = "photo.png") -> str:
+    """A smooth colour picture (gradients, a disc) of w x h pixels."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    disc = ((xx - 0.5) ** 2 + (yy - 0.4) ** 2 < 0.05) * 0.5
+    a = np.stack([xx, yy, np.clip(1 - xx + disc, 0, 1)], -1)
+    return save(Image.fromarray((a * 255).astype(np.uint8)), tmp_path / name)
+
+
+def test_a_colour_model_reads_a_photo_at_its_own_resolution(h, tmp_path):
+    out = h.reconstruct.image(_photo(tmp_path, 61, 30), "cifar10")
+    assert out.original.size == out.reconstruction.size == (61, 30), "the input's size"
+    assert out.grid.shape == (8, 16), "ceil(30 / 4) x ceil(61 / 4) codes"
+    assert out.code_map.size == (64, 32), "cells of 4 px, aligned with the picture"
+    assert out.bits == pytest.approx(8 * 16 * math.log2(32), abs=0.1)
+    assert 0 < out.psnr < 100
+    thumb = h.reconstruct.image(_photo(tmp_path, 61, 30), "cifar10", "thumbnail")
+    assert thumb.original.size == (256, 256) and thumb.grid.shape == (8, 8)
+    with pytest.raises(gr.Error, match="size must be"):
+        h.reconstruct.image(_photo(tmp_path, 61, 30), "cifar10", "huge")
+
+
+def test_a_photo_above_the_cap_is_downscaled_never_cropped(h, tmp_path):
+    path = _photo(tmp_path, 1500, 1000)
+    out = h.reconstruct.image(path, "cifar10", announce=False)
+    w, hh = out.original.size
+    assert w * hh <= settings.MAX_PHOTO_PIXELS and abs(w / hh - 1.5) < 0.01, "aspect kept"
+    small = np.asarray(Image.open(path).resize((w, hh), Image.BILINEAR), float)
+    shown = np.asarray(out.original, float)
+    assert np.abs(small - shown).mean() < 2, "the whole picture, only smaller"
+
+
+def test_a_photo_grid_edits_and_rings_but_resamples_only_as_a_thumbnail(h, tmp_path):
+    grid = h.reconstruct.image(_photo(tmp_path, 40, 24), "cifar10").grid
+    assert grid.shape == (6, 10)
+    decoded = h.edit.decode("cifar10", grid)
+    assert Image.open(decoded.png).size == (40, 24)
+    assert "This image uses" in h.codebook.figure("cifar10", "2-D", grid).summary
+    view = h.edit.code_map_view("cifar10", grid, None, False)
+    assert "Plain: **300 bits**" in view.bits
+    with pytest.raises(gr.Error, match="7x7"):  # a digit model takes its thumbnail grid only
+        h.edit.decode("mnist", grid)

@@ -178,8 +178,8 @@ def grid7(value=5):
         ("paint", ["mnist", grid7(), 3], [-300, -300], "outside"),
         ("paint", ["mnist", grid7(), 3], [-40, -40], "outside"),  # once painted cell (-2, -2)
         ("paint", ["mnist", grid7(), 3], [float("nan"), 3], "outside"),
-        ("reconstruct_example", ["mnist"], "a", "whole number"),
-        ("reconstruct_example", ["mnist"], [1, 2], "Pick one"),
+        ("reconstruct_example", ["mnist", "own"], "a", "whole number"),
+        ("reconstruct_example", ["mnist", "own"], [1, 2], "Pick one"),
     ],
 )
 def test_private_events_check_their_inputs(live_app, event, data, index, words):

@@ -101,8 +101,8 @@ def test_a_model_without_a_prior_says_so_and_the_rest_works(h, prior_models):
     assert r.vqz is None and "has no prior" in r.sizes
     assert "matched on whole files: 40 bytes" in r.sizes  # the plain 8·8·5 bits
     assert r.jpeg.size == r.webp.size == (256, 256)
-    rec = h.reconstruct.image(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
-    assert rec.bits == 320.0
+    example = str(prior_models.examples / "cifar10" / "00.png")
+    assert h.reconstruct.image(example, "cifar10", "thumbnail").bits == 320.0
     mnist_file = h.codec.compress(digit(prior_models), "mnist").vqz
     with pytest.raises(gr.Error, match="no prior"):
         h.codec.decompress(mnist_file, "cifar10")

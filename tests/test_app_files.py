@@ -88,7 +88,7 @@ def test_other_clients_traffic_removes_no_file(owned_app):
     assert Path(gif["path"]).parent.parent == owned_app.cache / "app", "in its session's folder"
     r = httpx.get(gif["url"], timeout=30)
     assert r.status_code == 200 and r.content[:6] == b"GIF89a", "the visitor's result is there"
-    msg = call_event(owned_app.url, fn_index(owned_app.demo, "reconstruct"), [mine, "mnist"])
+    msg = call_event(owned_app.url, fn_index(owned_app.demo, "reconstruct"), [mine, "mnist", "own"])
     assert msg["success"], f"the visitor's upload is there: {msg}"
 
 
@@ -128,7 +128,7 @@ def test_same_output_downloaded_by_many_clients_at_once(owned_app):
         failures = 0
         with httpx.Client(timeout=60) as http:
             for _ in range(3):
-                msg = call_event(owned_app.url, index, [_upload(owned_app.url, digit), "mnist"])
+                msg = call_event(owned_app.url, index, [_upload(owned_app.url, digit), "mnist", "own"])
                 assert msg["success"], msg
                 for url in _urls(msg["output"]["data"]):
                     try:

@@ -35,7 +35,7 @@ def h(prior_models, tmp_path_factory):
 
 def grid_of(h, name="mnist", i=0) -> np.ndarray:
     m = h.models.get(name)
-    return np.array(h.reconstruct.image(m.examples[i], name).grid)
+    return np.array(h.reconstruct.image(m.examples[i], name, "thumbnail").grid)
 
 
 def pixel(cell, size=7):

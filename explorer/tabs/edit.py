@@ -110,7 +110,7 @@ class Edit:
         class) as a shaded map and a table, their total, and h * w * log2 K."""
         m = self.models.get(model_name)
         prior = inputs.prior(m)
-        c = inputs.code_grid(m, grid)
+        c = inputs.thumbnail_grid(m, inputs.code_grid(m, grid), "The surprise")
         with torch.inference_mode():
             bits = prior.code_bits(torch.from_numpy(c)[None])[0].numpy()
         K = m.config.codebook_size
@@ -128,9 +128,12 @@ class Edit:
         marked cells veiled; and the bits of the grid under the prior."""
         m = self.models.get(model_name)
         c = inputs.code_grid(m, grid)
-        plain = m.config.bits_per_image
-        if m.prior is None:
-            bits = f"Plain: **{plain:.0f} bits** (h·w·log2 K). This model has no prior."
+        plain = c.size * math.log2(m.config.codebook_size)
+        if m.prior is None or c.shape != (m.config.latent_size,) * 2:
+            why = "This model has no prior." if m.prior is None else (
+                "Its bits under the prior are counted for thumbnails, the grids it knows."
+            )  # fmt: skip
+            bits = f"Plain: **{plain:,.0f} bits** (h·w·log2 K). {why}"
             shown = None
         else:
             s = self.surprise(model_name, c)
@@ -141,14 +144,16 @@ class Edit:
             shown = s.image if surprise else None
         if shown is None:
             shown = images.code_map_image(c, m.config.codebook_size, DISPLAY)
-        im = viz.mark_cells(shown, inputs.marks(m, marks, strict=False), DISPLAY)
+        thumbnail = c.shape == (m.config.latent_size,) * 2  # marks are for resampling it
+        mask = inputs.marks(m, marks, strict=False) if thumbnail else np.zeros(c.shape, bool)
+        im = viz.mark_cells(shown, mask, DISPLAY)
         return CodeMapView(im, im, bits)
 
     @clear_errors
     def toggle_mark(self, model_name: str, grid, marks, evt: gr.SelectData):
         """Click on the code map in mark mode: mark the cell, or unmark it -> the marks."""
         m = self.models.get(model_name)
-        c = inputs.code_grid(m, grid)
+        c = inputs.thumbnail_grid(m, inputs.code_grid(m, grid), "Marking cells to resample")
         mask = inputs.marks(m, marks, strict=False)
         i, j = inputs.clicked_cell(evt, c.shape, DISPLAY)
         mask[i, j] = not mask[i, j]
@@ -174,7 +179,7 @@ class Edit:
         its :class:`Decoded` fields. seed -1: random."""
         m = self.models.get(model_name)
         prior = inputs.prior(m)
-        c = inputs.code_grid(m, grid)
+        c = inputs.thumbnail_grid(m, inputs.code_grid(m, grid), "Resampling")
         mask = inputs.marks(m, marks)
         if not mask.any():
             raise gr.Error("No cells are marked: mark some cells to resample first.")

@@ -3,6 +3,7 @@ sees it, its reconstruction and its code map; the codec panel (explorer.tabs.cod
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -46,6 +47,11 @@ class Example(NamedTuple):
     grid: object
 
 
+# How a colour model reads an upload: the photo at its own resolution, or the thumbnail it
+# was trained on (centre-cropped and resized). Digit models always read thumbnails.
+SIZES = (("At its own resolution (up to 1 MP)", "own"), ("As trained (a thumbnail)", "thumbnail"))
+
+
 class Reconstruct:
     """The Reconstruct tab's events."""
 
@@ -54,33 +60,63 @@ class Reconstruct:
         self._example_cache: dict[tuple, Reconstruction] = {}
 
     @clear_errors
-    def image(self, image, model_name: str, *, announce: bool = True) -> Reconstruction:
+    def image(
+        self, image, model_name: str, size: str = "own", *, announce: bool = True
+    ) -> Reconstruction:
         """image (path) -> original, reconstruction, code map, PSNR (dB), codes used,
-        bits per image, code grid (table). ``announce``: tell the user how the input was
-        adjusted (inverted, alpha flattened...)."""
+        bits, code grid (table). A colour model reads the image at its own resolution
+        (``size="own"``, up to settings.MAX_PHOTO_PIXELS, never cropped) or as the thumbnail
+        it was trained on (``"thumbnail"``); a digit model always reads the thumbnail.
+        ``announce``: tell the user how the input was adjusted (inverted, downscaled...)."""
         m = self.models.get(model_name)
+        if size not in dict(SIZES).values():
+            raise gr.Error(f"size must be 'own' or 'thumbnail', got {size!r:.20}.")
+        if inputs.takes_photos(m) and size == "own":
+            return self._photo(m, image, announce)
         x = inputs.model_input(m, image, announce=announce)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)
-            psnr = float(vqvae.psnr(x, recon)[0])
+        return self._result(m, x, recon, codes[0].numpy(), DISPLAY)
+
+    def _photo(self, m, image, announce: bool) -> Reconstruction:
+        x = inputs.photo_input(m, image, announce=announce)
+        H, W = x.shape[-2:]
+        with torch.inference_mode():
+            codes = m.model.encode_image(x)
+            recon = m.model.decode_codes(codes, (H, W))
         c = codes[0].numpy()
+        if announce:
+            bits = c.size * math.log2(m.config.codebook_size)
+            gr.Info(
+                f"At its own size: {W}x{H} pixels -> {c.shape[1]}x{c.shape[0]} codes, "
+                f"{bits:,.0f} bits ({bits / (H * W):.3f} bits per pixel).",
+                duration=4,
+            )
+        # at the photo's own size (the page scales it, pixelated); code cells of d pixels
+        return self._result(m, x, recon, c, max(H, W))
+
+    @staticmethod
+    def _result(m, x, recon, c: np.ndarray, side: int) -> Reconstruction:
+        """The outputs for input ``x``, its reconstruction and codes ``c`` (h, w), the
+        pictures ``side`` px on their longer side, the code map's cells aligned with them."""
+        cells = side // max(x.shape[-2:]) * m.config.downsample * max(c.shape)
         return Reconstruction(
-            original=images.enlarge(x[0], DISPLAY),
-            reconstruction=images.enlarge(recon[0], DISPLAY),
-            code_map=images.code_map_image(c, m.config.codebook_size, DISPLAY),
-            psnr=round(psnr, 2),
+            original=images.enlarge(x[0], side),
+            reconstruction=images.enlarge(recon[0], side),
+            code_map=images.code_map_image(c, m.config.codebook_size, cells),
+            psnr=round(float(vqvae.psnr(x, recon)[0]), 2),
             codes_used=int(len(np.unique(c))),
-            bits=round(m.config.bits_per_image, 1),
+            bits=round(c.size * math.log2(m.config.codebook_size), 1),
             grid=inputs.table(c),
         )
 
     @clear_errors
-    def upload(self, image, model_name: str) -> Reconstruction:
-        """For live events (clearing an image): nothing to do is no error."""
+    def upload(self, image, model_name: str, size: str = "own") -> Reconstruction:
+        """For live events (an upload, clearing it, another size): no image is no error."""
         if image is None:
             return skip(Reconstruction)
-        return self.image(image, model_name)
+        return self.image(image, model_name, size)
 
     @clear_errors
     def drawing(self, sketch, model_name: str) -> Reconstruction:
@@ -94,30 +130,33 @@ class Reconstruct:
         return self.image(a, model_name, announce=False)  # drawings are always inverted
 
     @clear_errors
-    def example_click(self, model_name: str, evt: gr.SelectData) -> Example:
+    def example_click(self, model_name: str, size: str, evt: gr.SelectData) -> Example:
         """Click on the example gallery -> the example as input, and its (cached) outputs."""
         m = self.models.get(model_name)
-        return self.example(model_name, inputs.selected_index(evt, len(m.examples), "examples"))
+        index = inputs.selected_index(evt, len(m.examples), "examples")
+        return self.example(model_name, index, size)
 
     @clear_errors
-    def example(self, model_name: str, index: int = 0) -> Example:
+    def example(self, model_name: str, index: int = 0, size: str = "own") -> Example:
         """The model's example ``index`` and its reconstruction (computed once per file)."""
         m = self.models.get(model_name)
         if not m.examples:
             return Example(None, *skip(Reconstruction))
         path = m.examples[inputs.whole_number(index, 0, len(m.examples) - 1, "The example index")]
-        key = (model_name, path, os.stat(path).st_mtime_ns)
+        key = (model_name, path, os.stat(path).st_mtime_ns, size)
         if key not in self._example_cache:
-            self._example_cache[key] = self.image(path, model_name)
+            self._example_cache[key] = self.image(path, model_name, size, announce=False)
         return Example(path, *self._example_cache[key])
 
 
 INTRO = (
     "Upload an image, click an example or draw a digit (in *Draw*, pick the brush, then "
     "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
-    "the grid again; the code map shows which code sits where. Images are centre-cropped "
-    "and resized to the model's size; for digit models, dark-on-light pictures are "
-    "inverted to match MNIST. Below them: the codes as a file (**.vqz**, entropy-coded "
+    "the grid again; the code map shows which code sits where. Colour models read a photo "
+    "at its own resolution (up to 1 megapixel; larger ones are downscaled, never cropped) "
+    "or, one click away, as the thumbnail they were trained on; digit models read a "
+    "centre-cropped thumbnail, dark-on-light pictures inverted to match MNIST. Below them: "
+    "the thumbnail's codes as a file (**.vqz**, entropy-coded "
     "under the model's learned prior) beside JPEG and WebP squeezed to the same size."
 )
 
@@ -125,6 +164,7 @@ INTRO = (
 @dataclass
 class ReconstructTab:
     image: gr.Image
+    size: gr.Radio  # own resolution or thumbnail (colour models)
     examples: gr.Gallery
     draw: gr.Column  # holds the drawing pad
     no_draw: gr.Markdown
@@ -138,7 +178,8 @@ class ReconstructTab:
 
 
 def _input_column(h: Reconstruct):
-    """Upload / Draw tabs and the examples -> (image, sketch, button, draw, no_draw, examples)."""
+    """Upload / Draw tabs and the examples -> (image, size, sketch, button, draw, no_draw,
+    examples)."""
     with gr.Tabs():
         with gr.Tab("Upload", id="upload"):
             image = image_input(
@@ -147,6 +188,9 @@ def _input_column(h: Reconstruct):
                 height=280,
                 elem_classes=["fill-img"],
                 sources=["upload", "clipboard"],
+            )
+            size = gr.Radio(
+                SIZES, value="own", label="Read the image", elem_id="recon-size", visible=False
             )
             button = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
         with gr.Tab("Draw", id="draw"):
@@ -177,7 +221,7 @@ def _input_column(h: Reconstruct):
         elem_classes=PIX,
         object_fit="contain",
     )
-    return image, sketch, button, draw, no_draw, examples
+    return image, size, sketch, button, draw, no_draw, examples
 
 
 def _result_panel() -> dict:
@@ -214,7 +258,7 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            image, sketch, button, draw, no_draw, examples = _input_column(h)
+            image, size, sketch, button, draw, no_draw, examples = _input_column(h)
         with gr.Column(scale=5):
             out = _result_panel()
             panel = codec.layout()
@@ -229,11 +273,11 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
 
     outputs = bind(Reconstruction, **out)
     new_image = [
-        button.click(h.image, [image, model], outputs, **public("reconstruct")),
-        image.input(h.upload, [image, model], outputs, **private("reconstruct_upload")),
+        button.click(h.image, [image, model, size], outputs, **public("reconstruct")),
+        image.input(h.upload, [image, model, size], outputs, **private("reconstruct_upload")),
         examples.select(
             h.example_click,
-            [model],
+            [model, size],
             bind(Example, image=image, **out),
             **private("reconstruct_example"),
         ),  # fmt: skip
@@ -245,6 +289,7 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
             show_progress="hidden",
             **private("reconstruct_drawing"),
         ),
+        size.input(h.upload, [image, model, size], outputs, **private("reconstruct_size")),
     ]
     codec.connect(codec_events, panel, model, out["original"])
-    return ReconstructTab(image, examples, draw, no_draw, out, new_image)
+    return ReconstructTab(image, size, examples, draw, no_draw, out, new_image)
