@@ -20,6 +20,16 @@ MAX_SAMPLES = 64
 CONCURRENCY = 2  # model-running events the queue runs at once (see explorer.events.MODEL)
 QUEUE_SIZE = 64
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
+# Any other request body (JSON events, data URLs inside them): the largest a page sends is a
+# code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will
+# bring, as text, both tables are ~600 kB. 1 MB parses in ~10 ms; beyond it, 413 at once.
+MAX_BODY_BYTES = 2**20
+# Sessions: Gradio keeps each one's state (gr.State values, the last value of every input,
+# components updated by events) until 10,000 are stored. One without a page holding its
+# heartbeat open, with nothing queued, is dropped after this long unused (long enough for an
+# API client's next call; a page that lost its connection for this long reloads anyway).
+SESSION_IDLE_SECONDS = 120.0
+SESSION_SWEEP_SECONDS = 10.0
 
 # Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
 # Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
