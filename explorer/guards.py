@@ -255,7 +255,7 @@ def _check_pixels(path, limit: int, what: str) -> None:
     except ValueError:
         raise gr.Error(f"The {what} is not an image this app can read.") from None
     if pixels > limit:
-        raise gr.Error(f"The {what} is too large: the limit is {limit / 1e6:g} megapixels.")
+        raise gr.Error(f"The {what} is too large: the limit is {limit / 1e6:.1f} megapixels.")
 
 
 def _guarded(base: type, preprocess: Callable) -> type:

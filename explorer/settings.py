@@ -26,8 +26,8 @@ MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 MAX_BODY_BYTES = 2**20
 # Sessions: Gradio keeps each one's state (gr.State values, the last value of every input,
 # components updated by events) until 10,000 are stored. One without a page holding its
-# heartbeat open, with nothing queued, is dropped after this long unused (long enough for an
-# API client's next call; a page that lost its connection for this long reloads anyway).
+# heartbeat open and no event queued or running is dropped after this long unused: an API
+# client reads its result at once, and a page holds its heartbeat open while it is shown.
 SESSION_IDLE_SECONDS = 120.0
 SESSION_SWEEP_SECONDS = 10.0
 
