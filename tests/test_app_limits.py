@@ -330,7 +330,7 @@ def test_hostile_state_requests_are_dropped_with_their_sessions(plain_models, tm
         wait_until(settled)
         start = server_rss()
         with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as http:
-            for i in range(200):
+            for _ in range(200):
                 one = body.replace(b"x" * 32, uuid.uuid4().hex.encode())
                 assert http.post(url + "gradio_api/queue/join", content=one).status_code == 200
         peak = server_rss()
