@@ -251,9 +251,11 @@ def build_app(
 
 def configure_process(cpus: int | None = None) -> int:
     """The process-wide settings the app needs, before it serves anything: torch threads (one
-    share of the usable CPUs per concurrent request) and PIL's pixel limit (Gradio opens some
-    images itself, such as the drawing pad's). Returns the number of torch threads."""
+    share of the usable CPUs per concurrent request), PIL's pixel limit (Gradio opens some
+    images itself, such as the drawing pad's) and glibc's mmap threshold
+    (:func:`explorer.limits.return_freed_memory`). Returns the number of torch threads."""
     PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
+    limits.return_freed_memory()
     n = settings.torch_threads(cpus)
     torch.set_num_threads(n)
     return n

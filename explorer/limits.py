@@ -147,16 +147,27 @@ def drop_sessions(app, sessions: list[str]) -> None:
         _malloc_trim(0)
 
 
-def _find_malloc_trim():
-    """glibc's malloc_trim, where there is one (Linux with glibc)."""
+def _glibc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return getattr(libc, "malloc_trim", None)
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
-_malloc_trim = _find_malloc_trim() if sys.platform.startswith("linux") else None
+_libc = _glibc() if sys.platform.startswith("linux") else None
+_malloc_trim = _libc.malloc_trim if _libc is not None else None
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def return_freed_memory() -> None:
+    """Have glibc map every allocation of ``MMAP_THRESHOLD`` bytes or more on its own, and
+    unmap it when freed. By default glibc raises that threshold to the largest block freed
+    (up to 32 MB), so request bodies and the tables parsed from them land in the heap, between
+    objects that live on, and the heap cannot shrink: 200 requests of 1 MB left 200 MB
+    resident after everything they made was freed."""
+    if _libc is not None:
+        _libc.mallopt(M_MMAP_THRESHOLD, settings.MMAP_THRESHOLD)
 
 
 def session_sweeper(live: Counter, idle: float, every: float):

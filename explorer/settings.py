@@ -30,6 +30,9 @@ MAX_BODY_BYTES = 2**20
 # client reads its result at once, and a page holds its heartbeat open while it is shown.
 SESSION_IDLE_SECONDS = 120.0
 SESSION_SWEEP_SECONDS = 10.0
+# Blocks of this size or more get their own memory mapping, returned when freed (glibc's
+# default, before it raises it): request bodies and their tables never stay resident.
+MMAP_THRESHOLD = 128 * 1024
 
 # Disk: our copies of files handed to Gradio, and Gradio's cache of what it served.
 # Budgets in bytes. Beyond them, the newest 2 * CONCURRENCY files (those of requests in
