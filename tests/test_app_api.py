@@ -326,7 +326,10 @@ def test_main_reads_arguments_and_environment_and_owns_its_temp_folder(plain_mod
 
     from vqvae import images
 
-    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    # main() sets $GRADIO_TEMP_DIR; setenv first so that monkeypatch removes it afterwards
+    # (later tests upload files to the live app, whose upload folder Gradio reads from it)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
     monkeypatch.setenv("VQVAE_MODELS_DIR", str(plain_models.models))
     monkeypatch.setenv("VQVAE_EXAMPLES_DIR", str(plain_models.examples))
     monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port()))

@@ -96,8 +96,10 @@ def test_body_over_the_cap_is_refused_before_it_is_parsed(live_app):
         poller.join()
     assert r.status_code == 413 and "too large" in r.text
     assert chunked.status_code == 413
-    assert declared < 1.5 and counted < 1.5, (declared, counted)
-    assert max(status) < 0.5, f"/queue/status took {max(status):.2f} s meanwhile"
+    # (before: 7.5 s, /queue/status stalled for seconds; the bounds allow for a machine
+    # shared with other jobs, as tests/test_images.py does)
+    assert declared < 3 and counted < 3, (declared, counted)
+    assert max(status) < 1.0, f"/queue/status took {max(status):.2f} s meanwhile"
 
 
 def test_bodies_under_the_cap_and_uploads_pass(live_app):
