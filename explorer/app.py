@@ -24,12 +24,12 @@ from starlette.middleware import Middleware
 from vqvae import images
 from vqvae.checkpoint import PRETRAINED_DIR
 
-from . import settings
+from . import inputs, limits, settings
 from .context import Context
-from .guards import OutputFiles, UploadSpace, clear_errors, guard_gradio_image_cache
+from .guards import OutputFiles, UploadSpace, clear_errors, guard_gradio_image_cache, guard_inputs
 from .store import ModelStore
 from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
-from .ui import bind, keep, private
+from .ui import bind, private
 
 
 class ModelView(NamedTuple):
@@ -99,6 +99,12 @@ class Handlers:
         return "\n\n".join(lines)
 
     @clear_errors
+    def original_grid(self, model_name: str, grid):
+        """The grid Reset goes back to, kept in the session's state: only ever a checked
+        (h, w) grid of the model's codes, whatever the event was sent."""
+        return inputs.code_grid(self.models.get(model_name), grid)
+
+    @clear_errors
     def select_model(self, model_name: str) -> ModelView:
         """Model dropdown -> card, example galleries, drawing pad (digit models only), code
         pickers."""
@@ -157,7 +163,9 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     def after_reconstruct(dep):
         """A new current image: the edit tab starts from its grid, the codebook rings it."""
         ed.redraw(dep.success(h.edit.reset, [model, rec.grid], ed.edited, **private("edit_new")))
-        dep.success(keep, rec.grid, ed.original, **private("edit_original", quick=True))
+        dep.success(
+            h.original_grid, [model, rec.grid], ed.original, **private("edit_original", quick=True)
+        )
         dep.success(
             h.codebook.figure,
             [model, cb.view, rec.grid],
@@ -247,16 +255,19 @@ def build_app(
             )  # fmt: skip
             on_model(model.change(h.select_model, model, shows, **private("select_model")))
             on_model(demo.load(h.select_model, model, shows, **private("load_model")))
+    guard_inputs(demo)
     return demo, h
 
 
 def configure_process(cpus: int | None = None) -> int:
     """The process-wide settings the app needs, before it serves anything: torch threads (one
     share of the usable CPUs per concurrent request), PIL's pixel limit (Gradio opens some
-    images itself, such as the drawing pad's) and Gradio's output images written whole before
-    they are served. Returns the number of torch threads."""
+    images itself, such as the drawing pad's), Gradio's output images written whole before
+    they are served, and glibc's mmap threshold (:func:`explorer.limits.return_freed_memory`).
+    Returns the number of torch threads."""
     PIL.Image.MAX_IMAGE_PIXELS = images.MAX_PIXELS
     guard_gradio_image_cache()
+    limits.return_freed_memory()
     n = settings.torch_threads(cpus)
     torch.set_num_threads(n)
     return n
@@ -266,12 +277,13 @@ def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     """Queue with limits and launch; ``host``/``port`` default to GRADIO_SERVER_NAME /
     GRADIO_SERVER_PORT, then 127.0.0.1:7860. Errors reach clients only as gr.Error messages
     (``show_error=False``): anything else is logged here and answered generically. Uploads
-    are refused while Gradio's cache is over its budget (:class:`explorer.guards.UploadSpace`)."""
+    are refused while Gradio's cache is over its budget (:class:`explorer.guards.UploadSpace`);
+    request bodies are capped and idle sessions dropped (:func:`explorer.limits.app_kwargs`;
+    pass ``app_kwargs`` to choose other limits)."""
     configure_process()
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
-    kw.setdefault("app_kwargs", {}).setdefault("middleware", []).append(
-        Middleware(UploadSpace, files=handlers.files)
-    )
+    app_kwargs = kw.pop("app_kwargs", None) or limits.app_kwargs()
+    app_kwargs.setdefault("middleware", []).append(Middleware(UploadSpace, files=handlers.files))
     return demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
@@ -280,6 +292,7 @@ def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
         allowed_paths=[str(handlers.models.examples_dir), str(handlers.models.cache_dir)],
         max_file_size=settings.MAX_UPLOAD,
         show_error=False,
+        app_kwargs=app_kwargs,
         **kw,
     )
 

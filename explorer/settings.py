@@ -24,6 +24,19 @@ MAX_SAMPLES = 64
 CONCURRENCY = 2  # model-running events the queue runs at once (see explorer.events.MODEL)
 QUEUE_SIZE = 64
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
+# Any other request body (JSON events, data URLs inside them): the largest a page sends is a
+# code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will
+# bring, as text, both tables are ~600 kB. 1 MB parses in ~10 ms; beyond it, 413 at once.
+MAX_BODY_BYTES = 2**20
+# Sessions: Gradio keeps each one's state (gr.State values, the last value of every input,
+# components updated by events) until 10,000 are stored. One without a page holding its
+# heartbeat open and no event queued or running is dropped after this long unused: an API
+# client reads its result at once, and a page holds its heartbeat open while it is shown.
+SESSION_IDLE_SECONDS = 120.0
+SESSION_SWEEP_SECONDS = 10.0
+# Blocks of this size or more get their own memory mapping, returned when freed (glibc's
+# default, before it raises it): request bodies and their tables never stay resident.
+MMAP_THRESHOLD = 128 * 1024
 
 # Disk. The files the app hands out (downloads, GIFs, .vqz) live in one folder per client
 # session (see explorer.guards.OutputFiles): a session's files are trimmed only by its own

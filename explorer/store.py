@@ -106,10 +106,11 @@ class ModelStore:
     def get(self, name) -> Model:
         """The model called ``name``, loaded on first use; gr.Error for an unknown name."""
         if not isinstance(name, str) or name not in self.names():
+            choices = ", ".join(self.names()) or "none (this server has no models)"
+            if name is None or name == "":
+                raise gr.Error(f"No model chosen: choose one of {choices}.")
             shown = repr(name)[:60] if isinstance(name, str) else f"of type {type(name).__name__}"
-            raise gr.Error(
-                f"Unknown model {shown}. Available: {', '.join(self.names()) or 'none'}."
-            )
+            raise gr.Error(f"Unknown model {shown}: choose one of {choices}.")
         with self._lock:
             if name not in self._models:
                 self._models[name] = self._load(name)

@@ -93,16 +93,19 @@ def add_model(models: Path, name: str, like: str, *, seed: int) -> None:
     (models / name / "codebook.json").write_bytes((models / like / "codebook.json").read_bytes())
 
 
-def call_event(url: str, fn_index: int, data: list, event_data=None, timeout: float = 60) -> dict:
+def call_event(
+    url: str, fn_index: int, data: list, event_data=None, timeout: float = 60, session=None
+) -> dict:
     """Send one event to a running app over HTTP, as any client can, private events included:
     POST /gradio_api/queue/join, then read the server-sent events until the event completes.
+    ``session``: the session hash (default: a new session).
     Returns the final message: {"success": bool, "output": {"data": [...]} or {"error": ...}}."""
     import json
     import uuid
 
     import httpx
 
-    session = uuid.uuid4().hex
+    session = session or uuid.uuid4().hex
     with httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout) as http:
         body = {"data": data, "event_data": event_data, "fn_index": fn_index}
         join = http.post(  # json.dumps, not httpx's json=: clients may send NaN and Infinity

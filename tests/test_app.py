@@ -187,7 +187,9 @@ def test_exif_orientation_is_applied(h, tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = save(Image.fromarray(a), tmp_path / "rot.jpg", exif=exif, quality=95)
-    shown = np.asarray(h.reconstruct.image(path, "cifar10", "thumbnail").original.convert("L"), float)
+    shown = np.asarray(
+        h.reconstruct.image(path, "cifar10", "thumbnail").original.convert("L"), float
+    )
     assert shown[:100].mean() > 200 and shown[-100:].mean() < 50, "white half is now on top"
 
 

@@ -128,7 +128,9 @@ def test_same_output_downloaded_by_many_clients_at_once(owned_app):
         failures = 0
         with httpx.Client(timeout=60) as http:
             for _ in range(3):
-                msg = call_event(owned_app.url, index, [_upload(owned_app.url, digit), "mnist", "own"])
+                msg = call_event(
+                    owned_app.url, index, [_upload(owned_app.url, digit), "mnist", "own"]
+                )
                 assert msg["success"], msg
                 for url in _urls(msg["output"]["data"]):
                     try:
