@@ -177,7 +177,7 @@ def test_data_url_images_are_checked_at_the_header(live_app, bomb):
     24 s and +1.2 GB as both images of interpolate_example, which then succeeded)."""
     url, demo = live_app.url, live_app.demo
     msg, seconds, mb = costly(
-        lambda: call_event(url, fn_index(demo, "reconstruct"), [data_url(bomb), "mnist"])
+        lambda: call_event(url, fn_index(demo, "reconstruct"), [data_url(bomb), "mnist", "own"])
     )
     assert msg["success"] is False and "too large" in msg["output"]["error"], msg
     assert seconds < 1.5 and mb < 300, (seconds, mb)
@@ -192,10 +192,10 @@ def test_data_url_images_are_checked_at_the_header(live_app, bomb):
     assert seconds < 1.5 and mb < 300, (seconds, mb)
     # an honest data URL still works, as Gradio's own client may send one
     small = (live_app.examples / "mnist" / "00.png").read_bytes()
-    msg = call_event(url, fn_index(demo, "reconstruct"), [data_url(small), "mnist"])
+    msg = call_event(url, fn_index(demo, "reconstruct"), [data_url(small), "mnist", "own"])
     assert msg["success"] is True, msg
     bad = {"url": "data:image/png;base64,@@@", "meta": {"_type": "gradio.FileData"}}
-    msg = call_event(url, fn_index(demo, "reconstruct"), [bad, "mnist"])
+    msg = call_event(url, fn_index(demo, "reconstruct"), [bad, "mnist", "own"])
     assert msg["success"] is False and re.search("empty|base64", msg["output"]["error"]), msg
 
 
