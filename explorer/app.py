@@ -23,7 +23,7 @@ import torch
 from vqvae import images
 from vqvae.checkpoint import PRETRAINED_DIR
 
-from . import settings
+from . import fairness, settings
 from .context import Context
 from .guards import OutputFiles, clear_errors
 from .store import ModelStore
@@ -180,7 +180,7 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
             h.interpolate.gif_if_any,
             [it.image_a, it.image_b, model, *it.settings],
             it.outputs,
-            **private("first_interpolation"),
+            **private("first_interpolation", expensive=True),
         )
         dep.then(h.codebook.atlas, model, cb.atlas, **private("atlas")).then(
             h.codebook.atlas, model, ed.atlas, **private("edit_atlas")
@@ -261,6 +261,14 @@ def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     (``show_error=False``): anything else is logged here and answered generically."""
     configure_process()
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
+    fairness.install(
+        demo,
+        per_session=settings.EXPENSIVE_PER_SESSION,
+        per_address=settings.EXPENSIVE_PER_ADDRESS,
+        total=settings.EXPENSIVE_QUEUE,
+        wait=settings.EXPENSIVE_WAIT,
+        trust_forwarded_for=settings.TRUST_FORWARDED_FOR,
+    )
     return demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(port or os.environ.get("GRADIO_SERVER_PORT", 7860)),

@@ -145,7 +145,9 @@ def build(h: Interpolate, model: gr.Dropdown) -> InterpolateTab:
 
     settings = [frames, fps, path, pingpong]
     outputs = bind(Interpolation, gif=gif, strip=strip)
-    button.click(h.gif, [img_a, img_b, model, *settings], outputs, **public("interpolate"))
+    button.click(
+        h.gif, [img_a, img_b, model, *settings], outputs, **public("interpolate", expensive=True)
+    )
     examples.select(
         h.example_click,
         [model, target, img_a, img_b],

@@ -140,6 +140,6 @@ def build(h: Sample, model: gr.Dropdown) -> SampleTab:
         h.draw,
         [model, label, n, temperature, top_k, guidance, seed],
         bind(Samples, gallery=gallery, codes=codes, note=info),
-        **public("sample"),
+        **public("sample", expensive=True),
     )
     return SampleTab(note, label, top_k, gallery, codes)
