@@ -82,13 +82,9 @@ class Round:
             + (f"{self.rss_mb:.0f} MB" if self.rss_mb is not None else "unknown")
         ]
         for ep in ENDPOINTS:
-            t = sorted(self.latencies.get(ep, []))
+            t = self.latencies.get(ep, [])
             if t:
-                p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
-                lines.append(
-                    f"  {ep:<13} n={len(t):4d}  p50 {statistics.median(t):7.0f} ms  "
-                    f"p95 {p95:7.0f} ms"
-                )
+                lines.append(f"  {ep:<13} n={len(t):4d}  {percentiles(t)}")
         for ep, err in self.failures[:5]:
             lines.append(f"  failed {ep}: {err[:200]}")
         return "\n".join(lines)
@@ -170,7 +166,7 @@ def percentiles(ms: list[float]) -> str:
     if not t:
         return "no calls"
     p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
-    return f"p50 {statistics.median(t):6.0f} ms  p95 {p95:6.0f} ms"
+    return f"p50 {statistics.median(t):7.0f} ms  p95 {p95:7.0f} ms"
 
 
 def visitor(url: str, model: str, image: str, calls: int) -> tuple[list[float], int]:
