@@ -208,3 +208,15 @@ def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
             assert time.process_time() - t < 1.5
     finally:
         torch.set_num_threads(threads)
+
+
+def test_load_attackers_small(live_app, prior_models):
+    """benchmarks/load.py --attackers, small: the visitor's latency alone and beside two
+    clients each keeping the worst allowed /sample in flight, no visitor failures."""
+    from benchmarks.load import attack, worst_sample
+
+    assert worst_sample(prior_models.models, "mnist") == ["mnist", "zero", 20, 1.0, 0, 5.0, 0]
+    image = str(live_app.examples / "mnist" / "00.png")
+    report = attack(live_app.url, prior_models.models, "mnist", image, 2, 3, "mnist")
+    assert "alone" in report and "beside   2 attackers" in report
+    assert report.count("(0 failed)") == 2 and "'done'" in report
