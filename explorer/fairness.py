@@ -31,18 +31,25 @@ EXPENSIVE_ID = "expensive"  # the concurrency_id of the expensive events
 
 def client_address(request: Request | None, trust_forwarded_for: bool) -> str | None:
     """The address a request came from, or None if it cannot be told apart from others
-    (a loopback peer, no peer). ``trust_forwarded_for``: behind a proxy that appends the
-    peer it saw to ``X-Forwarded-For`` (a Hugging Face Space), whose last entry is then the
-    client's; earlier entries are whatever the client wrote and never count."""
+    (a loopback peer, no peer). ``trust_forwarded_for``: behind proxies that append the peer
+    they saw to ``X-Forwarded-For`` (a Hugging Face Space): the client is the last public
+    address in it (any after it are the host's own proxies; entries before it are whatever
+    the client wrote, and never count), else its last entry."""
     if request is None:
         return None
     host = request.client.host if request.client else None
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        host = forwarded.rsplit(",", 1)[-1].strip() or host
+    if trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
+        hops = [_address(h) for h in reversed(forwarded.split(","))]
+        hops = [h for h in hops if h is not None]
+        host = str(next((h for h in hops if h.is_global), hops[0] if hops else host))
+    address = _address(host)
+    return None if address is None or address.is_loopback else str(address)
+
+
+def _address(text: str | None):
     try:
-        return None if host is None or ipaddress.ip_address(host).is_loopback else host
-    except ValueError:  # "testclient", a unix socket: not an address to limit
+        return ipaddress.ip_address((text or "").strip())
+    except ValueError:  # "testclient", a unix socket, junk in a header: no address
         return None
 
 

@@ -33,9 +33,10 @@ EXPENSIVE_PER_ADDRESS = 2
 # Expensive jobs queued or running, all clients together: with each at most ~1 s of CPU, the
 # last waits ~16 s; the other QUEUE_SIZE - 16 places stay for the cheap events.
 EXPENSIVE_QUEUE = 16
-# The client's address is the last entry of X-Forwarded-For only behind a proxy that appends
-# the peer it saw (a Hugging Face Space, which sets $SPACE_ID): elsewhere anyone could write
-# the header and pass for as many clients as they like, so the TCP peer counts.
+# X-Forwarded-For names the client (its last public address) only behind proxies that append
+# the peer they saw (a Hugging Face Space, which sets $SPACE_ID; there the TCP peer is an
+# internal proxy): elsewhere anyone could write the header and pass for as many clients as
+# they like, so the TCP peer counts.
 TRUST_FORWARDED_FOR = os.environ.get(
     "VQVAE_TRUST_FORWARDED_FOR", "1" if os.environ.get("SPACE_ID") else "0"
 ).lower() in ("1", "true", "yes")

@@ -121,13 +121,13 @@ def test_an_address_and_all_clients_have_a_share(live_app, gate, fair, monkeypat
         headers = {"X-Forwarded-For": f"{spoof}{addr}"}
         return join(live_app, "sample", SAMPLE, session, headers).status_code
 
-    assert from_("198.51.100.7", sessions[0]) == 200
-    assert from_("198.51.100.7", sessions[1], spoof="203.0.113.1, ") == 200
-    r = join(live_app, "sample", SAMPLE, uuid.uuid4().hex, {"X-Forwarded-For": "198.51.100.7"})
+    assert from_("93.184.216.7", sessions[0]) == 200
+    assert from_("93.184.216.7", sessions[1], spoof="1.2.3.4, ") == 200
+    r = join(live_app, "sample", SAMPLE, uuid.uuid4().hex, {"X-Forwarded-For": "93.184.216.7"})
     assert r.status_code == 429 and "Your address already has 2" in r.json()["detail"]
-    assert from_("198.51.100.8", sessions[2]) == 200
-    assert from_("198.51.100.9", sessions[3]) == 200
-    r = join(live_app, "sample", SAMPLE, sessions[4], {"X-Forwarded-For": "198.51.100.10"})
+    assert from_("93.184.216.8", sessions[2]) == 200
+    assert from_("93.184.216.9", sessions[3]) == 200
+    r = join(live_app, "sample", SAMPLE, sessions[4], {"X-Forwarded-For": "93.184.216.10"})
     assert r.status_code == 503 and "busy" in r.json()["detail"]
     gate.set()
     for s in sessions[:4]:
@@ -141,11 +141,15 @@ def test_client_address():
             self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
 
     assert fairness.client_address(Request("203.0.113.5"), False) == "203.0.113.5"
-    assert fairness.client_address(Request("127.0.0.1", "198.51.100.1"), False) is None
-    assert fairness.client_address(Request("10.0.0.2", "1.2.3.4, 198.51.100.1"), True) == (
-        "198.51.100.1"
+    assert fairness.client_address(Request("127.0.0.1", "93.184.216.1"), False) is None
+    assert fairness.client_address(Request("10.0.0.2", "1.2.3.4, 93.184.216.1"), True) == (
+        "93.184.216.1"
     )
     assert fairness.client_address(Request("testclient"), False) is None
+    # proxies inside the host after the client's public address; junk and spoofs before it
+    hops = "6.6.6.6, junk, 93.184.216.34, 10.16.3.80, 10.0.0.1"
+    assert fairness.client_address(Request("10.0.0.2", hops), True) == "93.184.216.34"
+    assert fairness.client_address(Request("10.0.0.2", "junk"), True) == "10.0.0.2"
     assert fairness.client_address(None, True) is None
 
 
