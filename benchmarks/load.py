@@ -13,6 +13,14 @@ each round it prints the failures, p50/p95 latency per endpoint and the server's
 memory (RSS). Goal: 0 failures, RSS after round two
 within 100 MB of round one. Only loopback addresses are accepted: this is a tool for your
 own server, not anyone else's.
+
+    python -m benchmarks.load --attackers 10               # fairness: a visitor beside attackers
+
+With ``--attackers N``: a visitor's ``/reconstruct`` round trips (``--visitor-calls``, one
+after another), first alone, then while N attacker clients each keep one ``/sample`` in
+flight with the most expensive arguments the app allows (``--attack-model``'s prior, a
+class, guidance 5, as many samples as SAMPLE_CODES lets through). Goal: p50 <= 1 s and
+p95 <= 2 s beside the attackers.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,13 +85,9 @@ class Round:
             + (f"{self.rss_mb:.0f} MB" if self.rss_mb is not None else "unknown")
         ]
         for ep in ENDPOINTS:
-            t = sorted(self.latencies.get(ep, []))
+            t = self.latencies.get(ep, [])
             if t:
-                p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
-                lines.append(
-                    f"  {ep:<13} n={len(t):4d}  p50 {statistics.median(t):7.0f} ms  "
-                    f"p95 {p95:7.0f} ms"
-                )
+                lines.append(f"  {ep:<13} n={len(t):4d}  {percentiles(t)}")
         for ep, err in self.failures[:5]:
             lines.append(f"  failed {ep}: {err[:200]}")
         return "\n".join(lines)
@@ -182,6 +187,96 @@ def run_round(
     return out
 
 
+def percentiles(ms: list[float]) -> str:
+    """'p50 X ms  p95 Y ms' of a list of latencies (ms)."""
+    t = sorted(ms)
+    if not t:
+        return "no calls"
+    p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
+    return f"p50 {statistics.median(t):7.0f} ms  p95 {p95:7.0f} ms"
+
+
+def visitor(url: str, model: str, image: str, calls: int) -> tuple[list[float], int]:
+    """``calls`` /reconstruct round trips, one after another -> (latencies in ms, failures)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, ssl_verify=ssl.create_default_context())
+    times, failed = [], 0
+    for _ in range(calls):
+        t = time.perf_counter()
+        try:
+            client.predict(handle_file(image), model, api_name="/reconstruct")
+        except Exception:  # a load test counts failures and goes on
+            failed += 1
+            continue
+        times.append(1000 * (time.perf_counter() - t))
+    return times, failed
+
+
+def worst_sample(models_dir, model: str) -> list:
+    """The most expensive /sample arguments the app allows for ``model``: a class, guidance
+    5 (the prior runs twice), as many samples as settings.SAMPLE_CODES lets through."""
+    import json
+
+    from explorer.settings import MAX_SAMPLES, SAMPLE_CODES
+
+    c = json.loads((Path(models_dir) / model / "prior.json").read_text())
+    label = c["class_names"][0] if c.get("class_names") else "any"
+    rows = 2 if label != "any" else 1
+    n = min(MAX_SAMPLES, SAMPLE_CODES // (rows * c["height"] * c["width"]))
+    return [model, label, n, 1.0, 0, 5.0, 0]
+
+
+def attacker(url: str, args: list, stop: threading.Event, tally: Counter) -> None:
+    """One client keeping one /sample with ``args`` in flight until ``stop``; counts answers
+    ("done", or the refusal's class name) in ``tally``."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False, ssl_verify=ssl.create_default_context())
+    while not stop.is_set():
+        try:
+            client.predict(*args, api_name="/sample")
+            tally["done"] += 1
+        except Exception as e:  # refused (429/503) or failed: try again, as an attacker would
+            tally[type(e).__name__] += 1
+            stop.wait(0.2)
+
+
+def attack(url, models_dir, model, image, attackers, calls, attack_model, samples=None) -> str:
+    """The visitor's /reconstruct latency alone, then beside ``attackers`` clients each
+    keeping the worst allowed /sample of ``attack_model`` in flight (``samples``: that many
+    instead) -> a report."""
+    check_loopback(url)
+    if not (1 <= attackers <= MAX_SESSIONS and 1 <= calls <= MAX_CALLS):
+        raise ValueError(f"attackers must be 1..{MAX_SESSIONS} and calls 1..{MAX_CALLS}")
+    args = worst_sample(models_dir, attack_model)
+    args[2] = samples or args[2]
+    visitor(url, model, image, 3)  # warm-up
+    alone, failed_alone = visitor(url, model, image, calls)
+    stop, tally = threading.Event(), Counter()
+    threads = [
+        threading.Thread(target=attacker, args=(url, args, stop, tally), daemon=True)
+        for _ in range(attackers)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(3)  # every attacker connected and its first /sample queued
+    try:
+        beside, failed_beside = visitor(url, model, image, calls)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    return "\n".join(
+        [
+            f"visitor /reconstruct ({model}), {calls} calls one after another:",
+            f"  alone:               {percentiles(alone)}  ({failed_alone} failed)",
+            f"  beside {attackers:3d} attackers: {percentiles(beside)}  ({failed_beside} failed)",
+            f"attackers: /sample {args[1:]} on {attack_model}; answers: {dict(tally)}",
+        ]
+    )
+
+
 def start_app(models_dir, examples_dir, port: int) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--models-dir", str(models_dir), "--examples-dir", str(examples_dir)]
@@ -214,6 +309,18 @@ def main():
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--calls", type=int, default=10, help="per endpoint and session")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--attackers",
+        type=int,
+        default=0,
+        help="instead of rounds: a visitor's /reconstruct alone and beside N clients each "
+        "keeping the most expensive allowed /sample in flight",
+    )
+    p.add_argument("--visitor-calls", type=int, default=40, help="with --attackers")
+    p.add_argument("--attack-model", default="cifar10", help="with --attackers")
+    p.add_argument(
+        "--attack-samples", type=int, default=None, help="default: the most the app allows"
+    )
     args = p.parse_args()
     if not 1 <= args.rounds <= MAX_ROUNDS:
         sys.exit(f"--rounds must be 1..{MAX_ROUNDS}")
@@ -230,6 +337,20 @@ def main():
     url = check_loopback(url.rstrip("/") + "/")
     try:
         wait_until_up(url, proc)
+        if args.attackers:
+            print(
+                attack(
+                    url,
+                    args.models_dir,
+                    args.model,
+                    str(examples[0]),
+                    args.attackers,
+                    args.visitor_calls,
+                    args.attack_model,
+                    args.attack_samples,
+                )
+            )
+            return
         print(
             f"{args.sessions} sessions x {args.calls} calls x {len(ENDPOINTS)} endpoints "
             f"({args.model}), {args.rounds} rounds against {url}"

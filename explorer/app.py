@@ -24,7 +24,7 @@ from starlette.middleware import Middleware
 from vqvae import images
 from vqvae.checkpoint import PRETRAINED_DIR
 
-from . import inputs, limits, settings
+from . import fairness, inputs, limits, settings
 from .context import Context
 from .guards import OutputFiles, UploadSpace, clear_errors, guard_gradio_image_cache, guard_inputs
 from .store import ModelStore
@@ -192,7 +192,7 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
             h.interpolate.gif_if_any,
             [it.image_a, it.image_b, model, *it.settings],
             it.outputs,
-            **private("first_interpolation"),
+            **private("first_interpolation", expensive=True),
         )
         dep.then(h.codebook.atlas, model, cb.atlas, **private("atlas")).then(
             h.codebook.atlas, model, ed.atlas, **private("edit_atlas")
@@ -282,6 +282,14 @@ def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     pass ``app_kwargs`` to choose other limits)."""
     configure_process()
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
+    fairness.install(
+        demo,
+        per_session=settings.EXPENSIVE_PER_SESSION,
+        per_address=settings.EXPENSIVE_PER_ADDRESS,
+        total=settings.EXPENSIVE_QUEUE,
+        wait=settings.EXPENSIVE_WAIT,
+        trust_forwarded_for=settings.TRUST_FORWARDED_FOR,
+    )
     app_kwargs = kw.pop("app_kwargs", None) or limits.app_kwargs()
     app_kwargs.setdefault("middleware", []).append(Middleware(UploadSpace, files=handlers.files))
     return demo.launch(

@@ -21,8 +21,37 @@ MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
 MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 MAX_SAMPLES = 64
-CONCURRENCY = 2  # model-running events the queue runs at once (see explorer.events.MODEL)
+CONCURRENCY = 2  # cheap model-running events the queue runs at once (see explorer.ui.MODEL)
 QUEUE_SIZE = 64
+
+# Fairness (explorer.fairness). Expensive events (sample, resample, compress, decompress,
+# interpolate) run one at a time: with one torch thread each, the second core stays free for
+# the cheap events (reconstruct, edit, code) and the server itself.
+EXPENSIVE_CONCURRENCY = 1
+EXPENSIVE_PER_SESSION = 1
+# A session's next expensive job waits this long at the door for its running one (the page
+# sends two when it opens): about the longest a full expensive queue takes to drain.
+EXPENSIVE_WAIT = 20.0
+# A household or office behind one NAT shares an address: two people may each have one job.
+EXPENSIVE_PER_ADDRESS = 2
+# Expensive jobs queued or running, all clients together: with each at most ~1 s of CPU, the
+# last waits ~16 s; the other QUEUE_SIZE - 16 places stay for the cheap events.
+EXPENSIVE_QUEUE = 16
+# X-Forwarded-For names the client (its last public address) only behind proxies that append
+# the peer they saw (a Hugging Face Space, which sets $SPACE_ID; there the TCP peer is an
+# internal proxy): elsewhere anyone could write the header and pass for as many clients as
+# they like, so the TCP peer counts.
+TRUST_FORWARDED_FOR = os.environ.get(
+    "VQVAE_TRUST_FORWARDED_FOR", "1" if os.environ.get("SPACE_ID") else "0"
+).lower() in ("1", "true", "yes")
+
+# Cost caps: no call costs more than about 1 s of CPU on 2 cores (one torch thread).
+# /sample draws samples x h x w codes, twice over with guidance != 1 and a class (the prior
+# runs with and without it): 32 cifar10 samples (8x8 codes) took 0.73 s of CPU, 64 with
+# guidance 2.1 s (benchmarks in BENCHMARKS.md, "Fairness").
+SAMPLE_CODES = 32 * 8 * 8
+# /interpolate decodes frames x image pixels: 64 frames of 32x32 took 0.55 s of CPU.
+INTERPOLATE_PIXELS = 64 * 32 * 32
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 # Any other request body (JSON events, data URLs inside them): the largest a page sends is a
 # code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will

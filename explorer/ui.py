@@ -11,6 +11,9 @@ from typing import NamedTuple
 
 import gradio as gr
 
+from .fairness import EXPENSIVE_ID
+from .settings import EXPENSIVE_CONCURRENCY
+
 PIX = ["pixelated"]
 # Code numbers reach the handlers unrounded (Gradio's rounding fails on inf and NaN with an
 # unclear message); the handlers check them. select_model sets the model's maximum.
@@ -21,18 +24,23 @@ CLASS_CHOICE = dict(allow_custom_value=True, min_width=140)
 # Events that run a model share one queue of CONCURRENCY slots (Gradio gives every event its
 # own by default, so a busy app would run 2 x (number of events) at once); quick ones that
 # only pick or pass values on keep their own, so the page stays responsive under load.
+# Expensive events (the prior, GIFs, the codec's encodes) have a queue of their own with
+# EXPENSIVE_CONCURRENCY slots, so the cheap ones never wait behind them; explorer.fairness
+# lets a client hold one of them at a time.
 MODEL = dict(concurrency_id="model")
+EXPENSIVE = dict(concurrency_id=EXPENSIVE_ID, concurrency_limit=EXPENSIVE_CONCURRENCY)
 
 
-def public(name: str) -> dict:
-    """Options of an API event (it runs a model)."""
-    return dict(api_name=name, **MODEL)
+def public(name: str, *, expensive: bool = False) -> dict:
+    """Options of an API event (it runs a model; ``expensive``: in the expensive queue)."""
+    return dict(api_name=name, **(EXPENSIVE if expensive else MODEL))
 
 
-def private(name: str, *, quick: bool = False) -> dict:
+def private(name: str, *, quick: bool = False, expensive: bool = False) -> dict:
     """Options of an event the page uses but the API does not list; ``quick``: it runs no
-    model, so it does not wait for the model queue."""
-    return dict(api_name=name, api_visibility="private", **({} if quick else MODEL))
+    model, so it does not wait for the model queue; ``expensive``: as for :func:`public`."""
+    slot = {} if quick else EXPENSIVE if expensive else MODEL
+    return dict(api_name=name, api_visibility="private", **slot)
 
 
 def bind(result: type[NamedTuple], **components) -> list:

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import gradio as gr
@@ -410,10 +411,15 @@ def test_build_app_exposes_the_api(plain_models, tmp_path):
     public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
     assert {"reconstruct", "codebook", "edit", "interpolate", "code"} <= public
     assert handlers.models.names() == ["mnist", "cifar10"]
-    # every event that runs a model waits for the same CONCURRENCY slots
-    shared = {f.api_name for f in demo.fns.values() if f.concurrency_id == "model"}
+    # every event that runs a model waits for the same CONCURRENCY slots, or for the
+    # expensive queue's (explorer.fairness)
+    group = defaultdict(set)
+    for f in demo.fns.values():
+        group[f.concurrency_id].add(f.api_name.removesuffix("_1"))  # events wired twice
     runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
-    assert public | runs_model <= shared
+    expensive = {"sample", "resample", "compress", "decompress", "interpolate"}
+    assert expensive | {"first_interpolation"} == group["expensive"]
+    assert (public - expensive) | runs_model <= group["model"]
 
 
 def test_select_model(h):

@@ -319,11 +319,11 @@ def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image)
         bind(Compressed, **panel.compressed),
         trigger_mode="always_last",
         show_progress="minimal",
-        **public("compress"),
+        **public("compress", expensive=True),
     )
     panel.vqz_file.upload(
         h.decompress,
         [panel.vqz_file, model],
         bind(Decompressed, **panel.decompressed),
-        **public("decompress"),
+        **public("decompress", expensive=True),
     )

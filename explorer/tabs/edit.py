@@ -364,7 +364,9 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
     redraw(b["fill"].click(h.fill, [model, grid, ui.paint_code], edited, **private("fill")))
     redraw(b["reset"].click(h.reset, [model, original], edited, **private("reset")))
     resample_in = [model, grid, marks, ui.label, ui.temperature]
-    redraw(b["resample"].click(h.resample, resample_in, edited, **public("resample")))
+    redraw(
+        b["resample"].click(h.resample, resample_in, edited, **public("resample", expensive=True))
+    )
     redraw(b["mark_all"].click(h.mark_all, model, marks, **private("mark_all", quick=True)))
     redraw(b["clear"].click(h.clear_marks, model, marks, **private("clear_marks", quick=True)))
     redraw(marks.input(keep, marks, None, **private("marks_typed", quick=True)))

@@ -18,7 +18,7 @@ from vqvae.latent import PATHS
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors, image_input
-from ..settings import DISPLAY, MAX_FPS, MAX_FRAMES
+from ..settings import DISPLAY, INTERPOLATE_PIXELS, MAX_FPS, MAX_FRAMES
 from ..ui import PIX, bind, private, public, skip
 
 
@@ -61,6 +61,12 @@ class Interpolate:
         """Two images -> (animated GIF path, strip of the frames)."""
         m = self.models.get(model_name)
         n = _number(frames, 2, MAX_FRAMES, "Number of frames")
+        most = INTERPOLATE_PIXELS // m.config.image_size**2
+        if n > most:  # frames cost in proportion to their pixels
+            raise gr.Error(
+                f"At most {most} frames for this model's {m.config.image_size}px images, got "
+                f"{frames}: the limit keeps every request under a second of the server's time."
+            )
         f = _number(fps, 1, MAX_FPS, "Frames per second")
         if not isinstance(path, str) or path not in PATHS:
             raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r:.20}.")
@@ -145,7 +151,9 @@ def build(h: Interpolate, model: gr.Dropdown) -> InterpolateTab:
 
     settings = [frames, fps, path, pingpong]
     outputs = bind(Interpolation, gif=gif, strip=strip)
-    button.click(h.gif, [img_a, img_b, model, *settings], outputs, **public("interpolate"))
+    button.click(
+        h.gif, [img_a, img_b, model, *settings], outputs, **public("interpolate", expensive=True)
+    )
     examples.select(
         h.example_click,
         [model, target, img_a, img_b],

@@ -15,7 +15,7 @@ from vqvae import images
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors
-from ..settings import DISPLAY, MAX_SAMPLES
+from ..settings import DISPLAY, MAX_SAMPLES, SAMPLE_CODES
 from ..ui import CLASS_CHOICE, PIX, bind, public
 
 
@@ -32,6 +32,20 @@ class Samples(NamedTuple):
     gallery: list  # (image, caption) per sample, enlarged
     codes: list  # the sampled grids (n, h, w) as nested lists
     note: str  # Markdown: timing, bits under the prior
+
+
+def check_cost(prior, n: int, guided: bool) -> None:
+    """gr.Error if drawing ``n`` samples costs more than SAMPLE_CODES codes: each sample is
+    a grid of h x w codes, drawn twice over with guidance (with and without the class)."""
+    h, w = prior.grid
+    most = SAMPLE_CODES // ((1 + guided) * h * w)
+    if n > most:
+        how = " with guidance other than 1 (it draws each twice)" if guided else ""
+        raise gr.Error(
+            f"At most {most} samples at once for this model{how}, got {n}: the limit keeps "
+            "every request under a second of the server's time.",
+            title="Too many samples",
+        )
 
 
 class Sample:
@@ -69,6 +83,7 @@ class Sample:
         n = inputs.whole_number(n, 1, MAX_SAMPLES, "The number of samples")
         cls = inputs.class_label(m, label)
         options = inputs.sampling(m, temperature, top_k, guidance, seed)
+        check_cost(prior, n, guided=cls is not None and options["guidance"] != 1)
         start = time.perf_counter()
         with torch.inference_mode():
             codes = prior.sample(n, cls, **options)
@@ -140,6 +155,6 @@ def build(h: Sample, model: gr.Dropdown) -> SampleTab:
         h.draw,
         [model, label, n, temperature, top_k, guidance, seed],
         bind(Samples, gallery=gallery, codes=codes, note=info),
-        **public("sample"),
+        **public("sample", expensive=True),
     )
     return SampleTab(note, label, top_k, gallery, codes)
