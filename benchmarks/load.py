@@ -31,7 +31,6 @@ import ipaddress
 import random
 import ssl
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.ports import free_port
+from tools.serve import start_app, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ("/reconstruct", "/edit", "/codebook", "/interpolate")
@@ -277,28 +276,6 @@ def attack(url, models_dir, model, image, attackers, calls, attack_model, sample
     )
 
 
-def start_app(models_dir, examples_dir, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--models-dir", str(models_dir), "--examples-dir", str(examples_dir)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_until_up(url: str, proc: subprocess.Popen | None, timeout: float = 120) -> None:
-    import httpx
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "config", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", default=None, help="a running app (loopback only); default: start one")
@@ -330,9 +307,7 @@ def main():
         sys.exit(f"need two example images in {Path(args.examples_dir) / args.model}")
     proc, url, pid = None, args.url, args.server_pid
     if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        proc = start_app(args.models_dir, args.examples_dir, port)
+        proc, url = start_app(args.models_dir, args.examples_dir)
         pid = proc.pid
     url = check_loopback(url.rstrip("/") + "/")
     try:
