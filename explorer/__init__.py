@@ -8,9 +8,10 @@ has an API name (/reconstruct, /codebook, /edit, /interpolate, /code, /code_patc
 
 The app is a thin layer: the model maths is in ``vqvae``, image I/O in ``vqvae.images``,
 figures in ``vqvae.viz``. Here: ``settings`` (every limit and size), ``store`` (the models),
-``inputs`` (every event's inputs checked), ``guards`` (errors, disk, uploads), ``ui`` (how
-events and outputs are declared), ``fairness`` (one expensive job per client in the queue),
-``tabs`` and ``app`` (the wiring, ``launch``, ``main``).
+``inputs`` (every event's inputs checked), ``guards`` (errors, untrusted uploads and values),
+``files`` (what the app writes and receives), ``limits`` (request bodies, idle sessions),
+``fairness`` (one expensive job per client in the queue), ``ui`` (how events and outputs are
+declared), ``tabs`` and ``app`` (the wiring, ``launch``, ``main``).
 Importing the package has no side effects on the process.
 """
 

@@ -26,7 +26,8 @@ from vqvae.checkpoint import PRETRAINED_DIR
 
 from . import fairness, inputs, limits, settings
 from .context import Context
-from .guards import OutputFiles, UploadSpace, clear_errors, guard_gradio_image_cache, guard_inputs
+from .files import OutputFiles, UploadSpace, guard_gradio_image_cache
+from .guards import clear_errors, guard_inputs
 from .store import ModelStore
 from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
 from .ui import bind, private
@@ -277,7 +278,7 @@ def launch(demo: gr.Blocks, handlers: Handlers, host=None, port=None, **kw):
     """Queue with limits and launch; ``host``/``port`` default to GRADIO_SERVER_NAME /
     GRADIO_SERVER_PORT, then 127.0.0.1:7860. Errors reach clients only as gr.Error messages
     (``show_error=False``): anything else is logged here and answered generically. Uploads
-    are refused while Gradio's cache is over its budget (:class:`explorer.guards.UploadSpace`);
+    are refused while Gradio's cache is over its budget (:class:`explorer.files.UploadSpace`);
     request bodies are capped and idle sessions dropped (:func:`explorer.limits.app_kwargs`;
     pass ``app_kwargs`` to choose other limits)."""
     configure_process()

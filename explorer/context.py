@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .guards import OutputFiles
+from .files import OutputFiles
 from .store import ModelStore
 
 

@@ -68,7 +68,7 @@ SESSION_SWEEP_SECONDS = 10.0
 MMAP_THRESHOLD = 128 * 1024
 
 # Disk. The files the app hands out (downloads, GIFs, .vqz) live in one folder per client
-# session (see explorer.guards.OutputFiles): a session's files are trimmed only by its own
+# session (see explorer.files.OutputFiles): a session's files are trimmed only by its own
 # new ones, beyond its budget; nobody's traffic removes another's files; every file goes
 # after FILE_LIFETIME. A GIF is at most ~2 MB (64 frames of noise, ping-pong, 224 px), a
 # PNG download a few kB.

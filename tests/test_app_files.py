@@ -19,7 +19,7 @@ from PIL import Image
 import explorer
 from app_helpers import call_event, fn_index
 from explorer import settings
-from explorer.guards import save_pil_to_cache
+from explorer.files import save_pil_to_cache
 
 
 @pytest.fixture(scope="module")
