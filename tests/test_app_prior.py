@@ -60,6 +60,16 @@ def test_sample_decodes_reproducible_grids(h):
     assert (np.array(h.sample.draw("mnist", "seven", 5, 1.0, 0, 1.0, 7).codes) != codes).any()
 
 
+def test_each_draw_has_a_new_seed_that_the_note_names_and_that_draws_it_again(h):
+    import re
+
+    first, second = h.sample.draw("mnist", n=4), h.sample.draw("mnist", n=4)
+    assert first.codes != second.codes, "a new seed each call"
+    seed = int(re.search(r"seed \*\*(\d+)\*\*", first.note).group(1))
+    again = h.sample.draw("mnist", n=4, seed=seed)
+    assert again.codes == first.codes and f"seed **{seed}**" in again.note
+
+
 def test_top_k_one_draws_the_same_grid_every_time(h):
     codes = np.array(h.sample.draw("mnist", "any", 4, 1.0, 1, 1.0, -1).codes)
     assert (codes == codes[0]).all()

@@ -74,10 +74,11 @@ class Sample:
 
     @clear_errors
     def draw(
-        self, model_name: str, label="any", n=16, temperature=1.0, top_k=0, guidance=1.0, seed=0
+        self, model_name: str, label="any", n=16, temperature=1.0, top_k=0, guidance=1.0, seed=-1
     ) -> Samples:
         """-> ``n`` (1-64) decoded samples of the model's prior (of class ``label``, or "any"),
-        their code grids, a note. top_k 0: all codes; seed -1: random."""
+        their code grids, a note naming the seed. top_k 0: all codes; seed -1 (the default):
+        a new one each call."""
         m = self.models.get(model_name)
         prior = inputs.prior(m)
         n = inputs.whole_number(n, 1, MAX_SAMPLES, "The number of samples")
@@ -93,7 +94,8 @@ class Sample:
         gallery = [(a[i], f"#{i}") for i in range(n)]
         note = (
             f"{n} sample{'s' * (n > 1)} of class **{label if cls is not None else 'any'}** "
-            f"drawn and decoded in {ms:.0f} ms. Click one to edit its codes."
+            f"drawn and decoded in {ms:.0f} ms with seed **{options['generator'].initial_seed()}** "
+            "(enter it as the seed to draw the same again). Click one to edit its codes."
         )
         return Samples(gallery, codes.tolist(), note)
 
@@ -136,7 +138,9 @@ def build(h: Sample, model: gr.Dropdown) -> SampleTab:
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Number(value=0, label="Top-k (0: all codes)", precision=None, minimum=0)
             guidance = gr.Slider(0.0, 5.0, value=1.0, step=0.25, label="Guidance (with a class)")
-            seed = gr.Number(value=0, label="Seed (-1: random)", precision=None, minimum=-1)
+            seed = gr.Number(
+                value=-1, label="Seed (-1: a new one each click)", precision=None, minimum=-1
+            )
             button = gr.Button("Sample", elem_id="sample-btn", variant="primary")
         with gr.Column(scale=3):
             gallery = gr.Gallery(
