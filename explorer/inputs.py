@@ -69,13 +69,20 @@ def _rows(value) -> list | np.ndarray | None:
     return value
 
 
-def parse_table(value, max_shape: tuple[int, int], *, blank: float) -> np.ndarray | None:
+def _empty(rows) -> bool:
+    return rows is None or (hasattr(rows, "__len__") and len(rows) == 0)
+
+
+def parse_table(
+    value, max_shape: tuple[int, int], *, blank: float, max_cells: int | None = None
+) -> np.ndarray | None:
     """A table of numbers as a float array; None when it is empty. Blank cells become
     ``blank``. Raises :class:`TableError` for anything that is not a 2-D table of numbers of
-    at most ``max_shape`` (checked row by row before any array is built, so a huge request
-    costs nothing); the caller checks the exact shape and the values."""
+    at most ``max_shape`` and ``max_cells`` (default: all of ``max_shape``), checked row by
+    row before any array is built, so a huge request costs nothing; the caller checks the
+    exact shape and the values."""
     rows = _rows(value)
-    if rows is None or (hasattr(rows, "__len__") and len(rows) == 0):
+    if _empty(rows):
         return None
     h, w = max_shape
     if isinstance(rows, np.ndarray):
@@ -84,6 +91,8 @@ def parse_table(value, max_shape: tuple[int, int], *, blank: float) -> np.ndarra
     elif not isinstance(rows, (list, tuple)) or len(rows) > h:
         raise TableError
     elif any(not isinstance(r, (list, tuple, np.ndarray)) or len(r) > w for r in rows):
+        raise TableError
+    if max_cells is not None and sum(len(r) for r in rows) > max_cells:
         raise TableError
 
     def number(v) -> float:
@@ -108,13 +117,24 @@ def takes_photos(m: Model) -> bool:
     return m.config.in_channels == 3
 
 
-def max_grid(m: Model) -> tuple[int, int]:
-    """The largest grid a table for model ``m`` may hold (rows, columns), before its check:
-    twice the thumbnail grid, or for a colour model the grid of the largest photo."""
+def is_thumbnail(m: Model, c: np.ndarray) -> bool:
+    """Whether code grid ``c`` is the model's thumbnail grid (the one its prior knows)."""
+    return c.shape == (m.config.latent_size, m.config.latent_size)
+
+
+def photo_cells(m: Model) -> int:
+    """The most codes a photo's grid has: the largest photo's pixels over a cell's."""
+    return settings.MAX_PHOTO_PIXELS // m.config.downsample**2
+
+
+def _table_bounds(m: Model) -> dict:
+    """What a code table for ``m`` may hold before its exact check (parse_table's bounds),
+    with room for a clear message on near misses: twice the thumbnail grid a side, or for a
+    colour model photo grids up to the longest side and four times the cells."""
     if takes_photos(m):
         side = settings.MAX_PHOTO_SIDE // m.config.downsample
-        return side, side
-    return 2 * m.config.latent_size, 2 * m.config.latent_size
+        return dict(max_shape=(side, side), max_cells=4 * photo_cells(m))
+    return dict(max_shape=(2 * m.config.latent_size, 2 * m.config.latent_size))
 
 
 def code_grid(m: Model, grid) -> np.ndarray:
@@ -126,13 +146,12 @@ def code_grid(m: Model, grid) -> np.ndarray:
     photo = takes_photos(m)
     what = f"{s}x{s}" + (" (or a photo's grid)" if photo else "")
     try:
-        f = parse_table(grid, max_grid(m), blank=np.nan)
+        f = parse_table(grid, blank=np.nan, **_table_bounds(m))
     except TableError:
         raise gr.Error(f"The code grid must be a {what} table of whole numbers.") from None
     if f is None:
         raise gr.Error("The code grid is empty: reconstruct an image first.")
-    cells = settings.MAX_PHOTO_PIXELS // m.config.downsample**2
-    if f.shape != (s, s) and not (photo and f.size <= cells):
+    if not is_thumbnail(m, f) and not (photo and f.size <= photo_cells(m)):
         raise gr.Error(
             f"The code grid must be {what} for model {m.name!r}, got {f.shape[0]}x{f.shape[1]}."
         )
@@ -150,7 +169,7 @@ def thumbnail_grid(m: Model, c: np.ndarray, what: str) -> np.ndarray:
     """``c`` if it is the model's thumbnail grid (what its prior knows), else gr.Error
     saying that ``what`` works on thumbnails."""
     s = m.config.latent_size
-    if c.shape != (s, s):
+    if not is_thumbnail(m, c):
         raise gr.Error(
             f"{what} works on {s}x{s} grids, the thumbnails the prior was trained on; this "
             f"grid is {c.shape[0]}x{c.shape[1]} (a photo): reconstruct it as a thumbnail."
@@ -160,8 +179,7 @@ def thumbnail_grid(m: Model, c: np.ndarray, what: str) -> np.ndarray:
 
 def has_table(value) -> bool:
     """Whether ``value`` holds a table with at least one row (an empty one means "none")."""
-    rows = _rows(value)
-    return rows is not None and not (hasattr(rows, "__len__") and len(rows) == 0)
+    return not _empty(_rows(value))
 
 
 def marks(m: Model, value, *, strict: bool = True) -> np.ndarray:

@@ -656,3 +656,8 @@ def test_a_photo_grid_edits_and_rings_but_resamples_only_as_a_thumbnail(h, tmp_p
     assert "Plain: **300 bits**" in view.bits
     with pytest.raises(gr.Error, match="7x7"):  # a digit model takes its thumbnail grid only
         h.edit.decode("mnist", grid)
+    row = [0] * 1024  # 1024 x 1024 cells: refused before any array is built
+    with pytest.raises(gr.Error, match="table of whole numbers"):
+        h.edit.decode("cifar10", [row] * 1024)
+    with pytest.raises(gr.Error, match=r"got 300x300"):  # a near miss says its shape
+        h.edit.decode("cifar10", [[0] * 300] * 300)

@@ -22,6 +22,13 @@ def tiny_pair(tiny_config):
     return codec_pair(tiny_config)
 
 
+def save_pair(folder, model, prior):
+    """``model`` and ``prior`` saved into one folder, as the CLI finds a model; -> folder."""
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    return folder
+
+
 def write_pngs(folder, images):
     folder.mkdir()
     paths = []
@@ -35,9 +42,7 @@ def write_pngs(folder, images):
 def test_cli_round_trip(tiny_pair, mnist_small, tmp_path, monkeypatch, capsys):
     model, _ = tiny_pair
     prior = make_prior(num_classes=10, model=model, std=0.3)
-    folder = tmp_path / "pretrained" / "tiny"
-    model.save_pretrained(folder)
-    prior.save_pretrained(folder)
+    folder = save_pair(tmp_path / "pretrained" / "tiny", model, prior)
     pngs = write_pngs(tmp_path / "in", mnist_small.test[:3])
     main(["compress", *pngs, "--model", str(folder), "--label", "7", "-o", str(tmp_path / "z")])
     out = capsys.readouterr().out
@@ -57,9 +62,7 @@ def test_cli_round_trip(tiny_pair, mnist_small, tmp_path, monkeypatch, capsys):
 
 def test_cli_errors_are_clear(tiny_pair, tmp_path, capsys):
     model, prior = tiny_pair
-    folder = tmp_path / "m"
-    model.save_pretrained(folder)
-    prior.save_pretrained(folder)
+    folder = save_pair(tmp_path / "m", model, prior)
     bad = tmp_path / "bad.vqz"
     bad.write_bytes(b"\xa9rest")
     with pytest.raises(SystemExit) as e:
@@ -144,10 +147,7 @@ def _cli_error(capsys, argv) -> str:
 
 
 def test_cli_refuses_what_is_no_file_of_its_kind_without_reading_it(tiny_pair, tmp_path, capsys):
-    model, prior = tiny_pair
-    folder = tmp_path / "m"
-    model.save_pretrained(folder)
-    prior.save_pretrained(folder)
+    folder = save_pair(tmp_path / "m", *tiny_pair)
     big = tmp_path / "big.vqz"
     with open(big, "wb") as f:  # 1.5 GB, sparse: reading it whole would cost 1.5 GB
         f.truncate(1500 << 20)
@@ -175,8 +175,7 @@ def test_a_file_decoded_with_the_wrong_shipped_model_names_the_right_one(
     model, prior = tiny_pair
     other = make_prior(model=model, seed=7, std=0.3)
     for name, p in (("right", prior), ("wrong", other)):
-        model.save_pretrained(tmp_path / "pretrained" / name)
-        p.save_pretrained(tmp_path / "pretrained" / name)
+        save_pair(tmp_path / "pretrained" / name, model, p)
     (tmp_path / "f.vqz").write_bytes(compress_codes(prior, prior.sample(1), model=model)[0])
     monkeypatch.chdir(tmp_path)
     err = _cli_error(capsys, ["decompress", "f.vqz", "--model", "pretrained/wrong", "-o", "o"])

@@ -129,7 +129,8 @@ class Edit:
         m = self.models.get(model_name)
         c = inputs.code_grid(m, grid)
         plain = c.size * math.log2(m.config.codebook_size)
-        if m.prior is None or c.shape != (m.config.latent_size,) * 2:
+        thumbnail = inputs.is_thumbnail(m, c)  # what the prior and the marks are for
+        if m.prior is None or not thumbnail:
             why = "This model has no prior." if m.prior is None else (
                 "Its bits under the prior are counted for thumbnails, the grids it knows."
             )  # fmt: skip
@@ -144,7 +145,6 @@ class Edit:
             shown = s.image if surprise else None
         if shown is None:
             shown = images.code_map_image(c, m.config.codebook_size, DISPLAY)
-        thumbnail = c.shape == (m.config.latent_size,) * 2  # marks are for resampling it
         mask = inputs.marks(m, marks, strict=False) if thumbnail else np.zeros(c.shape, bool)
         im = viz.mark_cells(shown, mask, DISPLAY)
         return CodeMapView(im, im, bits)
