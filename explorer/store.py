@@ -126,10 +126,10 @@ class ModelStore:
     def _examples(self, name: str, colour: bool) -> list[str]:
         """The model's example images; for a colour model the photos (examples/photos/)
         first, then its own test-set thumbnails."""
+        folders = [self.examples_dir / "photos"] if colour else []
+        folders.append(self.examples_dir / Path(name).name)
         found = []
-        for d in ([self.examples_dir / "photos"] if colour else []) + [
-            self.examples_dir / Path(name).name
-        ]:
+        for d in folders:
             if d.is_dir():
                 found += sorted(str(p) for p in d.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
         return found

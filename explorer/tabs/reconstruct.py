@@ -85,16 +85,16 @@ class Reconstruct:
         with torch.inference_mode():
             codes = m.model.encode_image(x)
             recon = m.model.decode_codes(codes, (H, W))
-        c = codes[0].numpy()
+        # at the photo's own size (the page scales it, pixelated); code cells of d pixels
+        out = self._result(m, x, recon, codes[0].numpy(), max(H, W))
         if announce:
-            bits = c.size * math.log2(m.config.codebook_size)
+            h, w = out.grid.shape
             gr.Info(
-                f"At its own size: {W}x{H} pixels -> {c.shape[1]}x{c.shape[0]} codes, "
-                f"{bits:,.0f} bits ({bits / (H * W):.3f} bits per pixel).",
+                f"At its own size: {W}x{H} pixels -> {w}x{h} codes, {out.bits:,.0f} bits "
+                f"({out.bits / (H * W):.3f} bits per pixel).",
                 duration=4,
             )
-        # at the photo's own size (the page scales it, pixelated); code cells of d pixels
-        return self._result(m, x, recon, c, max(H, W))
+        return out
 
     @staticmethod
     def _result(m, x, recon, c: np.ndarray, side: int) -> Reconstruction:
