@@ -60,5 +60,6 @@ def skip(result: type[NamedTuple]):
 
 
 def keep(value):
-    """Pass a value on unchanged (e.g. the reconstructed grid becomes the edit tab's original)."""
+    """Pass a value on unchanged: an event that only starts what follows it (a typed mark or
+    the surprise box redraws the code map)."""
     return value
