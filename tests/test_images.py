@@ -318,3 +318,17 @@ def test_dark_on_light_is_inverted_for_one_channel():
     assert inverted and x[0, 0, 0, 0] == 0 and x[0, 0, 14, 14] > 0.9
     x, inverted = to_model_input(load_image(a)[0], 3, 28)
     assert not inverted and x[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_code_map_of_small_cells_is_its_colours_without_lines():
+    """A photo's code map (a cell per 4 x 4 pixels): grid lines would take a quarter of every
+    cell, so there are none; larger cells keep theirs."""
+    from vqvae.images import code_map_image
+    from vqvae.latent import color_code_map
+
+    codes = np.random.default_rng(0).integers(0, 512, (30, 40))
+    im = np.asarray(code_map_image(codes, 512, 4 * 40))
+    colours = color_code_map(torch.as_tensor(codes), 512).numpy()
+    assert np.array_equal(im, colours.repeat(4, 0).repeat(4, 1))
+    lined = np.asarray(code_map_image(codes[:8, :8], 512, 8 * 8))
+    assert (lined[8] == 255).all(), "a white line between the first two rows"

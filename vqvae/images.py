@@ -386,16 +386,21 @@ def code_map_image(
     return im
 
 
+MIN_LINED_CELL = 8  # px: smaller code map cells are drawn without lines between them
+
+
 def draw_cells(im, rgb, cell: int, labels=None, font_size: int = 16) -> None:
     """Draw on ``im`` (PIL RGB, a grid of (h, w) cells ``cell`` pixels wide, coloured
     ``rgb`` uint8 (h, w, 3)) thin white lines between the cells and, if ``labels`` (h rows
     of w strings) is given, each label at its cell's centre in black or white, whichever
-    reads better on the cell's colour. The code map and the surprise map both use it."""
+    reads better on the cell's colour. The code map and the surprise map both use it. Cells
+    under ``MIN_LINED_CELL`` pixels (a photo's code map) get no lines: there a line would take
+    a quarter of each cell and wash the colours out."""
     h, w = rgb.shape[:2]
     draw = ImageDraw.Draw(im)
-    for i in range(1, h):
+    for i in range(1, h) if cell >= MIN_LINED_CELL else ():
         draw.line([(0, i * cell), (im.width, i * cell)], fill=(255, 255, 255), width=1)
-    for j in range(1, w):
+    for j in range(1, w) if cell >= MIN_LINED_CELL else ():
         draw.line([(j * cell, 0), (j * cell, im.height)], fill=(255, 255, 255), width=1)
     if labels is None:
         return
