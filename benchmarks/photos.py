@@ -39,7 +39,7 @@ import PIL.Image
 import torch
 
 import vqvae
-from vqvae.compare import ALL_FORMATS, match_size
+from vqvae.compare import ALL_FORMATS, available_formats, match_size
 from vqvae.files import write_json_atomic
 from vqvae.images import PHOTO_MAX_PIXELS, load_photo, to_model_input
 
@@ -57,10 +57,6 @@ def suite_photo(name: str) -> np.ndarray:
     if name == "motorcycle_left":  # bundled as the left image of a stereo pair
         return skimage.data.stereo_motorcycle()[0]
     return getattr(skimage.data, name)()
-
-
-def formats() -> tuple[str, ...]:
-    return tuple(f for f in ALL_FORMATS if f != "avif" or PIL.features.check("avif"))
 
 
 def reconstruct(model, x: torch.Tensor, tile: int | None = None) -> torch.Tensor:
@@ -102,7 +98,7 @@ def measure_photo(model, name: str, repeat: int) -> dict:
         "psnr": float(vqvae.psnr(y, x)),
         "ssim": float(vqvae.ssim(y, x)),
     }
-    for fmt in formats():
+    for fmt in available_formats():
         m = match_size(x[0], target, fmt)
         z = torch.from_numpy(np.array(m.image)).float().div(255.0)
         z = z[None, None] if z.dim() == 2 else z.permute(2, 0, 1)[None]

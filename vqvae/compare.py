@@ -7,6 +7,7 @@ alone (:func:`entropy_coded_bytes`).
 
 >>> m = match_size(image, 27, "jpeg", headerless=True)  # image: (C, H, W) float in [0, 1]
 >>> m.quality, m.file_bytes, m.data_bytes, m.image      # the JPEG decoded: uint8 (H, W)
+>>> [(e.quality, e.bits, e.image) for e in sweep(image, "webp")]  # a rate-distortion curve
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from .images import to_uint8
 
 FORMATS = ("jpeg", "webp")  # what the codec benchmark and the app compare a .vqz with
 ALL_FORMATS = (*FORMATS, "avif")  # what encode_classic and match_size take
+# A rate-distortion curve's qualities: from the lowest through the usual range (CompressAI's
+# JPEG curve spans about the same)
+QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,43 @@ def encode_classic(image, fmt: str, quality: int) -> bytes:
     else:
         im.save(buf, "AVIF", quality=quality, speed=6, subsampling="4:2:0")
     return buf.getvalue()
+
+
+def available_formats() -> tuple[str, ...]:
+    """The formats of :data:`ALL_FORMATS` the installed Pillow writes (AVIF needs 11.3+)."""
+    return tuple(f for f in ALL_FORMATS if f != "avif" or PIL.features.check("avif"))
+
+
+def decode_classic(data: bytes, grey: bool = False) -> np.ndarray:
+    """A JPEG, WebP or AVIF file decoded: uint8 (H, W) with ``grey``, else (H, W, 3)."""
+    return np.asarray(PIL.Image.open(io.BytesIO(data)).convert("L" if grey else "RGB"))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image as a JPEG, WebP or AVIF file at one quality, and the file decoded."""
+
+    format: str
+    quality: int
+    data: bytes  # the whole file
+    image: np.ndarray  # the file decoded: uint8, the input's shape
+
+    @property
+    def bits(self) -> int:
+        """The whole file's size in bits (what its bits per pixel count)."""
+        return 8 * len(self.data)
+
+
+def sweep(image, fmt: str, qualities=QUALITIES) -> list[Encoded]:
+    """``image`` (uint8 (H, W) or (H, W, 3), or a float (C, H, W) tensor in [0, 1]) as a
+    ``fmt`` file at each of ``qualities`` (ints in 1..100): the points of its
+    rate-distortion curve, in the order given. ValueError as :func:`encode_classic`."""
+    image = _uint8_image(image)
+    out = []
+    for q in qualities:
+        data = encode_classic(image, fmt, q)
+        out.append(Encoded(fmt, q, data, decode_classic(data, grey=image.ndim == 2)))
+    return out
 
 
 def entropy_coded_bytes(data: bytes) -> int:
@@ -159,5 +200,5 @@ def match_size(image, target_bytes: float, fmt: str = "jpeg", *, headerless: boo
             lo = mid + 1
     near = range(max(1, lo - 2), min(100, lo + 2) + 1)
     q = min(near, key=lambda q: (abs(size(q) - target_bytes), q))
-    decoded = PIL.Image.open(io.BytesIO(cache[q])).convert("L" if image.ndim == 2 else "RGB")
-    return SizeMatch(fmt, q, cache[q], entropy_coded_bytes(cache[q]), np.asarray(decoded))
+    decoded = decode_classic(cache[q], grey=image.ndim == 2)
+    return SizeMatch(fmt, q, cache[q], entropy_coded_bytes(cache[q]), decoded)

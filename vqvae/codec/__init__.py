@@ -15,7 +15,8 @@ The file format (byte layout of versions 1 and 2, ids, checksum), what is refuse
 rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``.
 
 Modules: ``format`` (header, ids, checksum, fingerprints), ``coder`` (the prior step by
-step, integer counts, range coding), ``api`` (compress and decompress), ``cli``
+step, integer counts, range coding), ``api`` (compress and decompress), ``points`` (the
+operating points rate-distortion curves are drawn from), ``cli``
 (``python -m vqvae.codec compress|decompress``).
 """
 
@@ -42,6 +43,7 @@ from .format import (
     prior_fingerprint,
     read_header,
 )
+from .points import OperatingPoint, operating_points
 
 __all__ = [
     "compress",
@@ -50,6 +52,8 @@ __all__ = [
     "decompress_codes",
     "cheapest_labels",
     "class_bits",
+    "operating_points",
+    "OperatingPoint",
     "read_header",
     "FileInfo",
     "prior_fingerprint",

@@ -1,0 +1,54 @@
+"""The codec's operating points: every rate at which an image is coded, with the image
+decoded from it. Rate-distortion curves (``benchmarks.rd``, the app's chart) are drawn from
+:func:`operating_points` alone, so a new rate is added there and nowhere else.
+
+>>> for p in operating_points(model, prior, image):   # image: (C, H, W) float in [0, 1]
+...     p.codec, p.rate, p.bits, p.image               # the curve, its point, file bits, decoded
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..metrics import bits_per_image
+from .api import compress, decompress
+
+VQZ = ".vqz"  # a file of the codec: the codes range-coded under the prior
+PLAIN = "VQ-VAE plain codes"  # h*w*log2(K) bits: every code stored at fixed length
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An image coded at one rate."""
+
+    codec: str  # the curve it belongs to: VQZ or PLAIN
+    rate: str  # its name on that curve
+    bits: float  # what is stored: the whole file's bits (8 x bytes), or h*w*log2(K)
+    image: torch.Tensor  # the image decoded from it: (C, H, W) float in [0, 1], on the CPU
+
+
+def operating_points(model, prior, image: torch.Tensor) -> list[OperatingPoint]:
+    """Every operating point at which ``model`` (a VQ-VAE) and its ``prior`` (a
+    :class:`vqvae.CodePrior` fitting it, or None) code ``image`` (C, H, W) float in [0, 1].
+
+    - the model's training size with a prior: a ``.vqz`` file (:func:`compress`, the class
+      that makes it smallest), decoded by :func:`decompress`;
+    - any other size, or no prior: the plain codes (:meth:`VQVAE.encode_image`,
+      h*w*log2(K) bits), decoded at the image's size by :meth:`VQVAE.decode_codes`.
+    """
+    if not torch.is_tensor(image) or image.dim() != 3:
+        raise ValueError(f"image must be a (C, H, W) tensor, got {getattr(image, 'shape', image)}")
+    c = model.config
+    x = image[None].to(model.device)
+    with torch.inference_mode():
+        if prior is not None and tuple(image.shape[-2:]) == (c.image_size, c.image_size):
+            data = compress(model, prior, x, labels="auto" if prior.num_classes else None)[0]
+            decoded, _ = decompress(model, prior, data)
+            return [OperatingPoint(VQZ, "prior", 8 * len(data), decoded[0].cpu())]
+        codes = model.encode_image(x)
+        decoded = model.decode_codes(codes, tuple(x.shape[-2:]))
+    h, w = codes.shape[-2:]
+    bits = bits_per_image(h, w, c.codebook_size)
+    return [OperatingPoint(PLAIN, f"K={c.codebook_size}", bits, decoded[0].cpu())]
