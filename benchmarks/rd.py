@@ -63,11 +63,11 @@ def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str
     ), f"{len(pick)} CIFAR-10 test images ({info.source})"
 
 
-def measure(images: list, model, prior, qualities) -> dict[str, dict]:
+def measure(images: list, model, prior, formats, qualities) -> dict[str, dict]:
     """The mean curves of ``images`` (:func:`vqvae.rd.mean_curves`), with progress on stderr."""
     per_image, t = [], time.perf_counter()
     for i, x in enumerate(images):
-        per_image.append(image_curves(x, model, prior, qualities=qualities))
+        per_image.append(image_curves(x, model, prior, formats=formats, qualities=qualities))
         if (i + 1) % 50 == 0 or i + 1 == len(images):
             print(
                 f"  {i + 1}/{len(images)} images, {time.perf_counter() - t:.0f} s", file=sys.stderr
@@ -181,6 +181,7 @@ def main(argv=None) -> dict:
         "--limit", type=int, help="N images per dataset (default: 6 photos, 1000 CIFAR-10)"
     )
     p.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
+    p.add_argument("--formats", nargs="+", choices=available_formats(), default=available_formats())
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder for JSON and rd.png ({OUT})")
     a = p.parse_args(argv)
@@ -195,7 +196,7 @@ def main(argv=None) -> dict:
     except FileNotFoundError:
         print(f"note: {a.model} has no prior: its plain codes only", file=sys.stderr)
         prior = None
-    print(f"formats: {', '.join(available_formats())} (Pillow {PIL.__version__})", file=sys.stderr)
+    print(f"formats: {', '.join(a.formats)} (Pillow {PIL.__version__})", file=sys.stderr)
     all_curves = {}
     for dataset in a.datasets:
         try:
@@ -204,7 +205,7 @@ def main(argv=None) -> dict:
             print(f"skipped {dataset}: {e}", file=sys.stderr)
             continue
         print(f"{dataset}: {source}", file=sys.stderr)
-        curves = all_curves[dataset] = measure(images, model, prior, a.qualities)
+        curves = all_curves[dataset] = measure(images, model, prior, a.formats, a.qualities)
         (a.out / dataset).mkdir(parents=True, exist_ok=True)
         for name, curve in curves.items():
             doc = results(name, description(name, source, a.model, curve), curve)
