@@ -76,11 +76,12 @@ class OutputFiles:
         self._sizes: dict[Path, int] = {}
         self._lock = threading.Lock()
 
-    def new(self, suffix: str, session: str | None = None) -> str:
+    def new(self, suffix: str, session: str | None = None, *, name: str | None = None) -> str:
         """A fresh, empty file for a result of the current event's session (``session``: a
-        folder name, default :func:`session_key`). Trims that session's older files to its
-        budget and everyone's expired files first; gr.Error if all sessions together are
-        over the total budget."""
+        folder name, default :func:`session_key`), named ``name + suffix`` (what a download
+        is saved as; in a folder of its own) or at random. Trims that session's older files
+        to its budget and everyone's expired files first; gr.Error if all sessions together
+        are over the total budget."""
         session = session or session_key()
         with self._lock:
             self._expire(time.monotonic() - self.lifetime)
@@ -94,8 +95,12 @@ class OutputFiles:
                 )
             folder = self.folder / session
             folder.mkdir(exist_ok=True)
-            fd, path = tempfile.mkstemp(suffix=suffix, dir=folder)
-            os.close(fd)
+            if name:
+                path = Path(tempfile.mkdtemp(dir=folder)) / f"{Path(name).name}{suffix}"
+                path.touch()
+            else:
+                fd, path = tempfile.mkstemp(suffix=suffix, dir=folder)
+                os.close(fd)
             self._files.setdefault(session, []).append((time.monotonic(), Path(path)))
         return path
 
@@ -118,6 +123,11 @@ class OutputFiles:
     def _remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         self._sizes.pop(path, None)
+        if path.parent.parent != self.folder:  # a named file's own folder
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
 
     def _trim(self, session: str) -> None:
         files = self._files.get(session, [])

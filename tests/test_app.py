@@ -417,7 +417,7 @@ def test_build_app_exposes_the_api(plain_models, tmp_path):
     for f in demo.fns.values():
         group[f.concurrency_id].add(f.api_name.removesuffix("_1"))  # events wired twice
     runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
-    expensive = {"sample", "resample", "compress", "decompress", "interpolate"}
+    expensive = {"sample", "resample", "compress", "compare_rates", "decompress", "interpolate"}
     assert expensive | {"first_interpolation"} == group["expensive"]
     assert (public - expensive) | runs_model <= group["model"]
 

@@ -5,6 +5,7 @@ model without a prior; and code_map_image drawn as fast as it is drawn right."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -21,10 +22,10 @@ import explorer
 import vqvae
 from app_helpers import call_event, fn_index
 from explorer import inputs
-from explorer.tabs.codec import Compressed, Decompressed
+from explorer.tabs.codec import Compressed, Decompressed, RateCurves
 from explorer.tabs.reconstruct import Reconstruction
 from tools import browser
-from vqvae import codec, compare, images
+from vqvae import codec, compare, images, rd
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,49 @@ def test_bad_arguments_are_clear_errors(h, prior_models):
         h.codec.decompress(digit(prior_models), "nope")
 
 
+def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(h, prior_models):
+    r = h.codec.compare_rates(digit(prior_models, 4), "mnist")
+    traces = {t.name: t for t in r.chart.data}
+    formats = [rd.FORMAT_NAMES[f] for f in compare.available_formats()]
+    assert list(traces) == [*formats, ".vqz"]
+    # the .vqz point is the panel's file and the image it decodes to
+    m = h.models.get("mnist")
+    x = inputs.model_input(m, digit(prior_models, 4), announce=False)
+    data = Path(h.codec.compress(digit(prior_models, 4), "mnist").vqz).read_bytes()
+    vqz = traces[".vqz"]
+    assert list(vqz.x) == [8 * len(data) / 784] and vqz.mode == "markers"
+    decoded = m.model.decode(m.model.encode(x))
+    assert vqz.y[0] == pytest.approx(float(vqvae.psnr(decoded, x)), abs=1e-4)
+    # each format: a line over its qualities, each point a whole file of the shown input
+    jpeg = traces["JPEG"]
+    assert len(jpeg.x) == len(compare.QUALITIES) and jpeg.mode == "lines+markers"
+    first = compare.encode_classic(x[0], "jpeg", compare.QUALITIES[0])
+    assert jpeg.x[0] == 8 * len(first) / 784
+    assert f"| .vqz (prior) | {8 * len(data) / 784:.3f} | {vqz.y[0]:.2f} |" in r.points
+    # a model without a prior: its plain codes, 8·8·5 bits
+    r = h.codec.compare_rates(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
+    plain = next(t for t in r.chart.data if t.name == codec.points.PLAIN)
+    assert list(plain.x) == [320 / 1024] and "| VQ-VAE plain codes (K=32) | 0.312 |" in r.points
+    with pytest.raises(gr.Error, match="No image"):
+        h.codec.compare_rates(None, "mnist")
+
+
+def test_the_vqz_is_named_after_the_input_it_came_from(h, prior_models, tmp_path):
+    assert Path(h.codec.compress(digit(prior_models, 1), "mnist").vqz).name == "01.vqz"
+    # the page compresses the shown input; the file it came from (upload or example) names it
+    shown = tmp_path / "image.png"
+    h.reconstruct.image(digit(prior_models, 2), "mnist").original.save(shown)
+    named = h.codec.compress(str(shown), "mnist", "whole file", digit(prior_models, 2))
+    assert Path(named.vqz).name == "02.vqz"
+    # ... unless the shown input came from elsewhere (a drawing): no name to give
+    other = h.codec.compress(str(shown), "mnist", "whole file", digit(prior_models, 3))
+    assert Path(other.vqz).name == "image.vqz"
+    assert Path(other.vqz).read_bytes() == Path(named.vqz).read_bytes()
+    odd = tmp_path / "a photo; of (me).png"
+    odd.write_bytes(Path(digit(prior_models, 2)).read_bytes())
+    assert Path(h.codec.compress(str(odd), "mnist").vqz).name == "a_photo_of_me.vqz"
+
+
 def test_a_prior_that_does_not_fit_its_model_counts_as_none(prior_models, tmp_path):
     import shutil
 
@@ -179,7 +223,7 @@ def test_compress_and_decompress_round_trip_through_gradio_client(live_app, prio
             handle_file(digit(prior_models, 1)), "mnist", "without headers", api_name="/compress"
         )
     )
-    assert c.vqz.endswith(".vqz") and "**.vqz file**" in c.sizes
+    assert Path(c.vqz).name == "01.vqz" and "**.vqz file**" in c.sizes
     assert Image.open(c.jpeg).size == Image.open(c.webp).size == (252, 252)
     d = Decompressed(*client.predict(handle_file(c.vqz), "mnist", api_name="/decompress"))
     decoded, shown = np.asarray(Image.open(d.image)), np.asarray(Image.open(rec.reconstruction))
@@ -190,6 +234,18 @@ def test_compress_and_decompress_round_trip_through_gradio_client(live_app, prio
         *client.predict(handle_file(rec.original), "mnist", "whole file", api_name="/compress")
     )
     assert Path(again.vqz).read_bytes() == Path(c.vqz).read_bytes()
+
+
+def test_compare_rates_through_gradio_client(live_app, prior_models):
+    out = live_app.client.predict(
+        handle_file(digit(prior_models, 2)), "mnist", api_name="/compare_rates"
+    )
+    r = RateCurves(*out)
+    figure = json.loads(r.chart["plot"])
+    names = [t["name"] for t in figure["data"]]
+    assert names[-1] == ".vqz" and {"JPEG", "WebP"} <= set(names)
+    assert figure["layout"]["xaxis"]["type"] == "log"
+    assert "| .vqz (prior) |" in r.points
 
 
 def test_api_errors_are_clear(live_app, prior_models, tmp_path):

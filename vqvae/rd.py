@@ -21,7 +21,7 @@ import torch
 
 from .codec.points import operating_points
 from .compare import QUALITIES, available_formats, sweep
-from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, psnr
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, psnr, rate_at
 
 FORMAT_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
 
@@ -99,6 +99,30 @@ def mean_curves(per_image: list[dict]) -> dict[str, dict]:
             elif all(key in c for c in curves):
                 mean[key] = np.mean([c[key] for c in curves], axis=0).tolist()
         out[name] = mean
+    return out
+
+
+def quality_db(curve: dict, key: str) -> list[float] | None:
+    """A curve's ``key`` quality in dB (MS-SSIM through :func:`vqvae.metrics.ms_ssim_db`),
+    or None where the curve lacks it."""
+    if key not in curve:
+        return None
+    return [ms_ssim_db(v) for v in curve[key]] if key.startswith("ms-ssim") else curve[key]
+
+
+def rate_changes(test: dict, anchor: dict, key: str) -> list[float | None]:
+    """Per point of ``test``: its bits against ``anchor``'s at the same ``key`` quality, in
+    percent (-50: half of the anchor's bits; ``anchor``'s rate interpolated by
+    :func:`vqvae.metrics.rate_at`), or None where that quality is outside ``anchor``'s."""
+    qt, qa = quality_db(test, key), quality_db(anchor, key)
+    if qt is None or qa is None:
+        raise ValueError(f"both curves need {key}")
+    out = []
+    for bpp, q in zip(test["bpp"], qt, strict=True):
+        try:
+            out.append(100 * (bpp / rate_at((anchor["bpp"], qa), q) - 1))
+        except ValueError:
+            out.append(None)
     return out
 
 

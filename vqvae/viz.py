@@ -163,6 +163,49 @@ def codebook_figure(coords, usage, highlight=None, *, title: str | None = None, 
     return fig
 
 
+def rd_figure(curves: dict, quality: str = "psnr-rgb", *, title: str | None = None, height=420):
+    """A Plotly rate-distortion chart: bits per pixel (log scale) against ``quality`` (a
+    curve's key: ``psnr-rgb``, ``psnr-grey``, ``ms-ssim-rgb``...; MS-SSIM is drawn in dB)
+    for each of ``curves`` {name: curve} (:mod:`vqvae.rd`'s layout). Curves with a
+    ``quality`` setting per point (the formats) are lines; the codec's points (a ``rate``
+    per point) are large stars. Curves without ``quality`` are left out. Hovering a point
+    shows its setting, bits per pixel and quality."""
+    import plotly.graph_objects as go  # imported lazily: only apps draw
+
+    from .rd import quality_db
+
+    unit = "MS-SSIM (dB)" if quality.startswith("ms-ssim") else "PSNR (dB)"
+    fig = go.Figure()
+    for name, c in curves.items():
+        y = quality_db(c, quality)
+        if y is None:
+            continue
+        ours = "rate" in c
+        labels = c["rate"] if ours else [f"quality {q}" for q in c.get("quality", [])]
+        fig.add_trace(
+            go.Scatter(
+                x=c["bpp"],
+                y=y,
+                name=name,
+                mode="markers" if ours else "lines+markers",
+                marker=dict(size=16, symbol="star") if ours else dict(size=6),
+                customdata=labels,
+                hovertemplate=f"<b>{name}</b> %{{customdata}}<br>%{{x:.3f}} bits per pixel"
+                f"<br>%{{y:.2f}} dB<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        template="plotly_white",
+        title=dict(text=title, x=0.5, font_size=14) if title else None,
+        legend=dict(x=1, xanchor="right", y=0, yanchor="bottom"),
+    )
+    fig.update_xaxes(type="log", title="bits per pixel")
+    fig.update_yaxes(title=unit)
+    return fig
+
+
 # -- what a code stands for: training patches --------------------------------------------------
 
 CODE_PATCHES = "code_patches.npz"

@@ -1,12 +1,14 @@
 """The Reconstruct tab's codec panel: the current image as a ``.vqz`` file (range-coded under
-the model's prior, vqvae.codec) beside JPEG and WebP squeezed to the same size; and a
-``.vqz`` upload decoded."""
+the model's prior, vqvae.codec) beside JPEG and WebP squeezed to the same size; its
+rate-distortion chart against JPEG, WebP and AVIF over their qualities; and a ``.vqz``
+upload decoded."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +19,7 @@ import PIL.Image
 import torch
 
 import vqvae
-from vqvae import codec, compare, images
+from vqvae import codec, compare, images, rd, viz
 
 from .. import inputs
 from ..context import Context
@@ -36,6 +38,11 @@ class Compressed(NamedTuple):
     vqz: str | None  # path of the .vqz file; None when the model has no prior
     jpeg: PIL.Image.Image  # the input as a JPEG of about the .vqz's size, decoded, enlarged
     webp: PIL.Image.Image  # the same as WebP
+
+
+class RateCurves(NamedTuple):
+    chart: object  # a Plotly figure: bits per pixel against PSNR, this image's curves
+    points: str  # Markdown: the codec's point(s) against each format at equal PSNR
 
 
 class Decompressed(NamedTuple):
@@ -64,6 +71,14 @@ class SizeRow:
         b = f"{bytes_:,}" if isinstance(bytes_, int) else f"{bytes_:,.1f}"
         ratio = f"{8 * self.png_bytes / bits:.1f}×" if bits else ""
         return f"| {what} | {bits:,.0f} | {b} | {bits / self.pixels:.3f} | {ratio} |"
+
+
+def _file_stem(path) -> str | None:
+    """A download's name from an input file's: its stem, in safe characters."""
+    if not isinstance(path, (str, Path)):
+        return None
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem).strip("._")[:64]
+    return stem or None
 
 
 def _png_bytes(x: torch.Tensor) -> int:
@@ -164,13 +179,28 @@ class Codec:
             shown.append(images.enlarge(sm.image, DISPLAY))
         return rows, shown
 
+    def _name(self, m: Model, x: torch.Tensor, image, source) -> str:
+        """What the .vqz of input ``x`` (read from ``image``) is called: after ``source``
+        (the page's upload or example) when it reads as the same input, else after
+        ``image`` itself (an API upload), else "image" (a drawing)."""
+        if source is not None and source != image:
+            try:
+                if torch.equal(self._shown_input(m, source), x):
+                    return _file_stem(source) or "image"
+            except gr.Error:  # not an image (any more): the name comes from elsewhere
+                pass
+        stem = _file_stem(image)
+        return stem if stem and stem != "image" else "image"
+
     @clear_errors
-    def compress(self, image, model_name: str, match: str = MATCH[0]) -> Compressed:
+    def compress(self, image, model_name: str, match: str = MATCH[0], source=None) -> Compressed:
         """image -> its .vqz file under the model's prior, a table of sizes (plain code
         bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
         input's PNG), and JPEG and WebP of the input at the quality whose size is closest
         to the .vqz's (``match``: "whole file" or "without headers"), with PSNR and SSIM.
-        Without a prior: no file; JPEG and WebP are matched to the plain code bits."""
+        Without a prior: no file; JPEG and WebP are matched to the plain code bits. The
+        file is named after the input: ``source`` (the file the shown ``image`` came from,
+        if it is) or ``image`` (photo.png -> photo.vqz)."""
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
@@ -195,10 +225,56 @@ class Codec:
         ]
         vqz_path = None
         if coded.data is not None:
-            vqz_path = self.files.new(codec.SUFFIX)
+            vqz_path = self.files.new(codec.SUFFIX, name=self._name(m, x, image, source))
             Path(vqz_path).write_bytes(coded.data)
         cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
         return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp)
+
+    @clear_errors
+    def compare_rates(self, image, model_name: str) -> RateCurves:
+        """image -> the rate-distortion chart of the image the panel compresses: JPEG, WebP
+        and AVIF (where Pillow writes it) at qualities compare.QUALITIES, whole files, and
+        the codec's operating points (vqvae.codec.operating_points: the .vqz file, or the
+        plain codes without a prior), bits per pixel against PSNR; and a table of each
+        codec point against each format at the same PSNR."""
+        m = self.models.get(model_name)
+        x = self._shown_input(m, image)
+        with self.lock:
+            curves = rd.image_curves(x[0], m.model, m.prior)
+        key, _ = rd.metric_keys(x.shape[1])
+        H, W = x.shape[-2:]
+        title = f"This image ({W}×{H} px): bits per pixel against PSNR"
+        return RateCurves(viz.rd_figure(curves, key, title=title), self._rate_table(curves, key))
+
+    @staticmethod
+    def _rate_table(curves: dict, key: str) -> str:
+        """Markdown: each codec point, and each format's bits at its PSNR (interpolated)."""
+        formats = [n for n in curves if "quality" in curves[n]]
+        lines = [
+            "| | bits / pixel | PSNR (dB) | "
+            + " | ".join(f"{f} at that PSNR" for f in formats)
+            + " |",
+            "|---|--:|--:|" + "--:|" * len(formats),
+        ]
+        for name, c in curves.items():
+            if "rate" not in c:
+                continue
+            changes = [rd.rate_changes(c, curves[f], key) for f in formats]
+            for i, (rate, bpp, q) in enumerate(zip(c["rate"], c["bpp"], c[key], strict=True)):
+                cells = [
+                    "out of its range"
+                    if ch[i] is None
+                    else f"{bpp / (1 + ch[i] / 100):.3f} ({ch[i]:+.0f} %)"
+                    for ch in changes
+                ]
+                lines.append(
+                    f"| {name} ({rate}) | {bpp:.3f} | {q:.2f} | " + " | ".join(cells) + " |"
+                )
+        note = (
+            "\n\nEach format's bits per pixel at the codec's PSNR, interpolated between its "
+            "qualities (in brackets: the codec's bits against them; whole files)."
+        )
+        return "\n".join(lines) + note
 
     @staticmethod
     def _read_upload(file) -> bytes:
@@ -268,6 +344,8 @@ class Codec:
 class CodecPanel:
     match: gr.Radio
     compressed: dict  # the components of a Compressed, by field
+    compare_rates: gr.Button
+    curves: dict  # the components of a RateCurves, by field
     vqz_file: gr.File
     decompressed: dict  # the components of a Decompressed, by field
 
@@ -287,7 +365,15 @@ def layout() -> CodecPanel:
                 info="without headers: the .vqz payload against their coded data",
             )
             vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
+            compare_rates = gr.Button("Compare rates", elem_id="compare-rates", size="sm")
     sizes = gr.Markdown(elem_id="codec-sizes")
+    with gr.Accordion("Rate-distortion chart", open=True, elem_id="rd-box"):
+        chart = gr.Plot(elem_id="rd-chart", show_label=False)
+        points = gr.Markdown(
+            "*Compare rates* draws this image's .vqz beside JPEG, WebP and AVIF over their "
+            "qualities.",
+            elem_id="rd-points",
+        )
     with gr.Accordion("Decode a .vqz file", open=False):
         with gr.Row():
             vqz_file = gr.File(
@@ -302,24 +388,35 @@ def layout() -> CodecPanel:
     return CodecPanel(
         match,
         dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp),
+        compare_rates,
+        dict(chart=chart, points=points),
         vqz_file,
         dict(image=decoded, details=details),
     )
 
 
-def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image) -> None:
-    """The panel's events; it follows ``original`` (the input as the model sees it)."""
+def connect(
+    h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image, source: gr.Image
+) -> None:
+    """The panel's events; it follows ``original`` (the input as the model sees it), and
+    names its .vqz after ``source`` (the uploaded or example file) when that is its input."""
     # The panel follows each new input as an event of its own, so /reconstruct stays as fast
     # as without it (the prior's coding and ~20 JPEG/WebP encodes run after it). As the API,
     # /compress takes any image, or the Input shown above.
     gr.on(
         [original.change, panel.match.change],
         h.compress,
-        [original, model, panel.match],
+        [original, model, panel.match, source],
         bind(Compressed, **panel.compressed),
         trigger_mode="always_last",
         show_progress="minimal",
         **public("compress", expensive=True),
+    )
+    panel.compare_rates.click(
+        h.compare_rates,
+        [original, model],
+        bind(RateCurves, **panel.curves),
+        **public("compare_rates", expensive=True),
     )
     panel.vqz_file.upload(
         h.decompress,

@@ -291,5 +291,5 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
         ),
         size.input(h.upload, [image, model, size], outputs, **private("reconstruct_size")),
     ]
-    codec.connect(codec_events, panel, model, out["original"])
+    codec.connect(codec_events, panel, model, out["original"], image)
     return ReconstructTab(image, size, examples, draw, no_draw, out, new_image)
