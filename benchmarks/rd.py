@@ -44,8 +44,8 @@ from vqvae.compare import QUALITIES, available_formats
 from vqvae.data import DatasetNotFoundError, load_uint8, spread
 from vqvae.files import write_json_atomic
 from vqvae.images import load_photo
-from vqvae.metrics import bd_rate, ms_ssim_db, rate_at
-from vqvae.rd import FORMAT_NAMES, image_curves, mean_curves, results
+from vqvae.metrics import bd_rate
+from vqvae.rd import FORMAT_NAMES, image_curves, mean_curves, quality_db, rate_changes, results
 
 DATASETS = ("photos", "cifar10")
 OUT = Path("benchmarks/results/rd")
@@ -77,9 +77,7 @@ def measure(images: list, model, prior, formats, qualities) -> dict[str, dict]:
 
 def _quality(curve: dict, metric: str) -> list | None:
     """The curve's qualities in dB for ``metric`` ("psnr" or "ms-ssim"), if it has them."""
-    if metric == "psnr":
-        return curve.get("psnr-rgb")
-    return [ms_ssim_db(v) for v in curve["ms-ssim-rgb"]] if "ms-ssim-rgb" in curve else None
+    return quality_db(curve, f"{metric}-rgb")
 
 
 def compare(test: dict, anchor: dict, metric: str) -> str:
@@ -94,12 +92,12 @@ def compare(test: dict, anchor: dict, metric: str) -> str:
             parts.append(f"BD-rate {bd_rate((anchor['bpp'], qa), (test['bpp'], qt)):+.1f} %")
         except ValueError as e:
             parts.append(f"no BD-rate ({e})")
-    for bpp, q in zip(test["bpp"], qt, strict=True):
-        try:
-            change = 100 * (bpp / rate_at((anchor["bpp"], qa), q) - 1)
-            parts.append(f"{change:+.1f} % at {bpp:.3f} bpp")
-        except ValueError:
+    changes = rate_changes(test, anchor, f"{metric}-rgb")
+    for bpp, q, change in zip(test["bpp"], qt, changes, strict=True):
+        if change is None:
             parts.append(f"outside its range at {bpp:.3f} bpp ({q:.2f} dB)")
+        else:
+            parts.append(f"{change:+.1f} % at {bpp:.3f} bpp")
     return "; ".join(parts)
 
 
