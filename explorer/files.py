@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -19,6 +20,27 @@ import PIL.Image
 from . import settings
 
 log = logging.getLogger("vqvae.app")
+# An output image's PIL info key: the name save_pil_to_cache stores it under (see named)
+NAME_KEY = "vqvae-output-name"
+
+
+def file_stem(path) -> str | None:
+    """A download's name from an input file's path: its stem in safe characters (at most
+    64); None for what is no path or has no usable name."""
+    if not isinstance(path, (str, Path)):
+        return None
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem).strip("._")[:64]
+    return stem or None
+
+
+def named(image: PIL.Image.Image, source) -> PIL.Image.Image:
+    """``image``, marked to be stored under the name of the file ``source`` (a path; an
+    array or a drawing leaves it unnamed) when Gradio sends it out: its download keeps the
+    input's name, and so does a .vqz made from it (photo.png -> photo.png, photo.vqz)."""
+    stem = file_stem(source)
+    if stem:
+        image.info[NAME_KEY] = stem
+    return image
 
 
 def session_key() -> str:
@@ -218,9 +240,14 @@ def save_pil_to_cache(
     already there is left alone (its bytes are the ones about to be written) and only its
     time is renewed (``delete_cache`` ages files by it); a new one is written under a
     temporary name and renamed into place, as Gradio's ``save_file_to_cache`` does, so no
-    reader ever sees it half-written. Identical results are still stored once."""
+    reader ever sees it half-written. Identical results are still stored once. An image
+    marked by :func:`named` is stored under its name (without the mark in the file)."""
     from gradio import processing_utils
 
+    if NAME_KEY in img.info:  # named(): the name goes into the path, not the file
+        name = img.info[NAME_KEY]
+        img = img.copy()
+        del img.info[NAME_KEY]
     data = processing_utils.encode_pil_to_bytes(img, format)
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
     folder.mkdir(exist_ok=True, parents=True)

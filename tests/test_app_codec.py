@@ -183,16 +183,21 @@ def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(h, pr
 
 
 def test_the_vqz_is_named_after_the_input_it_came_from(h, prior_models, tmp_path):
+    from explorer.files import NAME_KEY, save_pil_to_cache
+
     assert Path(h.codec.compress(digit(prior_models, 1), "mnist").vqz).name == "01.vqz"
-    # the page compresses the shown input; the file it came from (upload or example) names it
-    shown = tmp_path / "image.png"
-    h.reconstruct.image(digit(prior_models, 2), "mnist").original.save(shown)
-    named = h.codec.compress(str(shown), "mnist", "whole file", digit(prior_models, 2))
-    assert Path(named.vqz).name == "02.vqz"
-    # ... unless the shown input came from elsewhere (a drawing): no name to give
-    other = h.codec.compress(str(shown), "mnist", "whole file", digit(prior_models, 3))
-    assert Path(other.vqz).name == "image.vqz"
-    assert Path(other.vqz).read_bytes() == Path(named.vqz).read_bytes()
+    # the page compresses the Input shown, which Gradio stores under the file's name
+    rec = h.reconstruct.image(digit(prior_models, 2), "mnist")
+    shown = save_pil_to_cache(rec.original, str(tmp_path / "gradio"), format="png")
+    assert Path(shown).name == "02.png" and NAME_KEY not in Image.open(shown).info
+    assert NAME_KEY in rec.original.info  # (kept for the next time it is sent)
+    named = Path(h.codec.compress(shown, "mnist").vqz)
+    assert named.name == "02.vqz"
+    # a drawing has no name: Gradio's own
+    drawn = h.reconstruct.image(np.asarray(Image.open(digit(prior_models, 2))), "mnist")
+    shown = save_pil_to_cache(drawn.original, str(tmp_path / "gradio"), format="png")
+    other = Path(h.codec.compress(shown, "mnist").vqz)
+    assert other.name == "image.vqz" and other.read_bytes() == named.read_bytes()
     odd = tmp_path / "a photo; of (me).png"
     odd.write_bytes(Path(digit(prior_models, 2)).read_bytes())
     assert Path(h.codec.compress(str(odd), "mnist").vqz).name == "a_photo_of_me.vqz"
@@ -234,6 +239,7 @@ def test_compress_and_decompress_round_trip_through_gradio_client(live_app, prio
         *client.predict(handle_file(rec.original), "mnist", "whole file", api_name="/compress")
     )
     assert Path(again.vqz).read_bytes() == Path(c.vqz).read_bytes()
+    assert Path(rec.original).name == "01.png" and Path(again.vqz).name == "01.vqz"
 
 
 def test_compare_rates_through_gradio_client(live_app, prior_models):

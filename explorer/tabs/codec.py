@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +22,7 @@ from vqvae import codec, compare, images, rd, viz
 
 from .. import inputs
 from ..context import Context
+from ..files import file_stem
 from ..guards import clear_errors
 from ..settings import DISPLAY, MAX_VQZ_BYTES
 from ..store import Model
@@ -71,14 +71,6 @@ class SizeRow:
         b = f"{bytes_:,}" if isinstance(bytes_, int) else f"{bytes_:,.1f}"
         ratio = f"{8 * self.png_bytes / bits:.1f}×" if bits else ""
         return f"| {what} | {bits:,.0f} | {b} | {bits / self.pixels:.3f} | {ratio} |"
-
-
-def _file_stem(path) -> str | None:
-    """A download's name from an input file's: its stem, in safe characters."""
-    if not isinstance(path, (str, Path)):
-        return None
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem).strip("._")[:64]
-    return stem or None
 
 
 def _png_bytes(x: torch.Tensor) -> int:
@@ -179,28 +171,15 @@ class Codec:
             shown.append(images.enlarge(sm.image, DISPLAY))
         return rows, shown
 
-    def _name(self, m: Model, x: torch.Tensor, image, source) -> str:
-        """What the .vqz of input ``x`` (read from ``image``) is called: after ``source``
-        (the page's upload or example) when it reads as the same input, else after
-        ``image`` itself (an API upload), else "image" (a drawing)."""
-        if source is not None and source != image:
-            try:
-                if torch.equal(self._shown_input(m, source), x):
-                    return _file_stem(source) or "image"
-            except gr.Error:  # not an image (any more): the name comes from elsewhere
-                pass
-        stem = _file_stem(image)
-        return stem if stem and stem != "image" else "image"
-
     @clear_errors
-    def compress(self, image, model_name: str, match: str = MATCH[0], source=None) -> Compressed:
+    def compress(self, image, model_name: str, match: str = MATCH[0]) -> Compressed:
         """image -> its .vqz file under the model's prior, a table of sizes (plain code
         bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
         input's PNG), and JPEG and WebP of the input at the quality whose size is closest
         to the .vqz's (``match``: "whole file" or "without headers"), with PSNR and SSIM.
         Without a prior: no file; JPEG and WebP are matched to the plain code bits. The
-        file is named after the input: ``source`` (the file the shown ``image`` came from,
-        if it is) or ``image`` (photo.png -> photo.vqz)."""
+        file is named after ``image`` (photo.png -> photo.vqz; the Input shown is stored
+        under its upload's or example's name: files.named)."""
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
@@ -225,7 +204,7 @@ class Codec:
         ]
         vqz_path = None
         if coded.data is not None:
-            vqz_path = self.files.new(codec.SUFFIX, name=self._name(m, x, image, source))
+            vqz_path = self.files.new(codec.SUFFIX, name=file_stem(image) or "image")
             Path(vqz_path).write_bytes(coded.data)
         cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
         return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp)
@@ -395,18 +374,15 @@ def layout() -> CodecPanel:
     )
 
 
-def connect(
-    h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image, source: gr.Image
-) -> None:
-    """The panel's events; it follows ``original`` (the input as the model sees it), and
-    names its .vqz after ``source`` (the uploaded or example file) when that is its input."""
+def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image) -> None:
+    """The panel's events; it follows ``original`` (the input as the model sees it)."""
     # The panel follows each new input as an event of its own, so /reconstruct stays as fast
     # as without it (the prior's coding and ~20 JPEG/WebP encodes run after it). As the API,
     # /compress takes any image, or the Input shown above.
     gr.on(
         [original.change, panel.match.change],
         h.compress,
-        [original, model, panel.match, source],
+        [original, model, panel.match],
         bind(Compressed, **panel.compressed),
         trigger_mode="always_last",
         show_progress="minimal",

@@ -18,6 +18,7 @@ from vqvae import images
 
 from .. import inputs
 from ..context import Context
+from ..files import named
 from ..guards import clear_errors, guard_drawing_pad, image_input
 from ..settings import DISPLAY
 from ..ui import PIX, bind, private, public, skip
@@ -72,12 +73,15 @@ class Reconstruct:
         if size not in dict(SIZES).values():
             raise gr.Error(f"size must be 'own' or 'thumbnail', got {size!r:.20}.")
         if inputs.takes_photos(m) and size == "own":
-            return self._photo(m, image, announce)
-        x = inputs.model_input(m, image, announce=announce)
-        with torch.inference_mode():
-            codes = m.model.encode(x)
-            recon = m.model.decode(codes)
-        return self._result(m, x, recon, codes[0].numpy(), DISPLAY)
+            out = self._photo(m, image, announce)
+        else:
+            x = inputs.model_input(m, image, announce=announce)
+            with torch.inference_mode():
+                codes = m.model.encode(x)
+                recon = m.model.decode(codes)
+            out = self._result(m, x, recon, codes[0].numpy(), DISPLAY)
+        named(out.original, image)  # its download, and the panel's .vqz, keep the file's name
+        return out
 
     def _photo(self, m, image, announce: bool) -> Reconstruction:
         x = inputs.photo_input(m, image, announce=announce)
@@ -291,5 +295,5 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
         ),
         size.input(h.upload, [image, model, size], outputs, **private("reconstruct_size")),
     ]
-    codec.connect(codec_events, panel, model, out["original"], image)
+    codec.connect(codec_events, panel, model, out["original"])
     return ReconstructTab(image, size, examples, draw, no_draw, out, new_image)
