@@ -19,7 +19,8 @@ whose sides are all >= 161 px, MS-SSIM (five scales; not defined on 32 x 32 imag
 CIFAR-10 files have none). Averaged point by point over a dataset's images, as CompressAI
 averages, and written one JSON file per codec and dataset (``OUT/<dataset>/<codec>.json``:
 ``{"name", "description", "results": {"bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db",
-"quality" | "rate"}}``), with the curves drawn into ``OUT/rd.png``.
+"quality" | "rate"}}``), and every dataset's files in OUT (this run's and earlier runs')
+drawn into ``OUT/rd.png``.
 
 Then, per dataset, each codec series against JPEG, WebP and AVIF: the BD-rate
 (:func:`vqvae.metrics.bd_rate`, pchip) on PSNR and on MS-SSIM in dB, where the series has
@@ -30,6 +31,7 @@ against the other curve's, interpolated to its PSNR: :func:`vqvae.metrics.rate_a
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -40,6 +42,7 @@ import torch
 
 import vqvae
 from benchmarks.photos import SUITE, suite_photo
+from vqvae.codec.points import DESCRIPTIONS
 from vqvae.compare import QUALITIES, available_formats
 from vqvae.data import DatasetNotFoundError, load_uint8, spread
 from vqvae.files import write_json_atomic
@@ -156,10 +159,28 @@ def description(name: str, source: str, model: str, curve: dict) -> str:
         "JPEG": "JPEG (Pillow/libjpeg, optimized Huffman tables, 4:2:0), whole files",
         "WebP": "lossy WebP (Pillow/libwebp, method 6), whole files",
         "AVIF": "AVIF (Pillow/libavif, speed 6, 4:2:0), whole files",
-    }.get(name, f"{name} of the VQ-VAE {model!r} (rates {', '.join(curve.get('rate', []))})")
+    }.get(name)
+    if what is None:
+        rates = ", ".join(curve.get("rate", []))
+        what = f"{DESCRIPTIONS.get(name, name)}; model {model!r}, rates: {rates}"
     ms = ("MS-SSIM: five scales (pytorch_msssim)" if "ms-ssim-rgb" in curve
           else "no MS-SSIM: five-scale MS-SSIM needs sides >= 161 px")  # fmt: skip
     return f"{what}; {source}; Pillow {PIL.__version__}; mean per point over images; {ms}"
+
+
+def saved_curves(out: Path) -> dict[str, dict]:
+    """{dataset: {name: curve}} of every results file under ``out`` (this run's and any
+    earlier run's datasets), for the plot."""
+    found = {}
+    for dataset in DATASETS:
+        for f in sorted((out / dataset).glob("*.json")):
+            doc = json.loads(f.read_text())
+            found.setdefault(dataset, {})[doc["name"]] = doc["results"]
+    order = list(FORMAT_NAMES.values())  # the formats first, then the codec's series
+    return {
+        d: dict(sorted(c.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9))
+        for d, c in found.items()
+    }
 
 
 def _slug(name: str) -> str:
@@ -212,7 +233,7 @@ def main(argv=None) -> dict:
     if not all_curves:
         print("error: nothing measured (see above)", file=sys.stderr)
         sys.exit(2)
-    plot(all_curves, a.out / "rd.png")
+    plot(saved_curves(a.out), a.out / "rd.png")
     print(f"wrote {a.out}/<dataset>/<codec>.json and {a.out / 'rd.png'}", file=sys.stderr)
     return all_curves
 

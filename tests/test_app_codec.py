@@ -177,7 +177,7 @@ def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(h, pr
     # a model without a prior: its plain codes, 8·8·5 bits
     r = h.codec.compare_rates(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
     plain = next(t for t in r.chart.data if t.name == codec.points.PLAIN)
-    assert list(plain.x) == [320 / 1024] and "| VQ-VAE plain codes (K=32) | 0.312 |" in r.points
+    assert list(plain.x) == [320 / 1024] and f"| {codec.points.PLAIN} (K=32) | 0.312 |" in r.points
     with pytest.raises(gr.Error, match="No image"):
         h.codec.compare_rates(None, "mnist")
 

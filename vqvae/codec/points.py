@@ -16,7 +16,13 @@ from ..metrics import bits_per_image
 from .api import compress, decompress
 
 VQZ = ".vqz"  # a file of the codec: the codes range-coded under the prior
-PLAIN = "VQ-VAE plain codes"  # h*w*log2(K) bits: every code stored at fixed length
+PLAIN = "VQ-VAE plain codes (fixed length)"  # h*w*log2(K) bits, no entropy coding
+# What each curve is, for results files
+DESCRIPTIONS = {
+    VQZ: ".vqz files (vqvae.codec: the VQ-VAE's codes range-coded under its prior), whole files",
+    PLAIN: "the VQ-VAE's codes at a fixed length, h*w*log2(K) bits, not entropy-coded, "
+    "decoded at the image's size",
+}
 
 
 @dataclass(frozen=True)
