@@ -196,3 +196,21 @@ def test_a_session_trims_only_its_own_files(plain_models, tmp_path):
     Path(files.new(".gif", session="later")).write_bytes(b"x")
     assert not visitor.exists() and not gif.exists() and files.total() == 1
     assert settings.OUTPUT_BUDGET + settings.GRADIO_CACHE_BUDGET < 512 * 2**20
+
+
+def test_a_named_file_keeps_its_name_and_goes_with_its_folder(tmp_path):
+    """Two files of one name (two downloads of photo.vqz) side by side, each in a folder
+    of its own, which goes when the file is trimmed or expires."""
+    from explorer.files import OutputFiles
+
+    files = OutputFiles(tmp_path / "out", session_budget=0, keep=1)
+    first = Path(files.new(".vqz", session="s", name="photo"))
+    first.write_bytes(b"abc")
+    second = Path(files.new(".vqz", session="s", name="photo"))
+    assert first.name == second.name == "photo.vqz" and first.parent != second.parent
+    assert first.parent.parent == second.parent.parent == tmp_path / "out" / "s"
+    third = Path(files.new(".vqz", session="s", name="photo"))  # over budget: the oldest goes
+    assert not first.parent.exists() and second.exists() and third.exists()
+    files.lifetime = 0
+    files.new(".gif", session="t")
+    assert not (tmp_path / "out" / "s").exists(), "its session folder goes too"
