@@ -161,7 +161,8 @@ INTRO = (
     "or, one click away, as the thumbnail they were trained on; digit models read a "
     "centre-cropped thumbnail, dark-on-light pictures inverted to match MNIST. Below them: "
     "the thumbnail's codes as a file (**.vqz**, entropy-coded "
-    "under the model's learned prior) beside JPEG and WebP squeezed to the same size."
+    "under the model's learned prior) beside JPEG and WebP squeezed to the same size; "
+    "*Compare rates* draws its rate-distortion chart against JPEG, WebP and AVIF."
 )
 
 
