@@ -25,7 +25,9 @@ drawn into ``OUT/rd.png``.
 Then, per dataset, each codec series against JPEG, WebP and AVIF: the BD-rate
 (:func:`vqvae.metrics.bd_rate`, pchip) on PSNR and on MS-SSIM in dB, where the series has
 two points or more; and at each of its points, the rate change at equal quality (its bits
-against the other curve's, interpolated to its PSNR: :func:`vqvae.metrics.rate_at`).
+against the other curve's, interpolated to its PSNR: :func:`vqvae.metrics.rate_at`). The
+formats' BD-rates against each other follow, for scale. ``--replot`` prints the tables and
+draws the plot of the files already in OUT (runs of one dataset each, combined).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def _quality(curve: dict, metric: str) -> list | None:
     return quality_db(curve, f"{metric}-rgb")
 
 
-def compare(test: dict, anchor: dict, metric: str) -> str:
+def compare(test: dict, anchor: dict, metric: str, points: bool = True) -> str:
     """A table cell: ``test`` against ``anchor`` on ``metric``: the BD-rate (two points or
-    more), and each of ``test``'s points' rate change at equal quality."""
+    more), and with ``points`` each of ``test``'s points' rate change at equal quality."""
     qt, qa = _quality(test, metric), _quality(anchor, metric)
     if qt is None or qa is None:
         return "n/a"
@@ -95,8 +97,8 @@ def compare(test: dict, anchor: dict, metric: str) -> str:
             parts.append(f"BD-rate {bd_rate((anchor['bpp'], qa), (test['bpp'], qt)):+.1f} %")
         except ValueError as e:
             parts.append(f"no BD-rate ({e})")
-    changes = rate_changes(test, anchor, f"{metric}-rgb")
-    for bpp, q, change in zip(test["bpp"], qt, changes, strict=True):
+    changes = rate_changes(test, anchor, f"{metric}-rgb") if points else []
+    for bpp, q, change in zip(test["bpp"], qt, changes, strict=False):
         if change is None:
             parts.append(f"outside its range at {bpp:.3f} bpp ({q:.2f} dB)")
         else:
@@ -105,16 +107,20 @@ def compare(test: dict, anchor: dict, metric: str) -> str:
 
 
 def table(dataset: str, curves: dict[str, dict]) -> str:
-    """The codec series against each format, on PSNR and MS-SSIM (dB), as markdown."""
+    """The codec's series against each format, then the formats against each other (their
+    BD-rates only), on PSNR and MS-SSIM (dB), as markdown."""
     formats = [n for n in curves if n in FORMAT_NAMES.values()]
     ours = [n for n in curves if n not in formats]
     head = "| series | metric | " + " | ".join(f"against {f}" for f in formats) + " |"
     lines = [f"#### {dataset}", "", head, "|" + "---|" * (len(formats) + 2)]
-    for name in ours:
+    for name in ours + formats[1:]:
         for metric, label in (("psnr", "PSNR"), ("ms-ssim", "MS-SSIM (dB)")):
             if _quality(curves[name], metric) is None:
                 continue
-            cells = [compare(curves[name], curves[f], metric) for f in formats]
+            cells = [
+                "" if f == name else compare(curves[name], curves[f], metric, name in ours)
+                for f in formats
+            ]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -203,7 +209,17 @@ def main(argv=None) -> dict:
     p.add_argument("--formats", nargs="+", choices=available_formats(), default=available_formats())
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder for JSON and rd.png ({OUT})")
+    p.add_argument(
+        "--replot", action="store_true", help="measure nothing: tables and plot of OUT's files"
+    )
     a = p.parse_args(argv)
+    if a.replot:
+        saved = saved_curves(a.out)
+        if not saved:
+            p.error(f"no results in {a.out}")
+        print("\n\n".join(table(d, c) for d, c in saved.items()), flush=True)
+        plot(saved, a.out / "rd.png")
+        return saved
     if a.limit is not None and a.limit < 1:
         p.error("--limit must be >= 1")
     if any(not 1 <= q <= 100 for q in a.qualities):

@@ -141,4 +141,8 @@ def test_the_benchmark_writes_compressai_results_a_table_and_a_plot(tmp_path, ca
     assert "| .vqz | PSNR |" in table and f"| {codec.points.PLAIN} | MS-SSIM (dB) |" in table
     # the plot draws every dataset in the folder, this run's and the one before
     assert set(bench.saved_curves(out)) == {"cifar10", "photos"}
+    assert "| WebP | PSNR | BD-rate " in table  # the formats against each other
+    (out / "rd.png").unlink()
+    assert set(bench.main(["--replot", "--out", str(out)])) == {"cifar10", "photos"}
+    assert "#### photos" in capsys.readouterr().out
     assert Image.open(out / "rd.png").size[0] > 600
