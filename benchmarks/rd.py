@@ -54,6 +54,7 @@ from vqvae.rd import FORMAT_NAMES, image_curves, mean_curves, quality_db, rate_c
 
 DATASETS = ("photos", "cifar10")
 OUT = Path("benchmarks/results/rd")
+BPP_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10)  # the plot's bits-per-pixel axis
 
 
 def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str]:
@@ -149,8 +150,9 @@ def plot(curves_by_dataset: dict[str, dict], path: Path) -> None:
             ax.grid(alpha=0.3)
             if drawn:
                 ax.set_xscale("log")
-                for axis_fmt in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-                    axis_fmt(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(BPP_TICKS))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 ax.legend(loc="lower right")
             else:
                 ax.text(0.5, 0.5, "MS-SSIM is not defined at this size", ha="center",
