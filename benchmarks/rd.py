@@ -143,8 +143,9 @@ def plot(curves_by_dataset: dict[str, dict], path: Path) -> None:
                 q = _quality(c, metric)
                 if q is None:
                     continue
-                style = "o-" if name in FORMAT_NAMES.values() else "*"
-                ax.plot(c["bpp"], q, style, label=name, markersize=5 if style == "o-" else 14)
+                ours = name not in FORMAT_NAMES.values()
+                style = ("*" if ours else "o") + ("-" if len(q) > 1 else "")
+                ax.plot(c["bpp"], q, style, label=name, markersize=14 if ours else 5)
                 drawn = True
             ax.set(xlabel="bits per pixel", ylabel=label, title=f"{dataset}: {label}")
             ax.grid(alpha=0.3)

@@ -146,3 +146,24 @@ def test_the_benchmark_writes_compressai_results_a_table_and_a_plot(tmp_path, ca
     assert set(bench.main(["--replot", "--out", str(out)])) == {"cifar10", "photos"}
     assert "#### photos" in capsys.readouterr().out
     assert Image.open(out / "rd.png").size[0] > 600
+
+
+def test_the_chart_draws_each_curve_that_has_the_metric_ms_ssim_in_db():
+    from vqvae.viz import rd_figure
+
+    curves = {
+        "JPEG": {"bpp": [1.0, 2.0], "psnr-rgb": [30.0, 34.0], "quality": [10, 50]},
+        ".vqz": {
+            "bpp": [0.2, 0.4],
+            "psnr-rgb": [28.0, 31.0],
+            "ms-ssim-rgb": [0.9, 0.99],
+            "rate": ["low", "high"],
+        },  # fmt: skip
+    }
+    fig = rd_figure(curves, "ms-ssim-rgb", title="t")
+    (vqz,) = fig.data  # JPEG has no MS-SSIM here
+    assert vqz.name == ".vqz" and list(vqz.y) == pytest.approx([10.0, 20.0])
+    assert vqz.mode == "lines+markers" and list(vqz.customdata) == ["low", "high"]
+    assert fig.layout.yaxis.title.text == "MS-SSIM (dB)" and fig.layout.xaxis.type == "log"
+    jpeg, _ = rd_figure(curves).data
+    assert list(jpeg.customdata) == ["quality 10", "quality 50"] and list(jpeg.y) == [30.0, 34.0]

@@ -163,21 +163,21 @@ def codebook_figure(coords, usage, highlight=None, *, title: str | None = None, 
     return fig
 
 
-def rd_figure(curves: dict, quality: str = "psnr-rgb", *, title: str | None = None, height=420):
-    """A Plotly rate-distortion chart: bits per pixel (log scale) against ``quality`` (a
+def rd_figure(curves: dict, metric: str = "psnr-rgb", *, title: str | None = None, height=420):
+    """A Plotly rate-distortion chart: bits per pixel (log scale) against ``metric`` (a
     curve's key: ``psnr-rgb``, ``psnr-grey``, ``ms-ssim-rgb``...; MS-SSIM is drawn in dB)
-    for each of ``curves`` {name: curve} (:mod:`vqvae.rd`'s layout). Curves with a
-    ``quality`` setting per point (the formats) are lines; the codec's points (a ``rate``
-    per point) are large stars. Curves without ``quality`` are left out. Hovering a point
+    for each of ``curves`` {name: curve} (:mod:`vqvae.rd`'s layout) that has it. The
+    formats' curves (a ``quality`` setting per point) are lines; the codec's points (a
+    ``rate`` per point) are large stars, joined when there are several. Hovering a point
     shows its setting, bits per pixel and quality."""
     import plotly.graph_objects as go  # imported lazily: only apps draw
 
     from .rd import quality_db
 
-    unit = "MS-SSIM (dB)" if quality.startswith("ms-ssim") else "PSNR (dB)"
+    unit = "MS-SSIM (dB)" if metric.startswith("ms-ssim") else "PSNR (dB)"
     fig = go.Figure()
     for name, c in curves.items():
-        y = quality_db(c, quality)
+        y = quality_db(c, metric)
         if y is None:
             continue
         ours = "rate" in c
@@ -187,7 +187,7 @@ def rd_figure(curves: dict, quality: str = "psnr-rgb", *, title: str | None = No
                 x=c["bpp"],
                 y=y,
                 name=name,
-                mode="markers" if ours else "lines+markers",
+                mode="markers" if len(c["bpp"]) == 1 else "lines+markers",
                 marker=dict(size=16, symbol="star") if ours else dict(size=6),
                 customdata=labels,
                 hovertemplate=f"<b>{name}</b> %{{customdata}}<br>%{{x:.3f}} bits per pixel"
