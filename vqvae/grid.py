@@ -126,7 +126,7 @@ def tiled_encode(
     tile_cells: int,
     halo: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``encode`` (images (B, C, hd, wd) -> (latents (B, D, h, w), codes (B, h, w))) run
+    """``encode`` (images (B, C, hd, wd) -> (latents (B, D, h, w), codes (B, ..., h, w))) run
     tile by tile over ``x`` (B, C, H, W), H and W multiples of ``downsample``: each tile
     of ``tile_cells`` cells read with ``halo`` cells around it. Returns the latents and
     codes of the whole grid."""
@@ -137,7 +137,7 @@ def tiled_encode(
         zt, ct = encode(x[..., hr0 * d : hr1 * d, hc0 * d : hc1 * d])
         if z is None:
             z = zt.new_empty(*zt.shape[:2], *grid)
-            codes = ct.new_empty(ct.shape[0], *grid)
+            codes = ct.new_empty(*ct.shape[:-2], *grid)
         rows, cols = slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0)
         z[..., r0:r1, c0:c1] = zt[..., rows, cols]
         codes[..., r0:r1, c0:c1] = ct[..., rows, cols]
@@ -151,8 +151,8 @@ def tiled_decode(
     tile_cells: int,
     halo: int,
 ) -> torch.Tensor:
-    """``decode`` (codes (B, h, w) -> images (B, C, hd, wd)) run tile by tile over
-    ``codes`` (B, h, w): each tile of ``tile_cells`` cells read with ``halo`` cells around
+    """``decode`` (codes (B, ..., h, w) -> images (B, C, hd, wd)) run tile by tile over
+    ``codes`` (B, ..., h, w): each tile of ``tile_cells`` cells read with ``halo`` cells around
     it. Returns the images (B, C, h d, w d) of the whole grid."""
     d = downsample
     grid = codes.shape[-2:]
