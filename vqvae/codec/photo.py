@@ -22,11 +22,12 @@ from . import coder
 from .format import MAGIC_NIBBLE, as_bytes
 
 VERSION = 3
+FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
 ID_BITS = 12  # per id: 4096 values, so models and priors rarely share one
 CHECKSUM_BYTES = 2
 MAX_SIDE = 1 << 14  # the largest height or width a header may give
 MAX_DOWNSCALE = 4
-STEPS_PER_RUN = 4  # the encoder's batch of (stage, pass) steps: bounds its memory
+RUN_CELLS = 1 << 18  # the encoder batches (stage, pass) steps up to this many cells a run
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,15 @@ class PhotoHeader:
     header_bytes: int
 
 
+def file_ids(model, prior: GridPrior) -> tuple[int, int]:
+    """The (VQ-VAE, prior) ids a file of this pair carries."""
+    vqvae_fp, prior_fp = _check_pair(model, prior)
+    return _id(vqvae_fp), _id(prior_fp)
+
+
 def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
     ids = _id(vqvae_fp) << ID_BITS | _id(prior_fp)
-    return (bytes([MAGIC_NIBBLE << 4 | VERSION]) + ids.to_bytes(3, "big")
+    return (bytes([FIRST_BYTE]) + ids.to_bytes(3, "big")
             + _varint(size[0]) + _varint(size[1])
             + bytes([rate.downscale << 4 | rate.stages]))  # fmt: skip
 
@@ -124,7 +131,7 @@ def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
 def read_photo_header(data) -> PhotoHeader:
     """Parse a version 3 header; ValueError for anything else or a damaged one."""
     b = as_bytes(data)
-    if len(b) < 1 or b[0] != (MAGIC_NIBBLE << 4 | VERSION):
+    if len(b) < 1 or b[0] != FIRST_BYTE:
         raise ValueError("not a version 3 .vqz file")
     pos, sizes = 4, []
     if len(b) < pos:
@@ -218,9 +225,9 @@ def compress_image(model, prior: GridPrior, image: torch.Tensor, rate=None, *, t
                                tile=tile).cpu()  # fmt: skip
     h, w = codes.shape[-2:]
     steps = schedule(r.stages)
-    tables = []
-    for i in range(0, len(steps), STEPS_PER_RUN):
-        tables += prior.counts(codes, steps[i : i + STEPS_PER_RUN])
+    tables, per_run = [], max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
+    for i in range(0, len(steps), per_run):
+        tables += prior.counts(codes, steps[i : i + per_run])
     segments = [
         (codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))].astype(np.int32), t.astype(float))
         for (s, p), t in zip(steps, tables, strict=True)
