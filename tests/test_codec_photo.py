@@ -86,3 +86,31 @@ def test_bad_arguments(model, prior):
         compress_image(model, prior, torch.rand(2, 3, 8, 8))
     with pytest.raises(TypeError, match="GridPrior"):
         compress_image(model, object(), photo(8, 8))
+
+
+def test_cli_codes_photos_at_their_size(model, prior, tmp_path, monkeypatch, capsys):
+    """compress --rate writes format 3; decompress finds the shipped-style folder its ids
+    name and writes a PNG of the photo's size."""
+    import numpy as np
+    import PIL.Image
+
+    from vqvae.codec import main
+    from vqvae.images import to_uint8
+
+    folder = tmp_path / "pretrained" / "tiny-photo"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    src = tmp_path / "photo.png"
+    PIL.Image.fromarray(to_uint8(photo(30, 41))).save(src)
+    main(["compress", str(src), "--model", str(folder), "--rate", "2", "-o", str(tmp_path / "z")])
+    assert "41x30, 2 stages" in capsys.readouterr().out
+    f = (tmp_path / "z" / "photo.vqz").read_bytes()
+    assert read_photo_header(f).rate == Rate(2)
+    monkeypatch.chdir(tmp_path)
+    main(["decompress", str(tmp_path / "z" / "photo.vqz"), "-o", str(tmp_path / "back")])
+    back = np.asarray(PIL.Image.open(tmp_path / "back" / "photo.png"))
+    expected = to_uint8(decompress_image(model, prior, f)[0])
+    assert back.shape == (30, 41, 3) and np.array_equal(back, expected)
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(src), "--model", str(folder), "--rate", "9", "-o", str(tmp_path)])
+    assert e.value.code == 2 and "0: 1 stage, 1/2 size" in capsys.readouterr().err
