@@ -157,3 +157,17 @@ def test_for_model_ties_the_prior_to_every_stage():
                           num_stages=2))  # fmt: skip
     c = GridPriorConfig.for_model(m)
     assert (c.codebook_size, c.num_stages) == (16, 2) and len(c.vqvae_fingerprint) == 16
+
+
+def test_complete_resamples_only_the_cells_not_kept(prior):
+    codes = torch.randint(0, 16, (2, 9, 13))
+    keep = torch.ones(9, 13, dtype=torch.bool)
+    keep[2:6, 3:9] = False
+    g = torch.Generator().manual_seed(0)
+    out = prior.complete(codes, keep, generator=g)
+    assert out.shape == codes.shape and torch.equal(out[:, keep], codes[:, keep])
+    assert not torch.equal(out[:, ~keep], codes[:, ~keep])
+    again = prior.complete(codes, keep, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="temperature"):
+        prior.complete(codes, keep, temperature=0)

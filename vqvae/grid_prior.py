@@ -291,6 +291,32 @@ class GridPrior(PretrainedMixin, nn.Module):
             bits += (nll * (m == p)).sum((1, 2)) / math.log(2)
         return bits
 
+    @torch.no_grad()
+    def complete(self, codes: torch.Tensor, keep: torch.Tensor, *, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """First-stage code grids ``codes`` (B, h, w) with the cells where ``keep`` (h, w) or
+        (B, h, w) bool is False resampled from the prior, pass by pass, each given every
+        kept cell and the cells resampled before it (inpainting; any grid size).
+        ``temperature`` divides the logits. Returns (B, h, w) int64."""
+        if not torch.is_tensor(codes) or codes.dim() != 3:
+            raise ValueError("codes must be a (B, h, w) integer tensor")
+        codes = self._check(codes[:, None])[:, 0].clone()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        B, h, w = codes.shape
+        keep = torch.as_tensor(keep, dtype=torch.bool, device=codes.device).expand(B, h, w)
+        m = pass_map(h, w, 0).to(codes.device)
+        stage = torch.zeros(B, dtype=torch.long, device=codes.device)
+        for p in range(num_passes(0)):
+            todo = ~keep & (m == p)
+            if not todo.any():
+                continue
+            known = keep | (m < p)
+            logits = self.logits(codes[:, None], stage, known).permute(0, 2, 3, 1)[todo]
+            probs = F.softmax(logits.float() / temperature, -1)
+            codes[todo] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return codes
+
     # -- the integer network (coding) ---------------------------------------------------------
     @torch.no_grad()
     def freeze(self, codes: torch.Tensor, percentile: float = 99.99) -> None:
