@@ -361,8 +361,11 @@ class GridPrior(PretrainedMixin, nn.Module):
     def _int_features(self, codes, stage, known) -> torch.Tensor:
         """The integer network up to the head: (B, C, h, w) float32 holding integers."""
         x = self._input(self.embed_int.float(), codes, stage, known, float(self.flag_int))
+        nhwc = torch.channels_last  # oneDNN is faster on it; the sums are exact either way
+        x = x.contiguous(memory_format=nhwc)
         for i in range(len(self.convs)):
-            acc = F.conv2d(x, getattr(self, f"w{i}").float(), padding=1)
+            weight = getattr(self, f"w{i}").float().contiguous(memory_format=nhwc)
+            acc = F.conv2d(x, weight, padding=1)
             x = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=True)
         return x
 
@@ -391,8 +394,9 @@ class GridPrior(PretrainedMixin, nn.Module):
             f = feats[k].flatten(1)[:, (m == p).flatten()].t()  # (cells, C)
             acc = f @ head_w.t()  # exact: integers, sums below 2^24
             logit = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=False)
-            d = (logit.max(1, keepdim=True).values - logit).long().clamp_max(len(EXP_TABLE) - 1)
-            out.append(EXP_TABLE[d.numpy()])
+            # integer differences below 2^21, exact in float32
+            d = (logit.max(1, keepdim=True).values - logit).clamp_max_(len(EXP_TABLE) - 1)
+            out.append(EXP_TABLE[d.long().numpy()])
         return out
 
 
