@@ -51,7 +51,7 @@ class GridPriorTrainConfig:
     per_scale: int = option(10_000, "training images per scale above 1 (scale 1: all)")
     # the network
     embed_dim: int = option(16, "code embedding width, per stage")
-    channels: int = option(48, "network width")
+    width: int = option(48, "network width (channels)")
     layers: int = option(3, "3x3 convolutions after the input one")
     # optimisation
     steps: int = option(8_000, "training steps", resume=True)
@@ -230,7 +230,7 @@ def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
     data = encoded(cfg, model, fingerprint)
     torch.manual_seed(cfg.seed)
     pcfg = GridPriorConfig.for_model(
-        model, embed_dim=cfg.embed_dim, channels=cfg.channels, layers=cfg.layers
+        model, embed_dim=cfg.embed_dim, channels=cfg.width, layers=cfg.layers
     )
     prior = GridPrior(pcfg).to(dev)
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -242,7 +242,7 @@ def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
     )  # fmt: skip
     if ckpt is not None:
         loop.restore(state, ckpt)
-    loop.open_logs(state, {"fingerprint": fingerprint, "scales": scales})
+    loop.open_logs(state, {"fingerprint": fingerprint})
     prior.train()
     loop.train_loop(state, desc="grid prior")
     summary = loop.finish(state, cfg.dataset, parameters=sum(p.numel() for p in prior.parameters()))
