@@ -18,6 +18,9 @@ DISPLAY = 256  # side of the enlarged images, px
 # downscaled, never cropped): 1 MP reconstructs in about 1-2 s on 2 cores (BENCHMARKS).
 MAX_PHOTO_PIXELS = 1 << 20
 MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
+# A photo's code map in Edit codes: cells of EDIT_MAP // (longer side in cells) px (4 px for a
+# 512 x 512 photo's 128 x 128 grid), found by click position
+EDIT_MAP = 512
 MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 MAX_SAMPLES = 64
