@@ -53,8 +53,12 @@ TRUST_FORWARDED_FOR = os.environ.get(
 # runs with and without it): 32 cifar10 samples (8x8 codes) took 0.73 s of CPU, 64 with
 # guidance 2.1 s (benchmarks in BENCHMARKS.md, "Fairness").
 SAMPLE_CODES = 32 * 8 * 8
-# /interpolate decodes frames x image pixels: 64 frames of 32x32 took 0.55 s of CPU.
-INTERPOLATE_PIXELS = 64 * 32 * 32
+# /interpolate decodes frames x image pixels (and encodes the two images): 64 frames of 32x32
+# took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where a frame
+# of 512 x 512 alone decodes in ~0.5 s: this budget (8 frames of 512 x 512, 2 of a 1 MP
+# photo, any thumbnails) makes the photo path the one call that may take several seconds
+# (BENCHMARKS.md, "Interpolate"); it runs in the expensive queue, one at a time.
+INTERPOLATE_PIXELS = 8 * 512 * 512
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 # Any other request body (JSON events, data URLs inside them): the largest a page sends is a
 # code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will
