@@ -105,9 +105,8 @@ MODEL_ORDER = ("mnist", "fashion-mnist", "cifar10")
 
 TITLE = "VQ-VAE explorer"
 INTRO = """# VQ-VAE explorer
-A VQ-VAE squeezes an image into a small grid of **codes**, each an index into a learned
-codebook, and decodes the grid back into an image. Pick a model, then look at what it keeps,
-what its codes mean, and what happens when you change them."""
+A VQ-VAE squeezes an image into a small grid of **codes** (indices into a learned codebook)
+and decodes them back. Pick a model, then see what it keeps and what its codes mean."""
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
@@ -115,6 +114,23 @@ CSS = """
 .fill-img img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .numbers input { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* Galleries: as many tiles a row as fit (Gradio's fixed column count of 100 px tiles cuts
+   off, without a hint, the columns a narrow box has no room for), and a gallery that
+   scrolls shows its scrollbar (overlay scrollbars hide it until touched) */
+.grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(72px, 1fr)) !important;
+  grid-template-rows: none !important;
+  grid-auto-rows: auto !important;
+}
+.grid-wrap::-webkit-scrollbar { width: 10px; }
+.grid-wrap::-webkit-scrollbar-thumb { background: #a3a3b8; border-radius: 5px; }
+.grid-wrap::-webkit-scrollbar-track { background: #ececf3; }
+/* Tables: numbers never wrap digit by digit (a phone); a table wider than its box scrolls */
+.prose table { display: block; overflow-x: auto; width: fit-content; max-width: 100%; }
+.prose td:not(:first-child), .prose th:not(:first-child) { white-space: nowrap; }
+.prose td:first-child { min-width: 9em; }
+/* the model card goes below the model picker on a phone instead of a column of single words */
+#model-card { min-width: min(340px, 100%); }
 """
 
 

@@ -63,7 +63,8 @@ def test_a_photo_grid_opens_on_its_own_map_with_the_thumbnail_tools_hidden(h, ph
     assert Image.open(s.image).size == (128, 96), "the decoded picture at the photo's size"
     assert s.photo_map.size == (EDIT_MAP, EDIT_MAP * 24 // 32)
     assert s.thumb_maps["visible"] is False and s.photo_tools["visible"] is True
-    assert "Resample" in s.note, "the page says why resampling is off"
+    assert "32x24 grid" in s.note
+    assert "Resample" in explorer.tabs.edit.PHOTO_NOTE, "the page says why resampling is off"
     assert "Plain: **3,840 bits**" in h.edit.code_map_view("cifar10", None, canvas=s.canvas).bits
     thumb = h.edit.reset("cifar10", np.zeros((8, 8), int))  # the thumbnail grid: as before
     assert thumb.canvas is None and thumb.thumb_maps["visible"] is True

@@ -107,7 +107,9 @@ class Edit:
         if inputs.is_thumbnail(m, c):
             views = (gr.update(visible=True),) * 2 + (gr.update(visible=False),)
             return Started(*self._edited(model_name, c), None, gr.skip(), "", *views)
-        p = photo.painted(m, photo.start(m, c), self.files, PHOTO_NOTE)
+        h, w = c.shape
+        note = f"A {w}x{h} grid of codes: click the map to paint."
+        p = photo.painted(m, photo.start(m, c), self.files, note)
         views = (gr.update(visible=False),) * 2 + (gr.update(visible=True),)
         return Started(
             inputs.table(np.zeros((0, 0), np.int64)), p.image, gr.skip(), p.png, p.npy, p.canvas,
@@ -338,15 +340,13 @@ def _photo_tools(big: dict) -> tuple[gr.Column, dict]:
         photo_map = gr.Image(
             elem_id="photo-map", label="Code map: click to paint", **{**big, "format": "png"}
         )
-        with gr.Row():
-            tool = gr.Radio(
-                photo.TOOLS, value="brush", label="Tool", elem_id="paint-tool", min_width=160
-            )
-            radius = gr.Slider(
-                0, photo.MAX_RADIUS, value=2, step=1, label="Brush radius (cells)",
-                elem_id="brush-radius", min_width=160,
-            )  # fmt: skip
-        note = gr.Markdown(PHOTO_NOTE, elem_id="paint-note")
+        note = gr.Markdown(elem_id="paint-note")  # what the last click did
+        tool = gr.Radio(photo.TOOLS, value="brush", label="Tool", elem_id="paint-tool")
+        radius = gr.Slider(
+            0, photo.MAX_RADIUS, value=2, step=1, label="Brush radius (cells)",
+            elem_id="brush-radius",
+        )  # fmt: skip
+        gr.Markdown(PHOTO_NOTE)
     return column, dict(photo_map=photo_map, tool=tool, radius=radius, note=note)
 
 

@@ -174,7 +174,7 @@ def build(h: Interpolate, model: gr.Dropdown) -> InterpolateTab:
         examples = gr.Gallery(
             label="Examples: click to fill",
             columns=8,
-            height=150,
+            height=190,
             allow_preview=False,
             elem_classes=PIX,
             scale=3,
