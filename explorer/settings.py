@@ -54,11 +54,14 @@ TRUST_FORWARDED_FOR = os.environ.get(
 # guidance 2.1 s (benchmarks in BENCHMARKS.md, "Fairness").
 SAMPLE_CODES = 32 * 8 * 8
 # /interpolate decodes frames x image pixels (and encodes the two images): 64 frames of 32x32
-# took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where a frame
-# of 512 x 512 alone decodes in ~0.5 s: this budget (8 frames of 512 x 512, 2 of a 1 MP
-# photo, any thumbnails) makes the photo path the one call that may take several seconds
-# (BENCHMARKS.md, "Interpolate"); it runs in the expensive queue, one at a time.
-INTERPOLATE_PIXELS = 8 * 512 * 512
+# took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where one
+# 512 x 512 frame takes ~0.5 s: a budget of 8 frames of 512 x 512 (2 of a photo at the 1 MP
+# cap, the fewest a walk has) makes the photo path the one call that costs several seconds
+# (~9 s of CPU at the budget: python -m benchmarks.paint); it runs in the expensive queue,
+# one at a time. What the page asks for by itself (an interpolation of the examples on
+# loading and on a model change) stays within the old second: INTERPOLATE_AUTO_PIXELS.
+INTERPOLATE_PIXELS = 2 * MAX_PHOTO_PIXELS
+INTERPOLATE_AUTO_PIXELS = 64 * 64 * 64
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 # Any other request body (JSON events, data URLs inside them): the largest a page sends is a
 # code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will

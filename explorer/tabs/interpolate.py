@@ -19,7 +19,13 @@ from vqvae.latent import PATHS
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors, image_input
-from ..settings import DISPLAY, INTERPOLATE_PIXELS, MAX_FPS, MAX_FRAMES
+from ..settings import (
+    DISPLAY,
+    INTERPOLATE_AUTO_PIXELS,
+    INTERPOLATE_PIXELS,
+    MAX_FPS,
+    MAX_FRAMES,
+)
 from ..ui import PIX, bind, private, public, skip
 
 DECODE_TILE = 512  # px: a 1 MP photo's frames are decoded in tiles (bounded memory)
@@ -101,16 +107,16 @@ class Interpolate:
 
     @clear_errors
     def gif_if_any(self, image_a, image_b, model_name: str, frames=24, *args) -> Interpolation:
-        """For page load and model changes: a model without examples is no error, and large
-        examples get as many frames as the budget allows."""
+        """For page load and model changes: a model without examples is no error, and the
+        frames of large examples are cut to INTERPOLATE_AUTO_PIXELS (at least 2): what the
+        page asks for by itself stays cheap; Make GIF asks for more."""
         if image_a is None or image_b is None:
             return skip(Interpolation)
         m = self.models.get(model_name)
         if inputs.takes_photos(m):
             H, W = inputs.photo_input(m, image_a, announce=False).shape[-2:]
-            frames = max(
-                2, min(_number(frames, 2, MAX_FRAMES, "Frames"), INTERPOLATE_PIXELS // (H * W))
-            )
+            most = max(2, INTERPOLATE_AUTO_PIXELS // (H * W))
+            frames = min(_number(frames, 2, MAX_FRAMES, "Number of frames"), most)
         return self.gif(image_a, image_b, model_name, frames, *args)
 
     @clear_errors
