@@ -125,6 +125,9 @@ footer { display: none !important; }
   grid-template-rows: none !important;
   grid-auto-rows: auto !important;
 }
+#samples .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)) !important;
+}
 .grid-wrap::-webkit-scrollbar { width: 10px; }
 .grid-wrap::-webkit-scrollbar-thumb { background: #a3a3b8; border-radius: 5px; }
 .grid-wrap::-webkit-scrollbar-track { background: #ececf3; }
