@@ -175,8 +175,8 @@ class Edit:
         marked cells veiled; and the bits of the grid under the prior. With a photo's
         ``canvas`` (drawn by its own events): only its bits."""
         m = self.models.get(model_name)
-        if canvas is not None:
-            c = photo.check_canvas(m, canvas).codes
+        if isinstance(canvas, photo.Canvas) and canvas.model == m.name:
+            c = canvas.codes
             plain = c.size * math.log2(m.config.codebook_size)
             return CodeMapView(gr.skip(), gr.skip(), f"Plain: **{plain:,.0f} bits** (h·w·log2 K).")
         c = inputs.code_grid(m, grid)

@@ -38,8 +38,9 @@ MAX_RADIUS = 16  # cells: a brush stroke stays a small part of a 1 MP photo's gr
 @dataclass(frozen=True)
 class Canvas:
     """A photo's code grid being edited and its decode, kept in the session between
-    clicks (never sent to the page). Changes make a new Canvas: a failed event leaves the
-    last one as it was."""
+    clicks (never sent to the page; a 1 MP photo's picture is 12 MB of floats, gone with the
+    session when its page closes). Changes make a new Canvas: a failed event leaves the last
+    one as it was."""
 
     model: str  # the name of the model the codes belong to
     codes: np.ndarray  # (h, w) int64
