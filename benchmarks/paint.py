@@ -59,6 +59,21 @@ def stroke(h, canvas, cell, code, radius=2, tool="brush"):
     return out
 
 
+def interpolation(h, tmp: Path, side: int) -> dict:
+    """One /interpolate of two photos (a.png, b.png in ``tmp``) at ``side`` x ``side``, as
+    many frames as the budget allows, timed and printed."""
+    from explorer.settings import INTERPOLATE_PIXELS, MAX_FRAMES
+
+    frames = min(MAX_FRAMES, INTERPOLATE_PIXELS // (side * side))
+    args = (str(tmp / "a.png"), str(tmp / "b.png"), "cifar10", frames, 12, "lerp", True)
+    s, cpu, _ = timed(lambda: h.interpolate.gif(*args))
+    print(
+        f"Interpolate two photos at {side} x {side}, {frames} frames (the budget), "
+        f"ping-pong GIF: {s:.2f} s (CPU {cpu:.2f} s)"
+    )
+    return dict(interpolate_frames=frames, interpolate_s=s, interpolate_cpu_s=cpu)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.paint",
@@ -103,8 +118,9 @@ def main(argv=None) -> dict:
         canvas = out.canvas
         walls.append(wall)
         cpus.append(cpu)
-    corner = h.edit.paint_photo("cifar10", canvas, 7, "rectangle", 0, click_at((10, 10), shape))
-    rect_s, rect_cpu, _ = timed(lambda: stroke(h, corner.canvas, (41, 41), 7, 0, "rectangle"))
+    far = (min(31, shape[0] - 1), min(31, shape[1] - 1))  # 32 x 32 cells from the top left
+    corner = h.edit.paint_photo("cifar10", canvas, 7, "rectangle", 0, click_at((0, 0), shape))
+    rect_s, rect_cpu, _ = timed(lambda: stroke(h, corner.canvas, far, 7, 0, "rectangle"))
     r = {
         "threads": a.threads,
         "photo": [a.side, a.side],
@@ -128,16 +144,7 @@ def main(argv=None) -> dict:
         flush=True,
     )
     if not a.no_interpolate:
-        from explorer.settings import INTERPOLATE_PIXELS
-
-        frames = INTERPOLATE_PIXELS // (a.side * a.side)
-        args = (str(tmp / "a.png"), str(tmp / "b.png"), "cifar10", frames, 12, "lerp", True)
-        s, cpu, _ = timed(lambda: h.interpolate.gif(*args))
-        r.update(interpolate_frames=frames, interpolate_s=s, interpolate_cpu_s=cpu)
-        print(
-            f"Interpolate two photos at {a.side} x {a.side}, {frames} frames (the budget), "
-            f"ping-pong GIF: {s:.2f} s (CPU {cpu:.2f} s)"
-        )
+        r.update(interpolation(h, tmp, a.side))
     return r
 
 
