@@ -333,17 +333,41 @@ class VQVAE(PretrainedMixin, nn.Module):
                 f"not the {h}x{w} of these codes"
             )
 
-        def decode(c: torch.Tensor) -> torch.Tensor:
-            c = c.long()
-            z = self.quantizer.lookup(c) if c.dim() == 3 else self.lookup_stages(c)
-            return self._decode_raw(self._layout(z))
-
         if tile is None:
-            out = decode(codes)
+            out = self._decode_cells(codes)
         else:
-            halo = math.ceil(grid.reach(self.decoder))
-            out = grid.tiled_decode(decode, codes, d, grid.tile_cells(tile, d), halo)
+            cells = grid.tile_cells(tile, d)
+            out = grid.tiled_decode(self._decode_cells, codes, d, cells, self.decoder_halo)
         return out[..., :H, :W].clamp(0.0, 1.0).contiguous()
+
+    @torch.no_grad()
+    def decode_region(self, codes: torch.Tensor, box) -> torch.Tensor:
+        """The pixels of the cells ``box`` = (top, left, bottom, right) (cells, bottom and
+        right exclusive) of codes (B, h, w): images (B, C, (bottom - top) d, (right - left) d)
+        in [0, 1], equal to ``decode_codes(codes)[..., top d : bottom d, left d : right d]`` up
+        to float rounding. Only the box and a halo of codes as wide as the decoder's reach
+        are decoded, so after editing a few cells of a large grid, decoding the box around
+        them and pasting it into the last picture costs a fraction of a full decode."""
+        self._check_indices(codes)
+        out = grid.decode_box(
+            self._decode_cells, codes, box, self.config.downsample, self.decoder_halo
+        )
+        return out.clamp(0.0, 1.0).contiguous()
+
+    @property
+    def decoder_halo(self) -> int:
+        """How many cells away a code can change the decoded pixels (the decoder's reach,
+        :func:`vqvae.grid.reach`, rounded up): editing cells changes the pixels of the
+        cells within this many of them, and decoding a box of cells needs the codes this
+        far around it."""
+        return math.ceil(grid.reach(self.decoder))
+
+    def _decode_cells(self, c: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w), or stage codes (B, n, h, w) -> images (B, C, h d, w d) in [0, 1],
+        unclamped."""
+        c = c.long()
+        z = self.quantizer.lookup(c) if c.dim() == 3 else self.lookup_stages(c)
+        return self._decode_raw(self._layout(z))
 
     @property
     def codebook(self) -> torch.Tensor:
