@@ -171,3 +171,22 @@ def test_complete_resamples_only_the_cells_not_kept(prior):
     assert torch.equal(out, again)
     with pytest.raises(ValueError, match="temperature"):
         prior.complete(codes, keep, temperature=0)
+
+
+def test_load_grid_prior_checks_the_pairing(prior, tmp_path):
+    from vqvae.grid_prior import load_grid_prior
+
+    m = VQVAE(VQVAEConfig(hidden_channels=8, res_channels=4, embedding_dim=4, codebook_size=16,
+                          num_stages=2))  # fmt: skip
+    prior.save_pretrained(tmp_path / "p")
+    assert bool(load_grid_prior(tmp_path / "p", model=m).frozen)  # not tied: any K=16, S=2
+    tied = GridPrior(GridPriorConfig.for_model(m, channels=8, embed_dim=2, layers=1))
+    tied.save_pretrained(tmp_path / "unfrozen")
+    with pytest.raises(ValueError, match="not frozen"):
+        load_grid_prior(tmp_path / "unfrozen", model=m)
+    tied.freeze(torch.zeros(2, 2, 4, 4, dtype=torch.long))
+    tied.save_pretrained(tmp_path / "tied")
+    other = VQVAE(VQVAEConfig(hidden_channels=8, res_channels=4, embedding_dim=4,
+                              codebook_size=16, num_stages=2))  # fmt: skip
+    with pytest.raises(ValueError, match="another VQ-VAE"):
+        load_grid_prior(tmp_path / "tied", model=other)

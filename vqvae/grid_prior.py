@@ -408,3 +408,23 @@ def _requant(acc: torch.Tensor, scale: torch.Tensor, off: torch.Tensor, relu: bo
     shape = (1, -1) + (1,) * (acc.dim() - 2)
     y = acc.mul_(scale.view(shape)).add_(off.view(shape)).floor_()
     return y.clamp_(0, ACT_MAX) if relu else y.clamp_(-(2**20), 2**20)
+
+
+def load_grid_prior(source, model=None, **hub) -> GridPrior:
+    """A frozen :class:`GridPrior` from ``source`` (a folder, a shipped name or a Hub repo
+    id), checked against ``model`` when given: ValueError if it models another VQ-VAE's
+    codes (its stages' codebooks differ), or was never frozen."""
+    prior = GridPrior.from_pretrained(source, **hub).eval()
+    if not bool(prior.frozen):
+        raise ValueError(f"the grid prior in {source} is not frozen: it cannot code")
+    c = prior.config
+    if model is not None:
+        mc = model.config
+        if (c.codebook_size, c.num_stages) != (mc.codebook_size, mc.num_stages) or (
+            c.vqvae_fingerprint and c.vqvae_fingerprint != stage_fingerprint(model)
+        ):
+            raise ValueError(
+                f"the grid prior in {source} models another VQ-VAE's codes "
+                f"({c.vqvae_name or 'unnamed'}), not {mc.name}'s"
+            )
+    return prior
