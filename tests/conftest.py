@@ -105,6 +105,19 @@ def prior_models(tmp_path_factory, mnist_dir):
 
 
 @pytest.fixture(scope="session")
+def grid_prior_models(tmp_path_factory):
+    """The plain models (the same weights), cifar10 with a tiny grid prior
+    (app_helpers.add_grid_prior): its photos' cells can be resampled. -> .root, .models,
+    .examples"""
+    from app_helpers import add_grid_prior, make_models
+
+    root = tmp_path_factory.mktemp("grid-prior-models")
+    models, examples = make_models(root)
+    add_grid_prior(models / "cifar10")
+    return SimpleNamespace(root=root, models=models, examples=examples)
+
+
+@pytest.fixture(scope="session")
 def live_app(prior_models, tmp_path_factory):
     """One running app over ``prior_models`` on a free port: .url, .client (gradio_client),
     .demo, .handlers, .examples."""
