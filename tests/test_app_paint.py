@@ -205,13 +205,17 @@ def test_resample_seeds_are_fresh_each_click_and_reproduce_a_draw(hg, photo_grid
     )
 
 
-def test_marks_add_up_and_clear(hg, photo_grid):
+def test_marks_add_up_and_clear(hg, photo_grid, monkeypatch):
     canvas = hg.edit.reset("cifar10", photo_grid).canvas
     with pytest.raises(gr.Error, match="No cells are marked"):
         hg.edit.resample_photo("cifar10", canvas, 1.0, 1)
     one = marked(hg, canvas, (0, 0), (1, 1)).canvas
     two = marked(hg, one, (10, 10), (10, 12))
     assert two.canvas.marks.sum() == 7 and "Marked 3 cells (7 in all)" in two.note
+    monkeypatch.setattr(paint, "RESAMPLE_BOX", 11 * 13 - 1)  # the marks' box: 11 x 13 cells
+    with pytest.raises(gr.Error, match="span a box of 143 cells; at most 142"):
+        hg.edit.resample_photo("cifar10", two.canvas, 1.0, 1)
+    monkeypatch.undo()
     cleared = hg.edit.clear_photo_marks("cifar10", two.canvas)
     assert cleared.canvas.marks is None and (cleared.canvas.codes == canvas.codes).all()
     with pytest.raises(gr.Error, match="No cells are marked"):

@@ -36,7 +36,7 @@ from vqvae.grid_prior import GRID_PRIOR_WEIGHTS
 
 from .. import inputs
 from ..files import OutputFiles
-from ..settings import EDIT_MAP
+from ..settings import EDIT_MAP, RESAMPLE_BOX
 from ..store import Model
 
 TOOLS = (
@@ -229,6 +229,14 @@ def resample(m: Model, canvas, temperature, seed, files: OutputFiles) -> Painted
         raise gr.Error(
             "No cells are marked: choose the tool 'Mark a rectangle to resample' and click "
             "two opposite corners of the region first."
+        )
+    rows, cols = np.nonzero(canvas.marks)
+    box = (rows.max() + 1 - rows.min()) * (cols.max() + 1 - cols.min())
+    if box > RESAMPLE_BOX:
+        raise gr.Error(
+            f"The marked cells span a box of {box:,} cells; at most {RESAMPLE_BOX:,} are "
+            "resampled at once (a 512 x 512 photo's grid): clear the marks and resample the "
+            "region in parts."
         )
     options = inputs.sampling(m, temperature, 0, 1.0, seed)
     seed = options["generator"].initial_seed()
