@@ -285,7 +285,9 @@ def tools(big: dict) -> tuple[gr.Column, dict]:
             0, MAX_RADIUS, value=2, step=1, label="Brush radius (cells)", elem_id="brush-radius"
         )
         with gr.Row():
-            resample = gr.Button("Resample marked cells", elem_id="photo-resample", size="sm")
+            resample = gr.Button(
+                "Resample marked cells", elem_id="photo-resample", size="sm", variant="primary"
+            )
             clear = gr.Button("Clear marks", size="sm")
         with gr.Row():
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
