@@ -231,10 +231,10 @@ def resample(m: Model, canvas, temperature, seed, files: OutputFiles) -> Painted
             "two opposite corners of the region first."
         )
     rows, cols = np.nonzero(canvas.marks)
-    box = (rows.max() + 1 - rows.min()) * (cols.max() + 1 - cols.min())
-    if box > RESAMPLE_BOX:
+    span = (rows.max() + 1 - rows.min()) * (cols.max() + 1 - cols.min())
+    if span > RESAMPLE_BOX:
         raise gr.Error(
-            f"The marked cells span a box of {box:,} cells; at most {RESAMPLE_BOX:,} are "
+            f"The marked cells span a box of {span:,} cells; at most {RESAMPLE_BOX:,} are "
             "resampled at once (a 512 x 512 photo's grid): clear the marks and resample the "
             "region in parts."
         )
