@@ -10,7 +10,9 @@ brush of ``--radius`` cells at a random cell, a new code) plus the PNG encoding 
 for the code map it returns: the server's whole work for a click. Printed: the median and
 the slowest stroke, in wall seconds and process CPU seconds (what it costs on a shared
 machine), beside a full re-decode of the grid (what a stroke would cost without the patch)
-and a 32 x 32-cell rectangle. Then one /interpolate call at the frame budget
+and a 32 x 32-cell rectangle. With the model's grid prior (in ``--models-dir``), Resample of
+a marked 32 x 32-cell rectangle and of the whole grid (``Edit.resample_photo``: the grid
+prior's passes and the re-decode). Then one /interpolate call at the frame budget
 (``INTERPOLATE_PIXELS``: 8 frames of 512 x 512). Torch threads: by default the app's own
 count (``explorer.settings.torch_threads``: one a request on 2 cores). Target: a stroke
 <= 0.5 s on 2 cores.
@@ -59,6 +61,22 @@ def stroke(h, canvas, cell, code, radius=2, tool="brush"):
     return out
 
 
+def resampling(h, canvas) -> dict:
+    """Resample of a marked 32 x 32-cell rectangle and of every cell, timed and printed."""
+    shape = canvas.codes.shape
+    r = {}
+    for name, far in (("32", (min(31, shape[0] - 1), min(31, shape[1] - 1))),
+                      ("all", (shape[0] - 1, shape[1] - 1))):  # fmt: skip
+        corner = stroke(h, canvas, (0, 0), 0, 0, "mark").canvas
+        marked = stroke(h, corner, far, 0, 0, "mark").canvas
+        h.edit.resample_photo("cifar10", marked, 1.0, 0)  # warm-up
+        s, cpu, out = timed(lambda c=marked: h.edit.resample_photo("cifar10", c, 1.0, 1))
+        out.photo_map.save(io.BytesIO(), format="png")
+        r |= {f"resample_{name}_s": s, f"resample_{name}_cpu_s": cpu}
+        print(f"  Resample {int(marked.marks.sum())} marked cells: {s:.3f} s (CPU {cpu:.3f} s)")
+    return r
+
+
 def interpolation(h, tmp: Path, side: int) -> dict:
     """One /interpolate of two photos (a.png, b.png in ``tmp``) at ``side`` x ``side``, as
     many frames as the budget allows, timed and printed."""
@@ -87,6 +105,7 @@ def main(argv=None) -> dict:
     p.add_argument("--radius", type=int, default=2, help="brush radius in cells")
     p.add_argument("--side", type=int, default=512, help="the photo's side, px")
     p.add_argument("--no-interpolate", action="store_true")
+    p.add_argument("--models-dir", default=None, help="model folders (default: pretrained/)")
     a = p.parse_args(argv)
     from explorer.settings import torch_threads
 
@@ -100,7 +119,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-paint-"))
-    h = explorer.Handlers(cache_dir=tmp)
+    h = explorer.Handlers(*([a.models_dir] if a.models_dir else []), cache_dir=tmp)
     photo = PIL.Image.fromarray(data.astronaut()).resize((a.side, a.side), PIL.Image.LANCZOS)
     photo.save(tmp / "a.png")
     PIL.Image.fromarray(data.chelsea()).save(tmp / "b.png")
@@ -143,6 +162,8 @@ def main(argv=None) -> dict:
         f"{reset_s:.3f} s (CPU {reset_cpu:.3f} s)",
         flush=True,
     )
+    if h.models.get("cifar10").grid_prior is not None:
+        r.update(resampling(h, started.canvas))
     if not a.no_interpolate:
         r.update(interpolation(h, tmp, a.side))
     return r

@@ -53,6 +53,12 @@ TRUST_FORWARDED_FOR = os.environ.get(
 # runs with and without it): 32 cifar10 samples (8x8 codes) took 0.73 s of CPU, 64 with
 # guidance 2.1 s (benchmarks in BENCHMARKS.md, "Fairness").
 SAMPLE_CODES = 32 * 8 * 8
+# A photo's Resample (Edit codes) runs the grid prior's passes over the box around the marked
+# cells and decodes that box again: a box of a 512 x 512 photo's whole grid took 1.2-2.0 s of
+# CPU with the cifar10 model, one torch thread (python -m benchmarks.paint, a 2-core machine
+# shared with other jobs), about half of it the passes. Marks spanning a larger box (of a
+# larger photo) are refused: the region is resampled in parts.
+RESAMPLE_BOX = 128 * 128  # cells
 # /interpolate decodes frames x image pixels (and encodes the two images): 64 frames of 32x32
 # took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where one
 # 512 x 512 frame takes ~0.5 s: a budget of 8 frames of 512 x 512 (2 of a photo at the 1 MP

@@ -409,7 +409,7 @@ def test_build_app_exposes_the_api(plain_models, tmp_path):
         group[f.concurrency_id].add(f.api_name.removesuffix("_1"))  # events wired twice
     runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
     expensive = {"sample", "resample", "compress", "decompress", "interpolate"}
-    assert expensive | {"first_interpolation"} == group["expensive"]
+    assert expensive | {"first_interpolation", "resample_photo"} == group["expensive"]
     assert (public - expensive) | runs_model <= group["model"]
 
 

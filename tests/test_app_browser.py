@@ -175,3 +175,18 @@ def test_brush_on_a_photos_code_map(page, live_app):
 
     old, new = pixels(before), pixels(src(page, "#edit-img img"))
     assert old.shape == new.shape and np.abs(old - new).max() > 0, "the picture changed"
+    # mark a rectangle (two corners) and resample it with the model's grid prior
+    page.get_by_label("Mark a rectangle to resample").check()
+    for dx, dy in ((0.2, 0.2), (0.4, 0.4)):
+        old_map = src(page, "#photo-map img")
+        img.click(position={"x": box["width"] * dx, "y": box["height"] * dy})
+        wait_src_change(page, "#photo-map img", old_map)
+    page.wait_for_function(
+        "() => document.querySelector('#paint-note').innerText.includes('Marked')"
+    )
+    painted = src(page, "#edit-img img")
+    page.locator("#photo-resample").click()
+    wait_src_change(page, "#edit-img img", painted)
+    assert "Resampled" in page.locator("#paint-note").inner_text()
+    resampled = pixels(src(page, "#edit-img img"))
+    assert resampled.shape == new.shape and np.abs(resampled - new).max() > 0

@@ -1,6 +1,7 @@
 """Photos at full resolution in the app's Edit codes and Interpolate tabs: the brush and the
 rectangle on a photo's code map, each re-decoded around the change and pasted into the last
-picture (equal to a full decode), and the interpolation of two photos of different sizes."""
+picture (equal to a full decode), marked cells resampled with the model's grid prior, and the
+interpolation of two photos of different sizes."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_a_photo_grid_opens_on_its_own_map_with_the_thumbnail_tools_hidden(h, ph
     assert s.photo_map.size == (EDIT_MAP, EDIT_MAP * 24 // 32)
     assert s.thumb_maps["visible"] is False and s.photo_tools["visible"] is True
     assert "32x24 grid" in s.note
-    assert "Resample" in explorer.tabs.edit.PHOTO_NOTE, "the page says why resampling is off"
+    assert "Resample" in paint.NOTE and "grid prior" in paint.NOTE, "the page says what it needs"
     assert "Plain: **3,840 bits**" in h.edit.code_map_view("cifar10", None, canvas=s.canvas).bits
     thumb = h.edit.reset("cifar10", np.zeros((8, 8), int))  # the thumbnail grid: as before
     assert thumb.canvas is None and thumb.thumb_maps["visible"] is True
@@ -142,6 +143,98 @@ def test_a_canvas_of_another_model_or_none_is_refused(h, photo_grid):
         h.edit.paint_photo("cifar10", None, 1, "brush", 1, click((1, 1), (24, 32)))
     with pytest.raises(gr.Error, match="Click a cell"):
         h.edit.paint_photo("cifar10", canvas, 1, "brush", 1, click((30, 1), (24, 32)))
+
+
+@pytest.fixture(scope="module")
+def hg(grid_prior_models, tmp_path_factory):
+    """Handlers over the same models, cifar10 with a grid prior."""
+    return explorer.Handlers(
+        grid_prior_models.models, grid_prior_models.examples,
+        cache_dir=tmp_path_factory.mktemp("cache-gp"),
+    )  # fmt: skip
+
+
+def marked(h, canvas, a, b):
+    """``canvas`` with the rectangle of corners ``a`` and ``b`` marked (two clicks)."""
+    first = h.edit.paint_photo("cifar10", canvas, 0, "mark", 0, click(a, canvas.codes.shape))
+    assert first.canvas.corner == a and first.canvas.marks is canvas.marks
+    return h.edit.paint_photo("cifar10", first.canvas, 0, "mark", 0, click(b, canvas.codes.shape))
+
+
+def test_resample_redraws_the_marked_cells_and_the_patch_equals_a_full_decode(hg, photo_grid):
+    start = hg.edit.reset("cifar10", photo_grid)
+    assert "train.grid_prior" not in start.note, "this model has a grid prior"
+    canvas = start.canvas
+    out = marked(hg, canvas, (15, 20), (6, 9))
+    mask = np.zeros((24, 32), bool)
+    mask[6:16, 9:21] = True
+    assert (out.canvas.marks == mask).all() and (out.canvas.codes == canvas.codes).all()
+    assert "Marked 120 cells (120 in all)" in out.note and "*Resample*" in out.note
+    assert np.asarray(out.photo_map).tolist() != np.asarray(start.photo_map).tolist()
+    new = hg.edit.resample_photo("cifar10", out.canvas, 1.0, 11)
+    changed = new.canvas.codes != canvas.codes
+    assert (new.canvas.codes[~mask] == canvas.codes[~mask]).all(), "unmarked cells keep codes"
+    assert changed[mask].mean() > 0.5, "most marked cells drew another of the 32 codes"
+    assert "seed **11**" in new.note and f"{changed.sum()} codes changed" in new.note
+    assert (new.canvas.marks == mask).all(), "the marks stay, to draw again"
+    gp = hg.models.get("cifar10").grid_prior
+    expect = gp.complete(
+        torch.from_numpy(canvas.codes)[None], torch.from_numpy(~mask),
+        generator=torch.Generator().manual_seed(11),
+    )[0].numpy()  # fmt: skip
+    assert (new.canvas.codes == expect).all(), "the grid prior's draw for that seed"
+    torch.testing.assert_close(
+        new.canvas.picture, full_decode(hg, new.canvas.codes), atol=1e-5, rtol=0
+    )
+    assert (np.load(new.npy) == new.canvas.codes).all()
+    shown = np.asarray(Image.open(new.image), float)
+    assert np.abs(shown - images.to_uint8(new.canvas.picture[0])).max() == 0
+    cold = hg.edit.resample_photo("cifar10", out.canvas, 0.1, 11)
+    assert (cold.canvas.codes != new.canvas.codes).any(), "the temperature is used"
+
+
+def test_resample_seeds_are_fresh_each_click_and_reproduce_a_draw(hg, photo_grid):
+    canvas = marked(hg, hg.edit.reset("cifar10", photo_grid).canvas, (0, 0), (23, 31)).canvas
+    a, b = (hg.edit.resample_photo("cifar10", canvas, 1.0, -1) for _ in range(2))
+    seed_a, seed_b = (int(o.note.split("seed **")[1].split("**")[0]) for o in (a, b))
+    assert seed_a != seed_b and (a.canvas.codes != b.canvas.codes).any()
+    again = hg.edit.resample_photo("cifar10", canvas, 1.0, seed_a)
+    assert (again.canvas.codes == a.canvas.codes).all(), "the seed shown draws the same again"
+    torch.testing.assert_close(
+        again.canvas.picture, full_decode(hg, again.canvas.codes), atol=1e-5, rtol=0
+    )
+
+
+def test_marks_add_up_and_clear(hg, photo_grid, monkeypatch):
+    canvas = hg.edit.reset("cifar10", photo_grid).canvas
+    with pytest.raises(gr.Error, match="No cells are marked"):
+        hg.edit.resample_photo("cifar10", canvas, 1.0, 1)
+    one = marked(hg, canvas, (0, 0), (1, 1)).canvas
+    two = marked(hg, one, (10, 10), (10, 12))
+    assert two.canvas.marks.sum() == 7 and "Marked 3 cells (7 in all)" in two.note
+    monkeypatch.setattr(paint, "RESAMPLE_BOX", 11 * 13 - 1)  # the marks' box: 11 x 13 cells
+    with pytest.raises(gr.Error, match="span a box of 143 cells; at most 142"):
+        hg.edit.resample_photo("cifar10", two.canvas, 1.0, 1)
+    monkeypatch.undo()
+    cleared = hg.edit.clear_photo_marks("cifar10", two.canvas)
+    assert cleared.canvas.marks is None and (cleared.canvas.codes == canvas.codes).all()
+    with pytest.raises(gr.Error, match="No cells are marked"):
+        hg.edit.resample_photo("cifar10", cleared.canvas, 1.0, 1)
+    for bad, words in [((0, 1), "Temperature"), ((1.0, -2), "seed"), ((1.0, 0.5), "seed")]:
+        with pytest.raises(gr.Error, match=words):
+            hg.edit.resample_photo("cifar10", two.canvas, *bad)
+    with pytest.raises(gr.Error, match="reconstruct one first"):
+        hg.edit.resample_photo("cifar10", None, 1.0, 1)
+
+
+def test_without_a_grid_prior_resampling_says_what_is_missing(h, photo_grid):
+    start = h.edit.reset("cifar10", photo_grid)
+    assert "no `grid_prior.safetensors`" in start.note
+    assert "python -m train.grid_prior --vqvae cifar10" in start.note
+    out = marked(h, start.canvas, (2, 2), (4, 4))
+    assert out.canvas.marks.sum() == 9 and "python -m train.grid_prior" in out.note
+    with pytest.raises(gr.Error, match="needs a grid prior.*python -m train.grid_prior"):
+        h.edit.resample_photo("cifar10", out.canvas, 1.0, 1)
 
 
 def test_decode_region_equals_the_same_pixels_of_a_full_decode(tiny_config):

@@ -173,6 +173,33 @@ def test_complete_resamples_only_the_cells_not_kept(prior):
         prior.complete(codes, keep, temperature=0)
 
 
+def whole_grid_complete(prior, codes, keep, generator):
+    """GridPrior.complete's passes run over the whole grid (the reference for its window)."""
+    codes, stage = codes.clone(), torch.zeros(codes.shape[0], dtype=torch.long)
+    keep = keep.expand(codes.shape)
+    m = pass_map(*codes.shape[1:], 0)
+    for p in range(num_passes(0)):
+        todo, known = ~keep & (m == p), keep | (m < p)
+        if todo.any():
+            logits = prior.logits(codes[:, None], stage, known).permute(0, 2, 3, 1)[todo]
+            codes[todo] = torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+    return codes
+
+
+@pytest.mark.parametrize("box", [(9, 10, 12, 14), (0, 0, 2, 3), (17, 19, 20, 23), (5, 1, 6, 22)])
+def test_complete_over_a_window_equals_the_whole_grid(prior, box):
+    """complete() runs its passes over the marked cells' window only (aligned to the pass
+    schedule): the same draws as over the whole grid, and cells beyond the network's reach
+    of the marked ones cannot matter."""
+    codes = torch.randint(0, 16, (2, 20, 23))
+    keep = torch.ones(20, 23, dtype=torch.bool)
+    keep[box[0] : box[2], box[1] : box[3]] = False
+    out = prior.complete(codes, keep, generator=torch.Generator().manual_seed(3))
+    expect = whole_grid_complete(prior, codes, keep, torch.Generator().manual_seed(3))
+    assert torch.equal(out, expect) and not torch.equal(out, codes)
+    assert torch.equal(prior.complete(codes, torch.ones(20, 23, dtype=torch.bool)), codes)
+
+
 def test_load_grid_prior_checks_the_pairing(prior, tmp_path):
     from vqvae.grid_prior import load_grid_prior
 

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import grid
 from .base import PretrainedMixin
 from .config import MAX_NAME, check_bounds, check_field_types, check_keys
 
@@ -297,7 +298,12 @@ class GridPrior(PretrainedMixin, nn.Module):
         """First-stage code grids ``codes`` (B, h, w) with the cells where ``keep`` (h, w) or
         (B, h, w) bool is False resampled from the prior, pass by pass, each given every
         kept cell and the cells resampled before it (inpainting; any grid size).
-        ``temperature`` divides the logits. Returns (B, h, w) int64."""
+        ``temperature`` divides the logits. Returns (B, h, w) int64.
+
+        The passes run over the window of cells the resampled ones can see (their bounding
+        box widened by the network's reach, aligned to the pass schedule's tile), so a small
+        region of a large grid costs what the region does; the result is the same as over
+        the whole grid."""
         if not torch.is_tensor(codes) or codes.dim() != 3:
             raise ValueError("codes must be a (B, h, w) integer tensor")
         codes = self._check(codes[:, None])[:, 0].clone()
@@ -305,16 +311,25 @@ class GridPrior(PretrainedMixin, nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         B, h, w = codes.shape
         keep = torch.as_tensor(keep, dtype=torch.bool, device=codes.device).expand(B, h, w)
-        m = pass_map(h, w, 0).to(codes.device)
+        free = ~keep.all(0)
+        if not free.any():
+            return codes
+        rows, cols = free.any(1).nonzero()[:, 0], free.any(0).nonzero()[:, 0]
+        r, tile = math.ceil(grid.reach(self)), len(STAGE1_TILE)
+        top, left = (max(0, int(v[0]) - r) // tile * tile for v in (rows, cols))
+        bottom, right = min(h, int(rows[-1]) + 1 + r), min(w, int(cols[-1]) + 1 + r)
+        window = codes[:, top:bottom, left:right]  # a view: filled in place
+        keep = keep[:, top:bottom, left:right]
+        m = pass_map(bottom - top, right - left, 0).to(codes.device)
         stage = torch.zeros(B, dtype=torch.long, device=codes.device)
         for p in range(num_passes(0)):
             todo = ~keep & (m == p)
             if not todo.any():
                 continue
             known = keep | (m < p)
-            logits = self.logits(codes[:, None], stage, known).permute(0, 2, 3, 1)[todo]
+            logits = self.logits(window[:, None], stage, known).permute(0, 2, 3, 1)[todo]
             probs = F.softmax(logits.float() / temperature, -1)
-            codes[todo] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            window[todo] = torch.multinomial(probs, 1, generator=generator)[:, 0]
         return codes
 
     # -- the integer network (coding) ---------------------------------------------------------

@@ -109,6 +109,8 @@ class Edit:
             return Started(*self._edited(model_name, c), None, gr.skip(), "", *views)
         h, w = c.shape
         note = f"A {w}x{h} grid of codes: click the map to paint."
+        if m.grid_prior is None:
+            note += " " + photo.no_grid_prior(m)
         p = photo.painted(m, photo.start(m, c), self.files, note)
         views = (gr.update(visible=False),) * 2 + (gr.update(visible=True),)
         return Started(
@@ -122,6 +124,19 @@ class Edit:
         corners (``tool``), with ``code`` -> :class:`paint.Painted`."""
         m = self.models.get(model_name)
         return photo.click(m, canvas, code, tool, radius, evt, self.files)
+
+    @clear_errors
+    def resample_photo(self, model_name: str, canvas, temperature=1.0, seed=-1):
+        """New codes for the marked cells of a photo's ``canvas``, drawn from the model's
+        grid prior given the others, re-decoded around them -> :class:`paint.Painted`.
+        seed -1: a fresh one (the note names it)."""
+        m = self.models.get(model_name)
+        return photo.resample(m, canvas, temperature, seed, self.files)
+
+    @clear_errors
+    def clear_photo_marks(self, model_name: str, canvas):
+        """A photo's ``canvas`` with no cells marked -> :class:`paint.Painted`."""
+        return photo.clear_marks(self.models.get(model_name), canvas, self.files)
 
     @clear_errors
     def paint(self, model_name: str, grid, code, evt: gr.SelectData) -> Edited:
@@ -254,14 +269,8 @@ INTRO = (
     "once. A thumbnail's grid can also be edited as a table; a photo's is painted with a "
     "brush or a rectangle. *Reset* goes back to the reconstructed image. With a prior, on "
     "a thumbnail: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
-    "given the cells above and to its left), or shade the map by each code's surprise."
-)
-PHOTO_NOTE = (
-    "A photo's grid, at its own resolution: click the map to paint a round brush of the "
-    "radius you set, or click two opposite corners to fill a rectangle. Only the cells "
-    "near the change are decoded again. *Resample* and the surprise shading need the "
-    "prior, which knows only the model's thumbnail grid: for a photo they are off "
-    "(reconstruct the image *as trained* to use them)."
+    "given the cells above and to its left), or shade the map by each code's surprise; "
+    "with a grid prior, on a photo: mark rectangles and resample them."
 )
 
 
@@ -288,7 +297,7 @@ class _Controls:
 
     maps: dict  # code_map, mark_map
     decoded: dict  # image, code_map, png, npy
-    photo: dict  # photo_map, tool, radius, note
+    photo: dict  # photo_map, note, tool, radius, resample, clear, temperature, seed
     views: dict  # thumb_maps, thumb_tools, photo_tools (columns shown by grid kind)
     paint_code: gr.Number
     paint_tile: gr.Image
@@ -332,22 +341,6 @@ def _picker_column(big: dict) -> tuple:
         png = gr.DownloadButton("Image (.png)", elem_id="dl-png", size="sm")
         npy = gr.DownloadButton("Codes (.npy)", size="sm")
     return paint_code, paint_tile, atlas, dict(fill=fill, reset=reset), png, npy
-
-
-def _photo_tools(big: dict) -> tuple[gr.Column, dict]:
-    """A photo's code map and its brush: (the column, its components by role)."""
-    with gr.Column(visible=False) as column:
-        photo_map = gr.Image(
-            elem_id="photo-map", label="Code map: click to paint", **{**big, "format": "png"}
-        )
-        note = gr.Markdown(elem_id="paint-note")  # what the last click did
-        tool = gr.Radio(photo.TOOLS, value="brush", label="Tool", elem_id="paint-tool")
-        radius = gr.Slider(
-            0, photo.MAX_RADIUS, value=2, step=1, label="Brush radius (cells)",
-            elem_id="brush-radius",
-        )  # fmt: skip
-        gr.Markdown(PHOTO_NOTE)
-    return column, dict(photo_map=photo_map, tool=tool, radius=radius, note=note)
 
 
 def _thumb_tools() -> tuple[gr.Checkbox, gr.Radio, dict, gr.Dropdown, gr.Slider]:
@@ -394,7 +387,7 @@ def _layout() -> _Controls:
                     elem_id="mark-map", label="Code map: click cells to mark them",
                     visible=False, **big,
                 )  # fmt: skip
-            photo_tools, photo_parts = _photo_tools(big)
+            photo_tools, photo_parts = photo.tools(big)
         with gr.Column(scale=3, min_width=240):
             image = gr.Image(elem_id="edit-img", label="Decoded", **big)
         with gr.Column(scale=3, min_width=240):
@@ -457,13 +450,19 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
     paint = ui.maps["code_map"].select(h.paint, [model, grid, ui.paint_code], edited,
                                        **private("paint"))  # fmt: skip
     redraw(paint)
+    painted = bind(
+        photo.Painted, canvas=canvas, image=ui.decoded["image"], photo_map=ph["photo_map"],
+        png=ui.decoded["png"], npy=ui.decoded["npy"], note=ph["note"],
+    )  # fmt: skip
     ph["photo_map"].select(
-        h.paint_photo,
-        [model, canvas, ui.paint_code, ph["tool"], ph["radius"]],
-        bind(photo.Painted, canvas=canvas, image=ui.decoded["image"], photo_map=ph["photo_map"],
-             png=ui.decoded["png"], npy=ui.decoded["npy"], note=ph["note"]),
+        h.paint_photo, [model, canvas, ui.paint_code, ph["tool"], ph["radius"]], painted,
         **private("paint_photo"),
     )  # fmt: skip
+    ph["resample"].click(
+        h.resample_photo, [model, canvas, ph["temperature"], ph["seed"]], painted,
+        **private("resample_photo", expensive=True),
+    )  # fmt: skip
+    ph["clear"].click(h.clear_photo_marks, [model, canvas], painted, **private("clear_photo_marks"))
     mark = ui.maps["mark_map"].select(h.toggle_mark, [model, grid, marks], marks, **private("mark"))
     redraw(mark)
     ui.mode.change(show_map, ui.mode, list(ui.maps.values()), **private("click_mode", quick=True))
