@@ -146,7 +146,7 @@ def _build_tabs(h: Handlers, model: gr.Dropdown) -> tuple[gr.Tabs, _Tabs]:
         with gr.Tab("Reconstruct", id="reconstruct"):
             rec = reconstruct.build(h.reconstruct, h.codec, model)
         with gr.Tab("Codebook", id="codebook"):
-            cb = codebook.build(h.codebook, model, rec.grid)
+            cb = codebook.build(h.codebook, model, rec.grid, rec.cells)
         with gr.Tab("Edit codes", id="edit"):
             ed = edit.build(h.edit, h.codebook.atlas_pick, h.codebook.code_tile, model)
         with gr.Tab("Sample", id="sample"):

@@ -18,6 +18,10 @@ DISPLAY = 256  # side of the enlarged images, px
 # downscaled, never cropped): 1 MP reconstructs in about 1-2 s on 2 cores (BENCHMARKS).
 MAX_PHOTO_PIXELS = 1 << 20
 MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
+# The code inspector keeps, per cell of the current image, its code and this many nearest
+# codes of the encoder's output with their distances (explorer.tabs.inspector.CellCodes):
+# at the photo cap, 65,536 cells x 5 x 4 bytes, about 1.4 MB a session.
+INSPECT_NEAREST = 5
 MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 MAX_SAMPLES = 64
@@ -108,6 +112,9 @@ CSS = """
 .fill-img img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .numbers input { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* the code inspector's outline of the clicked cell, over the input, reconstruction, code map */
+.cell-outline { position: absolute; pointer-events: none; box-sizing: content-box;
+  border: 2px solid #ff1493; outline: 1px solid #fff; min-width: 3px; min-height: 3px; }
 """
 
 

@@ -9,18 +9,17 @@ from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 import torch
 
-from vqvae import images, viz
-from vqvae.codes import nearest_codes
+from vqvae import viz
 from vqvae.metrics import perplexity
 
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors
-from ..settings import DISPLAY
 from ..ui import CODE_NUMBER, PIX, bind, private, public
+from . import inspector
+from .inspector import CodeDetails, CodePatches
 
 VIEWS = ("2-D", "3-D")
 
@@ -28,17 +27,6 @@ VIEWS = ("2-D", "3-D")
 class CodebookView(NamedTuple):
     figure: object  # plotly go.Figure
     summary: str  # Markdown
-
-
-class CodeDetails(NamedTuple):
-    image: PIL.Image.Image  # what the code decodes to, enlarged
-    details: str  # Markdown
-    neighbours: list  # (path, caption) of the nearest codes
-
-
-class CodePatches(NamedTuple):
-    image: PIL.Image.Image | None  # training crops where the encoder picked the code
-    note: str  # Markdown
 
 
 class Codebook:
@@ -89,42 +77,18 @@ class Codebook:
         return int(m.atlas_order[inputs.selected_index(evt, m.config.codebook_size, "codes")])
 
     @clear_errors
-    def code(self, model_name: str, index) -> CodeDetails:
-        """One code -> its decoded image (enlarged), details (Markdown), nearest codes."""
+    def code(self, model_name: str, index, cells=None) -> CodeDetails:
+        """One code -> what it stands for (its atlas tile, enlarged), details (Markdown:
+        usage, in ``cells``' image too, rank, nearest codes), the nearest codes' tiles."""
         m = self.models.get(model_name)
-        K = m.config.codebook_size
-        k = inputs.code_index(m, index)
-        files = self.models.atlas(m)
-        near, dist = nearest_codes(m.model, k, 8)
-        total = max(1, int(m.usage.sum()))
-        details = (
-            f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
-            f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
-            f"of {K}.\n\nNearest codes (embedding distance): "
-            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=True))
-        )
-        gallery = [(files[int(j)], f"#{int(j)}") for j in near]
-        return CodeDetails(images.enlarge(m.atlas[k], DISPLAY), details, gallery)
+        return inspector.code_details(self.models, m, inputs.code_index(m, index), cells)
 
     @clear_errors
     def code_patches(self, model_name: str, index) -> CodePatches:
         """One code -> the training-image crops it stands for (its cell outlined in red),
         from the model folder's code_patches.npz (written by train.export)."""
         m = self.models.get(model_name)
-        k = inputs.code_index(m, index)
-        if m.patches is None:
-            return CodePatches(None, "No training patches for this model (its folder has no "
-                               "`code_patches.npz`; `python -m train.export --patches-only` "
-                               "writes one).")  # fmt: skip
-        sheet = viz.code_patch_sheet(m.patches, k)
-        if sheet is None:
-            return CodePatches(None, f"Code {k} is never picked on the training set.")
-        n = int(m.patches["offsets"][k + 1] - m.patches["offsets"][k])
-        return CodePatches(
-            sheet,
-            f"{n} training crops where the encoder picked code {k}: its cell (red) and "
-            "one cell around it.",
-        )
+        return inspector.code_patches(m, inputs.code_index(m, index))
 
     @clear_errors
     def code_tile(self, model_name: str, code) -> str | None:
@@ -155,8 +119,9 @@ class CodebookTab:
     atlas: gr.Gallery
 
 
-def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
-    """``grid``: the current image's codes, ringed in the plot."""
+def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe, cells=None) -> CodebookTab:
+    """``grid``: the current image's codes, ringed in the plot; ``cells``: the state of
+    its cells (inspector.CellCodes), for a code's usage in it."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
@@ -167,21 +132,7 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
             summary = gr.Markdown(elem_id="codebook-summary")
         with gr.Column(scale=2):
             pick = gr.Number(elem_id="pick", label="Inspect code #", value=0, **CODE_NUMBER)
-            pick_img = gr.Image(
-                label="Decodes to", format="png", height=200, interactive=False, elem_classes=PIX
-            )
-            pick_md = gr.Markdown(elem_id="pick-md")
-            neighbours = gr.Gallery(
-                label="Nearest codes", columns=8, height=140, allow_preview=False, elem_classes=PIX
-            )
-            patches = gr.Image(
-                elem_id="code-patches",
-                label="Where the encoder picks it (training crops)",
-                format="png",
-                interactive=False,
-                elem_classes=PIX,
-            )
-            patches_md = gr.Markdown(elem_id="code-patches-md")
+            look = inspector.layout("pick-", cells=False)
     atlas = gr.Gallery(
         elem_id="atlas",
         label="Code atlas (most used first)",
@@ -195,15 +146,15 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
     view.change(h.figure, [model, view, grid], bind(CodebookView, **figure), **public("codebook"))
     pick.change(
         h.code,
-        [model, pick],
-        bind(CodeDetails, image=pick_img, details=pick_md, neighbours=neighbours),
+        [model, pick] + ([cells] if cells is not None else []),
+        bind(CodeDetails, **look.details),
         **public("code"),
         trigger_mode="always_last",
     )
     pick.change(
         h.code_patches,
         [model, pick],
-        bind(CodePatches, image=patches, note=patches_md),
+        bind(CodePatches, **look.patches),
         **public("code_patches"),
         trigger_mode="always_last",
     )
