@@ -157,8 +157,8 @@ def _build_tabs(h: Handlers, model: gr.Dropdown) -> tuple[gr.Tabs, _Tabs]:
 
 
 def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
-    """What one tab's events change in the others; -> on_model(dep), what follows a model
-    being chosen."""
+    """What one tab's events change in the others; -> on_model(dep, trigger), what follows a
+    model being chosen (``dep``: its select_model event, ``trigger``: what started it)."""
     rec, cb, ed, sa, it = t
 
     def after_reconstruct(dep):
@@ -184,10 +184,13 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     ed.redraw(pick.success(h.edit.reset, [model, ed.original], ed.edited, **private("edit_sample")))
     pick.success(open_edit_tab, None, tabs, **private("open_edit", quick=True))
 
-    def on_model(dep):
-        """A model was chosen: show its first example, an interpolation, its atlas."""
+    def on_model(dep, trigger):
+        """A model was chosen: show its first example, an interpolation, its atlas. The
+        Reconstruct tab's outputs wait for the example from the start (or are cleared), so
+        two models' results never sit side by side."""
         first = bind(reconstruct.Example, image=rec.image, **rec.outputs)
-        first_example = dep.then(h.reconstruct.example, [model], first, **private("first_example"))
+        first_example = trigger(h.reconstruct.example, [model], first, **private("first_example"))
+        reconstruct.clear_on_switch(h.reconstruct, rec, trigger)
         after_reconstruct(first_example)
         dep.then(
             h.interpolate.gif_if_any,
@@ -254,8 +257,10 @@ def build_app(
                 image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
                 paint_code=t.ed.paint_code,
             )  # fmt: skip
-            on_model(model.change(h.select_model, model, shows, **private("select_model")))
-            on_model(demo.load(h.select_model, model, shows, **private("load_model")))
+            on_model(
+                model.change(h.select_model, model, shows, **private("select_model")), model.change
+            )
+            on_model(demo.load(h.select_model, model, shows, **private("load_model")), demo.load)
     guard_inputs(demo)
     return demo, h
 

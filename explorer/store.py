@@ -96,6 +96,7 @@ class ModelStore:
         self.sources = {source_name(str(s)): str(s) for s in sources}
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+        self.atlas_dir = self.cache_dir / "atlas"
 
     def names(self) -> list[str]:
         """The models' names: those of the models folder (digits first), then the sources."""
@@ -107,7 +108,12 @@ class ModelStore:
         return names + [n for n in self.sources if n not in names]
 
     def get(self, name) -> Model:
-        """The model called ``name``, loaded on first use; gr.Error for an unknown name."""
+        """The model called ``name``, loaded on first use; gr.Error for an unknown name. A
+        loaded model is returned at once (every event asks for its model: the models folder
+        is listed only for a name not loaded yet)."""
+        loaded = self._models.get(name) if isinstance(name, str) else None
+        if loaded is not None:
+            return loaded
         if not isinstance(name, str) or name not in self.names():
             choices = ", ".join(self.names()) or "none (this server has no models)"
             if name is None or name == "":
@@ -193,7 +199,7 @@ class ModelStore:
                     m.atlas = vqvae.code_atlas(m.model)
                 if m.patches:
                     m.means, m.seen = viz.mean_patches(m.patches)
-                out = self.cache_dir / "atlas" / m.name.replace("/", "--")
+                out = self.atlas_dir / m.name.replace("/", "--")
                 out.mkdir(parents=True, exist_ok=True)
                 files = []
                 for k in range(len(m.atlas)):

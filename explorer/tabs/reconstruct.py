@@ -331,3 +331,21 @@ def _connect_inspector(h: inspector.Inspector, look, model, out: dict, new_image
     for dep in new_image:
         dep.success(h.clear, None, shows, **private("inspect_clear", quick=True))
     look.cell["box"].change(None, look.cell["box"], None, js=inspector.OUTLINE_JS)
+
+
+def clear_on_switch(h: Reconstruct, tab: ReconstructTab, trigger) -> None:
+    """On ``trigger`` (a model chosen): the codec panel and the inspector emptied at once
+    (they follow the current image, which the new model's first example replaces)."""
+    outputs = (
+        bind(codec.Compressed, **tab.codec.compressed)
+        + bind(codec.Decompressed, **tab.codec.decompressed)
+        + bind(inspector.CellView, **tab.inspector.cell)
+    )
+    blank = [None] * (len(codec.Compressed._fields) + len(codec.Decompressed._fields))
+    trigger(
+        lambda: (*blank, *inspector.Inspector.clear()),
+        None,
+        outputs,
+        show_progress="hidden",
+        **private("switch_clear", quick=True),
+    )
