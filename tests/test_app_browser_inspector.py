@@ -1,0 +1,66 @@
+"""The code inspector in headless Chromium: a photo reconstructed at its own size on the colour
+model, a click on its code map, and the inspector naming that cell's code, the cell outlined
+on the input, the reconstruction and the code map. Skipped without Chromium or Playwright."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools import browser
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.path.exists(browser.CHROMIUM), reason=f"no Chromium at {browser.CHROMIUM}"
+    ),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
+    # 76 x 44 pixels: 11 x 19 cells of 4 px, the centre (38, 22) inside cell (5, 9)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (44, 76, 3), dtype=np.uint8)).save(path)
+    out = live_app.handlers.reconstruct.image(str(path), "cifar10", announce=False)
+    code = int(out.grid.to_numpy()[5, 9])
+    with playwright_api.sync_playwright() as p:
+        chromium = browser.launch(p)
+        try:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(live_app.url)
+            page.wait_for_selector("#recon img")
+            page.get_by_label("Model").click()
+            page.get_by_role("option", name="cifar10", exact=True).click()
+            page.wait_for_function(
+                "() => document.querySelector('#model-card').innerText.includes('cifar10')"
+            )
+            page.locator("#input-image input[type=file]").set_input_files(str(path))
+            page.locator("#recon-btn").click()
+            page.wait_for_function(
+                "v => document.querySelector('#psnr input').value == v", arg=str(out.psnr)
+            )
+            img = page.locator("#codemap img").first
+            box = img.bounding_box()
+            img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+            page.wait_for_function(
+                "t => document.querySelector('#cell-why').innerText.includes(t)",
+                arg=f"Cell (5, 9): code {code}",
+            )
+            assert f"Code {code}" in page.locator("#cell-md").inner_text()
+            outlines = page.locator(".cell-outline")
+            assert outlines.count() == 3, "on the input, the reconstruction and the code map"
+            assert {outlines.nth(i).get_attribute("data-cell") for i in range(3)} == {"5,9"}
+            # the outline sits over the cell: 4 of 76 px wide, drawn at the picture's scale
+            shown = img.bounding_box()
+            outline = page.locator("#codemap .cell-outline").bounding_box()
+            scale = min(shown["width"] / 76, shown["height"] / 44)
+            assert abs(outline["width"] - 4 * scale) <= 5
+            assert abs(outline["x"] - (shown["x"] + shown["width"] / 2 - 2 * scale)) <= 6
+        finally:
+            chromium.close()
