@@ -130,7 +130,7 @@ class Handlers:
 
 
 def open_edit_tab():
-    return gr.Tabs(selected="edit")
+    return gr.Tabs(selected="edit"), "Edit codes"
 
 
 class _Tabs(NamedTuple):
@@ -160,6 +160,15 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     """What one tab's events change in the others; -> on_model(dep, trigger), what follows a
     model being chosen (``dep``: its select_model event, ``trigger``: what started it)."""
     rec, cb, ed, sa, it = t
+    # the atlases follow the model only on the tab in view (codebook.lazy_atlas)
+    shown_tab = gr.State("Reconstruct")
+    opened = tabs.select(codebook.open_tab, None, shown_tab, **private("open_tab", quick=True))
+    atlases = [
+        codebook.lazy_atlas(h.codebook, model, cb.atlas, "Codebook", shown_tab),
+        codebook.lazy_atlas(h.codebook, model, ed.atlas, "Edit codes", shown_tab),
+    ]
+    for refresh in atlases:
+        refresh(opened)
 
     def after_reconstruct(dep):
         """A new current image: the edit tab starts from its grid, the codebook rings it."""
@@ -182,7 +191,11 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
         h.sample.pick, [model, sa.codes], ed.original, **private("sample_pick", quick=True)
     )
     ed.redraw(pick.success(h.edit.reset, [model, ed.original], ed.edited, **private("edit_sample")))
-    pick.success(open_edit_tab, None, tabs, **private("open_edit", quick=True))
+    to_edit = pick.success(
+        open_edit_tab, None, [tabs, shown_tab], **private("open_edit", quick=True)
+    )
+    for refresh in atlases:
+        refresh(to_edit)
 
     def on_model(dep, trigger):
         """A model was chosen: show its first example, an interpolation, its atlas. The
@@ -198,9 +211,8 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
             it.outputs,
             **private("first_interpolation", expensive=True),
         )
-        dep.then(h.codebook.atlas, model, cb.atlas, **private("atlas")).then(
-            h.codebook.atlas, model, ed.atlas, **private("edit_atlas")
-        )
+        for refresh in atlases:
+            refresh(dep)
         dep.then(
             h.sample.setup,
             model,

@@ -112,6 +112,9 @@ CSS = """
 .fill-img img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .numbers input { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* an event that fails leaves its outputs as they were, and says why once (its toast): no red
+   "Error" pill over, or in place of, the last good result */
+.wrap:has(> .error) { display: none !important; }
 /* the code inspector's outline of the clicked cell, over the input, reconstruction, code map */
 .cell-outline { position: absolute; pointer-events: none; box-sizing: content-box;
   border: 2px solid #ff1493; outline: 1px solid #fff; min-width: 3px; min-height: 3px; }
