@@ -43,7 +43,7 @@ class CellView(NamedTuple):
 
     box: dict  # the cell's outline on the pictures (see CellCodes.boxes), for the page
     why: str  # Markdown: the distances from the cell's z_e to its nearest codes
-    candidates: list  # (path, caption) of those codes, the chosen one first
+    candidates: list  # (path, caption) of those codes' tiles, the chosen one first
     image: PIL.Image.Image
     details: str
     neighbours: list
@@ -203,11 +203,8 @@ class Inspector:
             inputs.whole_number(column, 0, w - 1, "The column"),
         )
         files = self.models.atlas(m)
-        near, dist = c.near[cell], c.dist[cell]
-        candidates = [
-            (files[int(k)], f"#{int(k)}: {float(d):.2f}" + (" (chosen)" if n == 0 else ""))
-            for n, (k, d) in enumerate(zip(near, dist, strict=True))
-        ]
+        near = c.near[cell]
+        candidates = [(files[int(k)], f"#{int(k)}") for k in near]  # distances: in the table
         k = int(near[0])
         return CellView(
             c.boxes(cell), why_text(c, cell), candidates,
@@ -244,19 +241,22 @@ HINT = (
 )
 
 # Outlines the clicked cell on the input, the reconstruction and the code map: a box over
-# each picture, placed in fractions of the picture's drawn area (the <img> is scaled with
-# object-fit: contain), so it follows the picture when the page is resized.
+# each picture, placed from the box in the picture's pixels and the <img>'s drawn area (it
+# is scaled with object-fit: contain), and placed again whenever the picture is resized
+# (the window, full screen) or replaced.
 OUTLINE_JS = """
 (box) => {
   const place = (id, part) => {
     const root = document.getElementById(id);
     const img = root && root.querySelector('img');
-    if (!img) return;
-    let div = root.querySelector('.cell-outline');
-    if (!part || !box || !box.cell) { if (div) div.remove(); return; }
+    let div = root && root.querySelector('.cell-outline');
+    if (div && div._watch) div._watch.disconnect();
+    if (!img || !part || !box || !box.cell) { if (div) div.remove(); return; }
     if (!div) {
       div = document.createElement('div');
       div.className = 'cell-outline';
+    }
+    if (div.parentElement !== img.parentElement) {
       img.parentElement.style.position = 'relative';
       img.parentElement.appendChild(div);
     }
@@ -269,10 +269,12 @@ OUTLINE_JS = """
       const [l, t, r, b] = part.box.map(v => v * f * k);
       Object.assign(div.style, {left: `${x0 + l - 2}px`, top: `${y0 + t - 2}px`,
         width: `${r - l}px`, height: `${b - t}px`});
-      div.dataset.cell = box.cell.join(',');
     };
+    div.dataset.cell = box.cell.join(',');
     draw();
-    if (!img.complete) img.addEventListener('load', draw, {once: true});
+    div._watch = new ResizeObserver(draw);
+    div._watch.observe(img);
+    img.addEventListener('load', draw, {once: true});
   };
   place('orig', box && box.picture);
   place('recon', box && box.picture);
@@ -296,25 +298,26 @@ def layout(prefix: str, *, cells: bool) -> InspectorPanel:
     part for a clicked cell (its distances, the candidate codes, the outline)."""
     why = candidates = box = None
     with gr.Row():
-        with gr.Column(scale=1, min_width=200):
+        with gr.Column(scale=2, min_width=200):
             image = gr.Image(
                 elem_id=f"{prefix}tile", label="What it stands for", format="png", height=200,
                 interactive=False, elem_classes=PIX,
             )  # fmt: skip
             details = gr.Markdown(HINT if cells else "", elem_id=f"{prefix}md")
         if cells:
-            with gr.Column(scale=1, min_width=240):
+            with gr.Column(scale=3, min_width=280):
                 why = gr.Markdown(elem_id=f"{prefix}why")
                 candidates = gr.Gallery(
-                    label="Its nearest codes, the chosen one first", columns=5, height=120,
+                    label="Its nearest codes, the chosen one first", columns=5, height=110,
                     allow_preview=False, elem_classes=PIX, elem_id=f"{prefix}candidates",
                 )  # fmt: skip
                 box = gr.JSON(visible="hidden", elem_id=f"{prefix}box")
-        with gr.Column(scale=1, min_width=240):
-            neighbours = gr.Gallery(
-                label="Nearest codes in the codebook", columns=8, height=120,
-                allow_preview=False, elem_classes=PIX,
-            )  # fmt: skip
+    with gr.Row():
+        neighbours = gr.Gallery(
+            label="Nearest codes in the codebook", columns=8, height=110,
+            allow_preview=False, elem_classes=PIX, min_width=240,
+        )  # fmt: skip
+        with gr.Column(min_width=240):
             patches = gr.Image(
                 elem_id=f"{prefix}patches", label="Where the encoder picks it (training crops)",
                 format="png", interactive=False, elem_classes=PIX,

@@ -256,7 +256,10 @@ def _result_panel() -> dict:
             elem_id="recon", label="Reconstruction", buttons=["download"], **big
         )
         code_map = gr.Image(
-            elem_id="codemap", label="Code map (index per cell)", buttons=["download"], **big
+            elem_id="codemap",
+            label="Code map (click a cell to inspect it)",
+            buttons=["download"],
+            **big,
         )
     number = dict(interactive=False, elem_classes=["numbers"])
     with gr.Row():
@@ -279,7 +282,10 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
             with gr.Accordion("Code inspector", open=True, elem_id="inspector"):
                 look = inspector.layout("cell-", cells=True)
             panel = codec.layout()
-            with gr.Accordion("Code indices as a table", open=False):
+            # a photo's grid is thousands of cells: its code map, clicked, is the way in
+            with gr.Accordion(
+                "Code indices as a table (for a photo: click the code map)", open=False
+            ):
                 out["grid"] = gr.Dataframe(
                     interactive=False,
                     datatype="number",
