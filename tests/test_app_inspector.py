@@ -135,12 +135,14 @@ def test_the_codebook_tab_shows_the_same_code_with_its_use_in_this_image(h, phot
     out = h.reconstruct.image(photo, "cifar10", announce=False)
     k = int(out.grid.to_numpy()[4, 11])
     from_cell = h.reconstruct.inspector.cell("cifar10", out.cells, 4, 11)
-    d = h.codebook.code("cifar10", k, out.cells)
-    assert (d.details, d.neighbours) == (from_cell.details, from_cell.neighbours)
+    d = h.codebook.code("cifar10", k)  # as the API gives it: the training set only
+    assert d.neighbours == from_cell.neighbours
     assert np.array_equal(np.asarray(d.image), np.asarray(from_cell.image))
-    # another model's image, or none: the training set only
-    assert "In this image" not in h.codebook.code("cifar10", k).details
-    assert "In this image" not in h.codebook.code("mnist", k, out.cells).details
+    assert "In this image" not in d.details
+    # the page adds the usage in its current image
+    assert h.codebook.code_in_image("cifar10", k, out.cells) == from_cell.details
+    for model, cells in (("mnist", out.cells), ("cifar10", None)):  # another model's, none
+        assert h.codebook.code_in_image(model, k, cells) == gr.skip()
 
 
 def test_code_tiles_show_the_mean_training_crop_where_there_is_one(prior_models, tmp_path):

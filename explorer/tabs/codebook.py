@@ -77,11 +77,20 @@ class Codebook:
         return int(m.atlas_order[inputs.selected_index(evt, m.config.codebook_size, "codes")])
 
     @clear_errors
-    def code(self, model_name: str, index, cells=None) -> CodeDetails:
+    def code(self, model_name: str, index) -> CodeDetails:
         """One code -> what it stands for (its atlas tile, enlarged), details (Markdown:
-        usage, in ``cells``' image too, rank, nearest codes), the nearest codes' tiles."""
+        usage, rank, nearest codes), the nearest codes' tiles."""
         m = self.models.get(model_name)
-        return inspector.code_details(self.models, m, inputs.code_index(m, index), cells)
+        return inspector.code_details(self.models, m, inputs.code_index(m, index), None)
+
+    @clear_errors
+    def code_in_image(self, model_name: str, index, cells) -> str:
+        """The details of :meth:`code` with the code's usage in the current image (``cells``,
+        its inspector state); unchanged without one of this model's."""
+        m = self.models.get(model_name)
+        if not isinstance(cells, inspector.CellCodes) or cells.model != m.name:
+            return gr.skip()
+        return inspector.code_text(m, inputs.code_index(m, index), cells)
 
     @clear_errors
     def code_patches(self, model_name: str, index) -> CodePatches:
@@ -144,13 +153,20 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe, cells=None) -> Co
 
     figure = dict(figure=plot, summary=summary)
     view.change(h.figure, [model, view, grid], bind(CodebookView, **figure), **public("codebook"))
-    pick.change(
+    details = pick.change(
         h.code,
-        [model, pick] + ([cells] if cells is not None else []),
+        [model, pick],
         bind(CodeDetails, **look.details),
         **public("code"),
         trigger_mode="always_last",
     )
+    if cells is not None:  # the API's /code knows no current image: the page adds it
+        details.success(
+            h.code_in_image,
+            [model, pick, cells],
+            look.details["details"],
+            **private("code_in_image", quick=True),
+        )
     pick.change(
         h.code_patches,
         [model, pick],

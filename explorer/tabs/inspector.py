@@ -122,25 +122,29 @@ class CellCodes:
 NO_CELL = {"cell": None}  # the page removes the outline
 
 
-def code_details(models: ModelStore, m: Model, k: int, cells: CellCodes | None) -> CodeDetails:
-    """Code ``k`` of model ``m``: its tile, usage (in ``cells``' image too, when it is one of
-    this model's), rank, and nearest codes in the codebook."""
-    K = m.config.codebook_size
-    files = models.atlas(m)
+def code_text(m: Model, k: int, cells: CellCodes | None) -> str:
+    """Markdown: code ``k``'s usage (in ``cells``' image too, when it is one of model ``m``'s),
+    rank, and nearest codes in the codebook."""
     near, dist = nearest_codes(m.model, k, 8)
     total = max(1, int(m.usage.sum()))
     here = ""
     if cells is not None and cells.model == m.name:
         n = int((cells.codes == k).sum())
         here = f"In this image: **{n:,}** of its {cells.codes.size:,} cells.\n\n"
-    details = (
+    return (
         f"### Code {k}\n{here}Used **{m.usage[k]:,}** times on the training set "
         f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
-        f"of {K}.\n\nNearest codes (embedding distance): "
+        f"of {m.config.codebook_size}.\n\nNearest codes (embedding distance): "
         + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=True))
     )
+
+
+def code_details(models: ModelStore, m: Model, k: int, cells: CellCodes | None) -> CodeDetails:
+    """Code ``k`` of model ``m``: its tile, :func:`code_text`, its nearest codes' tiles."""
+    files = models.atlas(m)
+    near, _ = nearest_codes(m.model, k, 8)
     gallery = [(files[int(j)], f"#{int(j)}") for j in near]
-    return CodeDetails(models.tile(m, k, DISPLAY), details, gallery)
+    return CodeDetails(models.tile(m, k, DISPLAY), code_text(m, k, cells), gallery)
 
 
 def code_patches(m: Model, k: int) -> CodePatches:
