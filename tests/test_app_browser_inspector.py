@@ -1,6 +1,7 @@
-"""The code inspector in headless Chromium: a photo reconstructed at its own size on the colour
-model, a click on its code map, and the inspector naming that cell's code, the cell outlined
-on the input, the reconstruction and the code map. Skipped without Chromium or Playwright."""
+"""The Reconstruct tab's linked views and states in headless Chromium: a photo reconstructed
+at its own size on the colour model, a click on its code map, and the inspector naming that
+cell's code, the cell outlined on the input, the reconstruction and the code map; an upload
+that fails keeps the last result and says why once. Skipped without Chromium or Playwright."""
 
 from __future__ import annotations
 
@@ -62,5 +63,33 @@ def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
             scale = min(shown["width"] / 76, shown["height"] / 44)
             assert abs(outline["width"] - 4 * scale) <= 5
             assert abs(outline["x"] - (shown["x"] + shown["width"] / 2 - 2 * scale)) <= 6
+        finally:
+            chromium.close()
+
+
+def test_an_error_keeps_the_last_result_and_says_why_once(live_app, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with playwright_api.sync_playwright() as p:
+        chromium = browser.launch(p)
+        try:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(live_app.url)
+            page.wait_for_selector("#recon img")
+            page.wait_for_function("() => document.querySelector('#psnr input').value !== ''")
+            shown = page.locator("#recon img").first.get_attribute("src")
+            psnr = page.locator("#psnr input").input_value()
+            page.locator("#input-image input[type=file]").set_input_files(str(bad))
+            page.wait_for_selector(".toast-body")
+            assert page.locator(".toast-body").count() == 1
+            assert "not an image" in page.locator(".toast-body").inner_text()
+            errors = page.locator(".wrap .error")
+            assert not any(errors.nth(i).is_visible() for i in range(errors.count())), (
+                "no red Error pill over the outputs"
+            )
+            assert page.locator("#recon img").first.get_attribute("src") == shown
+            assert page.locator("#recon img").first.is_visible()
+            assert page.locator("#psnr input").input_value() == psnr
         finally:
             chromium.close()
