@@ -93,3 +93,33 @@ def test_an_error_keeps_the_last_result_and_says_why_once(live_app, tmp_path):
             assert page.locator("#psnr input").input_value() == psnr
         finally:
             chromium.close()
+
+
+def test_a_click_on_a_code_of_the_umap_plot_inspects_it(live_app):
+    with playwright_api.sync_playwright() as p:
+        chromium = browser.launch(p)
+        try:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(live_app.url)
+            page.wait_for_selector("#recon img")
+            page.get_by_role("tab", name="Codebook").click()
+            page.wait_for_function(
+                "() => { const g = document.querySelector('#codebook-plot .js-plotly-plot');"
+                " return g && g.dataset.inspects; }"
+            )
+            # where Plotly drew code 11 (trace 0 holds every code, in order)
+            x, y = page.evaluate(
+                "() => { const g = document.querySelector('#codebook-plot .js-plotly-plot');"
+                " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+                " const d = g._fullData[0], L = g._fullLayout;"
+                " return [r.left + L.xaxis.l2p(d.x[11]), r.top + L.yaxis.l2p(d.y[11])]; }"
+            )
+            page.mouse.move(x, y)
+            page.mouse.click(x, y)
+            page.wait_for_function(
+                "() => document.querySelector('#pick-md').innerText.includes('Code 11')"
+            )
+            assert page.locator("#pick input").input_value() == "11"
+        finally:
+            chromium.close()

@@ -113,11 +113,39 @@ class Codebook:
 INTRO = (
     "Every code is a vector; UMAP lays them out so that similar codes sit close together. "
     "Colour is how often a code is used on the training set (log scale); the codes in "
-    "your current image are ringed. Hover for details. Below, the **atlas** shows what "
-    "each code stands for: the average of the training crops where the encoder picked it "
-    "(its own cell outlined, one cell of context around), or, for a model without training "
-    "patches, what a grid of that code alone decodes to; click one to inspect it."
+    "your current image are ringed. Hover for details; click a code to inspect it. Below, "
+    "the **atlas** shows what each code stands for: the average of the training crops where "
+    "the encoder picked it (its own cell outlined, one cell of context around), or, for a "
+    "model without training patches, what a grid of that code alone decodes to; click one to "
+    "inspect it."
 )
+
+
+# gr.Plot gives the server no clicks: on the page, a click on a code of the UMAP plot types its
+# number into the code box (#pick), which opens the inspector as typing it does. Hooked again
+# whenever a new figure is drawn.
+UMAP_CLICK_JS = """
+() => {
+  let tries = 0;
+  const hook = () => {
+    const plot = document.querySelector('#codebook-plot .js-plotly-plot');
+    const box = document.querySelector('#pick input');
+    if (!plot || !plot.on || !box) return tries++ < 50 && setTimeout(hook, 200);
+    if (plot.dataset.inspects) return;
+    plot.dataset.inspects = '1';
+    plot.on('plotly_click', (e) => {
+      const p = e && e.points && e.points[0];
+      const code = p && p.customdata && p.customdata[0];
+      if (code == null) return;
+      const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+      set.call(box, String(code));
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    });
+  };
+  setTimeout(hook, 100);
+  return [];
+}
+"""
 
 
 @dataclass
@@ -175,6 +203,7 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe, cells=None) -> Co
         trigger_mode="always_last",
     )
     atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
+    plot.change(None, None, None, js=UMAP_CLICK_JS)
     return CodebookTab(view, figure, pick, atlas)
 
 
