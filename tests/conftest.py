@@ -104,6 +104,17 @@ def prior_models(tmp_path_factory, mnist_dir):
     return SimpleNamespace(root=root, models=models, examples=examples)
 
 
+@pytest.fixture(scope="module")
+def h(plain_models, tmp_path_factory):
+    """The app's handlers over ``plain_models`` (one set per test module); modules over other
+    models define their own ``h``."""
+    import explorer
+
+    return explorer.Handlers(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
+    )
+
+
 @pytest.fixture(scope="session")
 def live_app(prior_models, tmp_path_factory):
     """One running app over ``prior_models`` on a free port: .url, .client (gradio_client),

@@ -23,13 +23,6 @@ warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 
 
 @pytest.fixture(scope="module")
-def h(plain_models, tmp_path_factory):
-    return explorer.Handlers(
-        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
-    )
-
-
-@pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> str:
     """A 61 x 30 colour picture: 8 x 16 cells of 4 px, the last column 1 px wide."""
     rng = np.random.default_rng(3)
