@@ -97,7 +97,7 @@ class Handlers:
                 f"**{r.get('codes_used', '?')} / {c.codebook_size}**, perplexity "
                 f"**{r.get('perplexity', float('nan')):.1f}**."
             )
-        return "\n\n".join(lines)
+        return " ".join(lines)  # one paragraph: the page's header stays short
 
     @clear_errors
     def original_grid(self, model_name: str, grid):
@@ -256,9 +256,10 @@ def build_app(
             model = gr.Dropdown(
                 names, value=names[0] if names else None, label="Model", scale=1, min_width=200
             )
-            card = gr.Markdown(elem_id="model-card")
-        with gr.Accordion("Model card", open=False):
-            card_full = gr.Markdown()
+            with gr.Column(scale=2, elem_id="model-card"):  # the card, its full text folded
+                card = gr.Markdown()
+                with gr.Accordion("Model card", open=False):
+                    card_full = gr.Markdown()
         tabs, t = _build_tabs(h, model)
         on_model = _wire(h, model, t, tabs)
         if names:

@@ -21,6 +21,7 @@ import vqvae
 from vqvae import hub, images, viz
 from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vqvae.codes import usage_ranks
+from vqvae.grid_prior import GRID_PRIOR_WEIGHTS, load_grid_prior
 from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
 from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, load_code_patches, load_codebook_info
 
@@ -51,6 +52,7 @@ class Model:
     atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
     prior: vqvae.CodePrior | None = None  # prior.safetensors beside the model, if any
     no_prior: str = ""  # why there is none (Markdown), when prior is None
+    grid_prior: vqvae.GridPrior | None = None  # grid_prior.safetensors: photos' codec
     patches: dict | None = None  # code_patches.npz: training crops per code (train.export)
     means: torch.Tensor | None = None  # (K, C, s, s): the mean training crop of each code
     seen: torch.Tensor | None = None  # (K,) bool: codes with training crops
@@ -157,6 +159,7 @@ class ModelStore:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
         card = card_file.read_text() if card_file.is_file() else None
         prior, no_prior = self._load_prior(name, d, model)
+        grid_prior = self._load_grid_prior(name, d, model)
         patches = None
         if (d / CODE_PATCHES).is_file():
             try:
@@ -165,8 +168,20 @@ class ModelStore:
                 log.warning("model %s: no code patches: %s", name, e)
         return Model(
             name, model, info, metrics, card, self._examples(name, c.in_channels == 3), prior=prior,
-            no_prior=no_prior, patches=patches,
+            no_prior=no_prior, grid_prior=grid_prior, patches=patches,
         )  # fmt: skip
+
+    @staticmethod
+    def _load_grid_prior(name: str, d: Path, model: vqvae.VQVAE):
+        """The model's grid prior (photos' codec) or None: like the prior, optional, and a
+        broken or mismatched one is logged and left out."""
+        if not (d / GRID_PRIOR_WEIGHTS).is_file():
+            return None
+        try:
+            return load_grid_prior(d, model=model)
+        except (ValueError, OSError, RuntimeError) as e:
+            log.warning("model %s: grid prior not loaded: %s", name, e)
+            return None
 
     @staticmethod
     def _load_prior(name: str, d: Path, model: vqvae.VQVAE) -> tuple:

@@ -93,6 +93,17 @@ def add_model(models: Path, name: str, like: str, *, seed: int) -> None:
     (models / name / "codebook.json").write_bytes((models / like / "codebook.json").read_bytes())
 
 
+def gif_ms(path) -> int:
+    """How long a GIF plays once, ms (Pillow merges identical consecutive frames, adding
+    their delays: count time, not frames)."""
+    with Image.open(path) as im:
+        total = 0
+        for i in range(im.n_frames):
+            im.seek(i)
+            total += im.info["duration"]
+    return total
+
+
 def call_event(
     url: str, fn_index: int, data: list, event_data=None, timeout: float = 60, session=None
 ) -> dict:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import explorer
-from app_helpers import digits
+from app_helpers import digits, gif_ms
 from explorer import settings
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
@@ -340,19 +340,10 @@ def test_interpolate_writes_a_looping_gif(h, plain_models, path):
     assert iio.immeta(out.gif)["loop"] == 0
     # Pillow merges identical consecutive frames (adding their delays), so count time:
     # ping-pong plays 10 frames forwards, then 8 back (the ends are not repeated), 50 ms each.
-    assert _gif_ms(out.gif) == (10 + 8) * 50
+    assert gif_ms(out.gif) == (10 + 8) * 50
     assert out.strip.size[0] > out.strip.size[1]
     once = h.interpolate.gif(a, b, "cifar10", frames=5, fps=10, path=path, pingpong=False)
-    assert _gif_ms(once.gif) == 5 * 100
-
-
-def _gif_ms(path) -> int:
-    with Image.open(path) as im:
-        total = 0
-        for i in range(im.n_frames):
-            im.seek(i)
-            total += im.info["duration"]
-    return total
+    assert gif_ms(once.gif) == 5 * 100
 
 
 @pytest.mark.parametrize(
