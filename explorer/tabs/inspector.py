@@ -5,7 +5,7 @@ output z_e to its nearest codes, the chosen one first (the quantization step mad
 
 The Reconstruct tab opens it on a click on its input, its reconstruction or its code map
 (they are one grid: a click anywhere finds its cell, and the cell is outlined on all three);
-the Codebook tab opens it on an atlas click or a typed code number."""
+the Codebook tab opens it on a code of its UMAP plot or its atlas clicked, or a number typed."""
 
 from __future__ import annotations
 

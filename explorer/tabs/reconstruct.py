@@ -348,10 +348,8 @@ def clear_on_switch(h: Reconstruct, tab: ReconstructTab, trigger) -> None:
         + bind(inspector.CellView, **tab.inspector.cell)
     )
     blank = [None] * (len(codec.Compressed._fields) + len(codec.Decompressed._fields))
-    trigger(
-        lambda: (*blank, *inspector.Inspector.clear()),
-        None,
-        outputs,
-        show_progress="hidden",
-        **private("switch_clear", quick=True),
-    )
+
+    def cleared():
+        return (*blank, *inspector.Inspector.clear())
+
+    trigger(cleared, None, outputs, show_progress="hidden", **private("switch_clear", quick=True))
