@@ -121,7 +121,8 @@ def test_the_inspector_needs_this_models_image(h, photo, plain_models):
         with pytest.raises(gr.Error, match=f"Reconstruct an image with model '{model}' first"):
             h.reconstruct.inspector.cell(model, state, 0, 0)
     cleared = h.reconstruct.inspector.clear()
-    assert cleared.box == {"cell": None} and cleared.why == inspector.HINT
+    assert cleared.box == {"cell": None} and cleared.details == inspector.HINT
+    assert cleared.why == "" and cleared.image is None and cleared.candidates == []
 
 
 def test_the_codebook_tab_shows_the_same_code_with_its_use_in_this_image(h, photo):

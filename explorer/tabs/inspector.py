@@ -236,7 +236,7 @@ class Inspector:
     @staticmethod
     def clear() -> CellView:
         """No cell: the outline removed and the inspector emptied (a new image, a new model)."""
-        return CellView(NO_CELL, HINT, [], None, "", [], None, "")
+        return CellView(NO_CELL, "", [], None, HINT, [], None, "")  # as the page starts
 
 
 HINT = (
@@ -247,7 +247,7 @@ HINT = (
 # Outlines the clicked cell on the input, the reconstruction and the code map: a box over
 # each picture, placed from the box in the picture's pixels and the <img>'s drawn area (it
 # is scaled with object-fit: contain), and placed again whenever the picture is resized
-# (the window, full screen) or replaced.
+# (the window) or replaced.
 OUTLINE_JS = """
 (box) => {
   const place = (id, part) => {
