@@ -18,6 +18,10 @@ DISPLAY = 256  # side of the enlarged images, px
 # downscaled, never cropped): 1 MP reconstructs in about 1-2 s on 2 cores (BENCHMARKS).
 MAX_PHOTO_PIXELS = 1 << 20
 MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
+# The code inspector keeps, per cell of the current image, its code and this many nearest
+# codes of the encoder's output with their distances (explorer.tabs.inspector.CellCodes):
+# at the photo cap, 65,536 cells x 5 x 4 bytes, about 1.4 MB a session.
+INSPECT_NEAREST = 5
 # A photo's code map in Edit codes: cells of EDIT_MAP // (longer side in cells) px (4 px for a
 # 512 x 512 photo's 128 x 128 grid), found by click position
 EDIT_MAP = 512
@@ -123,6 +127,12 @@ CSS = """
 .fill-img img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .numbers input { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* an event that fails leaves its outputs as they were, and says why once (its toast): no red
+   "Error" pill over, or in place of, the last good result */
+.wrap:has(> .error) { display: none !important; }
+/* the code inspector's outline of the clicked cell, over the input, reconstruction, code map */
+.cell-outline { position: absolute; pointer-events: none; box-sizing: content-box;
+  border: 2px solid #ff1493; outline: 1px solid #fff; min-width: 3px; min-height: 3px; }
 /* Galleries: as many tiles a row as fit (Gradio's fixed column count of 100 px tiles cuts
    off, without a hint, the columns a narrow box has no room for), and a gallery that
    scrolls shows its scrollbar (overlay scrollbars hide it until touched) */

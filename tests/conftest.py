@@ -106,6 +106,17 @@ def prior_models(tmp_path_factory, mnist_dir):
     return SimpleNamespace(root=root, models=models, examples=examples)
 
 
+@pytest.fixture(scope="module")
+def h(plain_models, tmp_path_factory):
+    """The app's handlers over ``plain_models`` (one set per test module); modules over other
+    models define their own ``h``."""
+    import explorer
+
+    return explorer.Handlers(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
+    )
+
+
 @pytest.fixture(scope="session")
 def grid_prior_models(tmp_path_factory):
     """The plain models (the same weights), cifar10 with a tiny grid prior

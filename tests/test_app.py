@@ -27,13 +27,6 @@ warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
 
 
 @pytest.fixture(scope="module")
-def h(plain_models, tmp_path_factory):
-    return explorer.Handlers(
-        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
-    )
-
-
-@pytest.fixture(scope="module")
 def digit_png(plain_models):
     return str(plain_models.examples / "mnist" / "00.png")
 
