@@ -40,23 +40,13 @@ import torch
 
 import vqvae
 from vqvae.compare import ALL_FORMATS, available_formats, match_size
+from vqvae.data import PHOTO_SUITE, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.images import PHOTO_MAX_PIXELS, load_photo, to_model_input
 
-SUITE = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "motorcycle_left", "rocket")
+SUITE = PHOTO_SUITE
 TARGETS = {512 * 512: 0.4, PHOTO_MAX_PIXELS: 1.2}  # pixels -> seconds (encode + decode)
 MEMORY_TARGET_MB = 500
-
-
-def suite_photo(name: str) -> np.ndarray:
-    """A photo of the suite from scikit-image's bundled data: uint8 (H, W, 3)."""
-    import skimage.data
-
-    if name not in SUITE:
-        raise ValueError(f"not a photo of the suite ({', '.join(SUITE)}): {name!r}")
-    if name == "motorcycle_left":  # bundled as the left image of a stereo pair
-        return skimage.data.stereo_motorcycle()[0]
-    return getattr(skimage.data, name)()
 
 
 def reconstruct(model, x: torch.Tensor, tile: int | None = None) -> torch.Tensor:

@@ -43,10 +43,9 @@ import PIL
 import torch
 
 import vqvae
-from benchmarks.photos import SUITE, suite_photo
 from vqvae.codec.points import DESCRIPTIONS
 from vqvae.compare import QUALITIES, available_formats
-from vqvae.data import DatasetNotFoundError, load_uint8, spread
+from vqvae.data import PHOTO_SUITE, DatasetNotFoundError, load_uint8, spread, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.images import load_photo
 from vqvae.metrics import bd_rate
@@ -60,7 +59,7 @@ BPP_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10)  # the plot's bits-per-pi
 def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str]:
     """(images, each (3, H, W) float in [0, 1]; where they come from)."""
     if dataset == "photos":
-        names = SUITE[:limit] if limit else SUITE
+        names = PHOTO_SUITE[:limit] if limit else PHOTO_SUITE
         return [load_photo(suite_photo(n))[0][0] for n in names], f"photos: {', '.join(names)}"
     images, info = load_uint8("cifar10", data_dir, "test", image_size=32, channels=3)
     pick = spread(len(images), limit or 1000)  # the copy is sorted by class

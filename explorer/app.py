@@ -97,7 +97,7 @@ class Handlers:
                 f"**{r.get('codes_used', '?')} / {c.codebook_size}**, perplexity "
                 f"**{r.get('perplexity', float('nan')):.1f}**."
             )
-        return "\n\n".join(lines)
+        return " ".join(lines)  # one paragraph: the page's header stays short
 
     @clear_errors
     def original_grid(self, model_name: str, grid):
@@ -130,7 +130,7 @@ class Handlers:
 
 
 def open_edit_tab():
-    return gr.Tabs(selected="edit")
+    return gr.Tabs(selected="edit"), "Edit codes"
 
 
 class _Tabs(NamedTuple):
@@ -146,7 +146,7 @@ def _build_tabs(h: Handlers, model: gr.Dropdown) -> tuple[gr.Tabs, _Tabs]:
         with gr.Tab("Reconstruct", id="reconstruct"):
             rec = reconstruct.build(h.reconstruct, h.codec, model)
         with gr.Tab("Codebook", id="codebook"):
-            cb = codebook.build(h.codebook, model, rec.grid)
+            cb = codebook.build(h.codebook, model, rec.grid, rec.cells)
         with gr.Tab("Edit codes", id="edit"):
             ed = edit.build(h.edit, h.codebook.atlas_pick, h.codebook.code_tile, model)
         with gr.Tab("Sample", id="sample"):
@@ -157,9 +157,18 @@ def _build_tabs(h: Handlers, model: gr.Dropdown) -> tuple[gr.Tabs, _Tabs]:
 
 
 def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
-    """What one tab's events change in the others; -> on_model(dep), what follows a model
-    being chosen."""
+    """What one tab's events change in the others; -> on_model(dep, trigger), what follows a
+    model being chosen (``dep``: its select_model event, ``trigger``: what started it)."""
     rec, cb, ed, sa, it = t
+    # the atlases follow the model only on the tab in view (codebook.lazy_atlas)
+    shown_tab = gr.State("Reconstruct")
+    opened = tabs.select(codebook.open_tab, None, shown_tab, **private("open_tab", quick=True))
+    atlases = [
+        codebook.lazy_atlas(h.codebook, model, cb.atlas, "Codebook", shown_tab),
+        codebook.lazy_atlas(h.codebook, model, ed.atlas, "Edit codes", shown_tab),
+    ]
+    for refresh in atlases:
+        refresh(opened)
 
     def after_reconstruct(dep):
         """A new current image: the edit tab starts from its grid, the codebook rings it."""
@@ -182,12 +191,19 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
         h.sample.pick, [model, sa.codes], ed.original, **private("sample_pick", quick=True)
     )
     ed.redraw(pick.success(h.edit.reset, [model, ed.original], ed.edited, **private("edit_sample")))
-    pick.success(open_edit_tab, None, tabs, **private("open_edit", quick=True))
+    to_edit = pick.success(
+        open_edit_tab, None, [tabs, shown_tab], **private("open_edit", quick=True)
+    )
+    for refresh in atlases:
+        refresh(to_edit)
 
-    def on_model(dep):
-        """A model was chosen: show its first example, an interpolation, its atlas."""
+    def on_model(dep, trigger):
+        """A model was chosen: show its first example, an interpolation, its atlas. The
+        Reconstruct tab's outputs wait for the example from the start (or are cleared), so
+        two models' results never sit side by side."""
         first = bind(reconstruct.Example, image=rec.image, **rec.outputs)
-        first_example = dep.then(h.reconstruct.example, [model], first, **private("first_example"))
+        first_example = trigger(h.reconstruct.example, [model], first, **private("first_example"))
+        reconstruct.clear_on_switch(h.reconstruct, rec, trigger)
         after_reconstruct(first_example)
         dep.then(
             h.interpolate.gif_if_any,
@@ -195,9 +211,8 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
             it.outputs,
             **private("first_interpolation", expensive=True),
         )
-        dep.then(h.codebook.atlas, model, cb.atlas, **private("atlas")).then(
-            h.codebook.atlas, model, ed.atlas, **private("edit_atlas")
-        )
+        for refresh in atlases:
+            refresh(dep)
         dep.then(
             h.sample.setup,
             model,
@@ -241,9 +256,10 @@ def build_app(
             model = gr.Dropdown(
                 names, value=names[0] if names else None, label="Model", scale=1, min_width=200
             )
-            card = gr.Markdown(elem_id="model-card")
-        with gr.Accordion("Model card", open=False):
-            card_full = gr.Markdown()
+            with gr.Column(scale=2, elem_id="model-card"):  # the card, its full text folded
+                card = gr.Markdown()
+                with gr.Accordion("Model card", open=False):
+                    card_full = gr.Markdown()
         tabs, t = _build_tabs(h, model)
         on_model = _wire(h, model, t, tabs)
         if names:
@@ -254,8 +270,10 @@ def build_app(
                 image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
                 paint_code=t.ed.paint_code,
             )  # fmt: skip
-            on_model(model.change(h.select_model, model, shows, **private("select_model")))
-            on_model(demo.load(h.select_model, model, shows, **private("load_model")))
+            on_model(
+                model.change(h.select_model, model, shows, **private("select_model")), model.change
+            )
+            on_model(demo.load(h.select_model, model, shows, **private("load_model")), demo.load)
     guard_inputs(demo)
     return demo, h
 

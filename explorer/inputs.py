@@ -286,9 +286,14 @@ def sampling(m: Model, temperature, top_k, guidance, seed) -> dict:
     return dict(temperature=t, top_k=k, guidance=g, generator=torch.Generator().manual_seed(seed))
 
 
+def plain_text(markdown: str) -> str:
+    """Markdown with emphasis and code spans as plain text (for an error message)."""
+    return markdown.replace("*", "").replace("`", "'")
+
+
 def no_prior_text(m: Model) -> str:
     """Why the model has no prior, as plain text (for an error message)."""
-    return m.no_prior.replace("**", "").replace("`", "'")
+    return plain_text(m.no_prior)
 
 
 def prior(m: Model):

@@ -18,6 +18,13 @@ DISPLAY = 256  # side of the enlarged images, px
 # downscaled, never cropped): 1 MP reconstructs in about 1-2 s on 2 cores (BENCHMARKS).
 MAX_PHOTO_PIXELS = 1 << 20
 MAX_PHOTO_SIDE = 4096  # px: a 1 MP strip may be long, not endless
+# The code inspector keeps, per cell of the current image, its code and this many nearest
+# codes of the encoder's output with their distances (explorer.tabs.inspector.CellCodes):
+# at the photo cap, 65,536 cells x 5 x 4 bytes, about 1.4 MB a session.
+INSPECT_NEAREST = 5
+# A photo's code map in Edit codes: cells of EDIT_MAP // (longer side in cells) px (4 px for a
+# 512 x 512 photo's 128 x 128 grid), found by click position
+EDIT_MAP = 512
 MAX_FRAMES = 64
 MAX_FPS = 50  # GIF delays are whole centiseconds: 50 fps is the finest
 MAX_SAMPLES = 64
@@ -50,8 +57,21 @@ TRUST_FORWARDED_FOR = os.environ.get(
 # runs with and without it): 32 cifar10 samples (8x8 codes) took 0.73 s of CPU, 64 with
 # guidance 2.1 s (benchmarks in BENCHMARKS.md, "Fairness").
 SAMPLE_CODES = 32 * 8 * 8
-# /interpolate decodes frames x image pixels: 64 frames of 32x32 took 0.55 s of CPU.
-INTERPOLATE_PIXELS = 64 * 32 * 32
+# A photo's Resample (Edit codes) runs the grid prior's passes over the box around the marked
+# cells and decodes that box again: a box of a 512 x 512 photo's whole grid took 1.2-2.0 s of
+# CPU with the cifar10 model, one torch thread (python -m benchmarks.paint, a 2-core machine
+# shared with other jobs), about half of it the passes. Marks spanning a larger box (of a
+# larger photo) are refused: the region is resampled in parts.
+RESAMPLE_BOX = 128 * 128  # cells
+# /interpolate decodes frames x image pixels (and encodes the two images): 64 frames of 32x32
+# took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where one
+# 512 x 512 frame takes ~0.5 s: a budget of 8 frames of 512 x 512 (2 of a photo at the 1 MP
+# cap, the fewest a walk has) makes the photo path the one call that costs several seconds
+# (~9 s of CPU at the budget: python -m benchmarks.paint); it runs in the expensive queue,
+# one at a time. What the page asks for by itself (an interpolation of the examples on
+# loading and on a model change) stays within the old second: INTERPOLATE_AUTO_PIXELS.
+INTERPOLATE_PIXELS = 2 * MAX_PHOTO_PIXELS
+INTERPOLATE_AUTO_PIXELS = 64 * 64 * 64
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 # Any other request body (JSON events, data URLs inside them): the largest a page sends is a
 # code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will
@@ -98,9 +118,8 @@ MODEL_ORDER = ("mnist", "fashion-mnist", "cifar10")
 
 TITLE = "VQ-VAE explorer"
 INTRO = """# VQ-VAE explorer
-A VQ-VAE squeezes an image into a small grid of **codes**, each an index into a learned
-codebook, and decodes the grid back into an image. Pick a model, then look at what it keeps,
-what its codes mean, and what happens when you change them."""
+A VQ-VAE squeezes an image into a small grid of **codes** (indices into a learned codebook)
+and decodes them back. Pick a model, then see what it keeps and what its codes mean."""
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
@@ -108,6 +127,32 @@ CSS = """
 .fill-img img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .numbers input { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* an event that fails leaves its outputs as they were, and says why once (its toast): no red
+   "Error" pill over, or in place of, the last good result */
+.wrap:has(> .error) { display: none !important; }
+/* the code inspector's outline of the clicked cell, over the input, reconstruction, code map */
+.cell-outline { position: absolute; pointer-events: none; box-sizing: content-box;
+  border: 2px solid #ff1493; outline: 1px solid #fff; min-width: 3px; min-height: 3px; }
+/* Galleries: as many tiles a row as fit (Gradio's fixed column count of 100 px tiles cuts
+   off, without a hint, the columns a narrow box has no room for), and a gallery that
+   scrolls shows its scrollbar (overlay scrollbars hide it until touched) */
+.grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(72px, 1fr)) !important;
+  grid-template-rows: none !important;
+  grid-auto-rows: auto !important;
+}
+#samples .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)) !important;
+}
+.grid-wrap::-webkit-scrollbar { width: 10px; }
+.grid-wrap::-webkit-scrollbar-thumb { background: #a3a3b8; border-radius: 5px; }
+.grid-wrap::-webkit-scrollbar-track { background: #ececf3; }
+/* Tables: numbers never wrap digit by digit (a phone); a table wider than its box scrolls */
+.prose table { display: block; overflow-x: auto; width: fit-content; max-width: 100%; }
+.prose td:not(:first-child), .prose th:not(:first-child) { white-space: nowrap; }
+.prose td:first-child { min-width: 9em; }
+/* the model card goes below the model picker on a phone instead of a column of single words */
+#model-card { min-width: min(340px, 100%); }
 """
 
 

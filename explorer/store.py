@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import PIL.Image
 import torch
 from PIL import ImageDraw
 
@@ -20,6 +21,7 @@ import vqvae
 from vqvae import hub, images, viz
 from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from vqvae.codes import usage_ranks
+from vqvae.grid_prior import GRID_PRIOR_WEIGHTS, load_grid_prior
 from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
 from vqvae.viz import CODE_PATCHES, CODEBOOK_INFO, load_code_patches, load_codebook_info
 
@@ -50,7 +52,10 @@ class Model:
     atlas_files: list[str] | None = None  # the same, enlarged, as PNG files
     prior: vqvae.CodePrior | None = None  # prior.safetensors beside the model, if any
     no_prior: str = ""  # why there is none (Markdown), when prior is None
+    grid_prior: vqvae.GridPrior | None = None  # grid_prior.safetensors: photos' codec
     patches: dict | None = None  # code_patches.npz: training crops per code (train.export)
+    means: torch.Tensor | None = None  # (K, C, s, s): the mean training crop of each code
+    seen: torch.Tensor | None = None  # (K,) bool: codes with training crops
 
     def __post_init__(self):
         self.usage = np.asarray(self.info["usage"], dtype=np.int64)
@@ -93,6 +98,7 @@ class ModelStore:
         self.sources = {source_name(str(s)): str(s) for s in sources}
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+        self.atlas_dir = self.cache_dir / "atlas"
 
     def names(self) -> list[str]:
         """The models' names: those of the models folder (digits first), then the sources."""
@@ -104,7 +110,12 @@ class ModelStore:
         return names + [n for n in self.sources if n not in names]
 
     def get(self, name) -> Model:
-        """The model called ``name``, loaded on first use; gr.Error for an unknown name."""
+        """The model called ``name``, loaded on first use; gr.Error for an unknown name. A
+        loaded model is returned at once (every event asks for its model: the models folder
+        is listed only for a name not loaded yet)."""
+        loaded = self._models.get(name) if isinstance(name, str) else None
+        if loaded is not None:
+            return loaded
         if not isinstance(name, str) or name not in self.names():
             choices = ", ".join(self.names()) or "none (this server has no models)"
             if name is None or name == "":
@@ -148,6 +159,7 @@ class ModelStore:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
         card = card_file.read_text() if card_file.is_file() else None
         prior, no_prior = self._load_prior(name, d, model)
+        grid_prior = self._load_grid_prior(name, d, model)
         patches = None
         if (d / CODE_PATCHES).is_file():
             try:
@@ -156,8 +168,20 @@ class ModelStore:
                 log.warning("model %s: no code patches: %s", name, e)
         return Model(
             name, model, info, metrics, card, self._examples(name, c.in_channels == 3), prior=prior,
-            no_prior=no_prior, patches=patches,
+            no_prior=no_prior, grid_prior=grid_prior, patches=patches,
         )  # fmt: skip
+
+    @staticmethod
+    def _load_grid_prior(name: str, d: Path, model: vqvae.VQVAE):
+        """The model's grid prior (photos' codec) or None: like the prior, optional, and a
+        broken or mismatched one is logged and left out."""
+        if not (d / GRID_PRIOR_WEIGHTS).is_file():
+            return None
+        try:
+            return load_grid_prior(d, model=model)
+        except (ValueError, OSError, RuntimeError) as e:
+            log.warning("model %s: grid prior not loaded: %s", name, e)
+            return None
 
     @staticmethod
     def _load_prior(name: str, d: Path, model: vqvae.VQVAE) -> tuple:
@@ -182,27 +206,37 @@ class ModelStore:
         return prior, ""
 
     def atlas(self, m: Model) -> list[str]:
-        """PNG files, one per code, of what it stands for: with training patches, the mean of
-        its training crops with its cell outlined (vqvae.viz.mean_patches: a palette of the
-        pieces codes are used for); else, or for a code never picked, what a grid of that
-        code alone decodes to (vqvae.code_atlas). Written once per model."""
+        """PNG files, one per code, of what it stands for (:meth:`tile` at ``ATLAS_TILE``
+        px): a palette of the pieces codes are used for. Written once per model."""
         with self._lock:
             if m.atlas_files is None:
                 with torch.inference_mode():
                     m.atlas = vqvae.code_atlas(m.model)
-                means, seen = viz.mean_patches(m.patches) if m.patches else (None, None)
-                out = self.cache_dir / "atlas" / m.name.replace("/", "--")
+                if m.patches:
+                    m.means, m.seen = viz.mean_patches(m.patches)
+                out = self.atlas_dir / m.name.replace("/", "--")
                 out.mkdir(parents=True, exist_ok=True)
                 files = []
-                for k, tile in enumerate(m.atlas):
-                    if seen is not None and seen[k]:
-                        im = images.enlarge(means[k], ATLAS_TILE).convert("RGB")
-                        scale = im.width // means.shape[-1]
-                        viz.outline_cell(ImageDraw.Draw(im), m.patches, scale, width=1)
-                    else:
-                        im = images.enlarge(tile, ATLAS_TILE)
+                for k in range(len(m.atlas)):
                     p = out / f"code-{k:04d}.png"
-                    im.save(p, compress_level=1)
+                    self._tile(m, k, ATLAS_TILE).save(p, compress_level=1)
                     files.append(str(p))
                 m.atlas_files = files
             return m.atlas_files
+
+    def tile(self, m: Model, k: int, size: int) -> PIL.Image.Image:
+        """What code ``k`` stands for, enlarged (by a whole factor) to at most ``size`` px:
+        with training patches, the mean of its training crops with its cell outlined
+        (vqvae.viz.mean_patches); else, or for a code never picked, what a grid of that code
+        alone decodes to (vqvae.code_atlas)."""
+        self.atlas(m)
+        return self._tile(m, k, size)
+
+    @staticmethod
+    def _tile(m: Model, k: int, size: int) -> PIL.Image.Image:
+        if m.seen is not None and m.seen[k]:
+            im = images.enlarge(m.means[k], size).convert("RGB")
+            scale = im.width // m.means.shape[-1]
+            viz.outline_cell(ImageDraw.Draw(im), m.patches, scale, width=max(1, scale // 8))
+            return im
+        return images.enlarge(m.atlas[k], size)

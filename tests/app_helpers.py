@@ -85,12 +85,39 @@ def add_prior(model_dir: Path, *, seed: int = 1) -> CodePrior:
     return prior
 
 
+def add_grid_prior(model_dir: Path, *, seed: int = 0):
+    """A tiny frozen grid prior (test_grid_prior.small_prior: trained a few steps, so its
+    distributions are not flat) tied to the model in ``model_dir``, saved beside it as the
+    app finds grid priors."""
+    from test_grid_prior import small_prior
+
+    from vqvae.grid_prior import stage_fingerprint
+
+    model = vqvae.load_pretrained(model_dir)
+    prior = small_prior(K=model.config.codebook_size, S=1, seed=seed)
+    prior.config.vqvae_fingerprint = stage_fingerprint(model)
+    prior.config.vqvae_name = model.config.name
+    prior.save_pretrained(model_dir)
+    return prior
+
+
 def add_model(models: Path, name: str, like: str, *, seed: int) -> None:
     """Another tiny model of the same preset as ``models/like``, with its own weights (seed)
     and ``like``'s codebook.json (or the app would compute a UMAP, ~30 s, on loading it)."""
     torch.manual_seed(seed)
     vqvae.VQVAE(vqvae.load_pretrained(models / like).config).save_pretrained(models / name)
     (models / name / "codebook.json").write_bytes((models / like / "codebook.json").read_bytes())
+
+
+def gif_ms(path) -> int:
+    """How long a GIF plays once, ms (Pillow merges identical consecutive frames, adding
+    their delays: count time, not frames)."""
+    with Image.open(path) as im:
+        total = 0
+        for i in range(im.n_frames):
+            im.seek(i)
+            total += im.info["duration"]
+    return total
 
 
 def call_event(

@@ -90,17 +90,43 @@ def plain_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prior_models(tmp_path_factory, mnist_dir):
     """The same models with priors: mnist has a class-conditional prior and code patches
-    (train.export over the small MNIST sample), cifar10 neither, and "other", a second
-    28x28 model, its own prior. -> .root, .models, .examples"""
-    from app_helpers import add_model, add_prior, make_models
+    (train.export over the small MNIST sample), cifar10 neither but a grid prior (its
+    photos' cells can be resampled), and "other", a second 28x28 model, its own prior.
+    -> .root, .models, .examples"""
+    from app_helpers import add_grid_prior, add_model, add_prior, make_models
     from train.export import export_patches
 
     root = tmp_path_factory.mktemp("prior-models")
     models, examples = make_models(root)
     add_prior(models / "mnist")
+    add_grid_prior(models / "cifar10")
     export_patches(models / "mnist", "mnist", str(mnist_dir))
     add_model(models, "other", like="mnist", seed=5)
     add_prior(models / "other", seed=2)
+    return SimpleNamespace(root=root, models=models, examples=examples)
+
+
+@pytest.fixture(scope="module")
+def h(plain_models, tmp_path_factory):
+    """The app's handlers over ``plain_models`` (one set per test module); modules over other
+    models define their own ``h``."""
+    import explorer
+
+    return explorer.Handlers(
+        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
+    )
+
+
+@pytest.fixture(scope="session")
+def grid_prior_models(tmp_path_factory):
+    """The plain models (the same weights), cifar10 with a tiny grid prior
+    (app_helpers.add_grid_prior): its photos' cells can be resampled. -> .root, .models,
+    .examples"""
+    from app_helpers import add_grid_prior, make_models
+
+    root = tmp_path_factory.mktemp("grid-prior-models")
+    models, examples = make_models(root)
+    add_grid_prior(models / "cifar10")
     return SimpleNamespace(root=root, models=models, examples=examples)
 
 

@@ -20,17 +20,10 @@ import pytest
 from PIL import Image
 
 import explorer
-from app_helpers import digits
+from app_helpers import digits, gif_ms
 from explorer import settings
 
 warnings.filterwarnings("ignore", message=".*outside of a gradio app.*")
-
-
-@pytest.fixture(scope="module")
-def h(plain_models, tmp_path_factory):
-    return explorer.Handlers(
-        plain_models.models, plain_models.examples, cache_dir=tmp_path_factory.mktemp("cache")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -347,19 +340,10 @@ def test_interpolate_writes_a_looping_gif(h, plain_models, path):
     assert iio.immeta(out.gif)["loop"] == 0
     # Pillow merges identical consecutive frames (adding their delays), so count time:
     # ping-pong plays 10 frames forwards, then 8 back (the ends are not repeated), 50 ms each.
-    assert _gif_ms(out.gif) == (10 + 8) * 50
+    assert gif_ms(out.gif) == (10 + 8) * 50
     assert out.strip.size[0] > out.strip.size[1]
     once = h.interpolate.gif(a, b, "cifar10", frames=5, fps=10, path=path, pingpong=False)
-    assert _gif_ms(once.gif) == 5 * 100
-
-
-def _gif_ms(path) -> int:
-    with Image.open(path) as im:
-        total = 0
-        for i in range(im.n_frames):
-            im.seek(i)
-            total += im.info["duration"]
-    return total
+    assert gif_ms(once.gif) == 5 * 100
 
 
 @pytest.mark.parametrize(
@@ -418,7 +402,7 @@ def test_build_app_exposes_the_api(plain_models, tmp_path):
         group[f.concurrency_id].add(f.api_name.removesuffix("_1"))  # events wired twice
     runs_model = {"reconstruct_upload", "reconstruct_drawing", "paint", "fill", "reset"}
     expensive = {"sample", "resample", "compress", "compare_rates", "decompress", "interpolate"}
-    assert expensive | {"first_interpolation"} == group["expensive"]
+    assert expensive | {"first_interpolation", "resample_photo"} == group["expensive"]
     assert (public - expensive) | runs_model <= group["model"]
 
 

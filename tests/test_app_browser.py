@@ -3,8 +3,11 @@ models. Skipped when Chromium or Playwright is missing."""
 
 from __future__ import annotations
 
+import io
 import os
 
+import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -142,3 +145,48 @@ def test_sample_tab_and_resample(page):
     page.wait_for_function("() => document.querySelector('#edit-bits').innerText.includes('bits')")
     assert "Under the prior" in page.locator("#edit-bits").inner_text()
     assert src(page, "#edit-img img") != before, "the resampled grid is decoded again"
+
+
+def test_brush_on_a_photos_code_map(page, live_app):
+    """A colour model reads the example at its own size (not its thumbnail grid): its codes
+    open on the photo's code map, where a click paints a brush of cells and the decoded
+    picture changes."""
+    page.locator("input[role=listbox], .wrap input").first.click()
+    page.get_by_role("option", name="cifar10").click()
+    page.get_by_role("tab", name="Edit codes").click()
+    page.wait_for_selector("#photo-map img")
+    page.wait_for_function(
+        "() => document.querySelector('#paint-note').innerText.includes('click the map')"
+    )
+    page.locator("#paint-code input").fill("31")
+    page.locator("#paint-code input").press("Enter")
+    before = src(page, "#edit-img img")
+    img = page.locator("#photo-map img").first
+    box = img.bounding_box()
+    img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    wait_src_change(page, "#edit-img img", before)
+    page.wait_for_function(
+        "() => document.querySelector('#paint-note').innerText.includes('Painted code 31')"
+    )
+    assert not page.locator("#edit-map").is_visible(), "the thumbnail map is hidden"
+
+    def pixels(url: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(httpx.get(url).content)), float)
+
+    old, new = pixels(before), pixels(src(page, "#edit-img img"))
+    assert old.shape == new.shape and np.abs(old - new).max() > 0, "the picture changed"
+    # mark a rectangle (two corners) and resample it with the model's grid prior
+    page.get_by_label("Mark a rectangle to resample").check()
+    for dx, dy in ((0.2, 0.2), (0.4, 0.4)):
+        old_map = src(page, "#photo-map img")
+        img.click(position={"x": box["width"] * dx, "y": box["height"] * dy})
+        wait_src_change(page, "#photo-map img", old_map)
+    page.wait_for_function(
+        "() => document.querySelector('#paint-note').innerText.includes('Marked')"
+    )
+    painted = src(page, "#edit-img img")
+    page.locator("#photo-resample").click()
+    wait_src_change(page, "#edit-img img", painted)
+    assert "Resampled" in page.locator("#paint-note").inner_text()
+    resampled = pixels(src(page, "#edit-img img"))
+    assert resampled.shape == new.shape and np.abs(resampled - new).max() > 0

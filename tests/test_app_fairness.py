@@ -9,14 +9,17 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client import handle_file
+from PIL import Image
 
 import explorer
 from app_helpers import call_event, fn_index
 from explorer import fairness
+from explorer.settings import INTERPOLATE_PIXELS, MAX_FRAMES
 
 SAMPLE = ["mnist", "any", 4, 1.0, 0, 1.0, 0]  # model, class, n, temperature, top-k, guidance, seed
 
@@ -187,7 +190,8 @@ def test_interpolate_asks_for_at_most_a_second_of_work(live_app, monkeypatch):
 @pytest.mark.slow
 def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
     """The shipped models at their caps, one torch thread as on a 2-core Space: each call
-    under 1.5 s of CPU (process time, so other load on the machine does not count)."""
+    under 1.5 s of CPU (process time, so other load on the machine does not count), but for
+    a photo interpolation at its frame budget, the one call allowed several seconds."""
     import torch
 
     from explorer.app import Handlers
@@ -199,10 +203,13 @@ def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
         m = h.models.get("cifar10")
         label = m.prior.config.class_names[0]
         a, b = m.examples[:2]
+        # a colour model interpolates photos at their own size: the thumbnails are the case
+        # within a second; a photo pair at the frame budget is the declared exception, below
+        ta, tb = [p for p in m.examples if Path(p).parent.name == "cifar10"][:2]
         calls = [
             lambda: h.sample.draw("cifar10", label, 16, 1.0, 0, 5.0, 0),
             lambda: h.sample.draw("cifar10", "any", 32, 1.0, 0, 1.0, 0),
-            lambda: h.interpolate.gif(a, b, "cifar10", 64, 12, "slerp", True),
+            lambda: h.interpolate.gif(ta, tb, "cifar10", 64, 12, "slerp", True),
             lambda: h.codec.compress(a, "cifar10"),
         ]
         for call in calls:
@@ -210,6 +217,11 @@ def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
             t = time.process_time()
             call()
             assert time.process_time() - t < 1.5
+        with Image.open(a) as im:
+            frames = min(MAX_FRAMES, INTERPOLATE_PIXELS // (im.width * im.height))
+        t = time.process_time()
+        h.interpolate.gif(a, b, "cifar10", frames, 12, "slerp", True)
+        assert time.process_time() - t < 15  # ~8 s measured (BENCHMARKS.md, section 12)
     finally:
         torch.set_num_threads(threads)
 

@@ -208,3 +208,21 @@ def test_codec_benchmark_runs_on_a_tiny_model(tiny_config, mnist_dir, tmp_path, 
         bench.main(["--dataset", "mnist", "--model", str(bare), "--data-dir", str(mnist_dir)])
     assert e.value.code == 2
     assert "has no prior to compress with" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_switch_benchmark_times_switches_in_the_browser(prior_models, capsys):
+    from benchmarks import switch
+    from tools import browser
+
+    if not Path(browser.CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {browser.CHROMIUM}")
+    pytest.importorskip("playwright.sync_api")
+    switch.main(
+        ["--models-dir", str(prior_models.models), "--examples-dir", str(prior_models.examples)]
+        + ["--models", "mnist", "cifar10", "--switches", "2"]
+    )
+    out = capsys.readouterr().out
+    assert "first switch to cifar10" in out and "to mnist: shown" in out
+    assert "median of 2 switches to a loaded model" in out

@@ -216,9 +216,11 @@ def test_files_for_another_model_or_prior_are_refused(tiny_config, tiny_pair):
 def test_unknown_versions_and_non_vqz_data_are_refused(prior):
     f = compress_codes(prior, rand_codes(1))[0]
     assert read_header(f).version == FORMAT_VERSION == 2 and f[0] == 0xA2
-    newer = bytes([0xA0 | FORMAT_VERSION + 1]) + f[1:]
-    with pytest.raises(ValueError, match="version 3 is newer .* update vqvae"):
-        decompress_codes(prior, newer)
+    photo = bytes([0xA0 | FORMAT_VERSION + 1]) + f[1:]  # version 3: an image of any size
+    with pytest.raises(ValueError, match="version 3 .*decompress_image"):
+        decompress_codes(prior, photo)
+    with pytest.raises(ValueError, match="version 4 is newer .* update vqvae"):
+        decompress_codes(prior, bytes([0xA4]) + f[1:])
     for old in (0, 1):  # version 1 files begin b"VQZ", not 0xA1
         with pytest.raises(ValueError, match=f"unknown .vqz format version {old}"):
             decompress_codes(prior, bytes([0xA0 | old]) + f[1:])

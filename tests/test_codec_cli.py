@@ -152,7 +152,7 @@ def test_cli_refuses_what_is_no_file_of_its_kind_without_reading_it(tiny_pair, t
     with open(big, "wb") as f:  # 1.5 GB, sparse: reading it whole would cost 1.5 GB
         f.truncate(1500 << 20)
     fixed = ["--model", str(folder), "-o", str(tmp_path / "o")]
-    assert "big.vqz: over 1 MB: not a .vqz file" in _cli_error(
+    assert "big.vqz: over 16 MB: not a .vqz file" in _cli_error(
         capsys, ["decompress", str(big), *fixed]
     )
     assert "not a .vqz file" in _cli_error(capsys, ["decompress", "/dev/zero", *fixed])

@@ -250,3 +250,29 @@ def test_any_quantizer_meeting_the_contract_plugs_into_the_model(tiny_config, mn
     assert torch.equal(out.indices, codes)
     assert torch.equal(model.decode(codes), out.reconstruction)
     assert torch.equal(model.codebook, model.quantizer.cb)
+
+
+def test_latent_distances_rank_each_cells_codes_with_the_chosen_one_first(tiny_config):
+    from vqvae.codes import latent_distances
+
+    model = vqvae.VQVAE(tiny_config).eval()
+    x = torch.rand(1, 1, 21, 38)
+    codes, z_e = model.encode_image(x, return_latents=True)
+    idx, dist = latent_distances(model, z_e, codes, 4)
+    assert idx.shape == dist.shape == (1, 6, 10, 4)
+    assert torch.equal(idx[..., 0], codes), "the quantizer's choice first"
+    assert (dist.diff(dim=-1) >= 0).all(), "then the next nearest"
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
+    every = torch.cdist(flat, model.codebook.detach()).view(1, 6, 10, -1)
+    assert torch.allclose(dist, every.gather(-1, idx), atol=1e-5)
+    assert torch.allclose(dist, every.sort(-1).values[..., :4], atol=1e-5)
+    # memory bounded by chunks: the same result a few latents at a time
+    small = latent_distances(model, z_e, codes, 4, chunk=7)
+    assert torch.equal(small[0], idx) and torch.allclose(small[1], dist)
+    # the chosen code is whatever the grid holds, first with its own distance
+    other = (codes + 1) % tiny_config.codebook_size
+    idx2, dist2 = latent_distances(model, z_e, other, 4)
+    assert torch.equal(idx2[..., 0], other)
+    assert torch.allclose(dist2[..., 0], every.gather(-1, other[..., None])[..., 0], atol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        latent_distances(model, z_e, codes[:, :3], 4)

@@ -586,6 +586,8 @@ def _changed(name: str, value):
         downsample=8,
         in_channels=1,
         image_size=64,
+        init_from="cifar10",
+        pretrain_steps=0,  # --init-from needs it
     )
     if name in special:
         return special[name]

@@ -82,6 +82,7 @@ MODEL_OPTIONS = (
     "downsample",
     "image_size",
     "in_channels",
+    "num_stages",
 )
 
 
@@ -121,6 +122,14 @@ class TrainConfig:
     downsample: int | None = option(None, "image side / code grid side: 2, 4, 8 or 16")
     image_size: int | None = option(None, "image side (folder datasets resize to it)")
     in_channels: int | None = option(None, "image channels: 1 or 3 (folder datasets)")
+    num_stages: int | None = option(
+        None, "residual quantizer stages (each a K-code book; the first n decode alone)"
+    )
+    init_from: str = option(
+        "",
+        "start from a trained VQ-VAE (folder or shipped name) of the same network; "
+        "its stages are kept, new ones k-means initialised (needs --pretrain-steps 0)",
+    )
     # machinery
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", resume=True)
     amp: bool = option(True, "bf16 autocast on CUDA (the quantizer stays fp32)")
@@ -205,6 +214,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.steps < 0 or cfg.pretrain_steps < 0 or cfg.batch_size < 1:
         raise TrainError("--steps and --pretrain-steps must be >= 0 and --batch-size >= 1")
     options.at_least_one(cfg, ("log_every", "eval_every", "ckpt_every", "sample_every"))
+    if cfg.init_from and cfg.pretrain_steps:
+        raise TrainError("--init-from starts from trained weights: use --pretrain-steps 0")
     return cfg
 
 

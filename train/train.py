@@ -248,21 +248,65 @@ def kmeans_init(state: RunState) -> None:
     model.train()
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
     keep = torch.randperm(len(flat), generator=g)[: max(1, cfg.kmeans_samples // state.world)]
-    inertia = float(model.quantizer.init_kmeans(flat[keep.to(flat.device)], seed=cfg.seed))
-    if state.main:
-        print(
-            f"k-means init on {len(keep) * state.world} encoder outputs: "
-            f"inertia/sample {inertia:.4f}",
-            flush=True,
-        )
-    loop.emit(state, {"step": state.step, "event": "kmeans_init", "inertia_per_sample": inertia})
+    samples = flat[keep.to(flat.device)]
+    # a model started from trained weights keeps the stages it has; stage s >= 2 is fit to
+    # what the stages before it leave of the samples
+    first = 1 if cfg.init_from else 0
+    stages = [model.quantizer, *model.residual]
+    for s in range(first, len(stages)):
+        rest = samples
+        if s:
+            with torch.no_grad():
+                rest = samples - model.quantize_stages(samples[:, :, None, None], s)[0][:, :, 0, 0]
+        inertia = float(stages[s].init_kmeans(rest, seed=cfg.seed + s))
+        if state.main:
+            print(
+                f"k-means init of stage {s + 1} on {len(keep) * state.world} encoder outputs: "
+                f"inertia/sample {inertia:.4f}",
+                flush=True,
+            )
+        loop.emit(state, {"step": state.step, "event": "kmeans_init", "stage": s + 1,
+                          "inertia_per_sample": inertia})  # fmt: skip
     state.kmeans_done = True
+
+
+# fields that may differ from the --init-from model's: the quantizer's training recipe, the
+# stages, the name
+_INIT_FREE = {
+    "num_stages",
+    "name",
+    "beta",
+    "use_ema",
+    "ema_decay",
+    "ema_eps",
+    "dead_code_threshold",
+}
+
+
+def init_weights(model: vqvae.VQVAE, source: str) -> None:
+    """Load the weights of the trained VQ-VAE ``source`` (a folder or shipped name) into
+    ``model``: the same network, fewer or as many quantizer stages (new stages are
+    initialised by k-means on what the kept ones leave)."""
+    try:
+        src = vqvae.VQVAE.from_pretrained(source)
+    except (ValueError, OSError) as e:
+        raise TrainError(f"--init-from {source}: {e}") from e
+    mine, theirs = model.config.to_dict(), src.config.to_dict()
+    differ = sorted(k for k in mine if k not in _INIT_FREE and mine[k] != theirs[k])
+    if differ or src.config.num_stages > model.config.num_stages:
+        what = ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differ) or (
+            f"num_stages {src.config.num_stages} vs {model.config.num_stages}"
+        )
+        raise TrainError(f"--init-from {source}: another network ({what})")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    model.load_state_dict(state, strict=False)
 
 
 def phase_model(state: RunState, vq: bool):
     """The module a phase trains: the codebook is a trained parameter only in the VQ phase
     without EMA; under DDP the wrapper is rebuilt because that set of parameters changed."""
-    state.model.quantizer.embedding.requires_grad_(vq and not state.model.config.use_ema)
+    for stage in (state.model.quantizer, *state.model.residual):
+        stage.embedding.requires_grad_(vq and not state.model.config.use_ema)
     return loop.ddp(state.model, state.dev) if state.world > 1 else state.model
 
 
@@ -297,6 +341,8 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         )
     torch.manual_seed(cfg.seed)
     model = (build_model or vqvae.VQVAE)(mcfg).to(dev)
+    if cfg.init_from and ckpt is None:
+        init_weights(model, cfg.init_from)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg, dev)

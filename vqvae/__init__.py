@@ -9,8 +9,9 @@ prior over the codes.
 """
 
 from . import grid, hub
-from .codec import compress, decompress
+from .codec import compress, compress_image, decompress, decompress_image, rates
 from .config import PRESETS, VQVAEConfig, preset
+from .grid_prior import GridPrior, GridPriorConfig, load_grid_prior
 from .hub import resolve_pretrained
 from .latent import code_atlas, color_code_map, interpolate
 from .metrics import CodebookUsage, psnr, ssim
@@ -45,4 +46,10 @@ __all__ = [
     "load_prior",
     "compress",
     "decompress",
+    "GridPrior",
+    "GridPriorConfig",
+    "load_grid_prior",
+    "compress_image",
+    "decompress_image",
+    "rates",
 ]

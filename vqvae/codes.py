@@ -28,3 +28,41 @@ def usage_ranks(usage) -> torch.Tensor:
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(1, len(u) + 1)
     return ranks
+
+
+@torch.no_grad()
+def latent_distances(
+    model, z_e: torch.Tensor, codes: torch.Tensor, n: int = 5, *, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Why each cell got its code: the ``n`` codes nearest to each latent of ``z_e``
+    (B, D, h, w) (the encoder's output, as ``VQVAE.encode_image(..., return_latents=True)``
+    gives it) and their Euclidean distances, the chosen code (``codes`` (B, h, w)) first,
+    then the others nearest first. Returns (indices (B, h, w, n) int64, distances
+    (B, h, w, n) float32). Computed ``chunk`` latents at a time, so memory stays at
+    ``chunk`` x K distances whatever the image size.
+
+    The chosen code is put first even where float rounding would rank a near tie otherwise:
+    the grid's code is the one the quantizer picked."""
+    cb = model.codebook.detach().float().cpu()
+    K = len(cb)
+    n = min(int(n), K)
+    b, d, h, w = z_e.shape
+    flat = z_e.detach().float().cpu().permute(0, 2, 3, 1).reshape(-1, d)
+    chosen = torch.as_tensor(codes).reshape(-1).long().cpu()
+    if len(chosen) != len(flat):
+        raise ValueError(f"codes {tuple(codes.shape)} do not match latents {tuple(z_e.shape)}")
+    norms = cb.pow(2).sum(1)
+    idx = torch.empty(len(flat), n, dtype=torch.long)
+    dist = torch.empty(len(flat), n)
+    for a in range(0, len(flat), chunk):
+        z, rows = flat[a : a + chunk], slice(a, a + chunk)
+        # ||e||^2 - 2 z.e ranks the codes of a latent as ||z - e||^2 does (one matmul, no
+        # square roots over all K); the chosen code is forced first
+        rank = torch.addmm(norms, z, cb.t(), alpha=-2.0)
+        rank[torch.arange(len(rank)), chosen[rows]] = -float("inf")
+        top = torch.topk(rank, n, largest=False).indices
+        near = (z[:, None, :] - cb[top]).norm(dim=-1)  # exact, for the n kept only
+        near[:, 1:], order = near[:, 1:].sort(dim=1)  # near ties: in exact order
+        top[:, 1:] = top[:, 1:].gather(1, order)
+        idx[rows], dist[rows] = top, near
+    return idx.view(b, h, w, n), dist.view(b, h, w, n)

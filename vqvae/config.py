@@ -94,6 +94,9 @@ class VQVAEConfig:
     ema_decay: float = 0.99
     ema_eps: float = 1e-5  # Laplace smoothing of cluster sizes
     dead_code_threshold: int = 0  # restart codes unused for this many training steps; 0 = off
+    # residual quantizer: stage s codes what stages < s left of z_e, with a codebook of its
+    # own (K codes); the first n stages decode on their own (a rate per n). 1 = plain VQ-VAE
+    num_stages: int = 1
     # bookkeeping (not used by the network itself)
     name: str = "custom"
 
@@ -201,6 +204,7 @@ _VQVAE_BOUNDS = {
     "embedding_dim": (1, 8192),
     "codebook_size": (2, 2**24),
     "dead_code_threshold": (0, 2**40),
+    "num_stages": (1, 16),
 }
 
 # Version of the prior.json layout (a field of the file).

@@ -311,3 +311,28 @@ def load_labels(name: str, root, split: str = "train") -> tuple[torch.Tensor, li
     # ImageFolder's sorted order is the order _folder_uint8 decodes the images in
     ds = datasets.ImageFolder(str(folder))
     return torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
+
+
+# The photo suite of tests and benchmarks: real photos bundled in scikit-image's wheel.
+PHOTO_SUITE = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "motorcycle_left", "rocket")
+
+
+def suite_photo(name: str) -> np.ndarray:
+    """A photo of the suite (:data:`PHOTO_SUITE`) from scikit-image's bundled data: uint8
+    (H, W, 3). scikit-image is a development dependency: ImportError naming it otherwise."""
+    try:
+        import skimage.data
+    except ImportError as e:
+        raise ImportError(
+            "the photo suite comes with scikit-image: pip install scikit-image"
+        ) from e
+    if name not in PHOTO_SUITE:
+        raise ValueError(f"not a photo of the suite ({', '.join(PHOTO_SUITE)}): {name!r}")
+    if name == "motorcycle_left":  # bundled as the left image of a stereo pair
+        return skimage.data.stereo_motorcycle()[0]
+    return getattr(skimage.data, name)()
+
+
+def photo_suite() -> dict[str, np.ndarray]:
+    """Every photo of the suite by name: uint8 (H, W, 3) arrays."""
+    return {name: suite_photo(name) for name in PHOTO_SUITE}

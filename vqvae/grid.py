@@ -21,7 +21,8 @@ the grid, each read with a halo of cells around it as wide as the network's reac
 (:func:`reach`), and keep only each tile's own cells. Tiles start on cell boundaries (so
 the strided convolutions see the same phase) and every kept cell's receptive field lies
 inside its tile's input, so the result equals the whole-image one up to float rounding,
-with memory bounded by the tile size.
+with memory bounded by the tile size. :func:`decode_box` decodes one box of cells the same
+way: after an edit, only the cells within the decoder's reach of the change need decoding.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def tiled_encode(
     tile_cells: int,
     halo: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``encode`` (images (B, C, hd, wd) -> (latents (B, D, h, w), codes (B, h, w))) run
+    """``encode`` (images (B, C, hd, wd) -> (latents (B, D, h, w), codes (B, ..., h, w))) run
     tile by tile over ``x`` (B, C, H, W), H and W multiples of ``downsample``: each tile
     of ``tile_cells`` cells read with ``halo`` cells around it. Returns the latents and
     codes of the whole grid."""
@@ -137,11 +138,44 @@ def tiled_encode(
         zt, ct = encode(x[..., hr0 * d : hr1 * d, hc0 * d : hc1 * d])
         if z is None:
             z = zt.new_empty(*zt.shape[:2], *grid)
-            codes = ct.new_empty(ct.shape[0], *grid)
+            codes = ct.new_empty(*ct.shape[:-2], *grid)
         rows, cols = slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0)
         z[..., r0:r1, c0:c1] = zt[..., rows, cols]
         codes[..., r0:r1, c0:c1] = ct[..., rows, cols]
     return z, codes
+
+
+def widen(box, cells: int, shape) -> tuple[int, int, int, int]:
+    """Box of cells (top, left, bottom, right), bottom and right exclusive, widened by
+    ``cells`` on every side and clipped to a grid of ``shape`` (h, w): the cells a change
+    inside ``box`` can alter, for ``cells`` the decoder's reach."""
+    r0, c0, r1, c1 = box
+    h, w = shape
+    return max(0, r0 - cells), max(0, c0 - cells), min(h, r1 + cells), min(w, c1 + cells)
+
+
+def decode_box(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    codes: torch.Tensor,
+    box,
+    downsample: int,
+    halo: int,
+) -> torch.Tensor:
+    """The pixels of the cells ``box`` = (top, left, bottom, right) (bottom and right
+    exclusive) of the grid ``codes`` (B, h, w), decoded by ``decode`` (codes (B, h', w') ->
+    images (B, C, h' d, w' d)) from the box widened by ``halo`` cells (clipped to the grid):
+    images (B, C, (bottom - top) d, (right - left) d), equal to the same pixels of the whole
+    grid's decode up to float rounding when ``halo`` covers the decoder's reach. A change to
+    some cells alters only the pixels of the cells within the reach of them: decoding those
+    again is enough (an edit re-decodes what it touched, not the picture)."""
+    r0, c0, r1, c1 = (int(v) for v in box)
+    h, w = codes.shape[-2:]
+    if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+        raise ValueError(f"box {(r0, c0, r1, c1)} is not a box of cells of the {h}x{w} grid")
+    hr0, hc0, hr1, hc1 = widen((r0, c0, r1, c1), halo, (h, w))
+    d = downsample
+    x = decode(codes[..., hr0:hr1, hc0:hc1])
+    return x[..., (r0 - hr0) * d : (r1 - hr0) * d, (c0 - hc0) * d : (c1 - hc0) * d]
 
 
 def tiled_decode(
@@ -151,17 +185,15 @@ def tiled_decode(
     tile_cells: int,
     halo: int,
 ) -> torch.Tensor:
-    """``decode`` (codes (B, h, w) -> images (B, C, hd, wd)) run tile by tile over
-    ``codes`` (B, h, w): each tile of ``tile_cells`` cells read with ``halo`` cells around
-    it. Returns the images (B, C, h d, w d) of the whole grid."""
+    """``decode`` (codes (B, ..., h, w) -> images (B, C, hd, wd)) run tile by tile over
+    ``codes`` (B, ..., h, w): each tile of ``tile_cells`` cells read with ``halo`` cells around
+    it (:func:`decode_box`). Returns the images (B, C, h d, w d) of the whole grid."""
     d = downsample
     grid = codes.shape[-2:]
     out = None
-    for (r0, r1, c0, c1), (hr0, hr1, hc0, hc1) in _tiles(grid, tile_cells, halo):
-        xt = decode(codes[..., hr0:hr1, hc0:hc1])
+    for (r0, r1, c0, c1), _ in _tiles(grid, tile_cells, halo):
+        xt = decode_box(decode, codes, (r0, c0, r1, c1), d, halo)
         if out is None:
             out = xt.new_empty(*xt.shape[:2], grid[0] * d, grid[1] * d)
-        rows = slice((r0 - hr0) * d, (r1 - hr0) * d)
-        cols = slice((c0 - hc0) * d, (c1 - hc0) * d)
-        out[..., r0 * d : r1 * d, c0 * d : c1 * d] = xt[..., rows, cols]
+        out[..., r0 * d : r1 * d, c0 * d : c1 * d] = xt
     return out

@@ -15,6 +15,7 @@ coloured per code with its indices written in), :func:`frame_strip` and :func:`w
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from pathlib import Path
 
@@ -321,6 +322,21 @@ def load_photo(
     im = im.convert("L" if channels == 1 else "RGB")
     x = torch.from_numpy(np.asarray(im).copy()).float().div_(255.0)
     return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None]), notes
+
+
+def cover(x: torch.Tensor, size) -> torch.Tensor:
+    """Images ``x`` (B, C, h, w) in [0, 1] fitted to ``size`` (H, W): resized (bilinear,
+    antialiased, aspect kept) to the smallest size that covers H x W, then centre-cropped
+    to it; what sticks out of the other image's shape is cut off, nothing is stretched."""
+    from torchvision.transforms.v2 import functional as TF
+
+    H, W = (int(v) for v in size)
+    h, w = x.shape[-2:]
+    s = max(H / h, W / w)
+    grown = (max(H, math.ceil(h * s - 1e-6)), max(W, math.ceil(w * s - 1e-6)))
+    if grown != (h, w):
+        x = TF.resize(x, list(grown), antialias=True).clamp(0.0, 1.0)
+    return TF.center_crop(x, [H, W])
 
 
 def is_colour(im: PIL.Image.Image, *, spread: int = 24, share: float = 0.01) -> bool:

@@ -7,6 +7,8 @@ import functools
 
 import torch
 
+from . import grid
+
 PATHS = ("lerp", "slerp", "codebook")
 
 
@@ -24,18 +26,29 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float, dim: int = 1) -> torch.Te
     return torch.where(so.abs() < 1e-4, lin, out)
 
 
+# Frames decoded at once, in pixels: a batch's decoder activations stay around 100 MB (a
+# 512 x 512 photo's frames go one by one, 64 thumbnails of 32 x 32 at once)
+DECODE_PIXELS = 1 << 18
+
+
 @torch.no_grad()
 def interpolate(
-    model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 16, path: str = "lerp"
-) -> torch.Tensor:
+    model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 16, path: str = "lerp",
+    *, tile: int | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Frames (steps, C, H, W) in [0, 1] going from image ``x0`` to ``x1`` (each (C, H, W) or
-    (1, C, H, W), in [0, 1]).
+    (1, C, H, W), in [0, 1], of any one size: padded to the code grid as
+    ``model.encode_image`` pads, the frames cropped back to H x W).
 
     Paths:
       - ``lerp``: linear interpolation of the continuous latents z_e, each step quantized.
       - ``slerp``: spherical interpolation of each position's z_e vector, then quantized.
       - ``codebook``: a straight line between the two images' quantized latents, decoded
         without re-quantizing: the path runs through codebook space itself.
+
+    Frames are decoded a few at a time (about ``DECODE_PIXELS`` pixels); ``tile``: encode
+    and decode in tiles of about ``tile`` x ``tile`` pixels (bounded memory for large
+    photos, the same frames up to float rounding).
     """
     if path not in PATHS:
         raise ValueError(f"unknown interpolation path {path!r}; choose from {PATHS}")
@@ -48,7 +61,9 @@ def interpolate(
             f"both images must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"
         )
     dev = model.device
-    z = model.encode_continuous(torch.cat([x0, x1]).to(dev)).float()
+    H, W = x0.shape[-2:]
+    z = model.encode_image(torch.cat([x0, x1]).to(dev), tile=tile, return_latents=True)[1]
+    z = z.float()
     z0, z1 = z[:1], z[1:]
     ts = torch.linspace(0, 1, steps, device=dev).view(-1, 1, 1, 1)
     if path == "lerp":
@@ -58,7 +73,18 @@ def interpolate(
     else:
         q = model.quantize(z)[0]
         zs = torch.lerp(q[:1], q[1:], ts)
-    return model.decode_latents(zs)
+    d = model.config.downsample
+    per_batch = max(1, DECODE_PIXELS // (zs.shape[-2] * zs.shape[-1] * d * d))
+    frames = []
+    for batch in zs.split(per_batch):
+        batch = model._layout(batch)  # channels_last on the CPU, as decode_codes runs
+        if tile is None:
+            frames.append(model.decode_latents(batch))
+        else:
+            cells = grid.tile_cells(tile, d)
+            halo = model.decoder_halo
+            frames.append(grid.tiled_decode(model.decode_latents, batch, d, cells, halo))
+    return torch.cat(frames)[..., :H, :W].contiguous()
 
 
 @torch.no_grad()

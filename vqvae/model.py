@@ -134,15 +134,11 @@ class VQVAE(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer: Quantizer = VectorQuantizer(
-            config.codebook_size,
-            config.embedding_dim,
-            beta=config.beta,
-            use_ema=config.use_ema,
-            ema_decay=config.ema_decay,
-            ema_eps=config.ema_eps,
-            dead_code_threshold=config.dead_code_threshold,
-        )
+        self.quantizer: Quantizer = _stage_quantizer(config)
+        # stages 2.. of a residual quantizer (empty for a plain VQ-VAE, whose weights then
+        # have exactly the keys they always had)
+        stages = range(config.num_stages - 1)
+        self.residual = nn.ModuleList(_stage_quantizer(config) for _ in stages)
         self.decoder = Decoder(config)
 
     # -- input checks --------------------------------------------------------------------
@@ -182,11 +178,19 @@ class VQVAE(PretrainedMixin, nn.Module):
 
     _check_images = check_images  # the old private name
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
+    def _check_indices(self, indices: torch.Tensor, *, stages: bool = False) -> None:
+        """Type, shape ((B, h, w), or (B, n, h, w) with 1 <= n <= num_stages when
+        ``stages``) and range checks of code indices."""
+        shape = "(B, h, w)" + (" or (B, n, h, w)" if stages else "")
         if not torch.is_tensor(indices) or indices.is_floating_point() or indices.is_complex():
-            raise TypeError("code indices must be an integer tensor of shape (B, h, w)")
-        if indices.dim() != 3:
-            raise ValueError(f"code indices must have shape (B, h, w), got {tuple(indices.shape)}")
+            raise TypeError(f"code indices must be an integer tensor of shape {shape}")
+        if indices.dim() != 3 and not (stages and indices.dim() == 4):
+            raise ValueError(f"code indices must have shape {shape}, got {tuple(indices.shape)}")
+        if indices.dim() == 4 and not 1 <= indices.shape[1] <= self.config.num_stages:
+            raise ValueError(
+                f"this model has {self.config.num_stages} quantizer stage(s), got codes of "
+                f"{indices.shape[1]} stages (shape {tuple(indices.shape)})"
+            )
         K = self.config.codebook_size
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= K):
             raise ValueError(
@@ -205,6 +209,31 @@ class VQVAE(PretrainedMixin, nn.Module):
         indices (B, h, w) int64). Pure lookup (the quantizer's ``quantize``): no EMA
         update or restart, in any mode."""
         return self.quantizer.quantize(z_e)
+
+    def quantize_stages(self, z_e: torch.Tensor, stages: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``stages`` stages of the residual quantizer on latents ``z_e``
+        (B, D, h, w): stage s takes the nearest code to what stages < s left. Returns (the
+        sum of their code vectors (B, D, h, w) float32, indices (B, stages, h, w) int64).
+        Pure, like :meth:`quantize` (``stages=1`` is :meth:`quantize`)."""
+        if isinstance(stages, bool) or not isinstance(stages, int):
+            raise TypeError(f"stages must be an int, got {type(stages).__name__}")
+        if not 1 <= stages <= self.config.num_stages:
+            raise ValueError(
+                f"stages must be in [1, {self.config.num_stages}] for this model, got {stages}"
+            )
+        total, idx = self.quantizer.quantize(z_e)
+        codes = [idx]
+        for vq in self.residual[: stages - 1]:
+            q, idx = vq.quantize(z_e.float() - total)
+            total = total + q
+            codes.append(idx)
+        return total, torch.stack(codes, 1)
+
+    def lookup_stages(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latents (B, D, h, w): the sum of the code vectors of ``codes`` (B, n, h, w),
+        stage s's codes from stage s's codebook."""
+        quantizers = [self.quantizer, *self.residual]
+        return sum(quantizers[s].lookup(codes[:, s]) for s in range(codes.shape[1]))
 
     @staticmethod
     def _recon_loss(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -245,7 +274,12 @@ class VQVAE(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def encode_image(
-        self, x: torch.Tensor, *, tile: int | None = None, return_latents: bool = False
+        self,
+        x: torch.Tensor,
+        *,
+        tile: int | None = None,
+        return_latents: bool = False,
+        stages: int | None = None,
     ):
         """Codes (B, ceil(H/d), ceil(W/d)) int64 of images ``x`` (B, C, H, W) in [0, 1] of
         any size, d = ``config.downsample``. The image is padded at the bottom and right by
@@ -256,14 +290,18 @@ class VQVAE(PretrainedMixin, nn.Module):
         ``tile``: encode tiles of about ``tile`` x ``tile`` pixels, each with a halo as wide
         as the encoder's receptive field, so memory is bounded by the tile size and the
         codes equal the whole-image ones. ``return_latents``: also return the latents z_e
-        (B, D, h, w) float32 (the encoder's output, before quantization)."""
+        (B, D, h, w) float32 (the encoder's output, before quantization). ``stages``: the
+        codes (B, stages, h, w) of the residual quantizer's first ``stages`` stages
+        (:meth:`quantize_stages`) instead of the first stage's (B, h, w)."""
         self._check_image_shape(x, any_size=True)
         check_image_range(x)
         d = self.config.downsample
 
         def encode(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             z_e = self.encoder(self._layout(t) * 2.0 - 1.0)
-            return z_e, self.quantize(z_e)[1]
+            if stages is None:
+                return z_e, self.quantize(z_e)[1]
+            return z_e, self.quantize_stages(z_e, stages)[1]
 
         x = grid.pad_to_grid(x, d)
         if tile is None:
@@ -277,14 +315,15 @@ class VQVAE(PretrainedMixin, nn.Module):
     def decode_codes(
         self, codes: torch.Tensor, size=None, *, tile: int | None = None
     ) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] from codes (B, h, w) in [0, K), cropped to
+        """Images (B, C, H, W) in [0, 1] from codes (B, h, w) in [0, K), or (B, n, h, w): the
+        first n stages of the residual quantizer (:meth:`lookup_stages`), cropped to
         ``size`` = (H, W), an image size whose grid is (h, w) (see :meth:`encode_image`);
         by default (h d, w d). For the default size the images equal :meth:`decode`'s.
 
         ``tile``: decode tiles of about ``tile`` x ``tile`` pixels, each with a halo of
         codes as wide as the decoder's receptive field: bounded memory, the same pixels
         up to float rounding."""
-        self._check_indices(codes)
+        self._check_indices(codes, stages=True)
         d = self.config.downsample
         h, w = codes.shape[-2:]
         H, W = (h * d, w * d) if size is None else (int(size[0]), int(size[1]))
@@ -294,15 +333,41 @@ class VQVAE(PretrainedMixin, nn.Module):
                 f"not the {h}x{w} of these codes"
             )
 
-        def decode(c: torch.Tensor) -> torch.Tensor:
-            return self._decode_raw(self._layout(self.quantizer.lookup(c.long())))
-
         if tile is None:
-            out = decode(codes)
+            out = self._decode_cells(codes)
         else:
-            halo = math.ceil(grid.reach(self.decoder))
-            out = grid.tiled_decode(decode, codes, d, grid.tile_cells(tile, d), halo)
+            cells = grid.tile_cells(tile, d)
+            out = grid.tiled_decode(self._decode_cells, codes, d, cells, self.decoder_halo)
         return out[..., :H, :W].clamp(0.0, 1.0).contiguous()
+
+    @torch.no_grad()
+    def decode_region(self, codes: torch.Tensor, box) -> torch.Tensor:
+        """The pixels of the cells ``box`` = (top, left, bottom, right) (cells, bottom and
+        right exclusive) of codes (B, h, w): images (B, C, (bottom - top) d, (right - left) d)
+        in [0, 1], equal to ``decode_codes(codes)[..., top d : bottom d, left d : right d]`` up
+        to float rounding. Only the box and a halo of codes as wide as the decoder's reach
+        are decoded, so after editing a few cells of a large grid, decoding the box around
+        them and pasting it into the last picture costs a fraction of a full decode."""
+        self._check_indices(codes)
+        out = grid.decode_box(
+            self._decode_cells, codes, box, self.config.downsample, self.decoder_halo
+        )
+        return out.clamp(0.0, 1.0).contiguous()
+
+    @property
+    def decoder_halo(self) -> int:
+        """How many cells away a code can change the decoded pixels (the decoder's reach,
+        :func:`vqvae.grid.reach`, rounded up): editing cells changes the pixels of the
+        cells within this many of them, and decoding a box of cells needs the codes this
+        far around it."""
+        return math.ceil(grid.reach(self.decoder))
+
+    def _decode_cells(self, c: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w), or stage codes (B, n, h, w) -> images (B, C, h d, w d) in [0, 1],
+        unclamped."""
+        c = c.long()
+        z = self.quantizer.lookup(c) if c.dim() == 3 else self.lookup_stages(c)
+        return self._decode_raw(self._layout(z))
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -334,19 +399,51 @@ class VQVAE(PretrainedMixin, nn.Module):
                 raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero, zero, zero
             )
         q = self.quantizer(z_e)
-        raw = self._decode_raw(q.quantized.to(z_e.dtype))
+        quantized, codebook_loss, commitment_loss = q.quantized, q.codebook_loss, q.commitment_loss
+        if self.residual:
+            quantized, extra = self._residual_forward(z_e, q.quantized)
+            codebook_loss = codebook_loss + extra[0]
+            commitment_loss = commitment_loss + extra[1]
+        raw = self._decode_raw(quantized.to(z_e.dtype))
         recon_loss = self._recon_loss(raw, x)
-        loss = recon_loss + q.codebook_loss + q.commitment_loss
+        loss = recon_loss + codebook_loss + commitment_loss
         return VQVAEOutput(
             raw.clamp(0.0, 1.0),
             q.indices,
             loss,
             recon_loss,
-            q.codebook_loss,
-            q.commitment_loss,
+            codebook_loss,
+            commitment_loss,
             q.perplexity,
             q.codes_used,
         )
+
+    def _residual_forward(self, z_e: torch.Tensor, first: torch.Tensor):
+        """Stages 2.. of the training forward, after the first stage's straight-through
+        output ``first``: each stage quantizes (and, in training, updates its codebook on)
+        what the stages before it left. Returns (straight-through latents, (codebook loss,
+        commitment loss) summed over stages 2..).
+
+        In training mode each image is decoded from its first n stages, n drawn uniformly
+        from 1..num_stages (quantizer dropout, as in SoundStream), so that every prefix of
+        stages decodes on its own; in eval mode from all stages."""
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            z = z_e.float()
+            total = first.detach()
+            kept = total.clone()
+            if self.training:
+                n = torch.randint(1, self.config.num_stages + 1, (z.shape[0], 1, 1, 1),
+                                  device=z.device)  # fmt: skip
+            codebook_loss = commitment = z.new_zeros(())
+            for s, vq in enumerate(self.residual, start=2):
+                o = vq(z - total)  # the residual keeps its gradient to the encoder
+                q = o.quantized.detach()
+                total = total + q
+                kept = kept + (q * (n >= s) if self.training else q)
+                codebook_loss = codebook_loss + o.codebook_loss
+                commitment = commitment + o.commitment_loss
+            # straight-through: the value of the kept stages, the identity gradient to z_e
+            return z + (kept - z).detach(), (codebook_loss, commitment)
 
     # -- files (from_pretrained, save_pretrained, push_to_hub: vqvae.base) --------------
     def _card_dataset_name(self) -> str:
@@ -369,6 +466,18 @@ class VQVAE(PretrainedMixin, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.quantizer.codebook.device
+
+
+def _stage_quantizer(config: VQVAEConfig) -> VectorQuantizer:
+    return VectorQuantizer(
+        config.codebook_size,
+        config.embedding_dim,
+        beta=config.beta,
+        use_ema=config.use_ema,
+        ema_decay=config.ema_decay,
+        ema_eps=config.ema_eps,
+        dead_code_threshold=config.dead_code_threshold,
+    )
 
 
 def load_pretrained(source, device="cpu", **hub) -> VQVAE:

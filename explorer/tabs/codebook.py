@@ -9,18 +9,17 @@ from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 import torch
 
-from vqvae import images, viz
-from vqvae.codes import nearest_codes
+from vqvae import viz
 from vqvae.metrics import perplexity
 
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors
-from ..settings import DISPLAY
 from ..ui import CODE_NUMBER, PIX, bind, private, public
+from . import inspector
+from .inspector import CodeDetails, CodePatches
 
 VIEWS = ("2-D", "3-D")
 
@@ -28,17 +27,6 @@ VIEWS = ("2-D", "3-D")
 class CodebookView(NamedTuple):
     figure: object  # plotly go.Figure
     summary: str  # Markdown
-
-
-class CodeDetails(NamedTuple):
-    image: PIL.Image.Image  # what the code decodes to, enlarged
-    details: str  # Markdown
-    neighbours: list  # (path, caption) of the nearest codes
-
-
-class CodePatches(NamedTuple):
-    image: PIL.Image.Image | None  # training crops where the encoder picked the code
-    note: str  # Markdown
 
 
 class Codebook:
@@ -90,41 +78,26 @@ class Codebook:
 
     @clear_errors
     def code(self, model_name: str, index) -> CodeDetails:
-        """One code -> its decoded image (enlarged), details (Markdown), nearest codes."""
+        """One code -> what it stands for (its atlas tile, enlarged), details (Markdown:
+        usage, rank, nearest codes), the nearest codes' tiles."""
         m = self.models.get(model_name)
-        K = m.config.codebook_size
-        k = inputs.code_index(m, index)
-        files = self.models.atlas(m)
-        near, dist = nearest_codes(m.model, k, 8)
-        total = max(1, int(m.usage.sum()))
-        details = (
-            f"### Code {k}\nUsed **{m.usage[k]:,}** times on the training set "
-            f"({100 * m.usage[k] / total:.2f}% of all code uses), rank **{m.ranks[k]}** "
-            f"of {K}.\n\nNearest codes (embedding distance): "
-            + ", ".join(f"{int(j)} ({float(d):.2f})" for j, d in zip(near, dist, strict=True))
-        )
-        gallery = [(files[int(j)], f"#{int(j)}") for j in near]
-        return CodeDetails(images.enlarge(m.atlas[k], DISPLAY), details, gallery)
+        return inspector.code_details(self.models, m, inputs.code_index(m, index), None)
+
+    @clear_errors
+    def code_in_image(self, model_name: str, index, cells) -> str:
+        """The details of :meth:`code` with the code's usage in the current image (``cells``,
+        its inspector state); unchanged without one of this model's."""
+        m = self.models.get(model_name)
+        if not isinstance(cells, inspector.CellCodes) or cells.model != m.name:
+            return gr.skip()
+        return inspector.code_text(m, inputs.code_index(m, index), cells)
 
     @clear_errors
     def code_patches(self, model_name: str, index) -> CodePatches:
         """One code -> the training-image crops it stands for (its cell outlined in red),
         from the model folder's code_patches.npz (written by train.export)."""
         m = self.models.get(model_name)
-        k = inputs.code_index(m, index)
-        if m.patches is None:
-            return CodePatches(None, "No training patches for this model (its folder has no "
-                               "`code_patches.npz`; `python -m train.export --patches-only` "
-                               "writes one).")  # fmt: skip
-        sheet = viz.code_patch_sheet(m.patches, k)
-        if sheet is None:
-            return CodePatches(None, f"Code {k} is never picked on the training set.")
-        n = int(m.patches["offsets"][k + 1] - m.patches["offsets"][k])
-        return CodePatches(
-            sheet,
-            f"{n} training crops where the encoder picked code {k}: its cell (red) and "
-            "one cell around it.",
-        )
+        return inspector.code_patches(m, inputs.code_index(m, index))
 
     @clear_errors
     def code_tile(self, model_name: str, code) -> str | None:
@@ -140,11 +113,39 @@ class Codebook:
 INTRO = (
     "Every code is a vector; UMAP lays them out so that similar codes sit close together. "
     "Colour is how often a code is used on the training set (log scale); the codes in "
-    "your current image are ringed. Hover for details. Below, the **atlas** shows what "
-    "each code stands for: the average of the training crops where the encoder picked it "
-    "(its own cell outlined, one cell of context around), or, for a model without training "
-    "patches, what a grid of that code alone decodes to; click one to inspect it."
+    "your current image are ringed. Hover for details; click a code to inspect it. Below, "
+    "the **atlas** shows what each code stands for: the average of the training crops where "
+    "the encoder picked it (its own cell outlined, one cell of context around), or, for a "
+    "model without training patches, what a grid of that code alone decodes to; click one to "
+    "inspect it."
 )
+
+
+# gr.Plot gives the server no clicks: on the page, a click on a code of the UMAP plot types its
+# number into the code box (#pick), which opens the inspector as typing it does. Hooked again
+# whenever a new figure is drawn.
+UMAP_CLICK_JS = """
+() => {
+  let tries = 0;
+  const hook = () => {
+    const plot = document.querySelector('#codebook-plot .js-plotly-plot');
+    const box = document.querySelector('#pick input');
+    if (!plot || !plot.on || !box) return tries++ < 50 && setTimeout(hook, 200);
+    if (plot.dataset.inspects) return;
+    plot.dataset.inspects = '1';
+    plot.on('plotly_click', (e) => {
+      const p = e && e.points && e.points[0];
+      const code = p && p.customdata && p.customdata[0];
+      if (code == null) return;
+      const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+      set.call(box, String(code));
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    });
+  };
+  setTimeout(hook, 100);
+  return [];
+}
+"""
 
 
 @dataclass
@@ -155,8 +156,9 @@ class CodebookTab:
     atlas: gr.Gallery
 
 
-def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
-    """``grid``: the current image's codes, ringed in the plot."""
+def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe, cells=None) -> CodebookTab:
+    """``grid``: the current image's codes, ringed in the plot; ``cells``: the state of
+    its cells (inspector.CellCodes), for a code's usage in it."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
@@ -167,21 +169,7 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
             summary = gr.Markdown(elem_id="codebook-summary")
         with gr.Column(scale=2):
             pick = gr.Number(elem_id="pick", label="Inspect code #", value=0, **CODE_NUMBER)
-            pick_img = gr.Image(
-                label="Decodes to", format="png", height=200, interactive=False, elem_classes=PIX
-            )
-            pick_md = gr.Markdown(elem_id="pick-md")
-            neighbours = gr.Gallery(
-                label="Nearest codes", columns=8, height=140, allow_preview=False, elem_classes=PIX
-            )
-            patches = gr.Image(
-                elem_id="code-patches",
-                label="Where the encoder picks it (training crops)",
-                format="png",
-                interactive=False,
-                elem_classes=PIX,
-            )
-            patches_md = gr.Markdown(elem_id="code-patches-md")
+            look = inspector.layout("pick-", cells=False)
     atlas = gr.Gallery(
         elem_id="atlas",
         label="Code atlas (most used first)",
@@ -193,19 +181,53 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe) -> CodebookTab:
 
     figure = dict(figure=plot, summary=summary)
     view.change(h.figure, [model, view, grid], bind(CodebookView, **figure), **public("codebook"))
-    pick.change(
+    details = pick.change(
         h.code,
         [model, pick],
-        bind(CodeDetails, image=pick_img, details=pick_md, neighbours=neighbours),
+        bind(CodeDetails, **look.details),
         **public("code"),
         trigger_mode="always_last",
     )
+    if cells is not None:  # the API's /code knows no current image: the page adds it
+        details.success(
+            h.code_in_image,
+            [model, pick, cells],
+            look.details["details"],
+            **private("code_in_image", quick=True),
+        )
     pick.change(
         h.code_patches,
         [model, pick],
-        bind(CodePatches, image=patches, note=patches_md),
+        bind(CodePatches, **look.patches),
         **public("code_patches"),
         trigger_mode="always_last",
     )
     atlas.select(h.atlas_pick, [model], pick, **private("atlas_pick", quick=True))
+    plot.change(None, None, None, js=UMAP_CLICK_JS)
     return CodebookTab(view, figure, pick, atlas)
+
+
+def open_tab(evt: gr.SelectData) -> str:
+    """A tab chosen -> its label (the state :func:`lazy_atlas` reads)."""
+    return str(evt.value)
+
+
+def lazy_atlas(h: Codebook, model: gr.Dropdown, gallery: gr.Gallery, tab: str, shown_tab):
+    """-> ``refresh(dep)``: after event ``dep``, ``gallery`` (on the tab labelled ``tab``)
+    gets the chosen model's atlas if that tab is the open one (``shown_tab``, a state holding
+    the open tab's label) and it shows another model's. Sending K tiles costs the server
+    about 0.4 s per gallery for K = 512: a model switch pays it only for the tab in view,
+    and a tab opened later catches up."""
+    shown = gr.State()  # the model whose atlas the gallery holds
+
+    def atlas_if_open(model_name: str, open_now: str, shown_now):
+        if open_now != tab or shown_now == model_name:
+            return gr.skip(), gr.skip()
+        return h.atlas(model_name), model_name
+
+    name = "atlas" if tab == "Codebook" else f"atlas_{tab.split()[0].lower()}"
+
+    def refresh(dep) -> None:
+        dep.then(atlas_if_open, [model, shown_tab, shown], [gallery, shown], **private(name))
+
+    return refresh

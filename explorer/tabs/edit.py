@@ -21,6 +21,7 @@ from ..context import Context
 from ..guards import clear_errors
 from ..settings import DISPLAY
 from ..ui import CLASS_CHOICE, CODE_NUMBER, PIX, bind, keep, private, public
+from . import paint as photo
 
 
 class Decoded(NamedTuple):
@@ -38,6 +39,24 @@ class Edited(NamedTuple):
     code_map: PIL.Image.Image
     png: str
     npy: str
+
+
+class Started(NamedTuple):
+    """A grid to edit (a new image, Reset, Fill): the :class:`Edited` fields, then the
+    photo editor's (a grid of another size than the thumbnail's is painted on its own map,
+    :mod:`explorer.tabs.paint`) and which editor is shown."""
+
+    grid: object  # the table (thumbnails; an empty one for a photo's grid)
+    image: object
+    code_map: object
+    png: str
+    npy: str
+    canvas: object  # a photo's paint.Canvas, or None
+    photo_map: object
+    note: str
+    thumb_maps: dict  # updates: shown for thumbnails ...
+    thumb_tools: dict
+    photo_tools: dict  # ... or for photos
 
 
 class CodeMapView(NamedTuple):
@@ -81,6 +100,44 @@ class Edit:
     def _edited(self, model_name: str, c: np.ndarray) -> Edited:
         return Edited(inputs.table(c), *self.decode(model_name, c))
 
+    def _start(self, model_name: str, c: np.ndarray) -> Started:
+        """Grid ``c`` to edit: a thumbnail's in the table and its map, a photo's on its
+        canvas."""
+        m = self.models.get(model_name)
+        if inputs.is_thumbnail(m, c):
+            views = (gr.update(visible=True),) * 2 + (gr.update(visible=False),)
+            return Started(*self._edited(model_name, c), None, gr.skip(), "", *views)
+        h, w = c.shape
+        note = f"A {w}x{h} grid of codes: click the map to paint."
+        if m.grid_prior is None:
+            note += " " + photo.no_grid_prior(m)
+        p = photo.painted(m, photo.start(m, c), self.files, note)
+        views = (gr.update(visible=False),) * 2 + (gr.update(visible=True),)
+        return Started(
+            inputs.table(np.zeros((0, 0), np.int64)), p.image, gr.skip(), p.png, p.npy, p.canvas,
+            p.photo_map, p.note, *views,
+        )  # fmt: skip
+
+    @clear_errors
+    def paint_photo(self, model_name: str, canvas, code, tool, radius, evt: gr.SelectData):
+        """Click on a photo's code map: paint a brush of ``radius`` cells, or a rectangle's
+        corners (``tool``), with ``code`` -> :class:`paint.Painted`."""
+        m = self.models.get(model_name)
+        return photo.click(m, canvas, code, tool, radius, evt, self.files)
+
+    @clear_errors
+    def resample_photo(self, model_name: str, canvas, temperature=1.0, seed=-1):
+        """New codes for the marked cells of a photo's ``canvas``, drawn from the model's
+        grid prior given the others, re-decoded around them -> :class:`paint.Painted`.
+        seed -1: a fresh one (the note names it)."""
+        m = self.models.get(model_name)
+        return photo.resample(m, canvas, temperature, seed, self.files)
+
+    @clear_errors
+    def clear_photo_marks(self, model_name: str, canvas):
+        """A photo's ``canvas`` with no cells marked -> :class:`paint.Painted`."""
+        return photo.clear_marks(self.models.get(model_name), canvas, self.files)
+
     @clear_errors
     def paint(self, model_name: str, grid, code, evt: gr.SelectData) -> Edited:
         """Click on the code map: set the clicked cell to ``code`` and re-decode."""
@@ -92,17 +149,20 @@ class Edit:
         return self._edited(model_name, c)
 
     @clear_errors
-    def fill(self, model_name: str, grid, code) -> Edited:
-        """Every cell set to ``code``."""
+    def fill(self, model_name: str, grid, code, canvas=None) -> Started:
+        """Every cell set to ``code``: of the table's grid, or of the photo's ``canvas``."""
         m = self.models.get(model_name)
-        c = inputs.code_grid(m, grid)
+        if canvas is not None:
+            c = photo.check_canvas(m, canvas).codes.copy()
+        else:
+            c = inputs.code_grid(m, grid)
         c[:] = inputs.code_index(m, code)
-        return self._edited(model_name, c)
+        return self._start(model_name, c)
 
     @clear_errors
-    def reset(self, model_name: str, original) -> Edited:
+    def reset(self, model_name: str, original) -> Started:
         """Back to ``original`` (the reconstructed or sampled grid)."""
-        return self._edited(model_name, inputs.code_grid(self.models.get(model_name), original))
+        return self._start(model_name, inputs.code_grid(self.models.get(model_name), original))
 
     @clear_errors
     def surprise(self, model_name: str, grid) -> Surprise:
@@ -123,10 +183,17 @@ class Edit:
         )
 
     @clear_errors
-    def code_map_view(self, model_name: str, grid, marks=None, surprise: bool = False):
+    def code_map_view(
+        self, model_name: str, grid, marks=None, surprise: bool = False, canvas=None
+    ):  # fmt: skip
         """The code map: the codes (or, with ``surprise``, their bits under the prior),
-        marked cells veiled; and the bits of the grid under the prior."""
+        marked cells veiled; and the bits of the grid under the prior. With a photo's
+        ``canvas`` (drawn by its own events): only its bits."""
         m = self.models.get(model_name)
+        if isinstance(canvas, photo.Canvas) and canvas.model == m.name:
+            c = canvas.codes
+            plain = c.size * math.log2(m.config.codebook_size)
+            return CodeMapView(gr.skip(), gr.skip(), f"Plain: **{plain:,.0f} bits** (h·w·log2 K).")
         c = inputs.code_grid(m, grid)
         plain = c.size * math.log2(m.config.codebook_size)
         thumbnail = inputs.is_thumbnail(m, c)  # what the prior and the marks are for
@@ -199,26 +266,29 @@ def show_map(mode: str):
 INTRO = (
     "The current image's code grid. Choose a code (type its number or click the atlas on "
     "the right), then click cells of the code map to paint them; the image re-decodes at "
-    "once. Or edit the numbers in the table. *Reset* goes back to the reconstructed image. "
-    "With a prior: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
-    "given the cells above and to its left), or shade the map by each code's surprise."
+    "once. A thumbnail's grid can also be edited as a table; a photo's is painted with a "
+    "brush or a rectangle. *Reset* goes back to the reconstructed image. With a prior, on "
+    "a thumbnail: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
+    "given the cells above and to its left), or shade the map by each code's surprise; "
+    "with a grid prior, on a photo: mark rectangles and resample them."
 )
 
 
 @dataclass
 class EditTab:
-    grid: gr.Dataframe  # the edited grid
+    grid: gr.Dataframe  # the edited grid (a thumbnail's)
     decoded: dict  # the components of a Decoded, by field
     original: gr.State  # the grid Reset goes back to
     paint_code: gr.Number
     atlas: gr.Gallery
     label: gr.Dropdown  # the class resampling is conditioned on
     redraw: Callable  # redraw(dep): after dep, the code map's overlays and bits again
+    started: list  # the output components of a Started result (a new grid to edit)
 
     @property
     def edited(self) -> list:
-        """The output components of an Edited result."""
-        return bind(Edited, grid=self.grid, **self.decoded)
+        """The output components of :meth:`Edit.reset` (a :class:`Started` result)."""
+        return self.started
 
 
 @dataclass
@@ -227,6 +297,8 @@ class _Controls:
 
     maps: dict  # code_map, mark_map
     decoded: dict  # image, code_map, png, npy
+    photo: dict  # photo_map, note, tool, radius, resample, clear, temperature, seed
+    views: dict  # thumb_maps, thumb_tools, photo_tools (columns shown by grid kind)
     paint_code: gr.Number
     paint_tile: gr.Image
     atlas: gr.Gallery
@@ -256,7 +328,7 @@ def _picker_column(big: dict) -> tuple:
         )
     atlas = gr.Gallery(
         elem_id="edit-atlas",
-        label="Pick a code",
+        label="Pick a code (scroll for more)",
         columns=8,
         height=200,
         allow_preview=False,
@@ -271,23 +343,10 @@ def _picker_column(big: dict) -> tuple:
     return paint_code, paint_tile, atlas, dict(fill=fill, reset=reset), png, npy
 
 
-def _layout() -> _Controls:
-    big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX, format="png")
+def _thumb_tools() -> tuple[gr.Checkbox, gr.Radio, dict, gr.Dropdown, gr.Slider]:
+    """Surprise, click mode, marks and resampling (thumbnail grids)."""
     with gr.Row():
-        with gr.Column(scale=3):
-            code_map = gr.Image(
-                elem_id="edit-map", label="Code map: click a cell to paint it", **big
-            )
-            mark_map = gr.Image(
-                elem_id="mark-map", label="Code map: click cells to mark them", visible=False, **big
-            )
-        with gr.Column(scale=3):
-            image = gr.Image(elem_id="edit-img", label="Decoded", **big)
-        with gr.Column(scale=3, min_width=240):
-            paint_code, paint_tile, atlas, buttons, png, npy = _picker_column(big)
-    with gr.Row():
-        with gr.Column(scale=3):
-            bits = gr.Markdown(elem_id="edit-bits")
+        with gr.Column(scale=3, min_width=200):
             surprise = gr.Checkbox(
                 label="Surprise: shade each cell by its bits under the prior (pale 0, orange "
                 "log2 K as without a prior, dark twice that)",
@@ -303,19 +362,46 @@ def _layout() -> _Controls:
                     min_width=160,
                 )
                 with gr.Column(min_width=160):
-                    buttons["mark_all"] = gr.Button("Mark all", size="sm")
-                    buttons["clear"] = gr.Button("Clear marks", size="sm")
-                    buttons["resample"] = gr.Button(
-                        "Resample marked cells", elem_id="resample-btn", variant="primary"
+                    buttons = dict(
+                        mark_all=gr.Button("Mark all", size="sm"),
+                        clear=gr.Button("Clear marks", size="sm"),
+                        resample=gr.Button(
+                            "Resample marked cells", elem_id="resample-btn", variant="primary"
+                        ),
                     )
             with gr.Row():
                 label = gr.Dropdown(["any"], value="any", label="Resample as class", **CLASS_CHOICE)
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+    return surprise, mode, buttons, label, temperature
+
+
+def _layout() -> _Controls:
+    big = dict(height=DISPLAY + 64, interactive=False, elem_classes=PIX, format="png")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=240):
+            with gr.Column() as thumb_maps:
+                code_map = gr.Image(
+                    elem_id="edit-map", label="Code map: click a cell to paint it", **big
+                )
+                mark_map = gr.Image(
+                    elem_id="mark-map", label="Code map: click cells to mark them",
+                    visible=False, **big,
+                )  # fmt: skip
+            photo_tools, photo_parts = photo.tools(big)
+        with gr.Column(scale=3, min_width=240):
+            image = gr.Image(elem_id="edit-img", label="Decoded", **big)
+        with gr.Column(scale=3, min_width=240):
+            paint_code, paint_tile, atlas, buttons, png, npy = _picker_column(big)
+    bits = gr.Markdown(elem_id="edit-bits")
+    with gr.Column() as thumb_tools:
+        surprise, mode, more, label, temperature = _thumb_tools()
     return _Controls(
         maps=dict(code_map=code_map, mark_map=mark_map),
         decoded=dict(image=image, code_map=code_map, png=png, npy=npy),
-        paint_code=paint_code, paint_tile=paint_tile, atlas=atlas, buttons=buttons, bits=bits,
-        surprise=surprise, mode=mode, label=label, temperature=temperature,
+        photo=photo_parts,
+        views=dict(thumb_maps=thumb_maps, thumb_tools=thumb_tools, photo_tools=photo_tools),
+        paint_code=paint_code, paint_tile=paint_tile, atlas=atlas, buttons={**buttons, **more},
+        bits=bits, surprise=surprise, mode=mode, label=label, temperature=temperature,
     )  # fmt: skip
 
 
@@ -332,18 +418,24 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
     """``pick_code``/``code_tile``: the codebook's atlas click and code tile events."""
     gr.Markdown(INTRO)
     ui = _layout()
-    marks, grid = _tables()
-    original = gr.State()
-    tab = EditTab(grid, ui.decoded, original, ui.paint_code, ui.atlas, ui.label, None)
+    with ui.views["thumb_tools"]:
+        marks, grid = _tables()
+    original, canvas = gr.State(), gr.State()
+    ph = ui.photo
+    started = bind(
+        Started, grid=grid, **ui.decoded, canvas=canvas, photo_map=ph["photo_map"],
+        note=ph["note"], **ui.views,
+    )  # fmt: skip
+    tab = EditTab(grid, ui.decoded, original, ui.paint_code, ui.atlas, ui.label, None, started)
     decoded = bind(Decoded, **ui.decoded)
-    edited = tab.edited
+    edited = bind(Edited, grid=grid, **ui.decoded)
     n_redraws = iter(range(1000))
 
     def redraw(dep):
         """The grid changed: draw its map again with the marks (and surprise), new bits."""
         return dep.success(
             h.code_map_view,
-            [model, grid, marks, ui.surprise],
+            [model, grid, marks, ui.surprise, canvas],
             bind(CodeMapView, **ui.maps, bits=ui.bits),
             **private(f"edit_overlay_{next(n_redraws)}"),
         )
@@ -358,11 +450,25 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
     paint = ui.maps["code_map"].select(h.paint, [model, grid, ui.paint_code], edited,
                                        **private("paint"))  # fmt: skip
     redraw(paint)
+    painted = bind(
+        photo.Painted, canvas=canvas, image=ui.decoded["image"], photo_map=ph["photo_map"],
+        png=ui.decoded["png"], npy=ui.decoded["npy"], note=ph["note"],
+    )  # fmt: skip
+    ph["photo_map"].select(
+        h.paint_photo, [model, canvas, ui.paint_code, ph["tool"], ph["radius"]], painted,
+        **private("paint_photo"),
+    )  # fmt: skip
+    ph["resample"].click(
+        h.resample_photo, [model, canvas, ph["temperature"], ph["seed"]], painted,
+        **private("resample_photo", expensive=True),
+    )  # fmt: skip
+    ph["clear"].click(h.clear_photo_marks, [model, canvas], painted, **private("clear_photo_marks"))
     mark = ui.maps["mark_map"].select(h.toggle_mark, [model, grid, marks], marks, **private("mark"))
     redraw(mark)
     ui.mode.change(show_map, ui.mode, list(ui.maps.values()), **private("click_mode", quick=True))
-    redraw(b["fill"].click(h.fill, [model, grid, ui.paint_code], edited, **private("fill")))
-    redraw(b["reset"].click(h.reset, [model, original], edited, **private("reset")))
+    fill_in = [model, grid, ui.paint_code, canvas]
+    redraw(b["fill"].click(h.fill, fill_in, started, **private("fill")))
+    redraw(b["reset"].click(h.reset, [model, original], started, **private("reset")))
     resample_in = [model, grid, marks, ui.label, ui.temperature]
     redraw(
         b["resample"].click(h.resample, resample_in, edited, **public("resample", expensive=True))

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import gradio as gr
 import PIL.Image
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 import vqvae
 from vqvae import images
@@ -18,8 +19,17 @@ from vqvae.latent import PATHS
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors, image_input
-from ..settings import DISPLAY, INTERPOLATE_PIXELS, MAX_FPS, MAX_FRAMES
+from ..settings import (
+    DISPLAY,
+    INTERPOLATE_AUTO_PIXELS,
+    INTERPOLATE_PIXELS,
+    MAX_FPS,
+    MAX_FRAMES,
+)
 from ..ui import PIX, bind, private, public, skip
+
+DECODE_TILE = 512  # px: a 1 MP photo's frames are decoded in tiles (bounded memory)
+STRIP_FRAME = 96  # px: the longest side of a photo's frame in the strip
 
 
 class Interpolation(NamedTuple):
@@ -58,33 +68,56 @@ class Interpolate:
         self, image_a, image_b, model_name: str, frames=24, fps=12, path: str = "lerp",
         pingpong: bool = True,
     ) -> Interpolation:  # fmt: skip
-        """Two images -> (animated GIF path, strip of the frames)."""
+        """Two images -> (animated GIF path, strip of the frames). A colour model reads both
+        as photos at A's own resolution (B resized to cover A's size and centre-cropped to
+        it); a digit model reads their thumbnails."""
         m = self.models.get(model_name)
         n = _number(frames, 2, MAX_FRAMES, "Number of frames")
-        most = INTERPOLATE_PIXELS // m.config.image_size**2
-        if n > most:  # frames cost in proportion to their pixels
-            raise gr.Error(
-                f"At most {most} frames for this model's {m.config.image_size}px images, got "
-                f"{frames}: the limit keeps every request under a second of the server's time."
-            )
         f = _number(fps, 1, MAX_FPS, "Frames per second")
         if not isinstance(path, str) or path not in PATHS:
             raise gr.Error(f"Path must be one of {', '.join(PATHS)}, got {path!r:.20}.")
         for side, im in (("A", image_a), ("B", image_b)):
             if im is None:
                 raise gr.Error(f"No image {side}: upload one or click an example.")
-        a, b = inputs.model_input(m, image_a), inputs.model_input(m, image_b)
+        a, b = self._pair(m, image_a, image_b, n)
         with torch.inference_mode():
-            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path)
+            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path, tile=DECODE_TILE)
         gif = images.write_gif(seq, self.files.new(".gif"), fps=f, pingpong=bool(pingpong))
-        return Interpolation(str(gif), images.frame_strip(seq, scale=2, per_row=12))
+        return Interpolation(str(gif), _strip(seq))
+
+    @staticmethod
+    def _pair(m, image_a, image_b, frames: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two images as the model reads them, of one size, within the frame budget:
+        frames cost in proportion to their pixels."""
+        if not inputs.takes_photos(m):
+            a, b = inputs.model_input(m, image_a), inputs.model_input(m, image_b)
+            what = f"this model's {m.config.image_size}px images"
+        else:
+            a = inputs.photo_input(m, image_a)
+            b = images.cover(inputs.photo_input(m, image_b, announce=False), a.shape[-2:])
+            what = f"a {a.shape[-1]}x{a.shape[-2]} image A"
+        most = INTERPOLATE_PIXELS // (a.shape[-2] * a.shape[-1])
+        if frames > most:
+            raise gr.Error(
+                f"At most {most} frames for {what}, got {frames:g}: the limit keeps every "
+                "request within a few seconds of the server's time"
+                + (" (use a smaller image A for more frames)." if most < MAX_FRAMES else ".")
+            )
+        return a, b
 
     @clear_errors
-    def gif_if_any(self, image_a, image_b, *args) -> Interpolation:
-        """For page load and model changes: a model without examples is no error."""
+    def gif_if_any(self, image_a, image_b, model_name: str, frames=24, *args) -> Interpolation:
+        """For page load and model changes: a model without examples is no error, and the
+        frames of large examples are cut to INTERPOLATE_AUTO_PIXELS (at least 2): what the
+        page asks for by itself stays cheap; Make GIF asks for more."""
         if image_a is None or image_b is None:
             return skip(Interpolation)
-        return self.gif(image_a, image_b, *args)
+        m = self.models.get(model_name)
+        if inputs.takes_photos(m):
+            H, W = inputs.photo_input(m, image_a, announce=False).shape[-2:]
+            most = max(2, INTERPOLATE_AUTO_PIXELS // (H * W))
+            frames = min(_number(frames, 2, MAX_FRAMES, "Number of frames"), most)
+        return self.gif(image_a, image_b, model_name, frames, *args)
 
     @clear_errors
     def example_click(
@@ -102,10 +135,23 @@ class Interpolate:
         return InterpExample(image_a, path, "A")
 
 
+def _strip(seq: torch.Tensor) -> PIL.Image.Image:
+    """The frames side by side: thumbnails enlarged twice, photos' frames shrunk to at most
+    STRIP_FRAME px a side (a strip of 24 full-size photos would be 12,000 px wide)."""
+    if max(seq.shape[-2:]) <= STRIP_FRAME:
+        return images.frame_strip(seq, scale=2, per_row=12)
+    s = STRIP_FRAME / max(seq.shape[-2:])
+    small = [max(1, round(v * s)) for v in seq.shape[-2:]]
+    return images.frame_strip(TF.resize(seq, small, antialias=True).clamp(0, 1), scale=1)
+
+
 INTRO = (
     "Walk from image A to image B in latent space. **lerp** blends the encoder outputs and "
     "quantizes each step; **slerp** does so along a sphere; **codebook** blends the two "
-    "quantized grids and decodes without re-quantizing. The result is a looping GIF."
+    "quantized grids and decodes without re-quantizing. The result is a looping GIF. "
+    "Colour models walk at A's own resolution: B is resized to cover A's size and "
+    "centre-cropped to it. Each frame costs in proportion to its pixels: a large A allows "
+    "fewer frames."
 )
 
 
@@ -134,7 +180,7 @@ def build(h: Interpolate, model: gr.Dropdown) -> InterpolateTab:
         examples = gr.Gallery(
             label="Examples: click to fill",
             columns=8,
-            height=150,
+            height=190,
             allow_preview=False,
             elem_classes=PIX,
             scale=3,

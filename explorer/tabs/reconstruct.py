@@ -22,7 +22,7 @@ from ..files import named
 from ..guards import clear_errors, guard_drawing_pad, image_input
 from ..settings import DISPLAY
 from ..ui import PIX, bind, private, public, skip
-from . import codec
+from . import codec, inspector
 
 
 class Reconstruction(NamedTuple):
@@ -33,6 +33,7 @@ class Reconstruction(NamedTuple):
     codes_used: int  # distinct codes in the image
     bits: float  # bits per image, h * w * log2 K
     grid: object  # the code grid (h, w) as a table
+    cells: object = None  # inspector.CellCodes: what a click on a cell shows (a session state)
 
 
 class Example(NamedTuple):
@@ -46,6 +47,7 @@ class Example(NamedTuple):
     codes_used: int
     bits: float
     grid: object
+    cells: object = None
 
 
 # How a colour model reads an upload: the photo at its own resolution, or the thumbnail it
@@ -58,6 +60,7 @@ class Reconstruct:
 
     def __init__(self, ctx: Context):
         self.models = ctx.models
+        self.inspector = inspector.Inspector(ctx.models)
         self._example_cache: dict[tuple, Reconstruction] = {}
 
     @clear_errors
@@ -77,9 +80,9 @@ class Reconstruct:
         else:
             x = inputs.model_input(m, image, announce=announce)
             with torch.inference_mode():
-                codes = m.model.encode(x)
+                codes, z_e = m.model.encode_image(x, return_latents=True)
                 recon = m.model.decode(codes)
-            out = self._result(m, x, recon, codes[0].numpy(), DISPLAY)
+            out = self._result(m, x, recon, codes, z_e, DISPLAY)
         named(out.original, image)  # its download, and the panel's .vqz, keep the file's name
         return out
 
@@ -87,10 +90,10 @@ class Reconstruct:
         x = inputs.photo_input(m, image, announce=announce)
         H, W = x.shape[-2:]
         with torch.inference_mode():
-            codes = m.model.encode_image(x)
+            codes, z_e = m.model.encode_image(x, return_latents=True)
             recon = m.model.decode_codes(codes, (H, W))
         # at the photo's own size (the page scales it, pixelated); code cells of d pixels
-        out = self._result(m, x, recon, codes[0].numpy(), max(H, W))
+        out = self._result(m, x, recon, codes, z_e, max(H, W))
         if announce:
             h, w = out.grid.shape
             gr.Info(
@@ -101,18 +104,23 @@ class Reconstruct:
         return out
 
     @staticmethod
-    def _result(m, x, recon, c: np.ndarray, side: int) -> Reconstruction:
-        """The outputs for input ``x``, its reconstruction and codes ``c`` (h, w), the
-        pictures ``side`` px on their longer side, the code map's cells aligned with them."""
-        cells = side // max(x.shape[-2:]) * m.config.downsample * max(c.shape)
+    def _result(m, x, recon, codes: torch.Tensor, z_e: torch.Tensor, side: int) -> Reconstruction:
+        """The outputs for input ``x``, its reconstruction, codes (1, h, w) and latents z_e,
+        the pictures ``side`` px on their longer side (enlarged ``scale`` times), the code
+        map's cells aligned with them."""
+        c = codes[0].numpy()
+        scale = max(1, side // max(x.shape[-2:]))
         return Reconstruction(
             original=images.enlarge(x[0], side),
             reconstruction=images.enlarge(recon[0], side),
-            code_map=images.code_map_image(c, m.config.codebook_size, cells),
+            code_map=images.code_map_image(
+                c, m.config.codebook_size, scale * m.config.downsample * max(c.shape)
+            ),
             psnr=round(float(vqvae.psnr(x, recon)[0]), 2),
             codes_used=int(len(np.unique(c))),
             bits=round(c.size * math.log2(m.config.codebook_size), 1),
             grid=inputs.table(c),
+            cells=inspector.CellCodes.of(m, x.shape[-2:], scale, codes, z_e),
         )
 
     @clear_errors
@@ -175,6 +183,13 @@ class ReconstructTab:
     no_draw: gr.Markdown
     outputs: dict  # the components of a Reconstruction, by field
     new_image: list  # events after which there is a new current image
+    inspector: inspector.InspectorPanel  # opened by a click on a cell
+    codec: codec.CodecPanel
+
+    @property
+    def cells(self) -> gr.State:
+        """What the inspector shows of the current image's cells."""
+        return self.outputs["cells"]
 
     @property
     def grid(self) -> gr.Dataframe:
@@ -246,7 +261,10 @@ def _result_panel() -> dict:
             elem_id="recon", label="Reconstruction", buttons=["download"], **big
         )
         code_map = gr.Image(
-            elem_id="codemap", label="Code map (index per cell)", buttons=["download"], **big
+            elem_id="codemap",
+            label="Code map (click a cell to inspect it)",
+            buttons=["download"],
+            **big,
         )
     number = dict(interactive=False, elem_classes=["numbers"])
     with gr.Row():
@@ -266,8 +284,13 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
             image, size, sketch, button, draw, no_draw, examples = _input_column(h)
         with gr.Column(scale=5):
             out = _result_panel()
+            with gr.Accordion("Code inspector", open=True, elem_id="inspector"):
+                look = inspector.layout("cell-", cells=True)
             panel = codec.layout()
-            with gr.Accordion("Code indices as a table", open=False):
+            # a photo's grid is thousands of cells: its code map, clicked, is the way in
+            with gr.Accordion(
+                "Code indices as a table (for a photo: click the code map)", open=False
+            ):
                 out["grid"] = gr.Dataframe(
                     interactive=False,
                     datatype="number",
@@ -275,6 +298,7 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
                     label="Code grid",
                     max_height=320,
                 )
+    out["cells"] = gr.State()
 
     outputs = bind(Reconstruction, **out)
     new_image = [
@@ -297,4 +321,40 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
         size.input(h.upload, [image, model, size], outputs, **private("reconstruct_size")),
     ]
     codec.connect(codec_events, panel, model, out["original"])
-    return ReconstructTab(image, size, examples, draw, no_draw, out, new_image)
+    _connect_inspector(h.inspector, look, model, out, new_image)
+    return ReconstructTab(image, size, examples, draw, no_draw, out, new_image, look, panel)
+
+
+def _connect_inspector(h: inspector.Inspector, look, model, out: dict, new_image: list) -> None:
+    """A click on any of the three pictures inspects the cell under it; a new image empties
+    the inspector; the page outlines the cell (or removes the outline) as its box changes."""
+    shows = bind(inspector.CellView, **look.cell)
+    quick = dict(show_progress="hidden", trigger_mode="always_last")
+    for picture, name in ((out["original"], "input"), (out["reconstruction"], "reconstruction")):
+        picture.select(
+            h.picture_click, [model, out["cells"]], shows, **quick,
+            **private(f"inspect_{name}", quick=True),
+        )  # fmt: skip
+    out["code_map"].select(
+        h.code_map_click, [model, out["cells"]], shows, **quick,
+        **private("inspect_code_map", quick=True),
+    )  # fmt: skip
+    for dep in new_image:
+        dep.success(h.clear, None, shows, **private("inspect_clear", quick=True))
+    look.cell["box"].change(None, look.cell["box"], None, js=inspector.OUTLINE_JS)
+
+
+def clear_on_switch(h: Reconstruct, tab: ReconstructTab, trigger) -> None:
+    """On ``trigger`` (a model chosen): the codec panel and the inspector emptied at once
+    (they follow the current image, which the new model's first example replaces)."""
+    outputs = (
+        bind(codec.Compressed, **tab.codec.compressed)
+        + bind(codec.Decompressed, **tab.codec.decompressed)
+        + bind(inspector.CellView, **tab.inspector.cell)
+    )
+    blank = [None] * (len(codec.Compressed._fields) + len(codec.Decompressed._fields))
+
+    def cleared():
+        return (*blank, *inspector.Inspector.clear())
+
+    trigger(cleared, None, outputs, show_progress="hidden", **private("switch_clear", quick=True))

@@ -135,13 +135,14 @@ def build(h: Sample, model: gr.Dropdown) -> SampleTab:
                 ["any"], value="any", label="Class", elem_id="sample-class", **CLASS_CHOICE
             )
             n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Number of samples")
+            # the main button above the finer settings: within the first screen at 1280 px
+            button = gr.Button("Sample", elem_id="sample-btn", variant="primary")
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Number(value=0, label="Top-k (0: all codes)", precision=None, minimum=0)
             guidance = gr.Slider(0.0, 5.0, value=1.0, step=0.25, label="Guidance (with a class)")
             seed = gr.Number(
                 value=-1, label="Seed (-1: a new one each click)", precision=None, minimum=-1
             )
-            button = gr.Button("Sample", elem_id="sample-btn", variant="primary")
         with gr.Column(scale=3):
             gallery = gr.Gallery(
                 elem_id="samples",

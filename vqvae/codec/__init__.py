@@ -14,9 +14,13 @@ none) under which the codes cost the fewest bits.
 The file format (byte layout of versions 1 and 2, ids, checksum), what is refused, and the
 rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``.
 
+Images of any size (photos) go through :func:`compress_image` / :func:`decompress_image`:
+format version 3, coded under a :class:`vqvae.GridPrior` at one of the model's
+:func:`rates`, the image size in the header.
+
 Modules: ``format`` (header, ids, checksum, fingerprints), ``coder`` (the prior step by
-step, integer counts, range coding), ``api`` (compress and decompress), ``points`` (the
-operating points rate-distortion curves are drawn from), ``cli``
+step, integer counts, range coding), ``api`` (compress and decompress), ``photo`` (format
+3), ``points`` (the operating points rate-distortion curves are drawn from), ``cli``
 (``python -m vqvae.codec compress|decompress``).
 """
 
@@ -43,11 +47,17 @@ from .format import (
     prior_fingerprint,
     read_header,
 )
+from .photo import Rate, compress_image, decompress_image, rates, read_photo_header
 from .points import OperatingPoint, operating_points
 
 __all__ = [
     "compress",
     "decompress",
+    "compress_image",
+    "decompress_image",
+    "rates",
+    "Rate",
+    "read_photo_header",
     "compress_codes",
     "decompress_codes",
     "cheapest_labels",

@@ -12,24 +12,28 @@ import torch
 
 from ..checkpoint import PRETRAINED_DIR, WEIGHTS_NAME
 from ..files import atomic_write
-from ..images import load_image, to_model_input, to_uint8
+from ..grid_prior import GRID_PRIOR_WEIGHTS, GridPrior
+from ..images import load_image, load_photo, to_model_input, to_uint8
 from ..model import load_pretrained
 from ..prior import PRIOR_WEIGHTS, CodePrior, codebook_fingerprint, load_prior
+from . import photo
 from .api import cheapest_labels, compress_codes, decompress
 from .format import SUFFIX, prior_fingerprint, read_header
 
-# A .vqz file of today's formats is a few dozen bytes; anything this big is not one, and is
-# not read into memory to find out.
-MAX_FILE_BYTES = 1 << 20
+# A thumbnail's .vqz file is a few dozen bytes, a photo's a few hundred kB at the highest
+# rate; anything this big is not one, and is not read into memory to find out.
+MAX_FILE_BYTES = 16 << 20
+MAX_PIXELS = 16 << 20  # photos above it are downscaled to it (PIL's own limit is 16 MP too)
+TILE = 512  # photos are encoded and decoded in tiles of this many pixels: bounded memory
 
 
-def _pretrained_pairs():
-    """(folder) of every shipped model that has a prior."""
+def _pretrained_pairs(prior_file: str = PRIOR_WEIGHTS):
+    """(folder) of every shipped model that has a prior (``prior_file``)."""
     roots = [PRETRAINED_DIR, Path.cwd() / "pretrained"]
     seen, out = set(), []
     for root in roots:
         for d in sorted(root.glob("*")) if root.is_dir() else []:
-            if (d / WEIGHTS_NAME).is_file() and (d / PRIOR_WEIGHTS).is_file():
+            if (d / WEIGHTS_NAME).is_file() and (d / prior_file).is_file():
                 if d.resolve() not in seen:
                     seen.add(d.resolve())
                     out.append(d)
@@ -84,6 +88,53 @@ def _decode_shipped(data: bytes, loaded: dict):
     )
 
 
+def _load_grid_pair(model_name, prior_name):
+    return load_pretrained(model_name), GridPrior.from_pretrained(prior_name or model_name)
+
+
+def _decode_photo(data: bytes, fixed, loaded: dict):
+    """The image of a version 3 file: with the (model, grid prior) given, or the shipped
+    pair its 12-bit ids name."""
+    if fixed:
+        return photo.decompress_image(*fixed, data, tile=TILE)
+    hd = photo.read_photo_header(data)
+    for d in _pretrained_pairs(GRID_PRIOR_WEIGHTS):
+        if ("grid", d) not in loaded:
+            loaded[("grid", d)] = _load_grid_pair(d, None)
+        model, prior = loaded[("grid", d)]
+        if (hd.vqvae_id, hd.prior_id) == photo.file_ids(model, prior):
+            return photo.decompress_image(model, prior, data, tile=TILE)
+    raise ValueError(
+        "no shipped model with a grid prior matches this file: pass --model (and --prior) "
+        "naming the ones it was compressed with"
+    )
+
+
+def _compress_photos(a) -> None:
+    """--rate: each image at its own size (format 3), under the model's grid prior."""
+    model, prior = _load_grid_pair(a.model, a.prior)
+    options = photo.rates(model)
+    if not -len(options) <= a.rate < len(options):
+        listed = "; ".join(f"{i}: {r.name}" for i, r in enumerate(options))
+        raise ValueError(f"--rate must be one of this model's rates ({listed}), got {a.rate}")
+    out_dir = Path(a.out)
+    paths = _outputs(a.images, out_dir, SUFFIX)
+    files = []
+    for src in a.images:
+        x, notes = load_photo(src, channels=model.config.in_channels, max_pixels=MAX_PIXELS)
+        for note in notes:
+            print(f"{src}: {note}")
+        files.append(photo.compress_image(model, prior, x, rate=a.rate, tile=TILE))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src, path, b in zip(a.images, paths, files, strict=True):
+        with atomic_write(path) as f:
+            f.write(b)
+        hd = photo.read_photo_header(b)
+        bpp = 8 * len(b) / (hd.height * hd.width)
+        print(f"{src} -> {path}: {hd.width}x{hd.height}, {hd.rate.name}, {len(b)} bytes "
+              f"({bpp:.3f} bits per pixel)")  # fmt: skip
+
+
 def _parse_label(prior: CodePrior, text):
     if text is None or text == "auto":
         return "auto"
@@ -107,6 +158,8 @@ def _outputs(inputs: list[str], out_dir: Path, suffix: str) -> list[Path]:
 
 
 def _compress_cli(a) -> None:
+    if a.rate is not None:
+        return _compress_photos(a)
     model, prior = _load_pair(a.model, a.prior)
     label = _parse_label(prior, a.label)
     c = model.config
@@ -135,12 +188,19 @@ def _compress_cli(a) -> None:
 def _decompress_cli(a) -> None:
     out_dir = Path(a.out)
     paths = _outputs(a.files, out_dir, ".png")
-    fixed = _load_pair(a.model, a.prior) if a.model else None
+    fixed = grid_fixed = None
     loaded: dict = {}
     results = []
     for src in a.files:
         try:
             b = _read_vqz(src)
+            if b[:1] == bytes([photo.FIRST_BYTE]):
+                if a.model and grid_fixed is None:
+                    grid_fixed = _load_grid_pair(a.model, a.prior)
+                results.append((_decode_photo(b, grid_fixed, loaded)[0], -1, None))
+                continue
+            if a.model and fixed is None:
+                fixed = _load_pair(a.model, a.prior)
             if fixed:
                 images, labels = decompress(*fixed, b)
                 prior = fixed[1]
@@ -158,7 +218,8 @@ def _decompress_cli(a) -> None:
         with atomic_write(path) as f:
             PIL.Image.fromarray(to_uint8(image)).save(f, format="PNG")
         cls = "" if label < 0 else f" (class {prior.config.class_name(label)})"
-        print(f"{src} -> {path}{cls}")
+        print(f"{src} -> {path}{cls}" + (f" ({image.shape[2]}x{image.shape[1]})" if prior is None
+                                         else ""))  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -177,6 +238,13 @@ def main(argv=None) -> None:
         "--label",
         help="class index or name for every image, 'none', or 'auto' (default): per image "
         "the class that makes its file smallest",
+    )
+    c.add_argument(
+        "--rate",
+        type=int,
+        help="code each image at its own size (a photo) at this rate of the model: an index, "
+        "0 = the lowest (needs the model's grid prior); without it, images become the "
+        "model's thumbnails",
     )
     c.add_argument("-o", "--out", required=True, help="output folder")
     d = sub.add_parser("decompress", help=".vqz files -> DIR/<name>.png")

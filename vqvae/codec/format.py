@@ -110,10 +110,14 @@ def read_header(data) -> FileInfo:
     if not b or b[0] >> 4 != MAGIC_NIBBLE:
         raise ValueError("not a .vqz file: its first byte is not a .vqz mark")
     version = b[0] & 0x0F
-    if version > FORMAT_VERSION:
+    if version == 3:
         raise ValueError(
-            f".vqz format version {version} is newer than this library reads "
-            f"({FORMAT_VERSION}); update vqvae"
+            "a version 3 .vqz file (an image of any size, coded under a grid prior): read it "
+            "with vqvae.codec.decompress_image"
+        )
+    if version > 3:
+        raise ValueError(
+            f".vqz format version {version} is newer than this library reads (3); update vqvae"
         )
     if version < 2:
         raise ValueError(f"unknown .vqz format version {version}")

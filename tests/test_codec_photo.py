@@ -1,0 +1,116 @@
+"""Format 3: images of any size at every rate, coded under a grid prior."""
+
+import pytest
+import torch
+from test_grid_prior import small_prior
+
+from vqvae import VQVAE, VQVAEConfig
+from vqvae.codec import Rate, compress_image, decompress_image, rates, read_photo_header
+from vqvae.codec.photo import decompress_codes_v3
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = VQVAEConfig(hidden_channels=16, res_channels=8, embedding_dim=8, codebook_size=16,
+                      num_stages=2, image_size=8)  # fmt: skip
+    return VQVAE(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def prior(model):
+    p = small_prior(K=16, S=2)
+    p.config.vqvae_fingerprint = ""  # not tied: any two-stage, 16-code model
+    return p
+
+
+def photo(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, max(1, h // 4), max(1, w // 4),
+                                                        generator=g), size=(h, w))  # fmt: skip
+    return smooth[0]
+
+
+def test_rates_of_a_model(model):
+    assert rates(model) == [Rate(1, 2), Rate(1), Rate(2)]
+    assert [r.name for r in rates(model)] == ["1 stage, 1/2 size", "1 stage", "2 stages"]
+
+
+@pytest.mark.parametrize("h,w", [(37, 45), (1, 40), (5, 3), (16, 16)])
+def test_every_rate_round_trips_exactly(model, prior, h, w):
+    x = photo(h, w)
+    for i, r in enumerate(rates(model)):
+        f = compress_image(model, prior, x, rate=i)
+        hd = read_photo_header(f)
+        assert (hd.height, hd.width, hd.rate) == (h, w, r)
+        y = decompress_image(model, prior, f)
+        assert y.shape == (1, 3, h, w)
+        # the codes come back bit for bit: what decode_codes gives for the kept stages
+        codes, _ = decompress_codes_v3(model, prior, f)
+        small = (-(-h // r.downscale), -(-w // r.downscale))
+        xs = x[None] if r.downscale == 1 else torch.nn.functional.interpolate(
+            x[None], size=small, mode="bicubic", antialias=True).clamp(0, 1)  # fmt: skip
+        assert torch.equal(codes, model.encode_image(xs, stages=r.stages))
+        if r.downscale == 1:
+            assert torch.equal(y, model.decode_codes(codes, (h, w)))
+
+
+def test_more_stages_cost_more_bytes(model, prior):
+    x = photo(32, 48)
+    sizes = [len(compress_image(model, prior, x, rate=i)) for i in range(3)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_damaged_and_foreign_files_are_refused(model, prior):
+    f = compress_image(model, prior, photo(20, 24))
+    for i in (len(f) - 1, len(f) // 2):
+        bad = bytearray(f)
+        bad[i] ^= 0x5A
+        with pytest.raises(ValueError, match="corrupted|truncated"):
+            decompress_image(model, prior, bytes(bad))
+    with pytest.raises(ValueError, match="truncated|corrupted"):
+        decompress_image(model, prior, f[:6])
+    other = small_prior(K=16, S=2, seed=3)
+    with pytest.raises(ValueError, match="another prior"):
+        decompress_image(model, other, f)
+    with pytest.raises(ValueError, match="not a version 3"):
+        decompress_image(model, prior, b"\xa2" + f[1:])
+
+
+def test_bad_arguments(model, prior):
+    with pytest.raises(ValueError, match="rate index"):
+        compress_image(model, prior, photo(8, 8), rate=7)
+    with pytest.raises(ValueError, match="stage"):
+        compress_image(model, prior, photo(8, 8), rate=Rate(3))
+    with pytest.raises(ValueError, match="one image"):
+        compress_image(model, prior, torch.rand(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="GridPrior"):
+        compress_image(model, object(), photo(8, 8))
+
+
+def test_cli_codes_photos_at_their_size(model, prior, tmp_path, monkeypatch, capsys):
+    """compress --rate writes format 3; decompress finds the shipped-style folder its ids
+    name and writes a PNG of the photo's size."""
+    import numpy as np
+    import PIL.Image
+
+    from vqvae.codec import main
+    from vqvae.images import to_uint8
+
+    folder = tmp_path / "pretrained" / "tiny-photo"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    src = tmp_path / "photo.png"
+    PIL.Image.fromarray(to_uint8(photo(30, 41))).save(src)
+    main(["compress", str(src), "--model", str(folder), "--rate", "2", "-o", str(tmp_path / "z")])
+    assert "41x30, 2 stages" in capsys.readouterr().out
+    f = (tmp_path / "z" / "photo.vqz").read_bytes()
+    assert read_photo_header(f).rate == Rate(2)
+    monkeypatch.chdir(tmp_path)
+    main(["decompress", str(tmp_path / "z" / "photo.vqz"), "-o", str(tmp_path / "back")])
+    back = np.asarray(PIL.Image.open(tmp_path / "back" / "photo.png"))
+    expected = to_uint8(decompress_image(model, prior, f)[0])
+    assert back.shape == (30, 41, 3) and np.array_equal(back, expected)
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(src), "--model", str(folder), "--rate", "9", "-o", str(tmp_path)])
+    assert e.value.code == 2 and "0: 1 stage, 1/2 size" in capsys.readouterr().err

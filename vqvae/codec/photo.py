@@ -1,0 +1,287 @@
+"""Format 3: one image of any size, at a chosen rate, coded under a :class:`GridPrior`.
+
+A rate is how many stages of the VQ-VAE's residual quantizer are kept, and whether the
+image is first shrunk by an integer factor (the lowest rate: a quarter of the cells).
+The encoder computes every cell's counts in one batched run of the prior's integer
+network; the decoder runs it pass by pass (:mod:`vqvae.grid_prior`: both get the same
+integers). The header (docs/vqz-format.md) holds the image size and the rate, so a file
+decodes to an image of the size it came from."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import grid
+from ..grid_prior import GridPrior, pass_map, schedule, stage_fingerprint
+from . import coder
+from .format import MAGIC_NIBBLE, as_bytes
+
+VERSION = 3
+FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
+ID_BITS = 12  # per id: 4096 values, so models and priors rarely share one
+CHECKSUM_BYTES = 2
+MAX_SIDE = 1 << 14  # the largest height or width a header may give
+MAX_DOWNSCALE = 4
+RUN_CELLS = 1 << 18  # the encoder batches (stage, pass) steps up to this many cells a run
+
+
+@dataclass(frozen=True)
+class Rate:
+    """An operating point: ``stages`` quantizer stages of the image shrunk ``downscale``
+    times (1 = at its own size)."""
+
+    stages: int
+    downscale: int = 1
+
+    @property
+    def name(self) -> str:
+        size = "" if self.downscale == 1 else f", 1/{self.downscale} size"
+        return f"{self.stages} stage{'s' if self.stages > 1 else ''}{size}"
+
+
+def rates(model) -> list[Rate]:
+    """A model's rates, lowest first: the first stage at half size, then 1..S stages at
+    full size (S = ``model.config.num_stages``)."""
+    return [Rate(1, 2)] + [Rate(n) for n in range(1, model.config.num_stages + 1)]
+
+
+def _rate(model, rate) -> Rate:
+    """``rate`` as a Rate of ``model``: a Rate, or an index into :func:`rates` (negative
+    counts from the highest); None is the highest."""
+    options = rates(model)
+    if rate is None:
+        return options[-1]
+    if isinstance(rate, Rate):
+        if not 1 <= rate.stages <= model.config.num_stages:
+            raise ValueError(
+                f"this model has {model.config.num_stages} stage(s), the rate asks for "
+                f"{rate.stages}"
+            )
+        if not 1 <= rate.downscale <= MAX_DOWNSCALE:
+            raise ValueError(f"downscale must be in [1, {MAX_DOWNSCALE}], got {rate.downscale}")
+        return rate
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise TypeError(f"rate must be a Rate or an int index, got {type(rate).__name__}")
+    if not -len(options) <= rate < len(options):
+        raise ValueError(f"rate index must be in [0, {len(options) - 1}], got {rate}")
+    return options[rate]
+
+
+def _id(fingerprint: str) -> int:
+    return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:2], "big") >> (
+        16 - ID_BITS
+    )
+
+
+def prior_fingerprint(prior: GridPrior) -> str:
+    """A short hex digest of what fixes a grid prior's counts: its config's sizes and its
+    integer network (the frozen buffers)."""
+    c = prior.config
+    h = hashlib.sha256(repr((c.codebook_size, c.num_stages, c.embed_dim, c.channels,
+                             c.layers)).encode())  # fmt: skip
+    state = prior.state_dict()
+    for k in sorted(state):
+        if k in dict(prior.named_parameters()):
+            continue  # the float network does not enter coding
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What a version 3 header says."""
+
+    vqvae_id: int
+    prior_id: int
+    height: int
+    width: int
+    rate: Rate
+    checksum: bytes
+    header_bytes: int
+
+
+def file_ids(model, prior: GridPrior) -> tuple[int, int]:
+    """The (VQ-VAE, prior) ids a file of this pair carries."""
+    vqvae_fp, prior_fp = _check_pair(model, prior)
+    return _id(vqvae_fp), _id(prior_fp)
+
+
+def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
+    ids = _id(vqvae_fp) << ID_BITS | _id(prior_fp)
+    return (bytes([FIRST_BYTE]) + ids.to_bytes(3, "big")
+            + _varint(size[0]) + _varint(size[1])
+            + bytes([rate.downscale << 4 | rate.stages]))  # fmt: skip
+
+
+def read_photo_header(data) -> PhotoHeader:
+    """Parse a version 3 header; ValueError for anything else or a damaged one."""
+    b = as_bytes(data)
+    if len(b) < 1 or b[0] != FIRST_BYTE:
+        raise ValueError("not a version 3 .vqz file")
+    pos, sizes = 4, []
+    if len(b) < pos:
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
+    ids = int.from_bytes(b[1:4], "big")
+    for _ in range(2):
+        n = shift = 0
+        while True:
+            if pos >= len(b) or shift > 14:
+                raise ValueError("truncated or corrupted .vqz file: a bad image size")
+            n |= (b[pos] & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not b[pos - 1] & 0x80:
+                break
+        sizes.append(n)
+    if not all(1 <= s <= MAX_SIDE for s in sizes):
+        raise ValueError(f"corrupted .vqz file: image size {sizes[0]}x{sizes[1]}")
+    if len(b) < pos + 1 + CHECKSUM_BYTES:
+        raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
+    rate = Rate(b[pos] & 0x0F, b[pos] >> 4)
+    if rate.stages < 1 or not 1 <= rate.downscale <= MAX_DOWNSCALE:
+        raise ValueError("corrupted .vqz file: a bad rate byte")
+    pos += 1
+    return PhotoHeader(ids >> ID_BITS, ids & ((1 << ID_BITS) - 1), sizes[0], sizes[1], rate,
+                       b[pos : pos + CHECKSUM_BYTES], pos + CHECKSUM_BYTES)  # fmt: skip
+
+
+def _checksum(head: bytes, vqvae_fp: str, prior_fp: str, codes: np.ndarray) -> bytes:
+    h = hashlib.blake2s(head, digest_size=CHECKSUM_BYTES)
+    h.update(f"{vqvae_fp}|{prior_fp}".encode())
+    h.update(codes.astype("<i4").tobytes())
+    return h.digest()
+
+
+def _check_pair(model, prior: GridPrior) -> tuple[str, str]:
+    if not isinstance(prior, GridPrior):
+        raise TypeError(f"prior must be a vqvae.GridPrior, got {type(prior).__name__}")
+    if not bool(prior.frozen):
+        raise ValueError("this grid prior is not frozen (call freeze() after training)")
+    vqvae_fp = stage_fingerprint(model)
+    c = prior.config
+    if c.vqvae_fingerprint and c.vqvae_fingerprint != vqvae_fp:
+        raise ValueError(
+            f"this grid prior belongs to another VQ-VAE ({c.vqvae_name or 'unnamed'}), "
+            f"not to {model.config.name}"
+        )
+    if c.codebook_size != model.config.codebook_size or c.num_stages < model.config.num_stages:
+        raise ValueError("this grid prior does not fit this VQ-VAE's codebooks or stages")
+    return vqvae_fp, prior_fingerprint(prior)
+
+
+def _as_image(model, image: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(image) or not image.is_floating_point():
+        raise TypeError("image must be a float tensor (C, H, W) or (1, C, H, W) in [0, 1]")
+    x = image[None] if image.dim() == 3 else image
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"one image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+    if max(x.shape[-2:]) > MAX_SIDE:
+        raise ValueError(f"image sides must be at most {MAX_SIDE}, got {tuple(x.shape[-2:])}")
+    return x.to(model.device, torch.float32)
+
+
+def _shrunk_size(size, downscale: int) -> tuple[int, int]:
+    return (-(-size[0] // downscale), -(-size[1] // downscale))
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True).clamp(0, 1)
+
+
+def _pass_cells(h: int, w: int, step) -> np.ndarray:
+    s, p = step
+    return (pass_map(h, w, s) == p).flatten().numpy()
+
+
+def compress_image(model, prior: GridPrior, image: torch.Tensor, rate=None, *, tile=None) -> bytes:
+    """One image (C, H, W) or (1, C, H, W) float in [0, 1], of any size, as a version 3
+    ``.vqz`` file (bytes) at ``rate`` (a :class:`Rate` or an index into :func:`rates`;
+    default the highest). :func:`decompress_image` gives back an image of the same size:
+    ``model.decode_codes`` of the kept stages' codes (upscaled if the rate shrinks it)."""
+    import constriction
+
+    vqvae_fp, prior_fp = _check_pair(model, prior)
+    x = _as_image(model, image)
+    r = _rate(model, rate)
+    size = tuple(x.shape[-2:])
+    codes = model.encode_image(_resize(x, _shrunk_size(size, r.downscale)), stages=r.stages,
+                               tile=tile).cpu()  # fmt: skip
+    h, w = codes.shape[-2:]
+    steps = schedule(r.stages)
+    tables, per_run = [], max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
+    for i in range(0, len(steps), per_run):
+        tables += prior.counts(codes, steps[i : i + per_run])
+    segments = [
+        (codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))].astype(np.int32), t.astype(float))
+        for (s, p), t in zip(steps, tables, strict=True)
+    ]
+    enc = constriction.stream.queue.RangeEncoder()
+    for symbols, table in segments:
+        enc.encode(symbols, coder._family(), table)
+    payload = coder._shortest(enc.get_compressed().astype(">u4").tobytes(), segments)
+    head = _head(vqvae_fp, prior_fp, size, r)
+    return head + _checksum(head, vqvae_fp, prior_fp, codes.numpy()) + payload
+
+
+def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, PhotoHeader]:
+    """The codes (1, stages, h, w) int64 of a version 3 file and its header; ValueError for
+    a file of another model or prior, or a damaged one."""
+    import constriction
+
+    vqvae_fp, prior_fp = _check_pair(model, prior)
+    b = as_bytes(data)
+    hd = read_photo_header(b)
+    if (hd.vqvae_id, hd.prior_id) != (_id(vqvae_fp), _id(prior_fp)):
+        which = "VQ-VAE" if hd.vqvae_id != _id(vqvae_fp) else "prior"
+        raise ValueError(
+            f"this file was made with another {which} than {model.config.name}'s: decode it "
+            "with the model and grid prior it was compressed with"
+        )
+    if hd.rate.stages > model.config.num_stages:
+        raise ValueError(f"the file keeps {hd.rate.stages} stages, the model has fewer")
+    h, w = grid.grid_shape(_shrunk_size((hd.height, hd.width), hd.rate.downscale),
+                           model.config.downsample)  # fmt: skip
+    codes = torch.zeros(1, hd.rate.stages, h, w, dtype=torch.long)
+    dec = constriction.stream.queue.RangeDecoder(coder._words(b[hd.header_bytes :]))
+    try:
+        for s, p in schedule(hd.rate.stages):
+            table = prior.counts(codes, [(s, p)])[0].astype(np.float64)
+            cells = torch.from_numpy(_pass_cells(h, w, (s, p)))
+            symbols = dec.decode(coder._family(), table).astype(np.int64)
+            codes[0, s].view(-1)[cells] = torch.from_numpy(symbols)
+    except AssertionError as e:  # constriction: data its model cannot have produced
+        raise ValueError("corrupted or truncated .vqz file: its payload cannot be decoded") from e
+    head = b[: hd.header_bytes - CHECKSUM_BYTES]
+    if _checksum(head, vqvae_fp, prior_fp, codes.numpy()) != hd.checksum:
+        raise ValueError(
+            "corrupted or truncated .vqz file: its checksum does not match its decoded codes"
+        )
+    return codes, hd
+
+
+def decompress_image(model, prior: GridPrior, data, *, tile=None) -> torch.Tensor:
+    """The image (1, C, H, W) in [0, 1] of a version 3 ``.vqz`` file made by
+    :func:`compress_image` with this ``model`` and ``prior``, at the size it was made from.
+    ValueError for a file of another model or prior, or a damaged one."""
+    codes, hd = decompress_codes_v3(model, prior, data)
+    shrunk = _shrunk_size((hd.height, hd.width), hd.rate.downscale)
+    with torch.no_grad():
+        x = model.decode_codes(codes.to(model.device), shrunk, tile=tile)
+    return _resize(x, (hd.height, hd.width))
