@@ -68,11 +68,12 @@ def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str
     ), f"{len(pick)} CIFAR-10 test images ({info.source})"
 
 
-def measure(images: list, model, prior, formats, qualities) -> dict[str, dict]:
+def measure(images: list, model, prior, formats, qualities, grid_prior=None) -> dict[str, dict]:
     """The mean curves of ``images`` (:func:`vqvae.rd.mean_curves`), with progress on stderr."""
     per_image, t = [], time.perf_counter()
     for i, x in enumerate(images):
-        per_image.append(image_curves(x, model, prior, formats=formats, qualities=qualities))
+        per_image.append(image_curves(x, model, prior, grid_prior=grid_prior, formats=formats,
+                                      qualities=qualities))  # fmt: skip
         if (i + 1) % 50 == 0 or i + 1 == len(images):
             print(
                 f"  {i + 1}/{len(images)} images, {time.perf_counter() - t:.0f} s", file=sys.stderr
@@ -233,6 +234,11 @@ def main(argv=None) -> dict:
     except FileNotFoundError:
         print(f"note: {a.model} has no prior: its plain codes only", file=sys.stderr)
         prior = None
+    try:
+        grid_prior = vqvae.load_grid_prior(a.model, model=model)
+    except FileNotFoundError:
+        print(f"note: {a.model} has no grid prior: photos get its plain codes", file=sys.stderr)
+        grid_prior = None
     print(f"formats: {', '.join(a.formats)} (Pillow {PIL.__version__})", file=sys.stderr)
     all_curves = {}
     for dataset in a.datasets:
@@ -242,7 +248,9 @@ def main(argv=None) -> dict:
             print(f"skipped {dataset}: {e}", file=sys.stderr)
             continue
         print(f"{dataset}: {source}", file=sys.stderr)
-        curves = all_curves[dataset] = measure(images, model, prior, a.formats, a.qualities)
+        curves = all_curves[dataset] = measure(
+            images, model, prior, a.formats, a.qualities, grid_prior
+        )
         (a.out / dataset).mkdir(parents=True, exist_ok=True)
         for name, curve in curves.items():
             doc = results(name, description(name, source, a.model, curve), curve)

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 
 from vqvae import images
 from vqvae.checkpoint import PRETRAINED_DIR
+from vqvae.codec import rates
 
 from . import fairness, inputs, limits, settings
 from .context import Context
@@ -47,6 +48,7 @@ class ModelView(NamedTuple):
     image_b: str | None
     pick: dict  # update of the code picker (its maximum, the most used code)
     paint_code: dict  # same for the paint code
+    rate: dict  # update of the codec panel's rates (a photo's .vqz), shown with a grid prior
 
 
 class Handlers:
@@ -126,7 +128,16 @@ class Handlers:
             image_b=m.examples[1 % len(m.examples)] if m.examples else None,
             pick=gr.update(maximum=K - 1, value=first),
             paint_code=gr.update(maximum=K - 1, value=first),
+            rate=self._rates(m),
         )
+
+    @staticmethod
+    def _rates(m) -> dict:
+        """The codec panel's rate choices: the model's rates when it has a grid prior."""
+        if m.grid_prior is None:
+            return gr.update(choices=[], value=None, visible=False)
+        names = [r.name for r in rates(m.model)]
+        return gr.update(choices=names, value=names[-1], visible=True)
 
 
 def open_edit_tab():
@@ -268,7 +279,7 @@ def build_app(
                 card=card, card_full=card_full, examples=t.rec.examples, draw=t.rec.draw,
                 no_draw=t.rec.no_draw, size=t.rec.size, interp_examples=t.it.examples,
                 image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
-                paint_code=t.ed.paint_code,
+                paint_code=t.ed.paint_code, rate=t.rec.codec.rate,
             )  # fmt: skip
             on_model(
                 model.change(h.select_model, model, shows, **private("select_model")), model.change

@@ -105,7 +105,9 @@ GRADIO_CACHE_BUDGET = 256 * 2**20  # beyond it uploads are refused until files e
 # once files have expired)
 GRADIO_CACHE_LIFETIME = (300, 1800)
 FILE_LIFETIME = GRADIO_CACHE_LIFETIME[1]  # our files go when Gradio's copies do
-MAX_VQZ_BYTES = 64 * 1024  # a .vqz file is a few dozen bytes; anything this big is no .vqz
+# a thumbnail's .vqz file is a few dozen bytes, a photo's (1 MP at most) some 10-50 kB at one
+# stage, a few hundred kB at the highest rate of a four-stage model; anything bigger is no .vqz
+MAX_VQZ_BYTES = 512 * 1024
 
 # The drawing pad's uploads (see explorer.guards.guard_drawing_pad).
 PAD_BLOB_BYTES = 1_000_000  # a 280x280 RGBA PNG is under 320 kB

@@ -399,3 +399,58 @@ def test_concurrent_compress_calls_give_the_files_of_calls_one_at_a_time(live_ap
     together = [Path(Compressed(*job.result(timeout=120)).vqz).read_bytes() for job in jobs]
     assert together == alone * 3
     assert len(set(alone)) == 4, "four digits, four files"
+
+
+@pytest.fixture(scope="module")
+def hg(grid_prior_models, tmp_path_factory):
+    """Handlers over models whose cifar10 has a grid prior."""
+    return explorer.Handlers(grid_prior_models.models, grid_prior_models.examples,
+                             cache_dir=tmp_path_factory.mktemp("cache"))  # fmt: skip
+
+
+def _photo_file(tmp_path, h=45, w=61) -> str:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (h // 5 + 1, w // 5 + 1, 3), dtype=np.uint8)
+    path = tmp_path / "holiday.png"
+    Image.fromarray(small).resize((w, h), Image.BICUBIC).save(path)
+    return str(path)
+
+
+def test_a_photo_is_coded_at_its_size_at_the_rate_chosen(hg, tmp_path):
+    """With a grid prior, a photo's .vqz is format 3 at the rate picked, named after the
+    photo, and decodes through the panel's upload to the photo's size."""
+    m = hg.models.get("cifar10")
+    names = [r.name for r in codec.rates(m.model)]
+    assert hg.select_model("cifar10").rate["choices"] == names
+    assert hg.select_model("mnist").rate["visible"] is False  # no grid prior: no rates
+    photo = _photo_file(tmp_path)
+    sizes = []
+    for name in names:
+        out = Compressed(*hg.codec.compress(photo, "cifar10", rate=name))
+        data = Path(out.vqz).read_bytes()
+        hd = codec.read_photo_header(data)
+        assert (hd.height, hd.width, hd.rate.name) == (45, 61, name)
+        assert Path(out.vqz).name == "holiday.vqz" and "61×45" in out.sizes
+        sizes.append(len(data))
+        back = Decompressed(*hg.codec.decompress(out.vqz, "cifar10"))
+        assert back.image.size == (61, 45) and "format 3" in back.details
+    assert sizes[0] < sizes[-1]
+    with pytest.raises(gr.Error, match="rate must be one of"):
+        hg.codec.compress(photo, "cifar10", rate="eleven")
+    # a thumbnail (the model's size) takes the thumbnail path: here, without a raster
+    # prior, its plain codes and no file
+    thumb = tmp_path / "thumb.png"
+    Image.open(photo).resize((32, 32)).save(thumb)
+    out = Compressed(*hg.codec.compress(str(thumb), "cifar10"))
+    assert out.vqz is None and "32×32" in out.sizes
+
+
+def test_a_photo_file_on_a_model_without_a_grid_prior_says_what_it_needs(hg, tmp_path):
+    data = codec.compress_image(
+        hg.models.get("cifar10").model, hg.models.get("cifar10").grid_prior,
+        torch.rand(3, 20, 24),
+    )  # fmt: skip
+    f = tmp_path / "p.vqz"
+    f.write_bytes(data)
+    with pytest.raises(gr.Error, match="grid prior"):
+        hg.codec.decompress(str(f), "mnist")

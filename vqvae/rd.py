@@ -62,12 +62,18 @@ def _append(curves: dict, name: str, point: dict) -> None:
 
 
 def image_curves(
-    image: torch.Tensor, model=None, prior=None, *, formats=None, qualities=QUALITIES
+    image: torch.Tensor,
+    model=None,
+    prior=None,
+    *,
+    grid_prior=None,
+    formats=None,
+    qualities=QUALITIES,
 ) -> dict[str, dict]:
     """The rate-distortion curves of ``image`` (C, H, W) float in [0, 1]: {name: curve} for
     each of ``formats`` (default: every one the installed Pillow writes) at ``qualities``,
-    and, given ``model`` (a VQ-VAE; ``prior`` its CodePrior or None), each curve of its
-    operating points (".vqz", or its plain codes)."""
+    and, given ``model`` (a VQ-VAE; ``prior`` its CodePrior or None, ``grid_prior`` its
+    GridPrior or None), each curve of its operating points (".vqz", or its plain codes)."""
     curves: dict[str, dict] = {}
     for fmt in available_formats() if formats is None else formats:
         for e in sweep(image, fmt, qualities):
@@ -75,7 +81,7 @@ def image_curves(
                 curves, FORMAT_NAMES[fmt], {**measure(image, e.image, e.bits), "quality": e.quality}
             )
     if model is not None:
-        for p in operating_points(model, prior, image):
+        for p in operating_points(model, prior, image, grid_prior):
             _append(curves, p.codec, {**measure(image, p.image, p.bits), "rate": p.rate})
     return curves
 

@@ -91,6 +91,11 @@ class Codec:
         """The model input from an image file. A whole-number nearest-neighbour enlargement
         of an S x S image (the *Input* the Reconstruct tab shows) is first reduced back to
         that image, exactly; anything else is read as /reconstruct reads it."""
+        im = self._read(m, image)
+        return inputs.model_input(m, im, announce=False)
+
+    def _read(self, m: Model, image) -> PIL.Image.Image:
+        """The image a file holds, an enlarged S x S thumbnail reduced back to it."""
         S = m.config.image_size
         if image is None:
             raise gr.Error("No image: upload one, or reconstruct one first.")
@@ -106,7 +111,62 @@ class Codec:
             small = a[k // 2 :: k, k // 2 :: k]
             if np.array_equal(small.repeat(k, 0).repeat(k, 1), a):
                 im = PIL.Image.fromarray(small)
-        return inputs.model_input(m, im, announce=False)
+        return im
+
+    def _photo(self, m: Model, image) -> torch.Tensor | None:
+        """The photo (1, 3, H, W) the panel codes at its own size (format 3, under the
+        model's grid prior), or None: a thumbnail, or a model without a grid prior."""
+        if m.grid_prior is None:
+            return None
+        im = self._read(m, image)
+        if im.size == (m.config.image_size, m.config.image_size):
+            return None
+        return inputs.photo_input(m, im, announce=False)
+
+    @staticmethod
+    def _rate(m: Model, rate) -> int:
+        """The index in vqvae.codec.rates of the rate named ``rate`` (None: the highest)."""
+        names = [r.name for r in codec.rates(m.model)]
+        if rate is None or rate == "":
+            return len(names) - 1
+        if not isinstance(rate, str) or rate not in names:
+            raise gr.Error(f"rate must be one of {', '.join(names)}; got {rate!r:.40}.")
+        return names.index(rate)
+
+    def _compress_photo(self, m: Model, x: torch.Tensor, rate, match: str, image) -> Compressed:
+        """A photo at its own size as a format 3 .vqz file at ``rate``, its sizes, and
+        JPEG and WebP matched to it."""
+        i = self._rate(m, rate)
+        r = codec.rates(m.model)[i]
+        with self.lock:
+            data = codec.compress_image(m.model, m.grid_prior, x, rate=i)
+            recon = codec.decompress_image(m.model, m.grid_prior, data)
+        hd = codec.read_photo_header(data)
+        H, W = x.shape[-2:]
+        row = SizeRow(H * W, _png_bytes(x))
+        h, w = vqvae.grid.grid_shape((-(-H // r.downscale), -(-W // r.downscale)),
+                                     m.config.downsample)  # fmt: skip
+        plain = h * w * r.stages * math.log2(m.config.codebook_size)
+        payload = len(data) - hd.header_bytes
+        lines = [
+            f"**Sizes** ({W}×{H} = {H * W:,} pixels, at {r.name})\n",
+            "| | bits | bytes | bits / pixel | PNG is |",
+            "|---|--:|--:|--:|--:|",
+            row(
+                f"codes, plain ({r.stages}·{h}·{w}·log2 {m.config.codebook_size})", plain, plain / 8
+            ),  # fmt: skip
+            row(
+                f"**.vqz file** ({hd.header_bytes} header + {payload} payload, the grid prior)",
+                8 * len(data),
+                len(data),
+            ),  # fmt: skip
+            row("the input as PNG (lossless)", 8 * row.png_bytes, row.png_bytes),
+        ]
+        coded = Coded([], len(data), payload, f".vqz, {r.name}", data)
+        path = self.files.new(codec.SUFFIX, name=file_stem(image) or "image")
+        Path(path).write_bytes(data)
+        cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
+        return Compressed("\n".join(lines) + "\n".join(cmp), path, jpeg, webp)
 
     def _code(self, m: Model, codes: torch.Tensor, row: SizeRow) -> Coded:
         """The codes as a .vqz file under the model's prior (the class that makes the file
@@ -172,17 +232,22 @@ class Codec:
         return rows, shown
 
     @clear_errors
-    def compress(self, image, model_name: str, match: str = MATCH[0]) -> Compressed:
+    def compress(self, image, model_name: str, match: str = MATCH[0], rate=None) -> Compressed:
         """image -> its .vqz file under the model's prior, a table of sizes (plain code
         bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
         input's PNG), and JPEG and WebP of the input at the quality whose size is closest
         to the .vqz's (``match``: "whole file" or "without headers"), with PSNR and SSIM.
         Without a prior: no file; JPEG and WebP are matched to the plain code bits. The
         file is named after ``image`` (photo.png -> photo.vqz; the Input shown is stored
-        under its upload's or example's name: files.named)."""
+        under its upload's or example's name: files.named). A photo (not the model's
+        training size) of a model with a grid prior is coded at its own size at ``rate``
+        (a name of vqvae.codec.rates; None: the highest), as a format 3 file."""
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
+        photo = self._photo(m, image)
+        if photo is not None:
+            return self._compress_photo(m, photo, rate, match, image)
         x = self._shown_input(m, image)
         with torch.inference_mode():
             codes = m.model.encode(x)
@@ -219,7 +284,7 @@ class Codec:
         m = self.models.get(model_name)
         x = self._shown_input(m, image)
         with self.lock:
-            curves = rd.image_curves(x[0], m.model, m.prior)
+            curves = rd.image_curves(x[0], m.model, m.prior, grid_prior=m.grid_prior)
         key, _ = rd.metric_keys(x.shape[1])
         H, W = x.shape[-2:]
         title = f"This image ({W}×{H} px): bits per pixel against PSNR"
@@ -279,6 +344,8 @@ class Codec:
         or prior, truncated, corrupted or not .vqz at all are answered with gr.Error."""
         m = self.models.get(model_name)
         data = self._read_upload(file)
+        if data[:1] == bytes([codec.photo.FIRST_BYTE]):
+            return self._decompress_photo(m, data)
         if m.prior is None:
             raise gr.Error(inputs.no_prior_text(m) + " Choose a model that has one.")
         try:
@@ -301,6 +368,26 @@ class Codec:
         )
         return Decompressed(images.enlarge(x[0], DISPLAY), details)
 
+    def _decompress_photo(self, m: Model, data: bytes) -> Decompressed:
+        """A format 3 file (a photo at a rate) decoded with the model's grid prior."""
+        if m.grid_prior is None:
+            raise gr.Error(
+                f"This is a photo's .vqz file (format 3): it decodes with a grid prior, which "
+                f"model {m.name!r} has none of. Choose the model it was made with."
+            )
+        try:
+            with self.lock:
+                x = codec.decompress_image(m.model, m.grid_prior, data)
+            hd = codec.read_photo_header(data)
+        except ValueError as e:
+            raise gr.Error(f"This file cannot be decoded with model {m.name!r}: {e}.") from None
+        details = (
+            f"Decoded a {len(data):,}-byte photo file (format 3, {hd.rate.name}): "
+            f"{hd.width}×{hd.height} pixels, {8 * len(data) / (hd.width * hd.height):.3f} "
+            "bits per pixel."
+        )
+        return Decompressed(PIL.Image.fromarray(images.to_uint8(x[0])), details)
+
     def _owner(self, data: bytes, tried: str) -> str | None:
         """The name of another model whose prior decodes ``data`` (its checksum matches),
         for the error message of a file uploaded with the wrong model selected."""
@@ -322,6 +409,7 @@ class Codec:
 @dataclass
 class CodecPanel:
     match: gr.Radio
+    rate: gr.Dropdown  # a photo's rate (vqvae.codec.rates of the model)
     compressed: dict  # the components of a Compressed, by field
     compare_rates: gr.Button
     curves: dict  # the components of a RateCurves, by field
@@ -343,6 +431,11 @@ def layout() -> CodecPanel:
                 label="Match JPEG and WebP to the .vqz's size:",
                 info="without headers: the .vqz payload against their coded data",
             )
+            rate = gr.Dropdown(
+                [], value=None, elem_id="vqz-rate", label="Rate of a photo's .vqz",
+                info="a photo is coded at its own size; the lowest rate codes it at half size",
+                visible=False,
+            )  # fmt: skip
             vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
             compare_rates = gr.Button("Compare rates", elem_id="compare-rates", size="sm")
     sizes = gr.Markdown(elem_id="codec-sizes")
@@ -366,6 +459,7 @@ def layout() -> CodecPanel:
             details = gr.Markdown(elem_id="decoded-md")
     return CodecPanel(
         match,
+        rate,
         dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp),
         compare_rates,
         dict(chart=chart, points=points),
@@ -380,9 +474,9 @@ def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image)
     # as without it (the prior's coding and ~20 JPEG/WebP encodes run after it). As the API,
     # /compress takes any image, or the Input shown above.
     gr.on(
-        [original.change, panel.match.change],
+        [original.change, panel.match.change, panel.rate.input],
         h.compress,
-        [original, model, panel.match],
+        [original, model, panel.match, panel.rate],
         bind(Compressed, **panel.compressed),
         trigger_mode="always_last",
         show_progress="minimal",

@@ -14,6 +14,7 @@ import torch
 
 from ..metrics import bits_per_image
 from .api import compress, decompress
+from .photo import compress_image, decompress_image, rates
 
 VQZ = ".vqz"  # a file of the codec: the codes range-coded under the prior
 PLAIN = "VQ-VAE plain codes (fixed length)"  # h*w*log2(K) bits, no entropy coding
@@ -35,14 +36,17 @@ class OperatingPoint:
     image: torch.Tensor  # the image decoded from it: (C, H, W) float in [0, 1], on the CPU
 
 
-def operating_points(model, prior, image: torch.Tensor) -> list[OperatingPoint]:
+def operating_points(model, prior, image: torch.Tensor, grid_prior=None) -> list[OperatingPoint]:
     """Every operating point at which ``model`` (a VQ-VAE) and its ``prior`` (a
     :class:`vqvae.CodePrior` fitting it, or None) code ``image`` (C, H, W) float in [0, 1].
 
     - the model's training size with a prior: a ``.vqz`` file (:func:`compress`, the class
       that makes it smallest), decoded by :func:`decompress`;
-    - any other size, or no prior: the plain codes (:meth:`VQVAE.encode_image`,
-      h*w*log2(K) bits), decoded at the image's size by :meth:`VQVAE.decode_codes`.
+    - any other size with a ``grid_prior`` (a :class:`vqvae.GridPrior` of the model): a
+      ``.vqz`` file of format 3 at every rate of :func:`vqvae.codec.rates`
+      (:func:`compress_image`), decoded at the image's size by :func:`decompress_image`;
+    - otherwise: the plain codes (:meth:`VQVAE.encode_image`, h*w*log2(K) bits), decoded
+      at the image's size by :meth:`VQVAE.decode_codes`.
     """
     if not torch.is_tensor(image) or image.dim() != 3:
         raise ValueError(f"image must be a (C, H, W) tensor, got {getattr(image, 'shape', image)}")
@@ -53,6 +57,13 @@ def operating_points(model, prior, image: torch.Tensor) -> list[OperatingPoint]:
             data = compress(model, prior, x, labels="auto" if prior.num_classes else None)[0]
             decoded, _ = decompress(model, prior, data)
             return [OperatingPoint(VQZ, "prior", 8 * len(data), decoded[0].cpu())]
+        if grid_prior is not None:
+            points = []
+            for i, r in enumerate(rates(model)):
+                data = compress_image(model, grid_prior, x, rate=i)
+                decoded = decompress_image(model, grid_prior, data)
+                points.append(OperatingPoint(VQZ, r.name, 8 * len(data), decoded[0].cpu()))
+            return points
         codes = model.encode_image(x)
         decoded = model.decode_codes(codes, tuple(x.shape[-2:]))
     h, w = codes.shape[-2:]
