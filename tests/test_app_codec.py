@@ -22,6 +22,7 @@ import explorer
 import vqvae
 from app_helpers import call_event, fn_index
 from explorer import inputs
+from explorer.settings import MAX_VQZ_BYTES
 from explorer.tabs.codec import Compressed, Decompressed, RateCurves
 from explorer.tabs.reconstruct import Reconstruction
 from tools import browser
@@ -97,13 +98,29 @@ def test_compress_reads_the_shown_input_back_exactly(h, prior_models, tmp_path):
     assert re.search(r"class: (none|[a-z]+)\.", d.details) and "7×7 codes" in d.details
 
 
-def test_a_model_without_a_prior_says_so_and_the_rest_works(h, prior_models):
-    r = h.codec.compress(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
+def thumbnail(models, tmp_path, name="00.png") -> str:
+    """A cifar10 example at the model's own size (32 x 32)."""
+    path = tmp_path / f"thumb-{name}"
+    Image.open(models.examples / "cifar10" / name).convert("RGB").resize((32, 32)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def plain_h(plain_models, tmp_path_factory):
+    """Handlers over models with no prior of either kind."""
+    return explorer.Handlers(plain_models.models, plain_models.examples,
+                             cache_dir=tmp_path_factory.mktemp("plain-cache"))  # fmt: skip
+
+
+def test_a_model_without_a_prior_says_so_and_the_rest_works(
+    plain_h, h, prior_models, plain_models, tmp_path
+):
+    r = plain_h.codec.compress(thumbnail(plain_models, tmp_path), "cifar10")
     assert r.vqz is None and "has no prior" in r.sizes
     assert "matched on whole files: 40 bytes" in r.sizes  # the plain 8·8·5 bits
     assert r.jpeg.size == r.webp.size == (256, 256)
-    example = str(prior_models.examples / "cifar10" / "00.png")
-    assert h.reconstruct.image(example, "cifar10", "thumbnail").bits == 320.0
+    example = str(plain_models.examples / "cifar10" / "00.png")
+    assert plain_h.reconstruct.image(example, "cifar10", "thumbnail").bits == 320.0
     mnist_file = h.codec.compress(digit(prior_models), "mnist").vqz
     with pytest.raises(gr.Error, match="no prior"):
         h.codec.decompress(mnist_file, "cifar10")
@@ -119,7 +136,7 @@ def test_a_model_without_a_prior_says_so_and_the_rest_works(h, prior_models):
         (lambda good: b"GIF89a" + bytes(40), "not a .vqz file"),
         (lambda good: b"", "not a .vqz file"),
         (lambda good: b"\xa7" + good[1:], "version 7 is newer"),
-        (lambda good: b"\xa2" + bytes(70_000), "at most 64 kB"),
+        (lambda good: b"\xa2" + bytes(MAX_VQZ_BYTES + 10), f"at most {MAX_VQZ_BYTES // 1024} kB"),
     ],
 )
 def test_damaged_garbage_and_oversized_files_are_clear_errors(
@@ -155,7 +172,9 @@ def test_bad_arguments_are_clear_errors(h, prior_models):
         h.codec.decompress(digit(prior_models), "nope")
 
 
-def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(h, prior_models):
+def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(
+    h, plain_h, prior_models, plain_models, tmp_path
+):
     r = h.codec.compare_rates(digit(prior_models, 4), "mnist")
     traces = {t.name: t for t in r.chart.data}
     formats = [rd.FORMAT_NAMES[f] for f in compare.available_formats()]
@@ -174,8 +193,8 @@ def test_compare_rates_draws_the_vqz_beside_each_format_over_its_qualities(h, pr
     first = compare.encode_classic(x[0], "jpeg", compare.QUALITIES[0])
     assert jpeg.x[0] == 8 * len(first) / 784
     assert f"| .vqz (prior) | {8 * len(data) / 784:.3f} | {vqz.y[0]:.2f} |" in r.points
-    # a model without a prior: its plain codes, 8·8·5 bits
-    r = h.codec.compare_rates(str(prior_models.examples / "cifar10" / "00.png"), "cifar10")
+    # a thumbnail of a model without a prior: its plain codes, 8·8·5 bits
+    r = plain_h.codec.compare_rates(thumbnail(plain_models, tmp_path), "cifar10")
     plain = next(t for t in r.chart.data if t.name == codec.points.PLAIN)
     assert list(plain.x) == [320 / 1024] and f"| {codec.points.PLAIN} (K=32) | 0.312 |" in r.points
     with pytest.raises(gr.Error, match="No image"):
@@ -266,27 +285,27 @@ def test_api_errors_are_clear(live_app, prior_models, tmp_path):
     with pytest.raises(AppError, match="not a .vqz file"):
         client.predict(handle_file(str(garbage)), "mnist", api_name="/decompress")
     big = tmp_path / "big.vqz"
-    big.write_bytes(bytes(100_000))
-    with pytest.raises(AppError, match="at most 64 kB"):
+    big.write_bytes(bytes(MAX_VQZ_BYTES + 10))
+    with pytest.raises(AppError, match=f"at most {MAX_VQZ_BYTES // 1024} kB"):
         client.predict(handle_file(str(big)), "mnist", api_name="/decompress")
     with pytest.raises(AppError, match="no prior"):
         client.predict(handle_file(vqz), "cifar10", api_name="/decompress")
-    c = Compressed(
-        *client.predict(
-            handle_file(str(prior_models.examples / "cifar10" / "01.png")),
-            "cifar10",
-            api_name="/compress",
-        )
-    )
-    assert c.vqz is None and "has no prior" in c.sizes
+    # cifar10 has no raster prior but a grid prior: a photo (any size; a thumbnail too) is
+    # coded at its size under the grid prior, at the rate asked for
+    photo = str(prior_models.examples / "cifar10" / "01.png")
+    rates = [r.name for r in codec.rates(vqvae.load_pretrained(prior_models.models / "cifar10"))]
+    c = Compressed(*client.predict(handle_file(photo), "cifar10", "whole file", rates[0],
+                                   api_name="/compress"))  # fmt: skip
+    hd = codec.read_photo_header(Path(c.vqz).read_bytes())
+    assert (hd.width, hd.height) == Image.open(photo).size and hd.rate.name == rates[0]
 
 
 @pytest.mark.parametrize(
     "api, data, words",
     [
-        ("compress", [None, "mnist", "whole file"], "No image"),
-        ("compress", [None, "mnist", "half"], "choices|match"),
-        ("compress", [None, ["mnist"], "whole file"], "Unknown model|choices"),
+        ("compress", [None, "mnist", "whole file", None], "No image"),
+        ("compress", [None, "mnist", "half", None], "choices|match"),
+        ("compress", [None, ["mnist"], "whole file", None], "Unknown model|choices"),
         ("decompress", [None, "mnist"], "No file"),
     ],
 )
@@ -437,12 +456,11 @@ def test_a_photo_is_coded_at_its_size_at_the_rate_chosen(hg, tmp_path):
     assert sizes[0] < sizes[-1]
     with pytest.raises(gr.Error, match="rate must be one of"):
         hg.codec.compress(photo, "cifar10", rate="eleven")
-    # a thumbnail (the model's size) takes the thumbnail path: here, without a raster
-    # prior, its plain codes and no file
+    # a thumbnail (the model's size) of a model without a raster prior: the grid prior too
     thumb = tmp_path / "thumb.png"
     Image.open(photo).resize((32, 32)).save(thumb)
     out = Compressed(*hg.codec.compress(str(thumb), "cifar10"))
-    assert out.vqz is None and "32×32" in out.sizes
+    assert codec.read_photo_header(Path(out.vqz).read_bytes()).width == 32
 
 
 def test_a_photo_file_on_a_model_without_a_grid_prior_says_what_it_needs(hg, tmp_path):

@@ -114,12 +114,13 @@ class Codec:
         return im
 
     def _photo(self, m: Model, image) -> torch.Tensor | None:
-        """The photo (1, 3, H, W) the panel codes at its own size (format 3, under the
-        model's grid prior), or None: a thumbnail, or a model without a grid prior."""
+        """The image (1, 3, H, W) the panel codes at its own size (format 3, under the
+        model's grid prior), or None: a model without a grid prior, or a thumbnail (the
+        model's training size) of a model whose raster prior codes it (format 2)."""
         if m.grid_prior is None:
             return None
         im = self._read(m, image)
-        if im.size == (m.config.image_size, m.config.image_size):
+        if m.prior is not None and im.size == (m.config.image_size, m.config.image_size):
             return None
         return inputs.photo_input(m, im, announce=False)
 
@@ -431,8 +432,9 @@ def layout() -> CodecPanel:
                 label="Match JPEG and WebP to the .vqz's size:",
                 info="without headers: the .vqz payload against their coded data",
             )
-            rate = gr.Dropdown(
-                [], value=None, elem_id="vqz-rate", label="Rate of a photo's .vqz",
+            rate = gr.Dropdown(  # choices set per model; API clients send a rate's name
+                [], value=None, allow_custom_value=True, elem_id="vqz-rate",
+                label="Rate of a photo's .vqz",
                 info="a photo is coded at its own size; the lowest rate codes it at half size",
                 visible=False,
             )  # fmt: skip
