@@ -14,7 +14,8 @@ Per image (:func:`vqvae.rd.image_curves`): JPEG, WebP and AVIF (Pillow; AVIF whe
 it) at each of ``--qualities``, whole files; and the codec's operating points
 (:func:`vqvae.codec.points.operating_points`): ``.vqz`` files where the codec codes the
 image (the model's training size under its prior; any other size at every rate under its
-grid prior), the model's plain fixed-length codes (h*w*log2 K bits) where it has neither. Each point: bits per pixel, PSNR (RGB) and, on images
+grid prior), the model's plain fixed-length codes (h*w*log2 K bits) where it has neither.
+Each point: bits per pixel, PSNR (RGB) and, on images
 whose sides are all >= 161 px, MS-SSIM (five scales; not defined on 32 x 32 images, so the
 CIFAR-10 files have none). Averaged point by point over a dataset's images, as CompressAI
 averages, and written one JSON file per codec and dataset (``OUT/<dataset>/<codec>.json``:

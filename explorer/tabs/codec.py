@@ -73,9 +73,10 @@ class SizeRow:
         return f"| {what} | {bits:,.0f} | {b} | {bits / self.pixels:.3f} | {ratio} |"
 
 
-def _png_bytes(x: torch.Tensor) -> int:
+def _png_bytes(x: torch.Tensor, optimize: bool = True) -> int:
+    """Bytes of the image as PNG (``optimize``: Pillow's smallest, slow on a photo)."""
     png = io.BytesIO()
-    PIL.Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=True)
+    PIL.Image.fromarray(images.to_uint8(x[0])).save(png, format="PNG", optimize=optimize)
     return png.tell()
 
 
@@ -140,11 +141,10 @@ class Codec:
         i = self._rate(m, rate)
         r = codec.rates(m.model)[i]
         with self.lock:
-            data = codec.compress_image(m.model, m.grid_prior, x, rate=i)
-            recon = codec.decompress_image(m.model, m.grid_prior, data)
+            data, recon = codec.compress_image(m.model, m.grid_prior, x, rate=i, decoded=True)
         hd = codec.read_photo_header(data)
         H, W = x.shape[-2:]
-        row = SizeRow(H * W, _png_bytes(x))
+        row = SizeRow(H * W, _png_bytes(x, optimize=False))
         h, w = vqvae.grid.grid_shape((-(-H // r.downscale), -(-W // r.downscale)),
                                      m.config.downsample)  # fmt: skip
         plain = h * w * r.stages * math.log2(m.config.codebook_size)

@@ -210,11 +210,15 @@ def _pass_cells(h: int, w: int, step) -> np.ndarray:
     return (pass_map(h, w, s) == p).flatten().numpy()
 
 
-def compress_image(model, prior: GridPrior, image: torch.Tensor, rate=None, *, tile=None) -> bytes:
+def compress_image(
+    model, prior: GridPrior, image: torch.Tensor, rate=None, *, tile=None, decoded: bool = False
+):
     """One image (C, H, W) or (1, C, H, W) float in [0, 1], of any size, as a version 3
     ``.vqz`` file (bytes) at ``rate`` (a :class:`Rate` or an index into :func:`rates`;
     default the highest). :func:`decompress_image` gives back an image of the same size:
-    ``model.decode_codes`` of the kept stages' codes (upscaled if the rate shrinks it)."""
+    ``model.decode_codes`` of the kept stages' codes (upscaled if the rate shrinks it).
+    ``decoded``: return (file, that image (1, C, H, W)), decoded from the codes at hand
+    instead of running the decoder's passes of the prior again."""
     import constriction
 
     vqvae_fp, prior_fp = _check_pair(model, prior)
@@ -237,7 +241,10 @@ def compress_image(model, prior: GridPrior, image: torch.Tensor, rate=None, *, t
         enc.encode(symbols, coder._family(), table)
     payload = coder._shortest(enc.get_compressed().astype(">u4").tobytes(), segments)
     head = _head(vqvae_fp, prior_fp, size, r)
-    return head + _checksum(head, vqvae_fp, prior_fp, codes.numpy()) + payload
+    data = head + _checksum(head, vqvae_fp, prior_fp, codes.numpy()) + payload
+    if not decoded:
+        return data
+    return data, _decode(model, codes, size, r, tile)
 
 
 def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, PhotoHeader]:
@@ -281,7 +288,12 @@ def decompress_image(model, prior: GridPrior, data, *, tile=None) -> torch.Tenso
     :func:`compress_image` with this ``model`` and ``prior``, at the size it was made from.
     ValueError for a file of another model or prior, or a damaged one."""
     codes, hd = decompress_codes_v3(model, prior, data)
-    shrunk = _shrunk_size((hd.height, hd.width), hd.rate.downscale)
+    return _decode(model, codes, (hd.height, hd.width), hd.rate, tile)
+
+
+def _decode(model, codes: torch.Tensor, size, rate: Rate, tile) -> torch.Tensor:
+    """The image (1, C, H, W) of ``size`` that codes (1, n, h, w) at ``rate`` stand for."""
     with torch.no_grad():
-        x = model.decode_codes(codes.to(model.device), shrunk, tile=tile)
-    return _resize(x, (hd.height, hd.width))
+        x = model.decode_codes(codes.to(model.device), _shrunk_size(size, rate.downscale),
+                               tile=tile)  # fmt: skip
+    return _resize(x, size)

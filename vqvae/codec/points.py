@@ -14,7 +14,7 @@ import torch
 
 from ..metrics import bits_per_image
 from .api import compress, decompress
-from .photo import compress_image, decompress_image, rates
+from .photo import compress_image, rates
 
 VQZ = ".vqz"  # a file of the codec: the codes range-coded under the prior
 PLAIN = "VQ-VAE plain codes (fixed length)"  # h*w*log2(K) bits, no entropy coding
@@ -60,8 +60,7 @@ def operating_points(model, prior, image: torch.Tensor, grid_prior=None) -> list
         if grid_prior is not None:
             points = []
             for i, r in enumerate(rates(model)):
-                data = compress_image(model, grid_prior, x, rate=i)
-                decoded = decompress_image(model, grid_prior, data)
+                data, decoded = compress_image(model, grid_prior, x, rate=i, decoded=True)
                 points.append(OperatingPoint(VQZ, r.name, 8 * len(data), decoded[0].cpu()))
             return points
         codes = model.encode_image(x)
