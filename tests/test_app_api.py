@@ -143,7 +143,7 @@ def test_bad_inputs_are_errors_and_the_server_survives(live_app, tmp_path):
 def test_docs_api_examples_run(live_app):
     """Every Python block of docs/api.md, run against this server and its example images."""
     # 4 blocks for the tabs, 3 for the codec panel, 3 for the prior's events
-    assert run_api_doc_blocks(live_app.url, live_app.examples) == 10
+    assert run_api_doc_blocks(live_app.url, live_app.examples) == 11
 
 
 # -- hardening: what any client can send ---------------------------------------------------
