@@ -56,6 +56,11 @@ def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
         page.wait_for_function(
             "v => document.querySelector('#psnr input').value == v", arg=str(out.psnr)
         )
+        # the codec panel codes the new photo as an event of its own: let the page settle
+        # (a click while its outputs re-render can be lost)
+        page.wait_for_function(
+            "() => document.querySelector('#codec-sizes').innerText.includes('76×44')"
+        )
         img = page.locator("#codemap img").first
         box = img.bounding_box()
         img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
