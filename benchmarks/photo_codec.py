@@ -47,10 +47,7 @@ def measure_photo(model, prior, name: str, repeat: int) -> list[dict]:
         t_c, f = best_time(lambda i=i: compress_image(model, prior, x, rate=i), repeat)
         t_d, y = best_time(lambda f=f: decompress_image(model, prior, f), repeat)
         codes, _ = decompress_codes_v3(model, prior, f)
-        small = x if r.downscale == 1 else torch.nn.functional.interpolate(
-            x, size=(-(-H // r.downscale), -(-W // r.downscale)), mode="bicubic",
-            antialias=True).clamp(0, 1)  # fmt: skip
-        exact = torch.equal(codes, model.encode_image(small, stages=r.stages))
+        exact = torch.equal(codes, model.encode_image(r.shrink(x), stages=r.stages))
         rows.append({
             "photo": name, "size": f"{W}x{H}", "rate": r.name, "bytes": len(f),
             "bpp": 8 * len(f) / (H * W), "psnr": float(psnr(y, x)),

@@ -47,12 +47,18 @@ def test_every_rate_round_trips_exactly(model, prior, h, w):
         assert y.shape == (1, 3, h, w)
         # the codes come back bit for bit: what decode_codes gives for the kept stages
         codes, _ = decompress_codes_v3(model, prior, f)
-        small = (-(-h // r.downscale), -(-w // r.downscale))
-        xs = x[None] if r.downscale == 1 else torch.nn.functional.interpolate(
-            x[None], size=small, mode="bicubic", antialias=True).clamp(0, 1)  # fmt: skip
-        assert torch.equal(codes, model.encode_image(xs, stages=r.stages))
+        # (the rate's shrink, checked against torch's own bicubic resize below)
+        assert torch.equal(codes, model.encode_image(r.shrink(x[None]), stages=r.stages))
         if r.downscale == 1:
             assert torch.equal(y, model.decode_codes(codes, (h, w)))
+
+
+def test_a_rate_shrinks_as_it_says():
+    x = photo(37, 45)[None]
+    assert Rate(1, 2).coded_size((37, 45)) == (19, 23) and Rate(1).coded_size((37, 45)) == (37, 45)
+    assert torch.equal(Rate(1).shrink(x), x)
+    expected = torch.nn.functional.interpolate(x, size=(19, 23), mode="bicubic", antialias=True)
+    assert torch.equal(Rate(1, 2).shrink(x), expected.clamp(0, 1))
 
 
 def test_more_stages_cost_more_bytes(model, prior):

@@ -145,8 +145,7 @@ class Codec:
         hd = codec.read_photo_header(data)
         H, W = x.shape[-2:]
         row = SizeRow(H * W, _png_bytes(x, optimize=False))
-        h, w = vqvae.grid.grid_shape((-(-H // r.downscale), -(-W // r.downscale)),
-                                     m.config.downsample)  # fmt: skip
+        h, w = vqvae.grid.grid_shape(r.coded_size((H, W)), m.config.downsample)
         plain = h * w * r.stages * math.log2(m.config.codebook_size)
         payload = len(data) - hd.header_bytes
         lines = [

@@ -38,6 +38,16 @@ class Rate:
     stages: int
     downscale: int = 1
 
+    def coded_size(self, size) -> tuple[int, int]:
+        """The size (h, w) an image of ``size`` (H, W) is coded at: ceil(H / downscale) x
+        ceil(W / downscale)."""
+        return (-(-size[0] // self.downscale), -(-size[1] // self.downscale))
+
+    def shrink(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) as this rate codes them: bicubic (antialiased) to
+        :meth:`coded_size`, unchanged at downscale 1."""
+        return _resize(x, self.coded_size(x.shape[-2:]))
+
     @property
     def name(self) -> str:
         size = "" if self.downscale == 1 else f", 1/{self.downscale} size"
@@ -195,10 +205,6 @@ def _as_image(model, image: torch.Tensor) -> torch.Tensor:
     return x.to(model.device, torch.float32)
 
 
-def _shrunk_size(size, downscale: int) -> tuple[int, int]:
-    return (-(-size[0] // downscale), -(-size[1] // downscale))
-
-
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -225,8 +231,7 @@ def compress_image(
     x = _as_image(model, image)
     r = _rate(model, rate)
     size = tuple(x.shape[-2:])
-    codes = model.encode_image(_resize(x, _shrunk_size(size, r.downscale)), stages=r.stages,
-                               tile=tile).cpu()  # fmt: skip
+    codes = model.encode_image(r.shrink(x), stages=r.stages, tile=tile).cpu()
     h, w = codes.shape[-2:]
     steps = schedule(r.stages)
     tables, per_run = [], max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
@@ -263,8 +268,7 @@ def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, Ph
         )
     if hd.rate.stages > model.config.num_stages:
         raise ValueError(f"the file keeps {hd.rate.stages} stages, the model has fewer")
-    h, w = grid.grid_shape(_shrunk_size((hd.height, hd.width), hd.rate.downscale),
-                           model.config.downsample)  # fmt: skip
+    h, w = grid.grid_shape(hd.rate.coded_size((hd.height, hd.width)), model.config.downsample)
     codes = torch.zeros(1, hd.rate.stages, h, w, dtype=torch.long)
     dec = constriction.stream.queue.RangeDecoder(coder._words(b[hd.header_bytes :]))
     try:
@@ -294,6 +298,5 @@ def decompress_image(model, prior: GridPrior, data, *, tile=None) -> torch.Tenso
 def _decode(model, codes: torch.Tensor, size, rate: Rate, tile) -> torch.Tensor:
     """The image (1, C, H, W) of ``size`` that codes (1, n, h, w) at ``rate`` stand for."""
     with torch.no_grad():
-        x = model.decode_codes(codes.to(model.device), _shrunk_size(size, rate.downscale),
-                               tile=tile)  # fmt: skip
+        x = model.decode_codes(codes.to(model.device), rate.coded_size(size), tile=tile)
     return _resize(x, size)
