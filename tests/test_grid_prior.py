@@ -217,3 +217,11 @@ def test_load_grid_prior_checks_the_pairing(prior, tmp_path):
                               codebook_size=16, num_stages=2))  # fmt: skip
     with pytest.raises(ValueError, match="another VQ-VAE"):
         load_grid_prior(tmp_path / "tied", model=other)
+
+
+def test_stage_bits_add_up_to_the_bits_of_the_stages_so_far(prior):
+    codes = torch.randint(0, 16, (3, 2, 7, 9))
+    per_stage = prior.stage_bits(codes)
+    assert per_stage.shape == (3, 2)
+    assert torch.allclose(per_stage[:, 0], prior.nll_bits(codes, 1))
+    assert torch.allclose(per_stage.sum(1), prior.nll_bits(codes))

@@ -280,16 +280,22 @@ class GridPrior(PretrainedMixin, nn.Module):
     def nll_bits(self, codes: torch.Tensor, stages: int | None = None) -> torch.Tensor:
         """Bits (B,) of each grid's first ``stages`` stages (default: all given) under the
         float network; :meth:`counts`' files cost about the same for a frozen prior."""
+        return self.stage_bits(codes, stages).sum(1)
+
+    @torch.no_grad()
+    def stage_bits(self, codes: torch.Tensor, stages: int | None = None) -> torch.Tensor:
+        """Bits (B, stages) float64 of each of each grid's first ``stages`` stages (default:
+        all given), each given the stages before it, under the float network."""
         codes = self._check(codes)
         stages = codes.shape[1] if stages is None else stages
         B, _, h, w = codes.shape
-        bits = torch.zeros(B, dtype=torch.float64, device=codes.device)
+        bits = torch.zeros(B, stages, dtype=torch.float64, device=codes.device)
         for s, p in schedule(stages):
             m = pass_map(h, w, s).to(codes.device)
             st = torch.full((B,), s, device=codes.device)
             logp = F.log_softmax(self.logits(codes, st, (m < p).expand(B, h, w)).double(), 1)
             nll = -logp.gather(1, codes[:, s : s + 1])[:, 0]
-            bits += (nll * (m == p)).sum((1, 2)) / math.log(2)
+            bits[:, s] += (nll * (m == p)).sum((1, 2)) / math.log(2)
         return bits
 
     @torch.no_grad()
