@@ -60,6 +60,19 @@ def check_keys(cls, d, what: str, extra: tuple[str, ...] = ()) -> dict:
     return d
 
 
+def config_from_dict(cls, d, what: str):
+    """``cls(**d)`` for a dataclass ``cls`` read from a JSON file: ValueError naming the
+    unknown keys (:func:`check_keys`) or the missing required ones (``what``: "prior
+    config", ...); the fields themselves are checked by ``cls``."""
+    d = check_keys(cls, d, what)
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(f"missing {what} keys: {missing}")
+    return cls(**d)
+
+
 def check_bounds(config, bounds: dict[str, tuple[float, float]]) -> None:
     """ValueError naming the first field of ``config`` outside its inclusive ``(low, high)``
     range in ``bounds``."""
@@ -315,13 +328,7 @@ class PriorConfig:
     def from_dict(cls, d: dict) -> PriorConfig:
         """A config from a dict of fields, as ``prior.json`` holds it; ValueError for a
         missing, unknown or bad field."""
-        d = check_keys(cls, d, "prior config")
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                    and f.default_factory is dataclasses.MISSING]  # fmt: skip
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ValueError(f"missing prior config keys: {missing}")
-        return cls(**d)
+        return config_from_dict(cls, d, "prior config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -48,7 +48,7 @@ from torch import nn
 
 from . import grid
 from .base import PretrainedMixin
-from .config import MAX_NAME, check_bounds, check_field_types, check_keys
+from .config import MAX_NAME, check_bounds, check_field_types, config_from_dict
 
 GRID_PRIOR_WEIGHTS = "grid_prior.safetensors"
 GRID_PRIOR_CONFIG = "grid_prior.json"
@@ -130,10 +130,9 @@ class GridPriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GridPriorConfig:
-        d = check_keys(cls, d, "grid prior config")
-        if "codebook_size" not in d:
-            raise ValueError("missing grid prior config key: codebook_size")
-        return cls(**d)
+        """A config from a dict of fields, as ``grid_prior.json`` holds it; ValueError for a
+        missing, unknown or bad field."""
+        return config_from_dict(cls, d, "grid prior config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

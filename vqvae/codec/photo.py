@@ -95,8 +95,9 @@ def prior_fingerprint(prior: GridPrior) -> str:
     h = hashlib.sha256(repr((c.codebook_size, c.num_stages, c.embed_dim, c.channels,
                              c.layers)).encode())  # fmt: skip
     state = prior.state_dict()
+    params = {name for name, _ in prior.named_parameters()}
     for k in sorted(state):
-        if k in dict(prior.named_parameters()):
+        if k in params:
             continue  # the float network does not enter coding
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
