@@ -463,6 +463,19 @@ def test_a_photo_is_coded_at_its_size_at_the_rate_chosen(hg, tmp_path):
     assert codec.read_photo_header(Path(out.vqz).read_bytes()).width == 32
 
 
+def test_compare_rates_charts_the_photo_the_panel_codes(hg, tmp_path):
+    """The chart's .vqz points are the photo's files at every rate, at its own size."""
+    photo = _photo_file(tmp_path)
+    r = hg.codec.compare_rates(photo, "cifar10")
+    assert "61×45" in r.chart.layout.title.text
+    vqz = next(t for t in r.chart.data if t.name == ".vqz")
+    files = [
+        Path(Compressed(*hg.codec.compress(photo, "cifar10", rate=n.name)).vqz).read_bytes()
+        for n in codec.rates(hg.models.get("cifar10").model)
+    ]
+    assert list(vqz.x) == pytest.approx([8 * len(f) / (61 * 45) for f in files])
+
+
 def test_a_photo_file_on_a_model_without_a_grid_prior_says_what_it_needs(hg, tmp_path):
     data = codec.compress_image(
         hg.models.get("cifar10").model, hg.models.get("cifar10").grid_prior,

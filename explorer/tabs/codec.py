@@ -88,15 +88,22 @@ class Codec:
         self.files = ctx.files
         self.lock = ctx.codec_lock
 
-    def _shown_input(self, m: Model, image) -> torch.Tensor:
-        """The model input from an image file. A whole-number nearest-neighbour enlargement
-        of an S x S image (the *Input* the Reconstruct tab shows) is first reduced back to
-        that image, exactly; anything else is read as /reconstruct reads it."""
+    def _coded_input(self, m: Model, image) -> tuple[torch.Tensor, bool]:
+        """(the image the panel codes (1, C, H, W), whether as a photo). As a photo, at its
+        own size under the model's grid prior (format 3), when the model has one, unless it
+        is a thumbnail (the model's training size) the raster prior codes (format 2);
+        otherwise as the model's input, as /reconstruct reads it. The file is read once
+        (:meth:`_read`)."""
         im = self._read(m, image)
-        return inputs.model_input(m, im, announce=False)
+        S = m.config.image_size
+        if m.grid_prior is not None and not (m.prior is not None and im.size == (S, S)):
+            return inputs.photo_input(m, im, announce=False), True
+        return inputs.model_input(m, im, announce=False), False
 
     def _read(self, m: Model, image) -> PIL.Image.Image:
-        """The image a file holds, an enlarged S x S thumbnail reduced back to it."""
+        """The image a file holds. A whole-number nearest-neighbour enlargement of an S x S
+        image (the *Input* the Reconstruct tab shows) is reduced back to that image,
+        exactly."""
         S = m.config.image_size
         if image is None:
             raise gr.Error("No image: upload one, or reconstruct one first.")
@@ -113,17 +120,6 @@ class Codec:
             if np.array_equal(small.repeat(k, 0).repeat(k, 1), a):
                 im = PIL.Image.fromarray(small)
         return im
-
-    def _photo(self, m: Model, image) -> torch.Tensor | None:
-        """The image (1, 3, H, W) the panel codes at its own size (format 3, under the
-        model's grid prior), or None: a model without a grid prior, or a thumbnail (the
-        model's training size) of a model whose raster prior codes it (format 2)."""
-        if m.grid_prior is None:
-            return None
-        im = self._read(m, image)
-        if m.prior is not None and im.size == (m.config.image_size, m.config.image_size):
-            return None
-        return inputs.photo_input(m, im, announce=False)
 
     @staticmethod
     def _rate(m: Model, rate) -> int:
@@ -245,10 +241,9 @@ class Codec:
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
-        photo = self._photo(m, image)
-        if photo is not None:
-            return self._compress_photo(m, photo, rate, match, image)
-        x = self._shown_input(m, image)
+        x, photo = self._coded_input(m, image)
+        if photo:
+            return self._compress_photo(m, x, rate, match, image)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)
@@ -278,11 +273,11 @@ class Codec:
     def compare_rates(self, image, model_name: str) -> RateCurves:
         """image -> the rate-distortion chart of the image the panel compresses: JPEG, WebP
         and AVIF (where Pillow writes it) at qualities compare.QUALITIES, whole files, and
-        the codec's operating points (vqvae.codec.operating_points: the .vqz file, or the
-        plain codes without a prior), bits per pixel against PSNR; and a table of each
-        codec point against each format at the same PSNR."""
+        the codec's operating points (vqvae.codec.operating_points: the .vqz file, a
+        photo's at every rate, or the plain codes without a prior), bits per pixel against
+        PSNR; and a table of each codec point against each format at the same PSNR."""
         m = self.models.get(model_name)
-        x = self._shown_input(m, image)
+        x, _ = self._coded_input(m, image)  # what compress codes: a photo at its own size
         with self.lock:
             curves = rd.image_curves(x[0], m.model, m.prior, grid_prior=m.grid_prior)
         key, _ = rd.metric_keys(x.shape[1])
