@@ -168,8 +168,9 @@ INTRO = (
     "at its own resolution (up to 1 megapixel; larger ones are downscaled, never cropped) "
     "or, one click away, as the thumbnail they were trained on; digit models read a "
     "centre-cropped thumbnail, dark-on-light pictures inverted to match MNIST. Below them: "
-    "the thumbnail's codes as a file (**.vqz**, entropy-coded "
-    "under the model's learned prior) beside JPEG and WebP squeezed to the same size; "
+    "the image's codes as a file (**.vqz**, entropy-coded under the model's learned prior; "
+    "a photo at its own size, at the rate you pick) beside JPEG and WebP squeezed to the "
+    "same size; "
     "*Compare rates* draws its rate-distortion chart against JPEG, WebP and AVIF."
 )
 
