@@ -190,8 +190,10 @@ def test_interpolate_asks_for_at_most_a_second_of_work(live_app, monkeypatch):
 @pytest.mark.slow
 def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
     """The shipped models at their caps, one torch thread as on a 2-core Space: each call
-    under 1.5 s of CPU (process time, so other load on the machine does not count), but for
-    a photo interpolation at its frame budget, the one call allowed several seconds."""
+    under 1.5 s of CPU, but for a photo interpolation at its frame budget, the one call allowed
+    several seconds. Measured as this thread's CPU time (with one torch thread the work runs on
+    it): neither other load on the machine nor a live app's server threads left running by
+    earlier tests in this process count."""
     import torch
 
     from explorer.app import Handlers
@@ -214,14 +216,14 @@ def test_the_worst_allowed_calls_cost_about_a_second_of_cpu(tmp_path):
         ]
         for call in calls:
             call()  # warm-up
-            t = time.process_time()
+            t = time.thread_time()
             call()
-            assert time.process_time() - t < 1.5
+            assert time.thread_time() - t < 1.5
         with Image.open(a) as im:
             frames = min(MAX_FRAMES, INTERPOLATE_PIXELS // (im.width * im.height))
-        t = time.process_time()
+        t = time.thread_time()
         h.interpolate.gif(a, b, "cifar10", frames, 12, "slerp", True)
-        assert time.process_time() - t < 15  # ~8 s measured (BENCHMARKS.md, section 12)
+        assert time.thread_time() - t < 15  # ~8 s measured (BENCHMARKS.md, section 12)
     finally:
         torch.set_num_threads(threads)
 
