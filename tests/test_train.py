@@ -588,6 +588,7 @@ def _changed(name: str, value):
         image_size=64,
         init_from="cifar10",
         pretrain_steps=0,  # --init-from needs it
+        first_stage_share=0.5,
     )
     if name in special:
         return special[name]
@@ -867,3 +868,44 @@ def test_the_run_check_tool_rebuilds_a_run_from_its_card_command(finished_run, c
 
     assert check_gpu_runs.main([str(finished_run)]) == 0
     assert "rebuilds its run" in capsys.readouterr().out
+
+
+def test_residual_stages_from_a_trained_run_keep_its_stages(tmp_path, finished_run, mnist_dir):
+    """--init-from a run, --num-stages: the loaded stages are not k-means refit, the new
+    ones are; a 2-stage run grown to 3 refits only stage 3. The evaluation reports the
+    PSNR of every prefix of stages."""
+    from vqvae import VQVAE
+
+    common = [*TINY, "--data-dir", str(mnist_dir), "--pretrain-steps", "0", "--steps", "4",
+              "--batch-size", "16", "--limit-train", "64", "--limit-test", "16",
+              "--kmeans-images", "64", "--eval-every", "4", "--eval-images", "16"]  # fmt: skip
+    two, three = tmp_path / "two", tmp_path / "three"
+    train_train.main([*common, "--out", str(two), "--init-from", str(finished_run),
+                      "--num-stages", "2"])  # fmt: skip
+    refit = [r["stage"] for r in records(two) if r.get("event") == "kmeans_init"]
+    assert refit == [2]
+    train_train.main([*common, "--out", str(three), "--init-from", str(two),
+                      "--num-stages", "3", "--first-stage-share", "0.5"])  # fmt: skip
+    assert [r["stage"] for r in records(three) if r.get("event") == "kmeans_init"] == [3]
+    final = [r for r in records(three) if r.get("final")][0]["eval"]
+    assert len(final["psnr_stages"]) == 3
+    assert final["psnr_stages"][2] == pytest.approx(final["psnr"])
+    # stages 1 and 2 started from the two-stage run's codebooks (EMA moved them since)
+    a, b = VQVAE.from_pretrained(two), VQVAE.from_pretrained(three)
+    assert torch.allclose(a.quantizer.codebook, b.quantizer.codebook, atol=0.5)
+
+
+def test_first_stage_share_draws_stage_one_alone_for_that_share():
+    from vqvae import VQVAE, VQVAEConfig
+
+    m = VQVAE(VQVAEConfig(hidden_channels=16, res_channels=8, embedding_dim=8, codebook_size=16,
+                          num_stages=4, image_size=16))  # fmt: skip
+    torch.manual_seed(0)
+    n = m._stages_kept(20_000, "cpu").flatten()
+    assert set(n.tolist()) == {1, 2, 3, 4}
+    assert abs((n == 1).float().mean() - 0.25) < 0.02  # uniform over 1..4
+    m.first_stage_share = 0.5
+    n = m._stages_kept(20_000, "cpu").flatten()
+    assert abs((n == 1).float().mean() - 0.5) < 0.02
+    for s in (2, 3, 4):
+        assert abs((n == s).float().mean() - 0.5 / 3) < 0.02

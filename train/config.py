@@ -125,6 +125,11 @@ class TrainConfig:
     num_stages: int | None = option(
         None, "residual quantizer stages (each a K-code book; the first n decode alone)"
     )
+    first_stage_share: float | None = option(
+        None,
+        "residual models: the share of training images decoded from stage 1 alone, the rest "
+        "from 2..S stages (default: uniform over 1..S)",
+    )
     init_from: str = option(
         "",
         "start from a trained VQ-VAE (folder or shipped name) of the same network; "
@@ -214,6 +219,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.steps < 0 or cfg.pretrain_steps < 0 or cfg.batch_size < 1:
         raise TrainError("--steps and --pretrain-steps must be >= 0 and --batch-size >= 1")
     options.at_least_one(cfg, ("log_every", "eval_every", "ckpt_every", "sample_every"))
+    share = cfg.first_stage_share
+    if share is not None and not 0.0 < share < 1.0:
+        raise TrainError(f"--first-stage-share must be between 0 and 1, not {share}")
     if cfg.init_from and cfg.pretrain_steps:
         raise TrainError("--init-from starts from trained weights: use --pretrain-steps 0")
     return cfg

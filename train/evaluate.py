@@ -32,7 +32,9 @@ def evaluate(
     quantize: bool = True,
 ) -> dict:
     """Metrics of ``model`` over uint8 images (N, C, H, W), in fp32 and eval mode.
-    PSNR is the mean of per-image PSNR; codes used are distinct codes over the whole set."""
+    PSNR is the mean of per-image PSNR; codes used are distinct codes over the whole set
+    (the first stage's). A residual model also gets ``psnr_stages``: the mean PSNR decoded
+    from its first 1, 2, .. num_stages stages (its rates)."""
     from tqdm.auto import tqdm
 
     device = device or model.device
@@ -41,6 +43,8 @@ def evaluate(
     K = model.config.codebook_size
     usage = CodebookUsage(K)
     sums = dict(psnr=0.0, ssim=0.0, mse=0.0)
+    S = model.config.num_stages if quantize else 1
+    stage_sums = [0.0] * S
     for i in tqdm(
         range(0, len(images_u8), batch_size), disable=not progress, desc="evaluate", unit="batch"
     ):
@@ -52,9 +56,14 @@ def evaluate(
         sums["mse"] += float(mse(rec, x).sum())
         if out.indices is not None:
             usage.update(out.indices)
+        if S > 1:
+            codes = model.encode_image(x, stages=S)
+            for n in range(S):
+                stage_sums[n] += float(psnr(model.decode_codes(codes[:, : n + 1]), x).sum())
     model.train(was_training)
     n = len(images_u8)
     h = w = model.config.latent_size
+    stages = {"psnr_stages": [v / n for v in stage_sums]} if S > 1 else {}
     return {
         "psnr": sums["psnr"] / n,
         "ssim": sums["ssim"] / n,
@@ -64,6 +73,7 @@ def evaluate(
         "perplexity": usage.perplexity,
         "bits_per_image": vqvae.metrics.bits_per_image(h, w, K),
         "num_images": n,
+        **stages,
     }
 
 
@@ -84,6 +94,11 @@ def format_table(m: dict) -> str:
         ("dataset", f"{m['dataset']} / {m['split']} ({m['num_images']} images)"),
         ("data copy", m["data_source"]),
         ("PSNR (mean per image)", f"{m['psnr']:.2f} dB"),
+        *(
+            [("PSNR from stages 1, 2, ..", " / ".join(f"{v:.2f}" for v in m["psnr_stages"]))]
+            if "psnr_stages" in m
+            else []
+        ),
         ("SSIM", f"{m['ssim']:.4f}"),
         ("MSE", f"{m['mse']:.6f}"),
         (

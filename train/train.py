@@ -141,6 +141,7 @@ class RunState(loop.Run):
     batches: Batches | None = None
     forward: object = forward_loss  # the training forward (compiled under --compile)
     kmeans_done: bool = False
+    kept_stages: int = 0  # quantizer stages loaded from --init-from (k-means leaves them)
     vq: bool | None = None  # the phase the loop is in (None: before the first step)
     net: torch.nn.Module | None = None  # what the step calls: the model, or its DDP wrapper
 
@@ -192,8 +193,11 @@ class RunState(loop.Run):
         loop.emit_eval(self, ev, final, phase="vq" if vq else "pretrain")
         self.model.train()
         if not final:
+            stages = ev.get("psnr_stages")
+            by_stage = f" (stages 1..: {' / '.join(f'{v:.2f}' for v in stages)})" if stages else ""
             tqdm.write(
-                f"step {self.step}: test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}, "
+                f"step {self.step}: test PSNR {ev['psnr']:.2f} dB{by_stage}, "
+                f"SSIM {ev['ssim']:.4f}, "
                 f"codes used {ev['codes_used']}/{self.model.config.codebook_size}"
             )
         return ev
@@ -211,10 +215,12 @@ class RunState(loop.Run):
         save_image(torch.cat([x, rec]), loop.sample_path(self), nrow=16)
 
     def checkpoint(self) -> dict:
-        return {"kmeans_done": self.kmeans_done}
+        return {"kmeans_done": self.kmeans_done, "kept_stages": self.kept_stages}
 
     def load(self, ckpt: dict) -> None:
         self.kmeans_done = bool(ckpt["kmeans_done"])
+        # (checkpoints from before kept_stages: an --init-from run kept the first stage)
+        self.kept_stages = int(ckpt.get("kept_stages", 1 if self.cfg.init_from else 0))
 
     def report(self, summary: dict) -> str:
         ev = summary["final_eval"]
@@ -251,9 +257,8 @@ def kmeans_init(state: RunState) -> None:
     samples = flat[keep.to(flat.device)]
     # a model started from trained weights keeps the stages it has; stage s >= 2 is fit to
     # what the stages before it leave of the samples
-    first = 1 if cfg.init_from else 0
     stages = [model.quantizer, *model.residual]
-    for s in range(first, len(stages)):
+    for s in range(state.kept_stages, len(stages)):
         rest = samples
         if s:
             with torch.no_grad():
@@ -283,10 +288,10 @@ _INIT_FREE = {
 }
 
 
-def init_weights(model: vqvae.VQVAE, source: str) -> None:
+def init_weights(model: vqvae.VQVAE, source: str) -> int:
     """Load the weights of the trained VQ-VAE ``source`` (a folder or shipped name) into
     ``model``: the same network, fewer or as many quantizer stages (new stages are
-    initialised by k-means on what the kept ones leave)."""
+    initialised by k-means on what the kept ones leave). Returns the stages loaded."""
     try:
         src = vqvae.VQVAE.from_pretrained(source)
     except (ValueError, OSError) as e:
@@ -300,6 +305,7 @@ def init_weights(model: vqvae.VQVAE, source: str) -> None:
         raise TrainError(f"--init-from {source}: another network ({what})")
     state = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
     model.load_state_dict(state, strict=False)
+    return src.config.num_stages
 
 
 def phase_model(state: RunState, vq: bool):
@@ -341,14 +347,17 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
         )
     torch.manual_seed(cfg.seed)
     model = (build_model or vqvae.VQVAE)(mcfg).to(dev)
-    if cfg.init_from and ckpt is None:
-        init_weights(model, cfg.init_from)
+    kept = init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else 0
+    if model.config.num_stages > 1:
+        model.first_stage_share = cfg.first_stage_share
+    elif cfg.first_stage_share is not None:
+        raise TrainError("--first-stage-share is for residual models (--num-stages 2 or more)")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg, dev)
     state = RunState(
         cfg=cfg, opt=opt, dev=dev, rank=rank, world=world, model=model, train_u8=train_u8,
-        test_u8=test_u8, amp=cfg.amp and dev.type == "cuda",
+        test_u8=test_u8, amp=cfg.amp and dev.type == "cuda", kept_stages=kept,
     )  # fmt: skip
     if ckpt is not None:
         loop.restore(state, ckpt)

@@ -140,6 +140,9 @@ class VQVAE(PretrainedMixin, nn.Module):
         stages = range(config.num_stages - 1)
         self.residual = nn.ModuleList(_stage_quantizer(config) for _ in stages)
         self.decoder = Decoder(config)
+        # training only (not saved): the share of images a training forward decodes from
+        # stage 1 alone; None draws the stages kept uniformly from 1..num_stages
+        self.first_stage_share: float | None = None
 
     # -- input checks --------------------------------------------------------------------
     def _check_image_shape(self, x: torch.Tensor, *, any_size: bool = False) -> None:
@@ -424,16 +427,15 @@ class VQVAE(PretrainedMixin, nn.Module):
         what the stages before it left. Returns (straight-through latents, (codebook loss,
         commitment loss) summed over stages 2..).
 
-        In training mode each image is decoded from its first n stages, n drawn uniformly
-        from 1..num_stages (quantizer dropout, as in SoundStream), so that every prefix of
-        stages decodes on its own; in eval mode from all stages."""
+        In training mode each image is decoded from its first n stages (quantizer dropout, as
+        in SoundStream: :meth:`_stages_kept`), so that every prefix of stages decodes on its
+        own; in eval mode from all stages."""
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = z_e.float()
             total = first.detach()
             kept = total.clone()
             if self.training:
-                n = torch.randint(1, self.config.num_stages + 1, (z.shape[0], 1, 1, 1),
-                                  device=z.device)  # fmt: skip
+                n = self._stages_kept(z.shape[0], z.device)
             codebook_loss = commitment = z.new_zeros(())
             for s, vq in enumerate(self.residual, start=2):
                 o = vq(z - total)  # the residual keeps its gradient to the encoder
@@ -444,6 +446,18 @@ class VQVAE(PretrainedMixin, nn.Module):
                 commitment = commitment + o.commitment_loss
             # straight-through: the value of the kept stages, the identity gradient to z_e
             return z + (kept - z).detach(), (codebook_loss, commitment)
+
+    def _stages_kept(self, batch: int, device) -> torch.Tensor:
+        """n (batch, 1, 1, 1) for quantizer dropout: uniform over 1..num_stages, or with
+        :attr:`first_stage_share` set, 1 for that share of the images and uniform over
+        2..num_stages for the rest (the first stage alone, the lowest rate, then keeps the
+        decoder's attention it had before later stages were added)."""
+        S, share = self.config.num_stages, self.first_stage_share
+        shape = (batch, 1, 1, 1)
+        if share is None:
+            return torch.randint(1, S + 1, shape, device=device)
+        later = torch.randint(2, S + 1, shape, device=device)
+        return torch.where(torch.rand(shape, device=device) < share, 1, later)
 
     # -- files (from_pretrained, save_pretrained, push_to_hub: vqvae.base) --------------
     def _card_dataset_name(self) -> str:
