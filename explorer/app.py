@@ -31,7 +31,7 @@ from .files import OutputFiles, UploadSpace, guard_gradio_image_cache
 from .guards import clear_errors, guard_inputs
 from .store import ModelStore
 from .tabs import codebook, codec, edit, interpolate, reconstruct, sample
-from .ui import bind, private
+from .ui import bind, for_open_tab, open_tab, private
 
 
 class ModelView(NamedTuple):
@@ -171,14 +171,25 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     """What one tab's events change in the others; -> on_model(dep, trigger), what follows a
     model being chosen (``dep``: its select_model event, ``trigger``: what started it)."""
     rec, cb, ed, sa, it = t
-    # the atlases follow the model only on the tab in view (codebook.lazy_atlas)
+    # the atlases and the first interpolation follow the model only on the tab in view
+    # (ui.for_open_tab): a page opened on Reconstruct runs neither
     shown_tab = gr.State("Reconstruct")
-    opened = tabs.select(codebook.open_tab, None, shown_tab, **private("open_tab", quick=True))
-    atlases = [
+    opened = tabs.select(open_tab, None, shown_tab, **private("open_tab", quick=True))
+    first_gif = for_open_tab(
+        h.interpolate.gif_if_any,
+        [it.image_a, it.image_b, model, *it.settings],
+        it.outputs,
+        tab="Interpolate",
+        model=model,
+        shown_tab=shown_tab,
+        **private("first_interpolation", expensive=True),
+    )
+    lazy = [
         codebook.lazy_atlas(h.codebook, model, cb.atlas, "Codebook", shown_tab),
         codebook.lazy_atlas(h.codebook, model, ed.atlas, "Edit codes", shown_tab),
+        first_gif,
     ]
-    for refresh in atlases:
+    for refresh in lazy:
         refresh(opened)
 
     def after_reconstruct(dep):
@@ -205,24 +216,19 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
     to_edit = pick.success(
         open_edit_tab, None, [tabs, shown_tab], **private("open_edit", quick=True)
     )
-    for refresh in atlases:
+    for refresh in lazy:
         refresh(to_edit)
 
     def on_model(dep, trigger):
-        """A model was chosen: show its first example, an interpolation, its atlas. The
-        Reconstruct tab's outputs wait for the example from the start (or are cleared), so
-        two models' results never sit side by side."""
+        """A model was chosen: show its first example, and on the tab in view its atlas or an
+        interpolation of its first examples. The Reconstruct tab's outputs wait for the
+        example from the start (or are cleared), so two models' results never sit side by
+        side."""
         first = bind(reconstruct.Example, image=rec.image, **rec.outputs)
         first_example = trigger(h.reconstruct.example, [model], first, **private("first_example"))
         reconstruct.clear_on_switch(h.reconstruct, rec, trigger)
         after_reconstruct(first_example)
-        dep.then(
-            h.interpolate.gif_if_any,
-            [it.image_a, it.image_b, model, *it.settings],
-            it.outputs,
-            **private("first_interpolation", expensive=True),
-        )
-        for refresh in atlases:
+        for refresh in lazy:
             refresh(dep)
         dep.then(
             h.sample.setup,

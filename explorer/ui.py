@@ -7,6 +7,7 @@ other event is private and named explicitly, so the API names never get suffixes
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import gradio as gr
@@ -63,3 +64,38 @@ def keep(value):
     """Pass a value on unchanged: an event that only starts what follows it (a typed mark or
     the surprise box redraws the code map)."""
     return value
+
+
+def open_tab(evt: gr.SelectData) -> str:
+    """A tab chosen -> its label (the state :func:`for_open_tab` reads)."""
+    return str(evt.value)
+
+
+def for_open_tab(fn, inputs: list, outputs: list, *, tab: str, model, shown_tab, **options):
+    """-> ``refresh(dep)``: after event ``dep``, ``fn(*inputs)`` fills ``outputs`` (on the
+    tab labelled ``tab``) if that tab is the open one (``shown_tab``, a state holding the
+    open tab's label, :func:`open_tab`) and they show another model's result than the
+    chosen one (``model``). What a model switch would compute for a tab out of view (an
+    atlas of K tiles, a GIF of two photos) waits until the tab is opened; refresh the tab's
+    opening too so it catches up. The check is a quick event of its own: only a needed
+    ``fn`` joins the queue of ``options`` (:func:`private`), so a page opened on another
+    tab sends no such job at all."""
+    shown = gr.State()  # the model whose result the outputs hold
+    wanted = gr.State()  # a new value each time the outputs need fn's result
+
+    def check(model_name: str, open_now: str, shown_now):
+        if open_now != tab or shown_now == model_name:
+            return gr.skip()
+        return time.monotonic_ns()
+
+    def run(model_name: str, *args):
+        out = fn(*args)
+        return (*(out if len(outputs) > 1 else (out,)), model_name)
+
+    wanted.change(run, [model, *inputs], [*outputs, shown], **options)
+    name = options.get("api_name", "lazy")
+
+    def refresh(dep) -> None:
+        dep.then(check, [model, shown_tab, shown], wanted, **private(f"{name}_check", quick=True))
+
+    return refresh

@@ -406,6 +406,34 @@ def test_build_app_exposes_the_api(plain_models, tmp_path):
     assert (public - expensive) | runs_model <= group["model"]
 
 
+def test_a_tab_out_of_view_waits_for_its_opening():
+    """What a model switch computes for a tab (an atlas, the first GIF) runs only for the open
+    tab, once per model, and a quick check decides: a page opened on Reconstruct sends no
+    interpolation job to the expensive queue."""
+    from explorer.ui import for_open_tab, private
+
+    class Dep:
+        def then(self, fn, inputs, outputs, **options):
+            self.fn, self.inputs, self.outputs, self.options = fn, inputs, outputs, options
+
+    calls = []
+    with gr.Blocks() as demo:
+        image, out_a, out_b, model, shown_tab = (gr.State() for _ in range(5))
+        refresh = for_open_tab(lambda x: calls.append(x) or ("a", "b"), [image], [out_a, out_b],
+                               tab="Interpolate", model=model, shown_tab=shown_tab,
+                               **private("gif", expensive=True))  # fmt: skip
+    check = Dep()
+    refresh(check)
+    assert check.inputs[:2] == [model, shown_tab] and "concurrency_id" not in check.options
+    assert check.fn("cifar10", "Reconstruct", None) == gr.skip()
+    assert check.fn("cifar10", "Interpolate", "cifar10") == gr.skip()  # it shows this model's
+    first, second = check.fn("cifar10", "Interpolate", None), check.fn("mnist", "Interpolate", "x")
+    assert first != second  # each a new value: the state's change runs the job
+    (job,) = [f for f in demo.fns.values() if f.api_name == "gif"]
+    assert job.concurrency_id == "expensive" and [t[1] for t in job.targets] == ["change"]
+    assert job.fn("mnist", "digit.png") == ("a", "b", "mnist") and calls == ["digit.png"]
+
+
 def test_select_model(h):
     v = h.select_model("cifar10")
     assert "3-channel 32x32" in v.card and "8x8 codes" in v.card and "PSNR" in v.card

@@ -106,7 +106,7 @@ def test_edit_tab(page):
 
 def test_interpolate_tab(page):
     page.get_by_role("tab", name="Interpolate").click()
-    page.wait_for_selector("#gif img")  # made on page load from the first two examples
+    page.wait_for_selector("#gif img")  # made when the tab opens, from the first two examples
     before = src(page, "#gif img")
     page.get_by_label("codebook").check()
     page.locator("#interp-btn").click()

@@ -17,7 +17,7 @@ from vqvae.metrics import perplexity
 from .. import inputs
 from ..context import Context
 from ..guards import clear_errors
-from ..ui import CODE_NUMBER, PIX, bind, private, public
+from ..ui import CODE_NUMBER, PIX, bind, for_open_tab, private, public
 from . import inspector
 from .inspector import CodeDetails, CodePatches
 
@@ -207,27 +207,11 @@ def build(h: Codebook, model: gr.Dropdown, grid: gr.Dataframe, cells=None) -> Co
     return CodebookTab(view, figure, pick, atlas)
 
 
-def open_tab(evt: gr.SelectData) -> str:
-    """A tab chosen -> its label (the state :func:`lazy_atlas` reads)."""
-    return str(evt.value)
-
-
 def lazy_atlas(h: Codebook, model: gr.Dropdown, gallery: gr.Gallery, tab: str, shown_tab):
-    """-> ``refresh(dep)``: after event ``dep``, ``gallery`` (on the tab labelled ``tab``)
-    gets the chosen model's atlas if that tab is the open one (``shown_tab``, a state holding
-    the open tab's label) and it shows another model's. Sending K tiles costs the server
-    about 0.4 s per gallery for K = 512: a model switch pays it only for the tab in view,
-    and a tab opened later catches up."""
-    shown = gr.State()  # the model whose atlas the gallery holds
-
-    def atlas_if_open(model_name: str, open_now: str, shown_now):
-        if open_now != tab or shown_now == model_name:
-            return gr.skip(), gr.skip()
-        return h.atlas(model_name), model_name
-
+    """-> ``refresh(dep)``: the chosen model's atlas in ``gallery`` (on the tab labelled
+    ``tab``) when that tab is open (:func:`explorer.ui.for_open_tab`). Sending K tiles costs
+    the server about 0.4 s per gallery for K = 512: a model switch pays it only for the tab
+    in view."""
     name = "atlas" if tab == "Codebook" else f"atlas_{tab.split()[0].lower()}"
-
-    def refresh(dep) -> None:
-        dep.then(atlas_if_open, [model, shown_tab, shown], [gallery, shown], **private(name))
-
-    return refresh
+    return for_open_tab(h.atlas, [model], [gallery], tab=tab, model=model,
+                        shown_tab=shown_tab, **private(name))  # fmt: skip
