@@ -62,15 +62,18 @@ def main():
             shot(page, out / "codebook.png")
 
             page.get_by_role("tab", name="Edit codes").click()
-            page.wait_for_selector("#edit-map img")
+            # a thumbnail's grid opens on the cell map, a photo's on its code map (brush)
+            page.wait_for_selector("#edit-map img:visible, #photo-map img:visible")
+            photo = page.locator("#photo-map img").first.is_visible()
+            page.wait_for_selector("#edit-img img")
             old = page.locator("#edit-img img").get_attribute("src")
             page.locator("#edit-atlas img").nth(3).click()  # pick the 4th most used code
             page.wait_for_timeout(500)
-            img = page.locator("#edit-map img").first
+            img = page.locator("#photo-map img" if photo else "#edit-map img").first
             box = img.bounding_box()
-            for dx in (0.3, 0.45, 0.6):  # paint a short horizontal stroke of cells
+            for dx in (0.3, 0.45, 0.6):  # paint a short horizontal stroke of cells (brushes)
                 img.click(position={"x": box["width"] * dx, "y": box["height"] * 0.5})
-                page.wait_for_timeout(400)
+                page.wait_for_timeout(1500 if photo else 400)
             page.wait_for_function(
                 "old => document.querySelector('#edit-img img').getAttribute('src') !== old",
                 arg=old,
