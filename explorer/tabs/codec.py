@@ -424,7 +424,9 @@ def layout() -> CodecPanel:
                 value=MATCH[0],
                 elem_id="match",
                 label="Match JPEG and WebP to the .vqz's size:",
-                info="without headers: the .vqz payload against their coded data",
+                info="whole file: the bytes a download takes; without headers: only the "
+                "coded picture, leaving out each format's fixed header (JPEG's alone outweighs "
+                "a thumbnail's .vqz)",
             )
             rate = gr.Dropdown(  # choices set per model; API clients send a rate's name
                 [], value=None, allow_custom_value=True, elem_id="vqz-rate",

@@ -162,16 +162,10 @@ class Reconstruct:
 
 
 INTRO = (
-    "Upload an image, click an example or draw a digit (in *Draw*, pick the brush, then "
-    "draw: it reconstructs as you go). The model encodes it to a grid of codes and decodes "
-    "the grid again; the code map shows which code sits where. Colour models read a photo "
-    "at its own resolution (up to 1 megapixel; larger ones are downscaled, never cropped) "
-    "or, one click away, as the thumbnail they were trained on; digit models read a "
-    "centre-cropped thumbnail, dark-on-light pictures inverted to match MNIST. Below them: "
-    "the image's codes as a file (**.vqz**, entropy-coded under the model's learned prior; "
-    "a photo at its own size, at the rate you pick) beside JPEG and WebP squeezed to the "
-    "same size; "
-    "*Compare rates* draws its rate-distortion chart against JPEG, WebP and AVIF."
+    "Upload an image, click an example or draw a digit (*Draw*: it reconstructs as you go). "
+    "The model encodes it to a grid of codes and decodes the grid again; the code map shows "
+    "which code sits where (click a cell to inspect it). Below: the codes as a **.vqz** file, "
+    "entropy-coded under the model's prior, beside JPEG and WebP at the same size."
 )
 
 
@@ -210,10 +204,16 @@ def _input_column(h: Reconstruct):
                 elem_classes=["fill-img"],
                 sources=["upload", "clipboard"],
             )
-            size = gr.Radio(
-                SIZES, value="own", label="Read the image", elem_id="recon-size", visible=False
-            )
             button = gr.Button("Reconstruct", elem_id="recon-btn", variant="primary")
+            size = gr.Radio(
+                SIZES,
+                value="own",
+                label="Read the image",
+                info="A photo at its own resolution (up to 1 megapixel; larger ones are "
+                "downscaled, never cropped), or as the thumbnail the model was trained on",
+                elem_id="recon-size",
+                visible=False,
+            )
         with gr.Tab("Draw", id="draw"):
             no_draw = gr.Markdown(
                 "The drawing pad is for the digit models (one channel); this model "
