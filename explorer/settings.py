@@ -133,8 +133,11 @@ footer { display: none !important; }
    "Error" pill over, or in place of, the last good result */
 .wrap:has(> .error) { display: none !important; }
 /* the code inspector's outline of the clicked cell, over the input, reconstruction, code map */
-.cell-outline { position: absolute; pointer-events: none; box-sizing: content-box;
-  border: 2px solid #ff1493; outline: 1px solid #fff; min-width: 3px; min-height: 3px; }
+.cell-outline, .cell-hover { position: absolute; pointer-events: none;
+  box-sizing: content-box; border: 2px solid #ff1493; outline: 1px solid #fff;
+  min-width: 3px; min-height: 3px; }
+/* the cell under the pointer, on every picture */
+.cell-hover { border: 2px dashed #ffd400; outline: 1px solid #000; }
 /* Galleries: as many tiles a row as fit (Gradio's fixed column count of 100 px tiles cuts
    off, without a hint, the columns a narrow box has no room for), and a gallery that
    scrolls shows its scrollbar (overlay scrollbars hide it until touched) */

@@ -1,6 +1,7 @@
 """The Reconstruct tab's linked views and states in headless Chromium: a photo reconstructed
-at its own size on the colour model, a click on its code map, and the inspector naming that
-cell's code, the cell outlined on the input, the reconstruction and the code map; an upload
+at its own size on the colour model, the cell under the pointer outlined on all three
+pictures, a click on its code map, and the inspector naming that cell's code, the cell
+outlined on the input, the reconstruction and the code map; an upload
 that fails keeps the last result and says why once. Skipped without Chromium or Playwright."""
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
         page.wait_for_function(
             "() => document.querySelector('#codec-sizes').innerText.includes('76×44')"
         )
+        # the pointer over the reconstruction outlines the cell under it on all three
+        recon = page.locator("#recon img").first
+        shown = recon.bounding_box()
+        page.mouse.move(shown["x"] + shown["width"] / 2, shown["y"] + shown["height"] / 2)
+        page.wait_for_function("() => document.querySelectorAll('.cell-hover').length == 3")
+        hovers = page.locator(".cell-hover")
+        assert {hovers.nth(i).get_attribute("data-cell") for i in range(3)} == {"5,9"}
+        assert recon.get_attribute("title") == "cell (5, 9): click to inspect it"
         img = page.locator("#codemap img").first
         box = img.bounding_box()
         img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})

@@ -113,6 +113,11 @@ def test_a_thumbnail_is_enlarged_and_so_are_its_boxes(h, plain_models):
         "code_map": {"box": [72, 36, 108, 72], "size": [252, 252]},
     }
     assert v.why.startswith(f"### Cell (1, 2): code {out.grid.to_numpy()[1, 2]}\n")
+    # a new image clears the inspector and gives the page the grid's geometry (the pointer's
+    # outline): 7 x 7 cells of 36 picture px
+    geometry = h.reconstruct.inspector.clear(out.cells).box["grid"]
+    assert geometry == {"cells": [7, 7], "cell_px": 36, "picture": [252, 252],
+                        "code_map": [252, 252]}  # fmt: skip
 
 
 def test_the_inspector_needs_this_models_image(h, photo, plain_models):

@@ -97,6 +97,16 @@ class CellCodes:
         size = (h * d, w * d) if code_map else self.size
         return grid.pixel_cell((y, x), d, size)
 
+    def geometry(self) -> dict:
+        """What the page needs to find the cell under the pointer on its own: the grid's
+        cells (h, w), a cell's side in picture px, the pictures' and the code map's sizes
+        (width, height) in px (the picture's last cells may be cut by its edge)."""
+        h, w = self.codes.shape
+        s, d = self.scale, self.downsample
+        H, W = self.size
+        return {"cells": [h, w], "cell_px": d * s, "picture": [W * s, H * s],
+                "code_map": [w * d * s, h * d * s]}  # fmt: skip
+
     def boxes(self, cell) -> dict:
         """The outline of ``cell`` on the pictures and on the code map: for each, the box
         (left, top, right, bottom) in its pixels (right and bottom exclusive) and its size
@@ -234,9 +244,12 @@ class Inspector:
         return self.cell(model_name, cells, i, j)
 
     @staticmethod
-    def clear() -> CellView:
-        """No cell: the outline removed and the inspector emptied (a new image, a new model)."""
-        return CellView(NO_CELL, "", [], None, HINT, [], None, "")  # as the page starts
+    def clear(cells: CellCodes | None = None) -> CellView:
+        """No cell: the outline removed and the inspector emptied (a new image, a new model);
+        with the new image's ``cells``, the page also gets their geometry (the cell under
+        the pointer is outlined on every picture as it moves)."""
+        box = {**NO_CELL, "grid": cells.geometry()} if isinstance(cells, CellCodes) else NO_CELL
+        return CellView(box, "", [], None, HINT, [], None, "")  # as the page starts
 
 
 HINT = (
@@ -244,48 +257,104 @@ HINT = (
     "encoder's output there got that code."
 )
 
-# Outlines the clicked cell on the input, the reconstruction and the code map: a box over
-# each picture, placed from the box in the picture's pixels and the <img>'s drawn area (it
-# is scaled with object-fit: contain), and placed again whenever the picture is resized
-# (the window) or replaced.
-OUTLINE_JS = """
-(box) => {
-  const place = (id, part) => {
-    const root = document.getElementById(id);
-    const img = root && root.querySelector('img');
-    let div = root && root.querySelector('.cell-outline');
-    if (div && div._watch) div._watch.disconnect();
-    if (!img || !part || !box || !box.cell) { if (div) div.remove(); return; }
-    if (!div) {
-      div = document.createElement('div');
-      div.className = 'cell-outline';
-    }
-    if (div.parentElement !== img.parentElement) {
-      img.parentElement.style.position = 'relative';
-      img.parentElement.appendChild(div);
-    }
-    const draw = () => {
-      const iw = img.naturalWidth || part.size[0], ih = img.naturalHeight || part.size[1];
-      const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
-      const x0 = img.offsetLeft + (img.clientWidth - iw * k) / 2;
-      const y0 = img.offsetTop + (img.clientHeight - ih * k) / 2;
-      const f = iw / part.size[0];
-      const [l, t, r, b] = part.box.map(v => v * f * k);
-      Object.assign(div.style, {left: `${x0 + l - 2}px`, top: `${y0 + t - 2}px`,
-        width: `${r - l}px`, height: `${b - t}px`});
-    };
-    div.dataset.cell = box.cell.join(',');
-    draw();
+# A box over a picture (the input, the reconstruction or the code map, by element id): ``part``
+# gives the box (left, top, right, bottom) and the size (width, height) in the picture's
+# pixels; it is placed over the <img>'s drawn area (scaled with object-fit: contain). ``cls``
+# names the box's kind, one box of each kind a picture; ``watch`` places it again whenever
+# the picture is resized (the window) or replaced. No part: the box is removed.
+_PLACE_JS = """
+const vqPlace = (id, part, cls, watch) => {
+  const root = document.getElementById(id);
+  const img = root && root.querySelector('img');
+  let div = root && root.querySelector('.' + cls);
+  if (div && div._watch) div._watch.disconnect();
+  if (!img || !part) { if (div) div.remove(); return; }
+  if (!div) {
+    div = document.createElement('div');
+    div.className = cls;
+  }
+  if (div.parentElement !== img.parentElement) {
+    img.parentElement.style.position = 'relative';
+    img.parentElement.appendChild(div);
+  }
+  const draw = () => {
+    const iw = img.naturalWidth || part.size[0], ih = img.naturalHeight || part.size[1];
+    const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
+    const x0 = img.offsetLeft + (img.clientWidth - iw * k) / 2;
+    const y0 = img.offsetTop + (img.clientHeight - ih * k) / 2;
+    const f = iw / part.size[0];
+    const [l, t, r, b] = part.box.map(v => v * f * k);
+    Object.assign(div.style, {left: `${x0 + l - 2}px`, top: `${y0 + t - 2}px`,
+      width: `${r - l}px`, height: `${b - t}px`});
+  };
+  draw();
+  if (watch) {
     div._watch = new ResizeObserver(draw);
     div._watch.observe(img);
     img.addEventListener('load', draw, {once: true});
-  };
-  place('orig', box && box.picture);
-  place('recon', box && box.picture);
-  place('codemap', box && box.code_map);
+  }
+  return div;
+};
+"""
+
+# The pointer over a picture outlines the cell under it on all three (the linked views: the
+# code map and the pictures are one grid), found on the page from the grid's geometry
+# (CellCodes.geometry); its picture's tooltip names the cell. Installed once, on the first
+# geometry; each new image's replaces it.
+_HOVER_JS = """
+const PICTURES = ['orig', 'recon', 'codemap'];
+const hoverOff = () => {
+  window.vqHover = null;
+  PICTURES.forEach(id => vqPlace(id, null, 'cell-hover'));
+};
+if (!window.vqHoverOn) {
+  window.vqHoverOn = true;
+  document.addEventListener('mousemove', (e) => {
+    const g = window.vqGrid, img = e.target;
+    const root = img && img.tagName === 'IMG' && img.closest('#orig, #recon, #codemap');
+    if (!g || !root) { if (window.vqHover) hoverOff(); return; }
+    const size = root.id === 'codemap' ? g.code_map : g.picture;
+    const iw = img.naturalWidth || size[0], ih = img.naturalHeight || size[1];
+    const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
+    const r = img.getBoundingClientRect();
+    const f = size[0] / iw;
+    const x = (e.clientX - r.left - (img.clientWidth - iw * k) / 2) / k * f;
+    const y = (e.clientY - r.top - (img.clientHeight - ih * k) / 2) / k * f;
+    const c = g.cell_px, i = Math.floor(y / c), j = Math.floor(x / c);
+    if (x < 0 || y < 0 || i >= g.cells[0] || j >= g.cells[1]) { hoverOff(); return; }
+    if (window.vqHover === `${i},${j}`) return;
+    window.vqHover = `${i},${j}`;
+    const [W, H] = g.picture;
+    const pic = {box: [j * c, i * c, Math.min((j + 1) * c, W), Math.min((i + 1) * c, H)],
+                 size: g.picture};
+    const map = {box: [j * c, i * c, (j + 1) * c, (i + 1) * c], size: g.code_map};
+    PICTURES.forEach(id => {
+      const div = vqPlace(id, id === 'codemap' ? map : pic, 'cell-hover', false);
+      if (div) div.dataset.cell = `${i},${j}`;
+    });
+    img.title = `cell (${i}, ${j}): click to inspect it`;
+  });
+}
+"""
+
+# Outlines the clicked cell on the input, the reconstruction and the code map; a box with
+# the grid's geometry (a new image) also sets what the pointer's outline reads.
+OUTLINE_JS = (
+    "(box) => {"
+    + _PLACE_JS
+    + _HOVER_JS
+    + """
+  if (box && box.grid) { window.vqGrid = box.grid; hoverOff(); }
+  const cell = box && box.cell;
+  for (const [id, part] of [['orig', box && box.picture], ['recon', box && box.picture],
+                            ['codemap', box && box.code_map]]) {
+    const div = vqPlace(id, cell ? part : null, 'cell-outline', true);
+    if (div) div.dataset.cell = cell.join(',');
+  }
   return [];
 }
 """
+)
 
 
 @dataclass

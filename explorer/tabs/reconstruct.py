@@ -341,7 +341,7 @@ def _connect_inspector(h: inspector.Inspector, look, model, out: dict, new_image
         **private("inspect_code_map", quick=True),
     )  # fmt: skip
     for dep in new_image:
-        dep.success(h.clear, None, shows, **private("inspect_clear", quick=True))
+        dep.success(h.clear, out["cells"], shows, **private("inspect_clear", quick=True))
     look.cell["box"].change(None, look.cell["box"], None, js=inspector.OUTLINE_JS)
 
 
