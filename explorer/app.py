@@ -193,7 +193,9 @@ def _wire(h: Handlers, model, t: _Tabs, tabs: gr.Tabs):
         refresh(opened)
 
     def after_reconstruct(dep):
-        """A new current image: the edit tab starts from its grid, the codebook rings it."""
+        """A new current image: the inspector follows it, the edit tab starts from its grid,
+        the codebook rings it."""
+        reconstruct.follow_new_image(h.reconstruct.inspector, rec, dep)
         ed.redraw(dep.success(h.edit.reset, [model, rec.grid], ed.edited, **private("edit_new")))
         dep.success(
             h.original_grid, [model, rec.grid], ed.original, **private("edit_original", quick=True)

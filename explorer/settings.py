@@ -136,6 +136,8 @@ footer { display: none !important; }
 .cell-outline, .cell-hover { position: absolute; pointer-events: none;
   box-sizing: content-box; border: 2px solid #ff1493; outline: 1px solid #fff;
   min-width: 3px; min-height: 3px; }
+/* the pictures fill their box, also full screen (where the outlines expect them) */
+#orig img, #recon img, #codemap img { object-fit: contain; }
 /* the cell under the pointer, on every picture */
 .cell-hover { border: 2px dashed #ffd400; outline: 1px solid #000; }
 /* Galleries: as many tiles a row as fit (Gradio's fixed column count of 100 px tiles cuts

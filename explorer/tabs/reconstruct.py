@@ -247,26 +247,20 @@ def _input_column(h: Reconstruct):
 
 def _result_panel() -> dict:
     """The components of a Reconstruction, by field."""
-    big = dict(height=DISPLAY + 64, elem_classes=PIX, interactive=False, format="png")
+    # full screen: a photo's thousands of cells, enlarged (the outlines follow the picture)
+    big = dict(height=DISPLAY + 64, elem_classes=PIX, interactive=False, format="png",
+               buttons=["download", "fullscreen"])  # fmt: skip
     with gr.Row(equal_height=True):
         original = gr.Image(
             elem_id="orig",
             label="Input (as the model sees it)",
-            buttons=["download"],
             # as /compress's input: the file's path, Gradio opens nothing
             type="filepath",
             image_mode=None,
             **big,
         )
-        reconstruction = gr.Image(
-            elem_id="recon", label="Reconstruction", buttons=["download"], **big
-        )
-        code_map = gr.Image(
-            elem_id="codemap",
-            label="Code map (click a cell to inspect it)",
-            buttons=["download"],
-            **big,
-        )
+        reconstruction = gr.Image(elem_id="recon", label="Reconstruction", **big)
+        code_map = gr.Image(elem_id="codemap", label="Code map (click a cell to inspect it)", **big)
     number = dict(interactive=False, elem_classes=["numbers"])
     with gr.Row():
         psnr = gr.Number(elem_id="psnr", label="PSNR (dB)", **number)
@@ -322,13 +316,13 @@ def build(h: Reconstruct, codec_events: codec.Codec, model: gr.Dropdown) -> Reco
         size.input(h.upload, [image, model, size], outputs, **private("reconstruct_size")),
     ]
     codec.connect(codec_events, panel, model, out["original"])
-    _connect_inspector(h.inspector, look, model, out, new_image)
+    _connect_inspector(h.inspector, look, model, out)
     return ReconstructTab(image, size, examples, draw, no_draw, out, new_image, look, panel)
 
 
-def _connect_inspector(h: inspector.Inspector, look, model, out: dict, new_image: list) -> None:
-    """A click on any of the three pictures inspects the cell under it; a new image empties
-    the inspector; the page outlines the cell (or removes the outline) as its box changes."""
+def _connect_inspector(h: inspector.Inspector, look, model, out: dict) -> None:
+    """A click on any of the three pictures inspects the cell under it; the page outlines the
+    cell (or removes the outline) as its box changes (a new image: :func:`follow_new_image`)."""
     shows = bind(inspector.CellView, **look.cell)
     quick = dict(show_progress="hidden", trigger_mode="always_last")
     for picture, name in ((out["original"], "input"), (out["reconstruction"], "reconstruction")):
@@ -340,9 +334,14 @@ def _connect_inspector(h: inspector.Inspector, look, model, out: dict, new_image
         h.code_map_click, [model, out["cells"]], shows, **quick,
         **private("inspect_code_map", quick=True),
     )  # fmt: skip
-    for dep in new_image:
-        dep.success(h.clear, out["cells"], shows, **private("inspect_clear", quick=True))
     look.cell["box"].change(None, look.cell["box"], None, js=inspector.OUTLINE_JS)
+
+
+def follow_new_image(h: inspector.Inspector, tab: ReconstructTab, dep) -> None:
+    """After ``dep`` made a new current image (the tab's own events, a model's first
+    example): the inspector emptied, the page given the new grid's geometry."""
+    shows = bind(inspector.CellView, **tab.inspector.cell)
+    dep.success(h.clear, tab.cells, shows, **private("inspect_clear", quick=True))
 
 
 def clear_on_switch(h: Reconstruct, tab: ReconstructTab, trigger) -> None:
