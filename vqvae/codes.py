@@ -32,14 +32,15 @@ def usage_ranks(usage) -> torch.Tensor:
 
 @torch.no_grad()
 def latent_distances(
-    model, z_e: torch.Tensor, codes: torch.Tensor, n: int = 5, *, chunk: int = 1024
+    model, z_e: torch.Tensor, codes: torch.Tensor, n: int = 5, *, chunk: int = 16384
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Why each cell got its code: the ``n`` codes nearest to each latent of ``z_e``
     (B, D, h, w) (the encoder's output, as ``VQVAE.encode_image(..., return_latents=True)``
     gives it) and their Euclidean distances, the chosen code (``codes`` (B, h, w)) first,
     then the others nearest first. Returns (indices (B, h, w, n) int64, distances
     (B, h, w, n) float32). Computed ``chunk`` latents at a time, so memory stays at
-    ``chunk`` x K distances whatever the image size.
+    ``chunk`` x K distances whatever the image size (32 MB for K = 512; smaller chunks pay
+    torch's per-call overhead: 1024 took 2.3x as long for a 512 x 512 photo's 16,384 cells).
 
     The chosen code is put first even where float rounding would rank a near tie otherwise:
     the grid's code is the one the quantizer picked."""
