@@ -48,7 +48,7 @@ recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
 | | |
 |---|---|
 | data | {data_source}: trained on the train split, measured on test ({num_images} images) |
-| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}; {bits:.0f} bits per image |
+| model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}; {bits:.0f} bits per image{stages} |
 | network | hidden {hidden}, {res} residual layers of {res_ch} channels |
 | weights | {dtype} safetensors, {weights_mb:.1f} MB ({params:.2f} M parameters) |
 | recipe | `{recipe}` recipe: {recipe_text} |
@@ -61,7 +61,7 @@ recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
 | metric | value |
 |---|---|
 | PSNR (mean of per-image PSNR) | **{psnr:.2f} dB** |
-| SSIM | {ssim:.4f} |
+{stage_psnr}| SSIM | {ssim:.4f} |
 | MSE | {mse:.6f} |
 | codes used (distinct over the split / K) | {codes_used} / {K} ({frac:.1f} %) |
 | perplexity over the split | {perplexity:.1f} |
@@ -70,6 +70,19 @@ Reproduce: `python -m train.evaluate {name} --dataset {dataset} --data-dir DATA_
 
 Training command: `{command}`
 {note}"""
+
+
+def _stage_text(c: vqvae.VQVAEConfig, metrics: dict) -> dict:
+    """The card's words for a residual quantizer: its stages, and the PSNR of each prefix
+    of them (empty for a one-stage model)."""
+    if c.num_stages == 1:
+        return {"stages": "", "stage_psnr": ""}
+    psnr = " / ".join(f"{v:.2f}" for v in metrics.get("psnr_stages", []))
+    return {
+        "stages": f" a stage; {c.num_stages} residual stages, the first n of which decode "
+        f"alone ({c.num_stages} rates)",
+        "stage_psnr": f"| PSNR from the first 1, 2, .. {c.num_stages} stages | {psnr} dB |\n",
+    }
 
 
 def _recipe_text(tc: dict) -> str:
@@ -267,6 +280,7 @@ def export(
                 dataset=tc["dataset"],
                 command=training_command(tc),
                 note=f"\n{note}\n" if note else "",
+                **_stage_text(c, metrics),
             )
         )
         final = out_root / name
