@@ -38,15 +38,18 @@ from .format import (
     CHECKSUM_BYTES,
     FORMAT_VERSION,
     HEADER_BYTES,
+    ID_BITS,
     MAGIC_NIBBLE,
     SUFFIX,
     V1_CHECKSUM_BYTES,
     V1_ID_BYTES,
     V1_MAGIC,
     FileInfo,
+    ForeignFileError,
     prior_fingerprint,
     read_header,
 )
+from .owners import Identity, identify
 from .photo import Rate, compress_image, decompress_image, rates, read_photo_header
 from .points import OperatingPoint, operating_points
 
@@ -66,12 +69,16 @@ __all__ = [
     "OperatingPoint",
     "read_header",
     "FileInfo",
+    "ForeignFileError",
+    "identify",
+    "Identity",
     "prior_fingerprint",
     "quantize_probs",
     "main",
     "FORMAT_VERSION",
     "MAGIC_NIBBLE",
     "HEADER_BYTES",
+    "ID_BITS",
     "CHECKSUM_BYTES",
     "V1_MAGIC",
     "V1_CHECKSUM_BYTES",

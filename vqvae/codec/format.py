@@ -95,6 +95,27 @@ def split_ids(b: bytes) -> tuple[int, int]:
 
 
 # -------------------------------------------------------------------------- the header
+class ForeignFileError(ValueError):
+    """A ``.vqz`` file made with another VQ-VAE or prior than the ones given (or, for a
+    version 2 file, whose 4-bit ids two models may share, one that does not decode with
+    them). ``reason`` says what differs; ``data`` is the file, ``tried`` the fingerprints
+    (vqvae_fp, prior_fp) it was tried with. The message adds which shipped model made the
+    file (:mod:`vqvae.codec.owners`), looked up when it is first read, so a caller that
+    answers with its own candidates does not load the shipped models."""
+
+    def __init__(self, reason: str, data: bytes = b"", tried: tuple | None = None):
+        super().__init__(reason)
+        self.reason, self.data, self.tried = reason, data, tried
+        self._message: str | None = None
+
+    def __str__(self) -> str:
+        if self._message is None:
+            from .owners import shipped_note  # it decodes with the api, which raises this
+
+            self._message = f"{self.reason}; {shipped_note(self.data, self.tried)}"
+        return self._message
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """What a ``.vqz`` file's header says (see :func:`read_header`)."""

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from .. import grid
 from ..grid_prior import GridPrior, pass_map, schedule, stage_fingerprint
 from . import coder
-from .format import ID_BITS, MAGIC_NIBBLE, as_bytes, id_bytes, short_id, split_ids
+from .format import (
+    ID_BITS,
+    MAGIC_NIBBLE,
+    ForeignFileError,
+    as_bytes,
+    id_bytes,
+    short_id,
+    split_ids,
+)
 
 VERSION = 3
 FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
@@ -247,7 +255,8 @@ def compress_image(
 
 def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, PhotoHeader]:
     """The codes (1, stages, h, w) int64 of a version 3 file and its header; ValueError for
-    a file of another model or prior, or a damaged one."""
+    a damaged file, ForeignFileError (a ValueError naming the shipped model that made the
+    file, if one did) for a file of another model or grid prior."""
     import constriction
 
     vqvae_fp, prior_fp = _check_pair(model, prior)
@@ -256,9 +265,10 @@ def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, Ph
     ours = short_id(vqvae_fp, ID_BITS), short_id(prior_fp, ID_BITS)
     if (hd.vqvae_id, hd.prior_id) != ours:
         which = "VQ-VAE" if hd.vqvae_id != ours[0] else "prior"
-        raise ValueError(
-            f"this file was made with another {which} than {model.config.name}'s: decode it "
-            "with the model and grid prior it was compressed with"
+        raise ForeignFileError(
+            f"this file was made with another {which} than {model.config.name}'s",
+            b,
+            (vqvae_fp, prior_fp),
         )
     if hd.rate.stages > model.config.num_stages:
         raise ValueError(f"the file keeps {hd.rate.stages} stages, the model has fewer")
@@ -284,7 +294,8 @@ def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, Ph
 def decompress_image(model, prior: GridPrior, data, *, tile=None) -> torch.Tensor:
     """The image (1, C, H, W) in [0, 1] of a version 3 ``.vqz`` file made by
     :func:`compress_image` with this ``model`` and ``prior``, at the size it was made from.
-    ValueError for a file of another model or prior, or a damaged one."""
+    ValueError for a damaged file, ForeignFileError (a ValueError) for one of another model
+    or grid prior: see :func:`decompress_codes_v3`."""
     codes, hd = decompress_codes_v3(model, prior, data)
     return _decode(model, codes, (hd.height, hd.width), hd.rate, tile)
 
