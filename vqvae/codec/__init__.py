@@ -22,8 +22,8 @@ format version 3, coded under a :class:`vqvae.GridPrior` at one of the model's
 
 Modules: ``format`` (header, ids, checksum, fingerprints), ``coder`` (the prior step by
 step, integer counts, range coding), ``api`` (compress and decompress), ``photo`` (format
-3), ``owners`` (which model made a file), ``points`` (the operating points rate-distortion curves are drawn from), ``cli``
-(``python -m vqvae.codec compress|decompress``).
+3), ``owners`` (which model made a file), ``points`` (the operating points rate-distortion
+curves are drawn from), ``cli`` (``python -m vqvae.codec compress|decompress``).
 """
 
 from .api import (

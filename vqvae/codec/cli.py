@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -44,23 +45,11 @@ def _load_grid_pair(model_name, prior_name):
     return load_pretrained(model_name), GridPrior.from_pretrained(prior_name or model_name)
 
 
-class _Shipped:
-    """The shipped pairs of each kind (raster prior, grid prior), found and loaded once per
-    command for all its files."""
-
-    def __init__(self):
-        self._kinds: dict = {}
-
-    def __call__(self, grid: bool) -> list:
-        if grid not in self._kinds:
-            self._kinds[grid] = owners.shipped(grid)
-        return self._kinds[grid]
-
-
 def _decode_shipped(data: bytes, grid: bool, candidates: list):
     """Decode a file with the shipped pair that made it (:func:`owners.identify`: its ids,
     and where version 2's 4-bit ids name several, its checksum): (image (C, H, W), label,
     prior, or None for a photo)."""
+    (photo.read_photo_header if grid else read_header)(data)  # what is no .vqz file says so
     who = owners.identify(data, candidates)
     if who.owner is None:
         kind = "a grid prior" if grid else "a prior"
@@ -160,7 +149,7 @@ def _decompress_cli(a) -> None:
     out_dir = Path(a.out)
     paths = _outputs(a.files, out_dir, ".png")
     fixed: dict = {}  # grid -> the pair --model names
-    candidates = _Shipped()
+    candidates = functools.cache(owners.shipped)  # per kind, found and loaded once a command
     results = []
     for src in a.files:
         b = b""

@@ -127,12 +127,6 @@ class PhotoHeader:
     header_bytes: int
 
 
-def file_ids(model, prior: GridPrior) -> tuple[int, int]:
-    """The (VQ-VAE, prior) ids a file of this pair carries."""
-    vqvae_fp, prior_fp = _check_pair(model, prior)
-    return short_id(vqvae_fp, ID_BITS), short_id(prior_fp, ID_BITS)
-
-
 def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
     return (bytes([FIRST_BYTE]) + id_bytes(vqvae_fp, prior_fp)
             + _varint(size[0]) + _varint(size[1])
