@@ -157,17 +157,10 @@ def _check_headers(files: list[bytes], infos: list[FileInfo], prior: CodePrior, 
 
 
 def _undecodable(which: str, b: bytes, info: FileInfo, fps: tuple[str, str], why: str):
-    """The error for a file whose payload or checksum fails: with narrow ids (version 2),
-    a ForeignFileError, since another model may share both ids."""
+    """The error for a file whose payload or checksum fails: with version 2's narrow ids,
+    which many models share, a ForeignFileError (its message says if a shipped one made it)."""
     text = f"corrupted or truncated .vqz file: {which}'s {why}"
-    if info.id_bits >= ID_BITS:
-        return ValueError(text)
-    return ForeignFileError(
-        f"{text} (a damaged file, or one made with another model whose 4-bit format 2 ids "
-        "equal this one's)",
-        b,
-        fps,
-    )
+    return ValueError(text) if info.id_bits >= ID_BITS else ForeignFileError(text, b, fps)
 
 
 def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +193,9 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
                 raise _undecodable(which, b, info, (vqvae_fp, prior_fp), why) from e
             head = b[: info.header_bytes - len(info.checksum)]
             if checksum(head, vqvae_fp, prior_fp, label, out[i], info.version) != info.checksum:
-                why = ("checksum does not match its decoded codes (or it was made on a machine "
-                       "whose float results differ from this one's)")  # fmt: skip
+                why = ("checksum does not match its decoded codes (or it was made with another "
+                       "model or prior whose ids equal these, or on a machine whose float "
+                       "results differ from this one's)")  # fmt: skip
                 raise _undecodable(which, b, info, (vqvae_fp, prior_fp), why)
             labels.append(label)
     codes = torch.from_numpy(out.astype(np.int64)).view(len(files), h, w)

@@ -112,7 +112,10 @@ class ForeignFileError(ValueError):
         if self._message is None:
             from .owners import shipped_note  # it decodes with the api, which raises this
 
-            self._message = f"{self.reason}; {shipped_note(self.data, self.tried)}"
+            try:
+                self._message = f"{self.reason}; {shipped_note(self.data, self.tried)}"
+            except Exception:  # a message must not fail: the reason alone, then
+                self._message = self.reason
         return self._message
 
 
