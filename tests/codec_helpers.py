@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import vqvae
 from prior_helpers import peaked_prior
+from vqvae.codec import format as vqz
+from vqvae.codec import prior_fingerprint, read_header
 from vqvae.prior import CodePrior, PriorConfig
 
 K, H, W, CLASSES = 16, 3, 4, 3
@@ -24,3 +26,14 @@ def codec_pair(config) -> tuple[vqvae.VQVAE, CodePrior]:
     tied to it."""
     model = vqvae.VQVAE(config).eval()
     return model, make_prior(model=model, std=0.3)
+
+
+def as_version_2(f: bytes, prior: CodePrior, codes, label: int, vqvae_fp: str | None = None):
+    """The version 2 file (4-bit ids, no longer written) of the version 4 file ``f`` of
+    ``codes`` (h, w) coded under ``prior`` with class ``label``: the same payload, a 4-byte
+    header. ``vqvae_fp``: the VQ-VAE's fingerprint (default: the one the prior names)."""
+    vqvae_fp = vqvae_fp or prior.config.vqvae_fingerprint
+    prior_fp = prior_fingerprint(prior)
+    head = vqz.head_bytes(vqvae_fp, prior_fp, version=2)
+    check = vqz.checksum(head, vqvae_fp, prior_fp, label, codes.flatten().numpy(), version=2)
+    return head + check + f[read_header(f).header_bytes :]

@@ -153,12 +153,36 @@ def test_a_file_for_another_model_is_refused_with_its_reason(h, prior_models):
     f = h.codec.compress(digit(prior_models), "other").vqz
     with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:
         h.codec.decompress(f, "mnist")
-    assert "It decodes with model 'other': choose that one." in str(e.value)
+    assert "it was coded with other's VQ-VAE and prior: choose other." in str(e.value)
     # garbage belongs to no model: no such hint
     with pytest.raises(gr.Error) as e:
         h.codec.decompress(digit(prior_models), "mnist")
-    assert "decodes with model" not in str(e.value)
+    assert "it was coded with" not in str(e.value)
     assert "Decoded" in h.codec.decompress(f, "other").details
+
+
+def test_a_foreign_file_names_the_model_that_made_it_or_says_none_here_did(
+    h, prior_models, tmp_path
+):
+    """A format 2 file (4-bit ids, which two models may share) is told by its checksum; a
+    file of a prior the app does not have is from another model."""
+    from codec_helpers import as_version_2, make_prior
+    from vqvae.prior import codebook_fingerprint
+
+    other = h.models.get("other")
+    codes = other.model.encode(images.to_model_input(Image.open(digit(prior_models)), 1, 28)[0])
+    (f,) = codec.compress_codes(other.prior, codes, 3, model=other.model)
+    old = as_version_2(f, other.prior, codes[0], 3, codebook_fingerprint(other.model))
+    path = tmp_path / "f.vqz"
+    path.write_bytes(old)
+    assert "(4 header + " in h.codec.decompress(str(path), "other").details  # format 2
+    with pytest.raises(gr.Error, match="coded with other's VQ-VAE and prior: choose other[.]"):
+        h.codec.decompress(str(path), "mnist")
+    mnist = h.models.get("mnist").model
+    stranger = make_prior(num_classes=0, model=mnist, std=0.3)  # no model of the app has it
+    path.write_bytes(codec.compress_codes(stranger, codes, model=mnist)[0])
+    with pytest.raises(gr.Error, match=r"another prior .*another model than these \(other\)"):
+        h.codec.decompress(str(path), "mnist")
 
 
 def test_bad_arguments_are_clear_errors(h, prior_models):

@@ -11,6 +11,7 @@ import vqvae
 from codec_helpers import CLASSES, H, K, W, codec_pair, make_prior
 from vqvae.codec import (
     FORMAT_VERSION,
+    HEADER_BYTES,
     cheapest_labels,
     compress,
     compress_codes,
@@ -138,7 +139,7 @@ def test_files_cost_the_priors_nll_within_one_percent_plus_the_header(tiny_pair)
         files = compress_codes(prior, codes, 1, model=model)
         for f, bits in zip(files, nll.tolist(), strict=True):
             info = read_header(f)
-            assert info.total_bytes == len(f) and info.header_bytes == 4
+            assert info.total_bytes == len(f) and info.header_bytes == HEADER_BYTES == 6
             # a file is whole bytes: the payload may round the bits up to the next byte
             assert info.payload_bytes <= math.ceil(1.01 * bits / 8) + 1, (info, bits)
         payload = sum(read_header(f).payload_bytes for f in files)
@@ -215,12 +216,12 @@ def test_files_for_another_model_or_prior_are_refused(tiny_config, tiny_pair):
 
 def test_unknown_versions_and_non_vqz_data_are_refused(prior):
     f = compress_codes(prior, rand_codes(1))[0]
-    assert read_header(f).version == FORMAT_VERSION == 2 and f[0] == 0xA2
-    photo = bytes([0xA0 | FORMAT_VERSION + 1]) + f[1:]  # version 3: an image of any size
+    assert read_header(f).version == FORMAT_VERSION == 4 and f[0] == 0xA4
+    photo = bytes([0xA3]) + f[1:]  # version 3: an image of any size
     with pytest.raises(ValueError, match="version 3 .*decompress_image"):
         decompress_codes(prior, photo)
-    with pytest.raises(ValueError, match="version 4 is newer .* update vqvae"):
-        decompress_codes(prior, bytes([0xA4]) + f[1:])
+    with pytest.raises(ValueError, match="version 5 is newer .* update vqvae"):
+        decompress_codes(prior, bytes([0xA5]) + f[1:])
     for old in (0, 1):  # version 1 files begin b"VQZ", not 0xA1
         with pytest.raises(ValueError, match=f"unknown .vqz format version {old}"):
             decompress_codes(prior, bytes([0xA0 | old]) + f[1:])
@@ -285,7 +286,7 @@ def test_version_1_files_still_decode(monkeypatch):
     for f, c in zip(payloads, codes, strict=True):
         head = b"VQZ\x01" + ids + b"\x00"  # class varint 0: none
         check = vqz.checksum(head, vqvae_fp, prior_fp, -1, c.flatten().numpy(), version=1)
-        old.append(head + check + f[4:])
+        old.append(head + check + f[read_header(f).header_bytes :])
     info = read_header(old[0])
     assert (info.version, info.header_bytes, info.label, info.id_bits) == (1, 12, -1, 16)
     got, labels = decompress_codes(uncond, old)
@@ -340,7 +341,7 @@ def test_weights_changed_in_place_are_noticed(inference):
         assert prior_fingerprint(prior) == prior_fingerprint(twin) != fp
         changed = compress_codes(prior, codes, 1)
         assert changed == compress_codes(twin, codes, 1)
-        assert [f[4:] for f in changed] != [f[4:] for f in files]  # payloads, not just ids
+        assert [f[6:] for f in changed] != [f[6:] for f in files]  # payloads, not just ids
         assert torch.equal(decompress_codes(prior, changed)[0], codes)
 
 

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from codec_helpers import codec_pair, make_prior
+from codec_helpers import as_version_2, codec_pair, make_prior
 from vqvae.codec import compress_codes, decompress_codes, main, prior_fingerprint, read_header
 from vqvae.codec import format as vqz
 from vqvae.images import load_image, to_model_input, to_uint8
@@ -102,7 +102,7 @@ def test_shipped_decoding_tells_colliding_ids_apart_by_the_checksum(
     for seed in range(200):  # three priors with the same 4-bit id (1 in 16 each)
         names = [f"{'abc'[len(priors)]}{i}" for i in range(10)]  # the class names tell
         p = make_prior(num_classes=10, model=model, seed=seed, std=0.3, class_names=names)
-        pid = vqz.short_id(prior_fingerprint(p))
+        pid = vqz.short_id(prior_fingerprint(p), 4)
         want = pid if want is None else want
         if pid == want:
             priors.append(p)
@@ -113,7 +113,7 @@ def test_shipped_decoding_tells_colliding_ids_apart_by_the_checksum(
         model.save_pretrained(tmp_path / "pretrained" / name)
         p.save_pretrained(tmp_path / "pretrained" / name)
     codes = second.sample(1, labels=7, generator=torch.Generator().manual_seed(0))
-    files = {n: compress_codes(p, codes, 7, model=model)[0]
+    files = {n: as_version_2(compress_codes(p, codes, 7, model=model)[0], p, codes[0], 7)
              for n, p in zip("abc", priors, strict=True)}  # fmt: skip
     infos = [read_header(f) for f in files.values()]
     assert len({(i.vqvae_id, i.prior_id) for i in infos}) == 1  # one id for all three

@@ -342,17 +342,15 @@ class Codec:
         if data[:1] == bytes([codec.photo.FIRST_BYTE]):
             return self._decompress_photo(m, data)
         if m.prior is None:
-            raise gr.Error(inputs.no_prior_text(m) + " Choose a model that has one.")
+            raise gr.Error(
+                inputs.no_prior_text(m) + f" Choose a model that has one{self._made_by(data, m)}."
+            )
         try:
             info = codec.read_header(data)
             with self.lock:
                 codes, labels = codec.decompress_codes(m.prior, data, model=m.model)
         except ValueError as e:
-            hint = self._owner(data, m.name)
-            raise gr.Error(
-                f"This file cannot be decoded with model {m.name!r}: {e}."
-                + (f" It decodes with model {hint!r}: choose that one." if hint else "")
-            ) from None
+            raise gr.Error(self._refusal(m, data, e)) from None
         with torch.inference_mode():
             x = m.model.decode(codes)
         cls = m.prior.config.class_name(int(labels[0]))
@@ -368,14 +366,15 @@ class Codec:
         if m.grid_prior is None:
             raise gr.Error(
                 f"This is a photo's .vqz file (format 3): it decodes with a grid prior, which "
-                f"model {m.name!r} has none of. Choose the model it was made with."
+                f"model {m.name!r} has none of. Choose the model it was made with"
+                f"{self._made_by(data, m)}."
             )
         try:
             with self.lock:
                 x = codec.decompress_image(m.model, m.grid_prior, data)
             hd = codec.read_photo_header(data)
         except ValueError as e:
-            raise gr.Error(f"This file cannot be decoded with model {m.name!r}: {e}.") from None
+            raise gr.Error(self._refusal(m, data, e)) from None
         details = (
             f"Decoded a {len(data):,}-byte photo file (format 3, {hd.rate.name}): "
             f"{hd.width}×{hd.height} pixels, {8 * len(data) / (hd.width * hd.height):.3f} "
@@ -383,22 +382,31 @@ class Codec:
         )
         return Decompressed(PIL.Image.fromarray(images.to_uint8(x[0])), details)
 
-    def _owner(self, data: bytes, tried: str) -> str | None:
-        """The name of another model whose prior decodes ``data`` (its checksum matches),
-        for the error message of a file uploaded with the wrong model selected."""
+    def _refusal(self, m: Model, data: bytes, e: ValueError) -> str:
+        """Why ``data`` does not decode with ``m``, naming the model that made it, if any."""
+        why = f"This file cannot be decoded with model {m.name!r}"
+        if not isinstance(e, codec.ForeignFileError):
+            return f"{why}: {e}."
+        note = self._identify(data, m).note("choose {name}", "choose the model it was made with")
+        return f"{why}: {e.reason}; {note}."
+
+    def _made_by(self, data: bytes, m: Model) -> str:
+        """A parenthesis naming the other model that made ``data`` ("" if none did)."""
+        who = self._identify(data, m)
+        return f" ({who.note('choose {name}')})" if who.owner else ""
+
+    def _identify(self, data: bytes, tried: Model) -> codec.Identity:
+        """Which of the app's other models made ``data`` (codec.identify: its ids, or for an
+        old file with narrow ids its checksum)."""
+        grid = data[:1] == bytes([codec.photo.FIRST_BYTE])
+        candidates = []
         for name in self.models.names():
-            if name == tried:
-                continue
-            other = self.models.get(name)
-            if other.prior is None:
-                continue
-            try:
-                with self.lock:
-                    codec.decompress_codes(other.prior, data, model=other.model)
-            except ValueError:
-                continue
-            return name
-        return None
+            other = self.models.get(name) if name != tried.name else None
+            prior = None if other is None else other.grid_prior if grid else other.prior
+            if prior is not None:
+                candidates.append(codec.owners.candidate(name, other.model, prior))
+        with self.lock:
+            return codec.identify(data, candidates)
 
 
 @dataclass

@@ -7,12 +7,14 @@
 
 ``decoded`` equals ``model.decode(model.encode(images))`` exactly: the codes come back bit
 for bit. A file costs about the prior's negative log-likelihood of its codes
-(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 4-byte
+(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 6-byte
 header, instead of h*w*log2(K) bits. ``labels="auto"`` picks, per image, the class (or
 none) under which the codes cost the fewest bits.
 
-The file format (byte layout of versions 1 and 2, ids, checksum), what is refused, and the
-rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``.
+The file format (byte layout of versions 1 to 4, ids, checksum), what is refused, and the
+rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``. A file decoded
+with the wrong model raises :class:`ForeignFileError`, whose message names the shipped model
+that made it (:func:`identify`).
 
 Images of any size (photos) go through :func:`compress_image` / :func:`decompress_image`:
 format version 3, coded under a :class:`vqvae.GridPrior` at one of the model's
@@ -20,8 +22,8 @@ format version 3, coded under a :class:`vqvae.GridPrior` at one of the model's
 
 Modules: ``format`` (header, ids, checksum, fingerprints), ``coder`` (the prior step by
 step, integer counts, range coding), ``api`` (compress and decompress), ``photo`` (format
-3), ``points`` (the operating points rate-distortion curves are drawn from), ``cli``
-(``python -m vqvae.codec compress|decompress``).
+3), ``owners`` (which model made a file), ``points`` (the operating points rate-distortion
+curves are drawn from), ``cli`` (``python -m vqvae.codec compress|decompress``).
 """
 
 from .api import (
@@ -38,15 +40,18 @@ from .format import (
     CHECKSUM_BYTES,
     FORMAT_VERSION,
     HEADER_BYTES,
+    ID_BITS,
     MAGIC_NIBBLE,
     SUFFIX,
     V1_CHECKSUM_BYTES,
     V1_ID_BYTES,
     V1_MAGIC,
     FileInfo,
+    ForeignFileError,
     prior_fingerprint,
     read_header,
 )
+from .owners import Identity, identify
 from .photo import Rate, compress_image, decompress_image, rates, read_photo_header
 from .points import OperatingPoint, operating_points
 
@@ -66,12 +71,16 @@ __all__ = [
     "OperatingPoint",
     "read_header",
     "FileInfo",
+    "ForeignFileError",
+    "identify",
+    "Identity",
     "prior_fingerprint",
     "quantize_probs",
     "main",
     "FORMAT_VERSION",
     "MAGIC_NIBBLE",
     "HEADER_BYTES",
+    "ID_BITS",
     "CHECKSUM_BYTES",
     "V1_MAGIC",
     "V1_CHECKSUM_BYTES",

@@ -11,7 +11,16 @@ import torch
 
 from ..prior import CodePrior, codebook_fingerprint
 from . import coder
-from .format import FileInfo, as_bytes, checksum, head_bytes, prior_fingerprint, read_header
+from .format import (
+    ID_BITS,
+    FileInfo,
+    ForeignFileError,
+    as_bytes,
+    checksum,
+    head_bytes,
+    prior_fingerprint,
+    read_header,
+)
 
 
 def _label_list(prior: CodePrior, labels, n: int) -> list[int]:
@@ -117,21 +126,28 @@ def _which(i: int, n: int) -> str:
     return f"file {i}" if n > 1 else "the file"
 
 
-def _check_headers(infos: list[FileInfo], prior: CodePrior, vqvae_fp: str, prior_fp: str):
-    """A ValueError unless every header names this VQ-VAE and prior and a class it has."""
+def _check_headers(files: list[bytes], infos: list[FileInfo], prior: CodePrior, vqvae_fp: str,
+                   prior_fp: str):  # fmt: skip
+    """A ForeignFileError unless every header names this VQ-VAE and prior, a ValueError
+    unless it names a class the prior has."""
     name = prior.config.vqvae_name or "this model"
-    for i, info in enumerate(infos):
+    for i, (b, info) in enumerate(zip(files, infos, strict=True)):
         which = _which(i, len(infos))
         ours = info.ids_for(vqvae_fp, prior_fp)
+        digits = -(-info.id_bits // 4)
         if info.vqvae_id != ours[0]:
-            raise ValueError(
-                f"{which} was made with another VQ-VAE (id {info.vqvae_id:x}), not with "
-                f"{name} (id {ours[0]:x}): decode it with the model it was compressed with"
+            raise ForeignFileError(
+                f"{which} was made with another VQ-VAE (id {info.vqvae_id:0{digits}x}), not "
+                f"with {name} (id {ours[0]:0{digits}x})",
+                b,
+                (vqvae_fp, prior_fp),
             )
         if info.prior_id != ours[1]:
-            raise ValueError(
-                f"{which} was made with another prior (id {info.prior_id:x}) than this one "
-                f"(id {ours[1]:x}) for {name}: decode it with the prior it was compressed with"
+            raise ForeignFileError(
+                f"{which} was made with another prior (id {info.prior_id:0{digits}x}) than "
+                f"this one (id {ours[1]:0{digits}x}) for {name}",
+                b,
+                (vqvae_fp, prior_fp),
             )
         if info.label is not None and not -1 <= info.label < prior.num_classes:
             raise ValueError(
@@ -140,19 +156,28 @@ def _check_headers(infos: list[FileInfo], prior: CodePrior, vqvae_fp: str, prior
             )
 
 
+def _undecodable(which: str, b: bytes, info: FileInfo, fps: tuple[str, str], why: str):
+    """The error for a file whose payload or checksum fails: with version 2's narrow ids,
+    which many models share, a ForeignFileError (its message says if a shipped one made it)."""
+    text = f"corrupted or truncated .vqz file: {which}'s {why}"
+    return ValueError(text) if info.id_bits >= ID_BITS else ForeignFileError(text, b, fps)
+
+
 def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode ``.vqz`` files (bytes, or a list of bytes) written by :func:`compress_codes`
     with this ``prior`` (and ``model``, the VQ-VAE, if given; checked against the prior).
 
     Returns (codes (B, h, w) int64, labels (B,) int64 with -1 for no class). Raises
-    ValueError for a file made with another VQ-VAE or prior, a truncated or corrupted file
-    (its checksum does not match the decoded codes), or an unknown format version."""
+    ForeignFileError (a ValueError whose message names the shipped model that made the
+    file, if one did) for a file made with another VQ-VAE or prior, ValueError for a
+    truncated or corrupted file (its checksum does not match the decoded codes) or an
+    unknown format version."""
     files = _file_list(data)
     cp = coder.coding_prior(prior)
     vqvae_fp = _vqvae_fp(cp, model)
     prior_fp = prior_fingerprint(prior)
     infos = [read_header(b) for b in files]  # every header checked before any decoding
-    _check_headers(infos, cp, vqvae_fp, prior_fp)
+    _check_headers(files, infos, cp, vqvae_fp, prior_fp)
     h, w = cp.grid
     out = np.empty((len(files), h * w), dtype=np.int32)
     labels = []
@@ -164,16 +189,14 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
                     coder.coding_prior(prior, info.version), b[info.header_bytes :], info.label
                 )
             except AssertionError as e:  # constriction: data its model cannot have produced
-                raise ValueError(
-                    f"corrupted or truncated .vqz file: {which}'s payload cannot be decoded"
-                ) from e
+                why = "payload cannot be decoded"
+                raise _undecodable(which, b, info, (vqvae_fp, prior_fp), why) from e
             head = b[: info.header_bytes - len(info.checksum)]
             if checksum(head, vqvae_fp, prior_fp, label, out[i], info.version) != info.checksum:
-                raise ValueError(
-                    f"corrupted or truncated .vqz file: {which}'s checksum does not match "
-                    "its decoded codes (or it was made with another model or prior, or on a "
-                    "machine whose float results differ from this one's)"
-                )
+                why = ("checksum does not match its decoded codes (or it was made with another "
+                       "model or prior whose ids equal these, or on a machine whose float "
+                       "results differ from this one's)")  # fmt: skip
+                raise _undecodable(which, b, info, (vqvae_fp, prior_fp), why)
             labels.append(label)
     codes = torch.from_numpy(out.astype(np.int64)).view(len(files), h, w)
     return codes, torch.tensor(labels, dtype=torch.long)

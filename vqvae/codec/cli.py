@@ -4,40 +4,27 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import PIL.Image
 import torch
 
-from ..checkpoint import PRETRAINED_DIR, WEIGHTS_NAME
 from ..files import atomic_write
-from ..grid_prior import GRID_PRIOR_WEIGHTS, GridPrior
+from ..grid_prior import GridPrior
 from ..images import load_image, load_photo, to_model_input, to_uint8
 from ..model import load_pretrained
-from ..prior import PRIOR_WEIGHTS, CodePrior, codebook_fingerprint, load_prior
-from . import photo
+from ..prior import CodePrior, load_prior
+from . import owners, photo
 from .api import cheapest_labels, compress_codes, decompress
-from .format import SUFFIX, prior_fingerprint, read_header
+from .format import SUFFIX, ForeignFileError, read_header
 
 # A thumbnail's .vqz file is a few dozen bytes, a photo's a few hundred kB at the highest
 # rate; anything this big is not one, and is not read into memory to find out.
 MAX_FILE_BYTES = 16 << 20
 MAX_PIXELS = 16 << 20  # photos above it are downscaled to it (PIL's own limit is 16 MP too)
 TILE = 512  # photos are encoded and decoded in tiles of this many pixels: bounded memory
-
-
-def _pretrained_pairs(prior_file: str = PRIOR_WEIGHTS):
-    """(folder) of every shipped model that has a prior (``prior_file``)."""
-    roots = [PRETRAINED_DIR, Path.cwd() / "pretrained"]
-    seen, out = set(), []
-    for root in roots:
-        for d in sorted(root.glob("*")) if root.is_dir() else []:
-            if (d / WEIGHTS_NAME).is_file() and (d / prior_file).is_file():
-                if d.resolve() not in seen:
-                    seen.add(d.resolve())
-                    out.append(d)
-    return out
 
 
 def _read_vqz(path: str) -> bytes:
@@ -49,65 +36,38 @@ def _read_vqz(path: str) -> bytes:
     return data
 
 
-def _owner(data: bytes, loaded: dict) -> str | None:
-    """The shipped model whose VQ-VAE and prior decode ``data`` (the checksum says so)."""
-    try:
-        return _decode_shipped(data, loaded)[3].name
-    except ValueError:
-        return None
-
-
 def _load_pair(model_name, prior_name):
     model = load_pretrained(model_name)
     return model, load_prior(prior_name or model_name, model=model)
-
-
-def _decode_shipped(data: bytes, loaded: dict):
-    """Decode a file with the shipped (model, prior) its header names: (images, labels,
-    prior, folder). The 4-bit ids of version 2 can name two shipped pairs (mnist's and
-    cifar10's VQ-VAE ids are equal); the checksum tells."""
-    info = read_header(data)
-    error = None
-    for d in _pretrained_pairs():
-        if d not in loaded:
-            loaded[d] = _load_pair(d, None)
-        model, prior = loaded[d]
-        ids = info.ids_for(codebook_fingerprint(model), prior_fingerprint(prior))
-        if ids != (info.vqvae_id, info.prior_id):
-            continue
-        try:
-            return (*decompress(model, prior, data), prior, d)
-        except ValueError as e:
-            error = e
-    if error is not None:
-        raise error
-    names = ", ".join(d.name for d in _pretrained_pairs()) or "none has a prior"
-    raise ValueError(
-        f"no shipped model with a prior matches this file ({names}): pass --model "
-        "(and --prior) naming the ones it was compressed with"
-    )
 
 
 def _load_grid_pair(model_name, prior_name):
     return load_pretrained(model_name), GridPrior.from_pretrained(prior_name or model_name)
 
 
-def _decode_photo(data: bytes, fixed, loaded: dict):
-    """The image of a version 3 file: with the (model, grid prior) given, or the shipped
-    pair its 12-bit ids name."""
-    if fixed:
-        return photo.decompress_image(*fixed, data, tile=TILE)
-    hd = photo.read_photo_header(data)
-    for d in _pretrained_pairs(GRID_PRIOR_WEIGHTS):
-        if ("grid", d) not in loaded:
-            loaded[("grid", d)] = _load_grid_pair(d, None)
-        model, prior = loaded[("grid", d)]
-        if (hd.vqvae_id, hd.prior_id) == photo.file_ids(model, prior):
-            return photo.decompress_image(model, prior, data, tile=TILE)
-    raise ValueError(
-        "no shipped model with a grid prior matches this file: pass --model (and --prior) "
-        "naming the ones it was compressed with"
-    )
+def _decode_shipped(data: bytes, grid: bool, candidates: list):
+    """Decode a file with the shipped pair that made it (:func:`owners.identify`: its ids,
+    and where version 2's 4-bit ids name several, its checksum): (image (C, H, W), label,
+    prior, or None for a photo)."""
+    (photo.read_photo_header if grid else read_header)(data)  # what is no .vqz file says so
+    who = owners.identify(data, candidates)
+    if who.owner is None:
+        kind = "a grid prior" if grid else "a prior"
+        if who.refused:
+            raise ValueError(
+                "corrupted or truncated .vqz file: its checksum matches none of the shipped "
+                f"models its ids name ({', '.join(who.refused)})"
+            )
+        advice = "pass --model (and --prior) naming the ones it was compressed with"
+        raise ValueError(f"no shipped model with {kind} matches this file: {who.note('', advice)}")
+    return _decode_with(data, grid, who.owner.pair())
+
+
+def _decode_with(data: bytes, grid: bool, pair):
+    if grid:
+        return photo.decompress_image(*pair, data, tile=TILE)[0], -1, None
+    images, labels = decompress(*pair, data)
+    return images[0], int(labels[0]), pair[1]
 
 
 def _compress_photos(a) -> None:
@@ -188,31 +148,25 @@ def _compress_cli(a) -> None:
 def _decompress_cli(a) -> None:
     out_dir = Path(a.out)
     paths = _outputs(a.files, out_dir, ".png")
-    fixed = grid_fixed = None
-    loaded: dict = {}
+    fixed: dict = {}  # grid -> the pair --model names
+    candidates = functools.cache(owners.shipped)  # per kind, found and loaded once a command
     results = []
     for src in a.files:
+        b = b""
         try:
             b = _read_vqz(src)
-            if b[:1] == bytes([photo.FIRST_BYTE]):
-                if a.model and grid_fixed is None:
-                    grid_fixed = _load_grid_pair(a.model, a.prior)
-                results.append((_decode_photo(b, grid_fixed, loaded)[0], -1, None))
+            grid = b[:1] == bytes([photo.FIRST_BYTE])
+            if not a.model:
+                results.append(_decode_shipped(b, grid, candidates(grid)))
                 continue
-            if a.model and fixed is None:
-                fixed = _load_pair(a.model, a.prior)
-            if fixed:
-                images, labels = decompress(*fixed, b)
-                prior = fixed[1]
-            else:
-                images, labels, prior, _ = _decode_shipped(b, loaded)
+            if grid not in fixed:
+                fixed[grid] = (_load_grid_pair if grid else _load_pair)(a.model, a.prior)
+            results.append(_decode_with(b, grid, fixed[grid]))
+        except ForeignFileError as e:
+            who = owners.identify(b, candidates(grid), exclude=e.tried)
+            raise ValueError(f"{src}: {e.reason}; {who.note('pass --model {name}')}") from e
         except ValueError as e:
-            hint = _owner(b, loaded) if fixed and "made with another" in str(e) else None
-            also = (
-                f"; it decodes with the shipped model {hint!r}: pass --model {hint}" if hint else ""
-            )
-            raise ValueError(f"{src}: {e}{also}") from e
-        results.append((images[0], int(labels[0]), prior))
+            raise ValueError(f"{src}: {e}") from e
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, path, (image, label, prior) in zip(a.files, paths, results, strict=True):
         with atomic_write(path) as f:

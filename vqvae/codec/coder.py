@@ -39,7 +39,7 @@ _coding_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def coding_prior(prior: CodePrior, version: int = FORMAT_VERSION) -> CodePrior:
     """The prior as the coder runs it: on the CPU, in eval mode, with its weights rounded to
-    float32 (what prior_fingerprint names) and computed in float64 (version 2) or float32
+    float32 (what prior_fingerprint names) and computed in float64 (versions 2 and 4) or float32
     (version 1). A copy, cached per prior and dtype until its weights change."""
     if not isinstance(prior, CodePrior):
         raise TypeError(f"prior must be a vqvae.CodePrior, got {type(prior).__name__}")
@@ -162,7 +162,7 @@ def encode(prior: CodePrior, grid: np.ndarray, label: int) -> bytes:
 
 def decode(prior: CodePrior, payload: bytes, label: int | None) -> tuple[np.ndarray, int]:
     """The codes ((h*w,) int32, raster order) and class (-1 = none) of one payload, as
-    :func:`encode` wrote them: ``label`` None reads the class from the payload (version 2),
+    :func:`encode` wrote them: ``label`` None reads the class from the payload (versions 2 and 4),
     an int is the class a version 1 header gives. Raises AssertionError (constriction's) for
     a payload the prior cannot have produced. Call it under :func:`one_thread`."""
     import constriction

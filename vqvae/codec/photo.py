@@ -19,11 +19,18 @@ import torch.nn.functional as F
 from .. import grid
 from ..grid_prior import GridPrior, pass_map, schedule, stage_fingerprint
 from . import coder
-from .format import MAGIC_NIBBLE, as_bytes
+from .format import (
+    ID_BITS,
+    MAGIC_NIBBLE,
+    ForeignFileError,
+    as_bytes,
+    id_bytes,
+    short_id,
+    split_ids,
+)
 
 VERSION = 3
 FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
-ID_BITS = 12  # per id: 4096 values, so models and priors rarely share one
 CHECKSUM_BYTES = 2
 MAX_SIDE = 1 << 14  # the largest height or width a header may give
 MAX_DOWNSCALE = 4
@@ -82,12 +89,6 @@ def _rate(model, rate) -> Rate:
     return options[rate]
 
 
-def _id(fingerprint: str) -> int:
-    return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:2], "big") >> (
-        16 - ID_BITS
-    )
-
-
 def prior_fingerprint(prior: GridPrior) -> str:
     """A short hex digest of what fixes a grid prior's counts: its config's sizes and its
     integer network (the frozen buffers)."""
@@ -126,15 +127,8 @@ class PhotoHeader:
     header_bytes: int
 
 
-def file_ids(model, prior: GridPrior) -> tuple[int, int]:
-    """The (VQ-VAE, prior) ids a file of this pair carries."""
-    vqvae_fp, prior_fp = _check_pair(model, prior)
-    return _id(vqvae_fp), _id(prior_fp)
-
-
 def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
-    ids = _id(vqvae_fp) << ID_BITS | _id(prior_fp)
-    return (bytes([FIRST_BYTE]) + ids.to_bytes(3, "big")
+    return (bytes([FIRST_BYTE]) + id_bytes(vqvae_fp, prior_fp)
             + _varint(size[0]) + _varint(size[1])
             + bytes([rate.downscale << 4 | rate.stages]))  # fmt: skip
 
@@ -147,7 +141,7 @@ def read_photo_header(data) -> PhotoHeader:
     pos, sizes = 4, []
     if len(b) < pos:
         raise ValueError(f"truncated .vqz file: {len(b)} bytes, cut inside its header")
-    ids = int.from_bytes(b[1:4], "big")
+    ids = split_ids(b[1:4])
     for _ in range(2):
         n = shift = 0
         while True:
@@ -167,7 +161,7 @@ def read_photo_header(data) -> PhotoHeader:
     if rate.stages < 1 or not 1 <= rate.downscale <= MAX_DOWNSCALE:
         raise ValueError("corrupted .vqz file: a bad rate byte")
     pos += 1
-    return PhotoHeader(ids >> ID_BITS, ids & ((1 << ID_BITS) - 1), sizes[0], sizes[1], rate,
+    return PhotoHeader(*ids, sizes[0], sizes[1], rate,
                        b[pos : pos + CHECKSUM_BYTES], pos + CHECKSUM_BYTES)  # fmt: skip
 
 
@@ -255,17 +249,20 @@ def compress_image(
 
 def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, PhotoHeader]:
     """The codes (1, stages, h, w) int64 of a version 3 file and its header; ValueError for
-    a file of another model or prior, or a damaged one."""
+    a damaged file, ForeignFileError (a ValueError naming the shipped model that made the
+    file, if one did) for a file of another model or grid prior."""
     import constriction
 
     vqvae_fp, prior_fp = _check_pair(model, prior)
     b = as_bytes(data)
     hd = read_photo_header(b)
-    if (hd.vqvae_id, hd.prior_id) != (_id(vqvae_fp), _id(prior_fp)):
-        which = "VQ-VAE" if hd.vqvae_id != _id(vqvae_fp) else "prior"
-        raise ValueError(
-            f"this file was made with another {which} than {model.config.name}'s: decode it "
-            "with the model and grid prior it was compressed with"
+    ours = short_id(vqvae_fp, ID_BITS), short_id(prior_fp, ID_BITS)
+    if (hd.vqvae_id, hd.prior_id) != ours:
+        which = "VQ-VAE" if hd.vqvae_id != ours[0] else "prior"
+        raise ForeignFileError(
+            f"this file was made with another {which} than {model.config.name}'s",
+            b,
+            (vqvae_fp, prior_fp),
         )
     if hd.rate.stages > model.config.num_stages:
         raise ValueError(f"the file keeps {hd.rate.stages} stages, the model has fewer")
@@ -291,7 +288,8 @@ def decompress_codes_v3(model, prior: GridPrior, data) -> tuple[torch.Tensor, Ph
 def decompress_image(model, prior: GridPrior, data, *, tile=None) -> torch.Tensor:
     """The image (1, C, H, W) in [0, 1] of a version 3 ``.vqz`` file made by
     :func:`compress_image` with this ``model`` and ``prior``, at the size it was made from.
-    ValueError for a file of another model or prior, or a damaged one."""
+    ValueError for a damaged file, ForeignFileError (a ValueError) for one of another model
+    or grid prior: see :func:`decompress_codes_v3`."""
     codes, hd = decompress_codes_v3(model, prior, data)
     return _decode(model, codes, (hd.height, hd.width), hd.rate, tile)
 

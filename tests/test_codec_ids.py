@@ -1,0 +1,140 @@
+"""Which model made a .vqz file: the shipped models' ids all differ, version 2 files (4-bit
+ids) still decode and are told apart by their checksum, and a file decoded with the wrong
+model names the one that made it."""
+
+import pytest
+import torch
+
+import vqvae
+from codec_helpers import as_version_2, codec_pair, make_prior
+from vqvae.codec import (
+    ID_BITS,
+    ForeignFileError,
+    compress,
+    compress_codes,
+    decompress,
+    decompress_codes,
+    identify,
+    owners,
+    read_header,
+)
+from vqvae.codec import format as vqz
+from vqvae.prior import codebook_fingerprint
+
+
+@pytest.fixture
+def tiny_pair(tiny_config):
+    return codec_pair(tiny_config)
+
+
+def colliding_priors(model, n=2, bits=4):
+    """``n`` priors of ``model`` whose ``bits``-bit ids are equal (1 in 16 each at 4 bits)."""
+    found = []
+    for seed in range(300):
+        p = make_prior(model=model, seed=seed, std=0.3)
+        pid = vqz.short_id(vqz.prior_fingerprint(p), bits)
+        if not found or pid == vqz.short_id(vqz.prior_fingerprint(found[0]), bits):
+            found.append(p)
+        if len(found) == n:
+            return found
+    raise AssertionError("no colliding priors in 300 seeds")
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_the_shipped_models_ids_all_differ(grid):
+    """Every shipped VQ-VAE has its own id, and so has every prior (format 4 and 3: 12
+    bits): a file names its model before anything is decoded."""
+    pairs = owners.shipped(grid)
+    names = {c.name for c in pairs}
+    assert names >= ({"cifar10"} if grid else {"mnist", "fashion-mnist", "cifar10"})
+    for which in (0, 1):  # the VQ-VAEs' ids, then the priors'
+        ids = {c.ids(ID_BITS)[which] for c in pairs}
+        assert len(ids) == len(pairs), [(c.name, c.ids(ID_BITS)) for c in pairs]
+
+
+def test_version_4_header_holds_12_bit_ids(tiny_pair):
+    model, prior = tiny_pair
+    (f,) = compress_codes(prior, prior.sample(1), model=model)
+    info = read_header(f)
+    assert (f[0], info.version, info.id_bits, info.header_bytes) == (0xA4, 4, 12, 6)
+    ours = owners.candidate("tiny", model, prior).ids(12)
+    assert (info.vqvae_id, info.prior_id) == ours
+    assert f[1:4] == (ours[0] << 12 | ours[1]).to_bytes(3, "big")
+
+
+def test_version_2_files_still_decode_and_their_ids_are_told_apart_by_the_checksum(tiny_pair):
+    model, _ = tiny_pair
+    a, b = colliding_priors(model)
+    codes = b.sample(1, labels=2, generator=torch.Generator().manual_seed(0))
+    old = as_version_2(compress_codes(b, codes, 2, model=model)[0], b, codes[0], 2)
+    info = read_header(old)
+    assert (info.version, info.id_bits, info.header_bytes) == (2, 4, 4)
+    got, labels = decompress_codes(b, old, model=model)
+    assert torch.equal(got, codes) and labels.tolist() == [2]
+    # a's ids are the same; only decoding tells, and the file then names b
+    pair = [owners.candidate("a", model, a), owners.candidate("b", model, b)]
+    assert pair[0].ids(4) == pair[1].ids(4) == (info.vqvae_id, info.prior_id)
+    who = identify(old, pair)
+    assert who.owner is pair[1] and who.refused == ("a",)
+    with pytest.raises(ForeignFileError, match="corrupted or truncated") as e:
+        decompress_codes(a, old, model=model)
+    assert identify(old, pair, exclude=e.value.tried).owner is pair[1]
+    # a file that both name and neither made: no owner, both refused
+    c = colliding_priors(model, 3)[2]
+    stray = as_version_2(compress_codes(c, codes, 2, model=model)[0], c, codes[0], 2)
+    who = identify(stray, pair)
+    assert who.owner is None and who.refused == ("a", "b")
+    assert "another model than these (a, b)" in who.note("choose {name}")
+
+
+def test_wide_ids_name_the_owner_without_decoding(tiny_pair, tiny_config):
+    model, prior = tiny_pair
+    torch.manual_seed(3)
+    other_model = vqvae.VQVAE(tiny_config).eval()
+    other = make_prior(model=other_model, std=0.3)
+    (f,) = compress_codes(other, other.sample(1), model=other_model)
+
+    def never(*_):
+        raise AssertionError("decoded")
+
+    mine = owners.Candidate("mine", codebook_fingerprint(model), vqz.prior_fingerprint(prior),
+                            False, never)  # fmt: skip
+    theirs = owners.candidate("theirs", other_model, other)
+    theirs.load = theirs._pair = None  # loading it would fail: it is never needed
+    who = identify(f, [mine, theirs])
+    assert who.owner is theirs
+    assert who.note("choose {name}") == "it was coded with theirs's VQ-VAE and prior: choose theirs"
+    # the same VQ-VAE with a prior none of the candidates has
+    stranger = make_prior(model=other_model, seed=8, std=0.3)
+    (g,) = compress_codes(stranger, stranger.sample(1), model=other_model)
+    who = identify(g, [mine, theirs])
+    assert who.owner is None and who.vqvae_of is theirs
+    assert "theirs's VQ-VAE, another prior than theirs's" in who.note("choose {name}")
+    assert identify(b"not a file", [mine, theirs]).owner is None
+
+
+def test_a_shipped_models_file_decoded_with_another_names_it():
+    """A cifar10 file decoded with mnist: in format 4 the VQ-VAE ids differ; in format 2
+    they were equal (3 and 3) and only the prior's differed. Both name cifar10."""
+    mnist, cifar = vqvae.load_pretrained("mnist"), vqvae.load_pretrained("cifar10")
+    mnist_prior = vqvae.load_prior("mnist", model=mnist)
+    cifar_prior = vqvae.load_prior("cifar10", model=cifar)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    (f,) = compress(cifar, cifar_prior, x)
+    codes = cifar.encode(x)
+    old = as_version_2(f, cifar_prior, codes[0], -1, codebook_fingerprint(cifar))
+    for data, what in ((f, "another VQ-VAE"), (old, "another")):
+        with pytest.raises(ForeignFileError, match=what) as e:
+            decompress(mnist, mnist_prior, data)
+        assert "it was coded with cifar10's VQ-VAE and prior" in str(e.value)
+        assert "decode it with the shipped model 'cifar10'" in str(e.value)
+    assert torch.equal(decompress(cifar, cifar_prior, old)[0], cifar.decode(codes))
+
+
+def test_a_file_of_no_shipped_model_says_so(tiny_pair, tiny_config):
+    model, prior = tiny_pair
+    (f,) = compress_codes(prior, prior.sample(1), model=model)
+    with pytest.raises(ValueError, match="made with another prior") as e:
+        decompress_codes(make_prior(model=model, seed=5, std=0.3), f, model=model)
+    assert "it is from another model than these (" in str(e.value)
+    assert "mnist" in str(e.value)  # the shipped models are listed
