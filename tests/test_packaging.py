@@ -25,8 +25,9 @@ def test_a_wheel_install_loads_the_shipped_models_by_name(tmp_path):
         names = set(z.namelist())
         z.extractall(tmp_path / "site")  # what pip install puts in site-packages
     for name in SHIPPED:
-        for f in ("model.safetensors", "config.json", "prior.safetensors", "prior.json"):
-            assert f"vqvae/pretrained/{name}/{f}" in names
+        # every file of the shipped folder (a model, its priors, its card and codebook data)
+        for f in (ROOT / "pretrained" / name).iterdir():
+            assert f"vqvae/pretrained/{name}/{f.name}" in names
     assert not any(n.startswith(("tests/", "app.py", "benchmarks/")) for n in names)
     code = (
         "import vqvae\n"
