@@ -38,6 +38,7 @@ class Compressed(NamedTuple):
     vqz: str | None  # path of the .vqz file; None when the model has no prior
     jpeg: PIL.Image.Image  # the input as a JPEG of about the .vqz's size, decoded, enlarged
     webp: PIL.Image.Image  # the same as WebP
+    decoded: PIL.Image.Image  # what the .vqz (or the plain codes) decode to, enlarged alike
 
 
 class RateCurves(NamedTuple):
@@ -161,8 +162,8 @@ class Codec:
         coded = Coded([], len(data), payload, f".vqz, {r.name}", data)
         path = self.files.new(codec.SUFFIX, name=file_stem(image) or "image")
         Path(path).write_bytes(data)
-        cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
-        return Compressed("\n".join(lines) + "\n".join(cmp), path, jpeg, webp)
+        cmp, (jpeg, webp, decoded) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
+        return Compressed("\n".join(lines) + "\n".join(cmp), path, jpeg, webp, decoded)
 
     def _code(self, m: Model, codes: torch.Tensor, row: SizeRow) -> Coded:
         """The codes as a .vqz file under the model's prior (the class that makes the file
@@ -196,7 +197,7 @@ class Codec:
     @staticmethod
     def _comparison(x, recon, coded: Coded, headerless: bool) -> tuple[list, list]:
         """Markdown rows of the VQ-VAE against JPEG and WebP at the matched size, and the
-        JPEG and WebP images (enlarged)."""
+        JPEG, WebP and VQ-VAE images (enlarged alike)."""
         target = coded.data_bytes if headerless else coded.file_bytes
 
         def quality(y: torch.Tensor) -> tuple[float, float]:
@@ -225,6 +226,7 @@ class Codec:
                 )
             )
             shown.append(images.enlarge(sm.image, DISPLAY))
+        shown.append(images.enlarge(recon[0], DISPLAY))
         return rows, shown
 
     @clear_errors
@@ -266,8 +268,8 @@ class Codec:
         if coded.data is not None:
             vqz_path = self.files.new(codec.SUFFIX, name=file_stem(image) or "image")
             Path(vqz_path).write_bytes(coded.data)
-        cmp, (jpeg, webp) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
-        return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp)
+        cmp, (jpeg, webp, decoded) = self._comparison(x, recon, coded, headerless=match == MATCH[1])
+        return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp, decoded)
 
     @clear_errors
     def compare_rates(self, image, model_name: str) -> RateCurves:
@@ -424,6 +426,7 @@ def layout() -> CodecPanel:
     """The panel, laid out under the Reconstruct tab's results."""
     with gr.Row(equal_height=True):
         small = dict(height=200, elem_classes=PIX, interactive=False, format="png")
+        coded = gr.Image(elem_id="vqz-decoded", label="The .vqz, decoded", **small)
         jpeg = gr.Image(elem_id="jpeg", label="JPEG at the .vqz's size", **small)
         webp = gr.Image(elem_id="webp", label="WebP at the .vqz's size", **small)
         with gr.Column(min_width=220):
@@ -466,7 +469,7 @@ def layout() -> CodecPanel:
     return CodecPanel(
         match,
         rate,
-        dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp),
+        dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp, decoded=coded),
         compare_rates,
         dict(chart=chart, points=points),
         vqz_file,
