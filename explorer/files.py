@@ -18,6 +18,7 @@ import gradio as gr
 import PIL.Image
 
 from . import settings
+from .fairness import client_address
 
 log = logging.getLogger("vqvae.app")
 # An output image's PIL info key: the name save_pil_to_cache stores it under (see named)
@@ -180,12 +181,34 @@ class UploadSpace:
     ``files.gradio_cache_budget`` bytes is refused with 507 and a short reason, before its
     body is read (one without a Content-Length: 411). Files leave the folder by age only
     (Gradio's ``delete_cache``), so no upload removes anyone's file; an upload is kept for
-    that lifetime even if no event ever uses it."""
+    that lifetime even if no event ever uses it.
 
-    def __init__(self, app, files: OutputFiles):
+    Gradio's upload route names no session, so the share of one client is counted by its
+    address (:func:`explorer.fairness.client_address`, X-Forwarded-For behind a Space's
+    proxy): the bytes it uploaded within the files' ``lifetime`` stay under ``per_address``
+    (429 beyond), so one machine cannot fill the space every visitor's uploads share.
+    Loopback clients (this machine, or a local proxy hiding every client) are not counted."""
+
+    def __init__(
+        self, app, files: OutputFiles, *, per_address: int = settings.UPLOAD_PER_ADDRESS,
+        lifetime: float = settings.FILE_LIFETIME,
+        trust_forwarded_for: bool = settings.TRUST_FORWARDED_FOR,
+    ):  # fmt: skip
         self.app = app
         self.files = files
         self._used = (0.0, 0)  # (when measured, bytes): one walk a second at most
+        self.per_address, self.lifetime = per_address, lifetime
+        self.trust_forwarded_for = trust_forwarded_for
+        self._by_address: dict[str, list[tuple[float, int]]] = {}  # (when, bytes) uploads
+
+    def address_share(self, address: str, now: float) -> int:
+        """Bytes ``address`` uploaded within the lifetime (older entries are dropped, and
+        addresses left with none)."""
+        for key in [a for a, ups in self._by_address.items() if ups[-1][0] < now - self.lifetime]:
+            del self._by_address[key]
+        ups = self._by_address.get(address, [])
+        ups[:] = [(t, n) for t, n in ups if t >= now - self.lifetime]
+        return sum(n for _, n in ups)
 
     def used(self) -> int:
         """Bytes in Gradio's cache folder, measured at most once a second."""
@@ -209,6 +232,7 @@ class UploadSpace:
             and self.files.gradio_cache is not None
         ):
             import anyio
+            from starlette.requests import Request
             from starlette.responses import PlainTextResponse
 
             size = dict(scope["headers"]).get(b"content-length", b"")
@@ -223,6 +247,18 @@ class UploadSpace:
                 reason = "The server's space for uploads is full; try again in a few minutes."
                 await PlainTextResponse(reason, status_code=507)(scope, receive, send)
                 return
+            address = client_address(Request(scope), self.trust_forwarded_for)
+            now = time.monotonic()
+            if address is not None and self.address_share(address, now) + size > self.per_address:
+                log.warning("upload refused: address %s over its share", address)
+                reason = (
+                    f"Your uploads of the last {self.lifetime / 60:.0f} minutes take "
+                    f"{self.per_address // 2**20} MB of the server's space; try again later."
+                )
+                await PlainTextResponse(reason, status_code=429)(scope, receive, send)
+                return
+            if address is not None:
+                self._by_address.setdefault(address, []).append((now, size))
             self._used = (self._used[0], self._used[1] + size)  # until measured again
         await self.app(scope, receive, send)
 

@@ -100,6 +100,7 @@ MAX_OUTPUT_FILES = 20_000  # all sessions, files: the bookkeeping stays small
 OUTPUT_WRITE_SECONDS = 30.0  # a result is written within this after its file is made
 # Gradio's cache (uploads, output images, its copies of our files), when the app owns it.
 GRADIO_CACHE_BUDGET = 256 * 2**20  # beyond it uploads are refused until files expire
+UPLOAD_PER_ADDRESS = 64 * 2**20  # one client address's uploads within FILE_LIFETIME
 # delete_cache: every 5 min, files older than 30 min (a page fetches a result within seconds
 # of its event, and an upload is reused for a while; a refused upload waits at most 5 min
 # once files have expired)

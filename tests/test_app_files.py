@@ -214,3 +214,45 @@ def test_a_named_file_keeps_its_name_and_goes_with_its_folder(tmp_path):
     files.lifetime = 0
     files.new(".gif", session="t")
     assert not (tmp_path / "out" / "s").exists(), "its session folder goes too"
+
+
+def test_one_address_uploads_at_most_its_share(tmp_path):
+    """Gradio's upload route names no session: a client address's uploads within the files'
+    lifetime are bounded (429 beyond), other addresses and later uploads unaffected."""
+    import asyncio
+
+    from explorer.files import OutputFiles, UploadSpace
+
+    passed = []
+
+    async def app(scope, receive, send):
+        passed.append(scope["client"][0])
+
+    def upload(space, host, size, forwarded=None):
+        headers = [(b"content-length", str(size).encode())]
+        if forwarded:
+            headers.append((b"x-forwarded-for", forwarded.encode()))
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload",
+                 "headers": headers, "client": (host, 5000), "query_string": b""}  # fmt: skip
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(space(scope, None, send))
+        return sent[0]["status"] if sent else 200
+
+    files = OutputFiles(tmp_path / "app", gradio_cache=tmp_path / "gradio")
+    space = UploadSpace(app, files, per_address=1000, lifetime=60, trust_forwarded_for=False)
+    assert [upload(space, "203.0.113.5", 600), upload(space, "203.0.113.5", 300)] == [200, 200]
+    assert upload(space, "203.0.113.5", 200) == 429  # 1100 bytes within the lifetime
+    assert upload(space, "198.51.100.7", 900) == 200  # another address has its own share
+    assert upload(space, "127.0.0.1", 10_000) == 200  # loopback: this machine, not counted
+    space._by_address["203.0.113.5"] = [(t - 61, n) for t, n in space._by_address["203.0.113.5"]]
+    assert upload(space, "203.0.113.5", 900) == 200  # the earlier uploads have expired
+    assert passed == ["203.0.113.5"] * 2 + ["198.51.100.7", "127.0.0.1", "203.0.113.5"]
+    # behind a Space's proxy the client is the address X-Forwarded-For names
+    proxied = UploadSpace(app, files, per_address=1000, lifetime=60, trust_forwarded_for=True)
+    assert upload(proxied, "10.0.0.1", 900, forwarded="203.0.113.9") == 200
+    assert upload(proxied, "10.0.0.1", 900, forwarded="203.0.113.9") == 429
+    assert upload(proxied, "10.0.0.1", 900, forwarded="203.0.113.10") == 200
