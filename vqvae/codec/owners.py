@@ -48,7 +48,7 @@ class Candidate:
     def ids(self, bits: int) -> tuple[int, int]:
         """The (VQ-VAE, prior) ids a file of ``bits``-bit ids for each (versions 1 to 3) has
         for this pair."""
-        return short_id(self.vqvae_fp, bits), short_id(self.prior_fp, bits)
+        return _ids(self.vqvae_fp, self.prior_fp, bits)
 
     def decodes(self, data: bytes) -> bool:
         """Whether this pair decodes ``data`` with its checksum matching."""
@@ -118,15 +118,20 @@ def shipped(grid: bool = False) -> list[Candidate]:
     return out
 
 
-def _header_ids(data) -> tuple[bool, tuple[int, ...], Callable[[Candidate], tuple], int]:
-    """(a photo's file, the ids its header gives, the ids a candidate's file of its version
-    has, bits per id) of a file; ValueError for a file with no readable header."""
+def _ids(vqvae_fp: str, prior_fp: str, bits: int) -> tuple[int, int]:
+    return short_id(vqvae_fp, bits), short_id(prior_fp, bits)
+
+
+def _header_ids(data) -> tuple[bool, tuple[int, ...], Callable[[str, str], tuple], int]:
+    """(a photo's file, the ids its header gives, the ids a file of its version has for
+    (vqvae_fp, prior_fp), bits per id) of a file; ValueError for one with no readable
+    header."""
     b = bytes(data[:1])
     if b and b[0] == photo.FIRST_BYTE:
         hd = photo.read_photo_header(data)
-        return True, (hd.vqvae_id, hd.prior_id), lambda c: c.ids(ID_BITS), ID_BITS
+        return True, (hd.vqvae_id, hd.prior_id), partial(_ids, bits=ID_BITS), ID_BITS
     info = read_header(data)
-    return False, info.ids, lambda c: info.ids_for(c.vqvae_fp, c.prior_fp), info.id_bits
+    return False, info.ids, info.ids_for, info.id_bits
 
 
 @dataclass(frozen=True)
@@ -179,18 +184,20 @@ def identify(data, candidates: Iterable[Candidate], exclude=None) -> Identity:
     pool = [c for c in candidates
             if c.grid == grid and (c.vqvae_fp, c.prior_fp) != exclude]  # fmt: skip
     names = tuple(c.name for c in pool)
-    named = [c for c in pool if ids_of(c) == ids]
+    named = [c for c in pool if ids_of(c.vqvae_fp, c.prior_fp) == ids]
     wide = bits >= ID_BITS  # (version 4's 8-bit pair id is not)
     if len(named) == 1 and wide:
         return Identity(owner=named[0], names=names, grid=grid)
+    # whether the header already says that the VQ-VAE differs from the one tried
+    told = exclude is not None and len(ids) == 2 and ids_of(*exclude)[0] != ids[0]
     refused = []
     for c in named:
         if c.decodes(data):
-            same = None if exclude is None else c.vqvae_fp == exclude[0]
+            same = None if exclude is None or told else c.vqvae_fp == exclude[0]
             return Identity(c, None, tuple(refused), names, grid, same)
         refused.append(c.name)
     # narrow ids say nothing about the VQ-VAE alone: 1 model in 16 shares it by chance
-    same_vqvae = [c for c in pool if wide and ids_of(c)[0] == ids[0]]
+    same_vqvae = [c for c in pool if wide and ids_of(c.vqvae_fp, c.prior_fp)[0] == ids[0]]
     return Identity(None, next(iter(same_vqvae), None), tuple(refused), names, grid)
 
 
