@@ -37,3 +37,10 @@ def as_version_2(f: bytes, prior: CodePrior, codes, label: int, vqvae_fp: str | 
     head = vqz.head_bytes(vqvae_fp, prior_fp, version=2)
     check = vqz.checksum(head, vqvae_fp, prior_fp, label, codes.flatten().numpy(), version=2)
     return head + check + f[read_header(f).header_bytes :]
+
+
+def version_1_head(vqvae_fp: str, prior_fp: str) -> bytes:
+    """A version 1 header before its checksum, for no class: b"VQZ", version 1, the 16-bit
+    ids of the VQ-VAE and the prior, the class varint 0."""
+    ids = b"".join(vqz.short_id(fp, 16).to_bytes(2, "big") for fp in (vqvae_fp, prior_fp))
+    return b"VQZ\x01" + ids + b"\x00"

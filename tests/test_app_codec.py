@@ -153,7 +153,11 @@ def test_a_file_for_another_model_is_refused_with_its_reason(h, prior_models):
     f = h.codec.compress(digit(prior_models), "other").vqz
     with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:
         h.codec.decompress(f, "mnist")
-    assert "it was coded with other's VQ-VAE and prior: choose other." in str(e.value)
+    # (one id names the pair: decoding the file tells that its VQ-VAE is another)
+    assert (
+        "it was coded with other's VQ-VAE and prior (decoding it shows: made with another "
+        "VQ-VAE): choose other." in str(e.value)
+    )
     # garbage belongs to no model: no such hint
     with pytest.raises(gr.Error) as e:
         h.codec.decompress(digit(prior_models), "mnist")
@@ -181,7 +185,9 @@ def test_a_foreign_file_names_the_model_that_made_it_or_says_none_here_did(
     mnist = h.models.get("mnist").model
     stranger = make_prior(num_classes=0, model=mnist, std=0.3)  # no model of the app has it
     path.write_bytes(codec.compress_codes(stranger, codes, model=mnist)[0])
-    with pytest.raises(gr.Error, match=r"another prior .*another model than these \(other\)"):
+    with pytest.raises(
+        gr.Error, match=r"another VQ-VAE or prior .*another model than these \(other\)"
+    ):
         h.codec.decompress(str(path), "mnist")
 
 

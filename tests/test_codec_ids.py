@@ -1,12 +1,12 @@
-"""Which model made a .vqz file: the shipped models' ids all differ, version 2 files (4-bit
-ids) still decode and are told apart by their checksum, and a file decoded with the wrong
-model names the one that made it."""
+"""Which model made a .vqz file: the shipped pairs' ids all differ, version 4 files (an 8-bit
+id of the pair) and version 2 files (4-bit ids) whose ids collide are told apart by their
+checksum, and a file decoded with the wrong model names the one that made it."""
 
 import pytest
 import torch
 
 import vqvae
-from codec_helpers import as_version_2, codec_pair, make_prior
+from codec_helpers import as_version_2, codec_pair, make_prior, version_1_head
 from vqvae.codec import (
     ID_BITS,
     ForeignFileError,
@@ -41,25 +41,71 @@ def colliding_priors(model, n=2, bits=4):
 
 
 @pytest.mark.parametrize("grid", [False, True])
-def test_the_shipped_models_ids_all_differ(grid):
-    """Every shipped VQ-VAE has its own id, and so has every prior (format 4 and 3: 12
-    bits): a file names its model before anything is decoded."""
+def test_the_shipped_pairs_ids_all_differ(grid):
+    """Every shipped (VQ-VAE, prior) pair has its own id (format 4: 8 bits for the pair), and
+    every shipped VQ-VAE and grid prior its own (format 3: 12 bits each): a file decoded with
+    another shipped model is refused by its header."""
     pairs = owners.shipped(grid)
     names = {c.name for c in pairs}
     assert names >= ({"cifar10"} if grid else {"mnist", "fashion-mnist", "cifar10"})
-    for which in (0, 1):  # the VQ-VAEs' ids, then the priors'
-        ids = {c.ids(ID_BITS)[which] for c in pairs}
-        assert len(ids) == len(pairs), [(c.name, c.ids(ID_BITS)) for c in pairs]
+    if grid:  # the VQ-VAEs' ids, then the grid priors'
+        ids = [[c.ids(ID_BITS)[which] for c in pairs] for which in (0, 1)]
+    else:
+        ids = [[vqz.pair_id(c.vqvae_fp, c.prior_fp) for c in pairs]]
+    for each in ids:
+        assert len(set(each)) == len(pairs), ([c.name for c in pairs], ids)
 
 
-def test_version_4_header_holds_12_bit_ids(tiny_pair):
+def test_a_model_folder_without_a_prior_has_no_pair(tiny_pair, tmp_path, monkeypatch):
+    model, prior = tiny_pair
+    model.save_pretrained(tmp_path / "pretrained" / "codes-only")  # no prior, no grid prior
+    model.save_pretrained(tmp_path / "pretrained" / "paired")
+    prior.save_pretrained(tmp_path / "pretrained" / "paired")
+    monkeypatch.chdir(tmp_path)
+    names = [c.name for c in owners.shipped()]
+    assert "paired" in names and "codes-only" not in names
+    assert "codes-only" not in [c.name for c in owners.shipped(grid=True)]
+
+
+def test_version_4_header_holds_the_pairs_8_bit_id(tiny_pair):
     model, prior = tiny_pair
     (f,) = compress_codes(prior, prior.sample(1), model=model)
     info = read_header(f)
-    assert (f[0], info.version, info.id_bits, info.header_bytes) == (0xA4, 4, 12, 6)
-    ours = owners.candidate("tiny", model, prior).ids(12)
-    assert (info.vqvae_id, info.prior_id) == ours
-    assert f[1:4] == (ours[0] << 12 | ours[1]).to_bytes(3, "big")
+    assert (f[0], info.version, info.id_bits, info.header_bytes) == (0xA4, 4, 8, 4)
+    c = owners.candidate("tiny", model, prior)
+    assert info.ids == (f[1],) == (vqz.pair_id(c.vqvae_fp, c.prior_fp),)
+    assert (info.vqvae_id, info.prior_id) == (None, None)  # the pair's only
+
+
+def test_version_4_files_whose_pair_ids_collide_are_told_apart_by_the_checksum(
+    tiny_pair, tiny_config, monkeypatch
+):
+    """A file whose pair id other pairs share is decoded with each pair of that id, and the
+    one whose checksum matches made it; the message says what the decoding found: another
+    prior for the same VQ-VAE, or another VQ-VAE."""
+    model, prior = tiny_pair
+    other = make_prior(model=model, seed=7, std=0.3)  # the same VQ-VAE, another prior
+    torch.manual_seed(3)
+    far_model = vqvae.VQVAE(tiny_config).eval()  # another VQ-VAE
+    far_prior = make_prior(model=far_model, std=0.3)
+    mine, theirs = owners.candidate("mine", model, prior), owners.candidate("other", model, other)
+    far = owners.candidate("far", far_model, far_prior)
+    monkeypatch.setattr(vqz, "pair_id", lambda vqvae_fp, prior_fp: 0x5A)  # every pair's id
+    codes = prior.sample(1, labels=2, generator=torch.Generator().manual_seed(0))
+    (f,) = compress_codes(prior, codes, 2, model=model)
+    assert f[1] == 0x5A and torch.equal(decompress_codes(prior, f, model=model)[0], codes)
+    who = identify(f, [theirs, far, mine])
+    assert who.owner is mine and who.refused == ("other", "far") and who.same_vqvae is None
+    assert identify(f, [theirs, far]).refused == ("other", "far")  # none made it
+    for pair, found in ((theirs, "another prior for the same VQ-VAE"), (far, "another VQ-VAE")):
+        with pytest.raises(ForeignFileError, match="corrupted or truncated") as e:
+            decompress_codes(pair.pair()[1], f, model=pair.pair()[0])  # its checksum fails
+        who = identify(f, [theirs, far, mine], exclude=e.value.tried)
+        assert who.owner is mine and who.same_vqvae is (pair is theirs)
+        assert who.note("choose {name}") == (
+            f"it was coded with mine's VQ-VAE and prior (decoding it shows: made with {found}): "
+            "choose mine"
+        )
 
 
 def test_version_2_files_still_decode_and_their_ids_are_told_apart_by_the_checksum(tiny_pair):
@@ -88,6 +134,9 @@ def test_version_2_files_still_decode_and_their_ids_are_told_apart_by_the_checks
 
 
 def test_wide_ids_name_the_owner_without_decoding(tiny_pair, tiny_config):
+    """Version 1's 16-bit ids (as version 3's 12-bit ones) name the VQ-VAE and the prior: the
+    owner is found by the ids alone, and a file of another prior for a candidate's VQ-VAE is
+    said to be one. Only the header is read: a version 1 head on a version 4 payload."""
     model, prior = tiny_pair
     torch.manual_seed(3)
     other_model = vqvae.VQVAE(tiny_config).eval()
@@ -97,16 +146,19 @@ def test_wide_ids_name_the_owner_without_decoding(tiny_pair, tiny_config):
     def never(*_):
         raise AssertionError("decoded")
 
+    def version_1(f, vqvae_fp, prior_fp):
+        return version_1_head(vqvae_fp, prior_fp) + bytes(3) + f[read_header(f).header_bytes :]
+
     mine = owners.Candidate("mine", codebook_fingerprint(model), vqz.prior_fingerprint(prior),
                             False, never)  # fmt: skip
     theirs = owners.candidate("theirs", other_model, other)
     theirs.load = theirs._pair = None  # loading it would fail: it is never needed
-    who = identify(f, [mine, theirs])
+    who = identify(version_1(f, theirs.vqvae_fp, theirs.prior_fp), [mine, theirs])
     assert who.owner is theirs
     assert who.note("choose {name}") == "it was coded with theirs's VQ-VAE and prior: choose theirs"
     # the same VQ-VAE with a prior none of the candidates has
     stranger = make_prior(model=other_model, seed=8, std=0.3)
-    (g,) = compress_codes(stranger, stranger.sample(1), model=other_model)
+    g = version_1(f, theirs.vqvae_fp, vqz.prior_fingerprint(stranger))
     who = identify(g, [mine, theirs])
     assert who.owner is None and who.vqvae_of is theirs
     assert "theirs's VQ-VAE, another prior than theirs's" in who.note("choose {name}")
@@ -114,8 +166,9 @@ def test_wide_ids_name_the_owner_without_decoding(tiny_pair, tiny_config):
 
 
 def test_a_shipped_models_file_decoded_with_another_names_it():
-    """A cifar10 file decoded with mnist: in format 4 the VQ-VAE ids differ; in format 2
-    they were equal (3 and 3) and only the prior's differed. Both name cifar10."""
+    """A cifar10 file decoded with mnist: in format 4 the pair ids differ; in format 2 the
+    VQ-VAE ids were equal (3 and 3) and only the prior's differed. Both name cifar10, and
+    decoding it shows that the VQ-VAE differs."""
     mnist, cifar = vqvae.load_pretrained("mnist"), vqvae.load_pretrained("cifar10")
     mnist_prior = vqvae.load_prior("mnist", model=mnist)
     cifar_prior = vqvae.load_prior("cifar10", model=cifar)
@@ -123,10 +176,11 @@ def test_a_shipped_models_file_decoded_with_another_names_it():
     (f,) = compress(cifar, cifar_prior, x)
     codes = cifar.encode(x)
     old = as_version_2(f, cifar_prior, codes[0], -1, codebook_fingerprint(cifar))
-    for data, what in ((f, "another VQ-VAE"), (old, "another")):
+    for data, what in ((f, "another VQ-VAE or prior"), (old, "another prior")):
         with pytest.raises(ForeignFileError, match=what) as e:
             decompress(mnist, mnist_prior, data)
         assert "it was coded with cifar10's VQ-VAE and prior" in str(e.value)
+        assert "(decoding it shows: made with another VQ-VAE)" in str(e.value)
         assert "decode it with the shipped model 'cifar10'" in str(e.value)
     assert torch.equal(decompress(cifar, cifar_prior, old)[0], cifar.decode(codes))
 
@@ -134,7 +188,7 @@ def test_a_shipped_models_file_decoded_with_another_names_it():
 def test_a_file_of_no_shipped_model_says_so(tiny_pair, tiny_config):
     model, prior = tiny_pair
     (f,) = compress_codes(prior, prior.sample(1), model=model)
-    with pytest.raises(ValueError, match="made with another prior") as e:
+    with pytest.raises(ValueError, match="made with another VQ-VAE or prior") as e:
         decompress_codes(make_prior(model=model, seed=5, std=0.3), f, model=model)
     assert "it is from another model than these (" in str(e.value)
     assert "mnist" in str(e.value)  # the shipped models are listed

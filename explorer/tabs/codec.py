@@ -389,7 +389,8 @@ class Codec:
         why = f"This file cannot be decoded with model {m.name!r}"
         if not isinstance(e, codec.ForeignFileError):
             return f"{why}: {e}."
-        note = self._identify(data, m).note("choose {name}", "choose the model it was made with")
+        who = self._identify(data, m, e.tried)
+        note = who.note("choose {name}", "choose the model it was made with")
         return f"{why}: {e.reason}; {note}."
 
     def _made_by(self, data: bytes, m: Model) -> str:
@@ -397,9 +398,10 @@ class Codec:
         who = self._identify(data, m)
         return f" ({who.note('choose {name}')})" if who.owner else ""
 
-    def _identify(self, data: bytes, tried: Model) -> codec.Identity:
-        """Which of the app's other models made ``data`` (codec.identify: its ids, or for an
-        old file with narrow ids its checksum)."""
+    def _identify(self, data: bytes, tried: Model, fps: tuple | None = None) -> codec.Identity:
+        """Which of the app's other models made ``data`` (codec.identify: its ids, or where
+        they are narrow its checksum; ``fps``, the fingerprints ``tried`` decoded it with,
+        let it say whether the VQ-VAE or only the prior differs)."""
         grid = data[:1] == bytes([codec.photo.FIRST_BYTE])
         candidates = []
         for name in self.models.names():
@@ -408,7 +410,7 @@ class Codec:
             if prior is not None:
                 candidates.append(codec.owners.candidate(name, other.model, prior))
         with self.lock:
-            return codec.identify(data, candidates)
+            return codec.identify(data, candidates, exclude=fps)
 
 
 @dataclass

@@ -7,7 +7,7 @@
 
 ``decoded`` equals ``model.decode(model.encode(images))`` exactly: the codes come back bit
 for bit. A file costs about the prior's negative log-likelihood of its codes
-(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 6-byte
+(:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 4-byte
 header, instead of h*w*log2(K) bits. ``labels="auto"`` picks, per image, the class (or
 none) under which the codes cost the fewest bits.
 

@@ -134,21 +134,8 @@ def _check_headers(files: list[bytes], infos: list[FileInfo], prior: CodePrior, 
     for i, (b, info) in enumerate(zip(files, infos, strict=True)):
         which = _which(i, len(infos))
         ours = info.ids_for(vqvae_fp, prior_fp)
-        digits = -(-info.id_bits // 4)
-        if info.vqvae_id != ours[0]:
-            raise ForeignFileError(
-                f"{which} was made with another VQ-VAE (id {info.vqvae_id:0{digits}x}), not "
-                f"with {name} (id {ours[0]:0{digits}x})",
-                b,
-                (vqvae_fp, prior_fp),
-            )
-        if info.prior_id != ours[1]:
-            raise ForeignFileError(
-                f"{which} was made with another prior (id {info.prior_id:0{digits}x}) than "
-                f"this one (id {ours[1]:0{digits}x}) for {name}",
-                b,
-                (vqvae_fp, prior_fp),
-            )
+        if info.ids != ours:
+            raise ForeignFileError(_foreign(which, info, ours, name), b, (vqvae_fp, prior_fp))
         if info.label is not None and not -1 <= info.label < prior.num_classes:
             raise ValueError(
                 f"corrupted .vqz file: {which} names class {info.label}, the prior has "
@@ -156,9 +143,23 @@ def _check_headers(files: list[bytes], infos: list[FileInfo], prior: CodePrior, 
             )
 
 
+def _foreign(which: str, info: FileInfo, ours: tuple[int, ...], name: str) -> str:
+    """What differs, as far as a header tells, for a file whose ids are not ``ours``."""
+    theirs, mine = ([f"{x:0{-(-info.id_bits // 4)}x}" for x in t] for t in (info.ids, ours))
+    if info.version == 4:  # one id for the pair: which of the two differs is not in it
+        return (f"{which} was made with another VQ-VAE or prior (pair id {theirs[0]}), not "
+                f"with {name} and this prior (pair id {mine[0]})")  # fmt: skip
+    if theirs[0] != mine[0]:
+        return (f"{which} was made with another VQ-VAE (id {theirs[0]}), not with {name} "
+                f"(id {mine[0]})")  # fmt: skip
+    return (f"{which} was made with another prior (id {theirs[1]}) than this one (id {mine[1]}) "
+            f"for {name}")  # fmt: skip
+
+
 def _undecodable(which: str, b: bytes, info: FileInfo, fps: tuple[str, str], why: str):
-    """The error for a file whose payload or checksum fails: with version 2's narrow ids,
-    which many models share, a ForeignFileError (its message says if a shipped one made it)."""
+    """The error for a file whose payload or checksum fails: with the narrow ids of versions
+    2 and 4, which many pairs share, a ForeignFileError (its message says if a shipped one
+    made it)."""
     text = f"corrupted or truncated .vqz file: {which}'s {why}"
     return ValueError(text) if info.id_bits >= ID_BITS else ForeignFileError(text, b, fps)
 

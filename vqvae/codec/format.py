@@ -4,18 +4,20 @@ Thumbnails: versions 1, 2 and 4 are read; version 4 is written (version 3 is a p
 :mod:`vqvae.codec.photo`). Nothing here runs the prior: what a header says, what names a
 model or prior, and what a file's checksum covers.
 
-Why version 4: version 2 named the VQ-VAE and the prior with 4-bit ids, and two shipped
+Why version 4: version 2 named the VQ-VAE and the prior with 4-bit ids each, and two shipped
 VQ-VAEs (mnist's and cifar10's) share one, so a cifar10 file decoded with mnist was refused
-for its prior only, and the model that made it could be found only by decoding the file with
-each candidate. Version 4 is version 2 with version 3's 12-bit ids (one :func:`short_id`,
-one :func:`id_bytes` for both): the shipped models' ids all differ (a test checks), two
-models share an id once in 4096, and a file names its VQ-VAE and its prior before anything
-is decoded. It costs 2 bytes a file: on 1000 test images, 27.3 -> 29.3 bytes on MNIST
-(0.495 -> 0.531 of the plain codes, past the goal of 0.5) and 59.3 -> 61.3 on CIFAR-10
-(BENCHMARKS.md section 10). The 4-byte alternative weighed: one 8-bit id of the (VQ-VAE,
-prior) pair in version 2's id byte keeps the size and the MNIST goal (the shipped pairs'
-differ: d3, 57, 05), but cannot say whether the VQ-VAE or only the prior differs, and among
-ten models two share an id one time in six, where only decoding tells them apart."""
+for its prior only. Version 4 keeps version 2's 4-byte header and spends its id byte on one
+8-bit id of the (VQ-VAE, prior) pair (:func:`pair_id`): the shipped pairs' ids all differ
+(d3, 57, 05; a test checks), so a file decoded with another shipped model is refused by its
+header, and the model that made it is found by decoding the file with each pair of its id
+and keeping the one whose checksum matches (:mod:`vqvae.codec.owners`, as for version 2).
+That keeps the MNIST goal, a file under half of the plain codes: on 1000 test images 27.3
+bytes, 0.495 of the plain 55.1 (BENCHMARKS.md section 10). The alternative weighed: 12-bit
+ids of the VQ-VAE and of the prior (version 3's) name both before anything is decoded, but
+cost 2 bytes a file, 29.3 bytes on MNIST (0.531, past the goal). What an 8-bit pair id
+gives up: among ten models two pairs share an id one time in six (their files are told
+apart by the checksum, as above), and a header alone cannot say whether the VQ-VAE or only
+the prior differs (decoding with the pair that made the file tells)."""
 
 from __future__ import annotations
 
@@ -30,10 +32,11 @@ from ..prior import CodePrior
 
 FORMAT_VERSION = 4  # what compress writes; read_header reads 1, 2 and 4
 MAGIC_NIBBLE = 0xA  # version 2+: the first byte is 0xA0 | version
-ID_BITS = 12  # per id, versions 3 and 4: 4096 values, so models and priors rarely share one
-HEADER_BYTES = 6  # version 4: the mark, 3 bytes of ids, the checksum
+ID_BITS = 12  # per id, version 3: 4096 values, so models and priors rarely share one
+PAIR_ID_BITS = 8  # version 4: one id for the (VQ-VAE, prior) pair
+HEADER_BYTES = 4  # versions 2 and 4: the mark, 1 byte of ids, the checksum
 CHECKSUM_BYTES = 2  # versions 2 to 4
-V2_HEADER_BYTES, V2_ID_BITS = 4, 4
+V2_ID_BITS = 4
 V1_MAGIC = b"VQZ"  # version 1
 V1_CHECKSUM_BYTES, V1_ID_BYTES = 3, 2
 SUFFIX = ".vqz"
@@ -82,12 +85,19 @@ def prior_fingerprint(prior: CodePrior) -> str:
 
 def short_id(fingerprint: str, bits: int) -> int:
     """The first ``bits`` (1 to 16) bits of sha256(fingerprint): the id a file gives a
-    model or prior, 12 bits in versions 3 and 4, 4 in version 2, 16 in version 1."""
+    model or prior, 12 bits in version 3, 4 in version 2, 16 in version 1 (and
+    :func:`pair_id`'s 8 bits in version 4)."""
     return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:2], "big") >> (16 - bits)
 
 
+def pair_id(vqvae_fp: str, prior_fp: str) -> int:
+    """The 8-bit id a version 4 file gives its (VQ-VAE, prior) pair, 0 to 255: the
+    :func:`short_id` of both fingerprints joined as the checksum joins them."""
+    return short_id(f"{vqvae_fp}|{prior_fp}", PAIR_ID_BITS)
+
+
 def id_bytes(vqvae_fp: str, prior_fp: str) -> bytes:
-    """The 3 id bytes of versions 3 and 4: the VQ-VAE's 12-bit id, then the prior's."""
+    """The 3 id bytes of version 3: the VQ-VAE's 12-bit id, then the prior's."""
     return (short_id(vqvae_fp, ID_BITS) << ID_BITS | short_id(prior_fp, ID_BITS)).to_bytes(3, "big")
 
 
@@ -100,8 +110,8 @@ def split_ids(b: bytes) -> tuple[int, int]:
 # -------------------------------------------------------------------------- the header
 class ForeignFileError(ValueError):
     """A ``.vqz`` file made with another VQ-VAE or prior than the ones given (or, for a
-    version 2 file, whose 4-bit ids two models may share, one that does not decode with
-    them). ``reason`` says what differs; ``data`` is the file, ``tried`` the fingerprints
+    version 2 or 4 file, whose narrow ids several pairs may share, one that does not decode
+    with them). ``reason`` says what differs; ``data`` is the file, ``tried`` the fingerprints
     (vqvae_fp, prior_fp) it was tried with. The message adds which shipped model made the
     file (:mod:`vqvae.codec.owners`), looked up when it is first read, so a caller that
     answers with its own candidates does not load the shipped models."""
@@ -127,21 +137,29 @@ class FileInfo:
     """What a ``.vqz`` file's header says (see :func:`read_header`)."""
 
     version: int
-    vqvae_id: int  # the first id_bits bits of sha256(the VQ-VAE's codebook fingerprint)
-    prior_id: int  # the same of prior_fingerprint
-    id_bits: int  # 12 (version 4), 4 (version 2) or 16 (version 1)
+    vqvae_id: int | None  # the first id_bits bits of sha256(the VQ-VAE's codebook
+    prior_id: int | None  # fingerprint), the same of prior_fingerprint; None in version 4
+    id_bits: int  # 8 (version 4's pair id), 4 (version 2) or 16 (version 1)
     label: int | None  # class index, -1 = no class; None: coded in the payload (versions 2, 4)
     checksum: bytes
     header_bytes: int  # everything before the payload, checksum included
     payload_bytes: int
+    pair_id: int | None = None  # version 4: pair_id of the two fingerprints
 
     @property
     def total_bytes(self) -> int:
         return self.header_bytes + self.payload_bytes
 
-    def ids_for(self, vqvae_fp: str, prior_fp: str) -> tuple[int, int]:
-        """The (VQ-VAE, prior) ids a file of this version has for these fingerprints: equal
-        to (vqvae_id, prior_id) when the file may be theirs."""
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The ids the header gives: (pair id,) in version 4, else (VQ-VAE id, prior id)."""
+        return (self.pair_id,) if self.version == 4 else (self.vqvae_id, self.prior_id)
+
+    def ids_for(self, vqvae_fp: str, prior_fp: str) -> tuple[int, ...]:
+        """The ids a file of this version has for these fingerprints, as :attr:`ids`: equal
+        to them when the file may be theirs."""
+        if self.version == 4:
+            return (pair_id(vqvae_fp, prior_fp),)
         return short_id(vqvae_fp, self.id_bits), short_id(prior_fp, self.id_bits)
 
 
@@ -174,22 +192,20 @@ def read_header(data) -> FileInfo:
         )
     if version < 2:
         raise ValueError(f"unknown .vqz format version {version}")
-    size = HEADER_BYTES if version == 4 else V2_HEADER_BYTES
+    size = HEADER_BYTES
     if len(b) < size:
         raise ValueError(f"truncated .vqz file: {len(b)} bytes, less than its header")
-    if version == 4:
-        ids, bits = split_ids(b[1:4]), ID_BITS
-    else:
-        ids, bits = (b[1] >> 4, b[1] & 0x0F), V2_ID_BITS
+    v4 = version == 4
     return FileInfo(
         version=version,
-        vqvae_id=ids[0],
-        prior_id=ids[1],
-        id_bits=bits,
+        vqvae_id=None if v4 else b[1] >> 4,
+        prior_id=None if v4 else b[1] & 0x0F,
+        id_bits=PAIR_ID_BITS if v4 else V2_ID_BITS,
         label=None,
         checksum=b[size - CHECKSUM_BYTES : size],
         header_bytes=size,
         payload_bytes=len(b) - size,
+        pair_id=b[1] if v4 else None,
     )
 
 
@@ -226,15 +242,15 @@ def _read_header_v1(b: bytes) -> FileInfo:
 
 
 def head_bytes(vqvae_fp: str, prior_fp: str, version: int = FORMAT_VERSION) -> bytes:
-    """The header before the checksum: the mark and version, then the ids: 12 bits each in
-    3 bytes (version 4), or 4 bits each in 1 byte (version 2, which is no longer written;
-    kept for tests of reading it)."""
+    """The header before the checksum: the mark and version, then 1 byte of ids: the pair's
+    8-bit id (version 4), or 4 bits each of the VQ-VAE's and the prior's (version 2, which is
+    no longer written; kept for tests of reading it)."""
     mark = bytes([MAGIC_NIBBLE << 4 | version])
     if version == 2:
         return mark + bytes([short_id(vqvae_fp, V2_ID_BITS) << 4 | short_id(prior_fp, V2_ID_BITS)])
     if version != 4:
         raise ValueError(f"no header of version {version} is written here")
-    return mark + id_bytes(vqvae_fp, prior_fp)
+    return mark + bytes([pair_id(vqvae_fp, prior_fp)])
 
 
 def checksum(head: bytes, vqvae_fp: str, prior_fp: str, label: int, codes: np.ndarray,

@@ -4,10 +4,12 @@ the one to use (the library, ``python -m vqvae.codec decompress`` and the app al
 :func:`identify`; each says in its own words what to do with the answer).
 
 A file's ids are the first bits of sha256 of its pair's fingerprints
-(:func:`vqvae.codec.format.short_id`). With 12 or 16 bits (versions 1, 3 and 4) the ids
-name a pair: the shipped models' all differ (a test checks). With version 2's 4 bits, two
-models often share an id (the shipped mnist and cifar10 VQ-VAEs do), so there the file is
-decoded with every candidate its ids name, and the one whose checksum matches made it."""
+(:func:`vqvae.codec.format.short_id`). With 12 or 16 bits for each of the two (versions 1
+and 3) the ids name a pair: the shipped models' all differ (a test checks). With version 4's
+one 8-bit id of the pair (:func:`vqvae.codec.format.pair_id`) or version 2's 4 bits each,
+several pairs may share the ids (version 2: the shipped mnist and cifar10 VQ-VAEs do), so
+there the file is decoded with every candidate its ids name, and the one whose checksum
+matches made it; that also tells whether it has the VQ-VAE of the pair that was tried."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .format import ID_BITS, prior_fingerprint, read_header, short_id
 class Candidate:
     """A (VQ-VAE, prior) pair a file may come from: ``grid`` for a :class:`GridPrior`
     (format 3), else a :class:`CodePrior` (formats 1, 2, 4). ``load`` gives (model, prior),
-    called once, when a file must be decoded to tell (version 2)."""
+    called once, when a file must be decoded to tell (versions 2 and 4)."""
 
     name: str
     vqvae_fp: str
@@ -44,8 +46,9 @@ class Candidate:
         return self._pair
 
     def ids(self, bits: int) -> tuple[int, int]:
-        """The (VQ-VAE, prior) ids a file of ``bits``-bit ids has for this pair."""
-        return short_id(self.vqvae_fp, bits), short_id(self.prior_fp, bits)
+        """The (VQ-VAE, prior) ids a file of ``bits``-bit ids for each (versions 1 to 3) has
+        for this pair."""
+        return _ids(self.vqvae_fp, self.prior_fp, bits)
 
     def decodes(self, data: bytes) -> bool:
         """Whether this pair decodes ``data`` with its checksum matching."""
@@ -115,15 +118,20 @@ def shipped(grid: bool = False) -> list[Candidate]:
     return out
 
 
-def _header_ids(data) -> tuple[bool, int, int, int]:
-    """(a photo's file, VQ-VAE id, prior id, bits per id) of a file; ValueError for a file
-    with no readable header."""
+def _ids(vqvae_fp: str, prior_fp: str, bits: int) -> tuple[int, int]:
+    return short_id(vqvae_fp, bits), short_id(prior_fp, bits)
+
+
+def _header_ids(data) -> tuple[bool, tuple[int, ...], Callable[[str, str], tuple], int]:
+    """(a photo's file, the ids its header gives, the ids a file of its version has for
+    (vqvae_fp, prior_fp), bits per id) of a file; ValueError for one with no readable
+    header."""
     b = bytes(data[:1])
     if b and b[0] == photo.FIRST_BYTE:
         hd = photo.read_photo_header(data)
-        return True, hd.vqvae_id, hd.prior_id, ID_BITS
+        return True, (hd.vqvae_id, hd.prior_id), partial(_ids, bits=ID_BITS), ID_BITS
     info = read_header(data)
-    return False, info.vqvae_id, info.prior_id, info.id_bits
+    return False, info.ids, info.ids_for, info.id_bits
 
 
 @dataclass(frozen=True)
@@ -131,14 +139,16 @@ class Identity:
     """What :func:`identify` found: ``owner``, the candidate that made the file; else
     ``vqvae_of``, one whose VQ-VAE made it (with a prior that is none of the candidates');
     ``refused``, the candidates the ids named whose checksum did not match (tried before
-    the owner, if there is one); ``names``,
-    every candidate of the file's kind."""
+    the owner, if there is one); ``names``, every candidate of the file's kind;
+    ``same_vqvae``, where the owner was found by decoding the file and a pair was tried
+    before, whether the owner has that pair's VQ-VAE (None where the ids told)."""
 
     owner: Candidate | None = None
     vqvae_of: Candidate | None = None
     refused: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     grid: bool = False
+    same_vqvae: bool | None = None
 
     def note(self, action: str, otherwise: str = "") -> str:
         """What the file is, in words: where a candidate made it, ending in ``action``
@@ -146,8 +156,13 @@ class Identity:
         ending in ``otherwise`` (default: decode it with the pair it was compressed with)."""
         prior = "grid prior" if self.grid else "prior"
         if self.owner is not None:
-            name = self.owner.name
-            return f"it was coded with {name}'s VQ-VAE and {prior}: {action.format(name=name)}"
+            name, found = self.owner.name, ""
+            if self.same_vqvae is not None:  # narrow ids could not tell: the decoding did
+                what = (f"another {prior} for the same VQ-VAE" if self.same_vqvae
+                        else "another VQ-VAE")  # fmt: skip
+                found = f" (decoding it shows: made with {what})"
+            return (f"it was coded with {name}'s VQ-VAE and {prior}{found}: "
+                    f"{action.format(name=name)}")  # fmt: skip
         otherwise = otherwise or f"decode it with the VQ-VAE and {prior} it was compressed with"
         if self.vqvae_of is not None:
             name = self.vqvae_of.name
@@ -159,26 +174,30 @@ class Identity:
 def identify(data, candidates: Iterable[Candidate], exclude=None) -> Identity:
     """Which of ``candidates`` made the ``.vqz`` file ``data`` (bytes), leaving out the pair
     whose fingerprints are ``exclude`` ((vqvae_fp, prior_fp): the one just tried). By the
-    ids alone where they are wide (12 bits or more) and name one candidate; else each
-    candidate the ids name decodes the file, and the first whose checksum matches is the
-    owner. A file with no readable header has no owner."""
+    ids alone where they are wide (12 bits or more for each of the two: versions 1 and 3)
+    and name one candidate; else each candidate the ids name decodes the file, and the first
+    whose checksum matches is the owner. A file with no readable header has no owner."""
     try:
-        grid, vqvae_id, prior_id, bits = _header_ids(data)
+        grid, ids, ids_of, bits = _header_ids(data)
     except ValueError:
         return Identity()
     pool = [c for c in candidates
             if c.grid == grid and (c.vqvae_fp, c.prior_fp) != exclude]  # fmt: skip
     names = tuple(c.name for c in pool)
-    named = [c for c in pool if c.ids(bits) == (vqvae_id, prior_id)]
-    if len(named) == 1 and bits >= ID_BITS:
+    named = [c for c in pool if ids_of(c.vqvae_fp, c.prior_fp) == ids]
+    wide = bits >= ID_BITS  # (version 4's 8-bit pair id is not)
+    if len(named) == 1 and wide:
         return Identity(owner=named[0], names=names, grid=grid)
+    # whether the header already says that the VQ-VAE differs from the one tried
+    told = exclude is not None and len(ids) == 2 and ids_of(*exclude)[0] != ids[0]
     refused = []
     for c in named:
         if c.decodes(data):
-            return Identity(owner=c, refused=tuple(refused), names=names, grid=grid)
+            same = None if exclude is None or told else c.vqvae_fp == exclude[0]
+            return Identity(c, None, tuple(refused), names, grid, same)
         refused.append(c.name)
     # narrow ids say nothing about the VQ-VAE alone: 1 model in 16 shares it by chance
-    same_vqvae = [c for c in pool if bits >= ID_BITS and c.ids(bits)[0] == vqvae_id]
+    same_vqvae = [c for c in pool if wide and ids_of(c.vqvae_fp, c.prior_fp)[0] == ids[0]]
     return Identity(None, next(iter(same_vqvae), None), tuple(refused), names, grid)
 
 
