@@ -133,11 +133,14 @@ class Handlers:
 
     @staticmethod
     def _rates(m) -> dict:
-        """The codec panel's rate choices: the model's rates when it has a grid prior."""
+        """The codec panel's rate choices: the model's rates when it has a grid prior. The
+        first stage at full size is chosen: its file decodes to the reconstruction the tab
+        shows (a residual model's higher rates are one choice away)."""
         if m.grid_prior is None:
             return gr.update(choices=[], value=None, visible=False)
-        names = [r.name for r in rates(m.model)]
-        return gr.update(choices=names, value=names[-1], visible=True)
+        options = rates(m.model)
+        shown = next(r for r in options if r.stages == 1 and r.downscale == 1)
+        return gr.update(choices=[r.name for r in options], value=shown.name, visible=True)
 
 
 def open_edit_tab():

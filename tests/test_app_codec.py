@@ -471,6 +471,7 @@ def test_a_photo_is_coded_at_its_size_at_the_rate_chosen(hg, tmp_path):
     m = hg.models.get("cifar10")
     names = [r.name for r in codec.rates(m.model)]
     assert hg.select_model("cifar10").rate["choices"] == names
+    assert hg.select_model("cifar10").rate["value"] == "1 stage"  # what the tab shows, coded
     assert hg.select_model("mnist").rate["visible"] is False  # no grid prior: no rates
     photo = _photo_file(tmp_path)
     sizes = []
