@@ -152,7 +152,7 @@ def test_brush_on_a_photos_code_map(page, live_app):
     open on the photo's code map, where a click paints a brush of cells and the decoded
     picture changes."""
     page.locator("input[role=listbox], .wrap input").first.click()
-    page.get_by_role("option", name="cifar10").click()
+    page.get_by_role("option", name="cifar10", exact=True).click()
     page.get_by_role("tab", name="Edit codes").click()
     page.wait_for_selector("#photo-map img")
     page.wait_for_function(

@@ -43,7 +43,7 @@ def main():
             page.goto(url)
             if args.model:
                 page.locator("input[role=listbox], .wrap input").first.click()
-                page.get_by_role("option", name=args.model).click()
+                page.get_by_role("option", name=args.model, exact=True).click()
             page.wait_for_selector("#recon img")
             # the codec panel is its own event after the reconstruction: wait for its table
             # and for JPEG / WebP, so the shot shows the panel filled in, not queued
