@@ -341,7 +341,7 @@ class Codec:
         or prior, truncated, corrupted or not .vqz at all are answered with gr.Error."""
         m = self.models.get(model_name)
         data = self._read_upload(file)
-        if data[:1] == bytes([codec.photo.FIRST_BYTE]):
+        if codec.photo.is_photo_file(data):
             return self._decompress_photo(m, data)
         if m.prior is None:
             raise gr.Error(
@@ -402,7 +402,7 @@ class Codec:
         """Which of the app's other models made ``data`` (codec.identify: its ids, or where
         they are narrow its checksum; ``fps``, the fingerprints ``tried`` decoded it with,
         let it say whether the VQ-VAE or only the prior differs)."""
-        grid = data[:1] == bytes([codec.photo.FIRST_BYTE])
+        grid = codec.photo.is_photo_file(data)
         candidates = []
         for name in self.models.names():
             other = self.models.get(name) if name != tried.name else None

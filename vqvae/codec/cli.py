@@ -155,7 +155,7 @@ def _decompress_cli(a) -> None:
         b = b""
         try:
             b = _read_vqz(src)
-            grid = b[:1] == bytes([photo.FIRST_BYTE])
+            grid = photo.is_photo_file(b)
             if not a.model:
                 results.append(_decode_shipped(b, grid, candidates(grid)))
                 continue

@@ -126,8 +126,7 @@ def _header_ids(data) -> tuple[bool, tuple[int, ...], Callable[[str, str], tuple
     """(a photo's file, the ids its header gives, the ids a file of its version has for
     (vqvae_fp, prior_fp), bits per id) of a file; ValueError for one with no readable
     header."""
-    b = bytes(data[:1])
-    if b and b[0] == photo.FIRST_BYTE:
+    if photo.is_photo_file(data):
         hd = photo.read_photo_header(data)
         return True, (hd.vqvae_id, hd.prior_id), partial(_ids, bits=ID_BITS), ID_BITS
     info = read_header(data)
@@ -203,5 +202,5 @@ def identify(data, candidates: Iterable[Candidate], exclude=None) -> Identity:
 
 def shipped_note(data, exclude=None, action: str = "decode it with the shipped model {name!r}"):
     """:meth:`Identity.note` of ``data`` among the shipped pairs of its kind."""
-    grid = bytes(data[:1]) == bytes([photo.FIRST_BYTE])
+    grid = photo.is_photo_file(data)
     return identify(data, shipped(grid), exclude).note(action)

@@ -133,10 +133,16 @@ def _head(vqvae_fp: str, prior_fp: str, size, rate: Rate) -> bytes:
             + bytes([rate.downscale << 4 | rate.stages]))  # fmt: skip
 
 
+def is_photo_file(data) -> bool:
+    """Whether ``data`` (bytes-like) starts as a photo's ``.vqz`` (version 3) does; the
+    others (versions 1, 2, 4) start with another byte."""
+    return bytes(data[:1]) == bytes([FIRST_BYTE])
+
+
 def read_photo_header(data) -> PhotoHeader:
     """Parse a version 3 header; ValueError for anything else or a damaged one."""
     b = as_bytes(data)
-    if len(b) < 1 or b[0] != FIRST_BYTE:
+    if not is_photo_file(b):
         raise ValueError("not a version 3 .vqz file")
     pos, sizes = 4, []
     if len(b) < pos:
