@@ -44,7 +44,7 @@ def evaluate(
     usage = CodebookUsage(K)
     sums = dict(psnr=0.0, ssim=0.0, mse=0.0)
     S = model.config.num_stages if quantize else 1
-    stage_sums = [0.0] * S
+    stage_sums = [0.0] * (S - 1)  # the PSNR of every shorter prefix of stages
     for i in tqdm(
         range(0, len(images_u8), batch_size), disable=not progress, desc="evaluate", unit="batch"
     ):
@@ -57,13 +57,14 @@ def evaluate(
         if out.indices is not None:
             usage.update(out.indices)
         if S > 1:
-            codes = model.encode_image(x, stages=S)
-            for n in range(S):
+            codes = model.encode_image(x, stages=S - 1)
+            for n in range(S - 1):
                 stage_sums[n] += float(psnr(model.decode_codes(codes[:, : n + 1]), x).sum())
     model.train(was_training)
     n = len(images_u8)
     h = w = model.config.latent_size
-    stages = {"psnr_stages": [v / n for v in stage_sums]} if S > 1 else {}
+    # all S stages: the forward's reconstruction
+    stages = {"psnr_stages": [v / n for v in [*stage_sums, sums["psnr"]]]} if S > 1 else {}
     return {
         "psnr": sums["psnr"] / n,
         "ssim": sums["ssim"] / n,
