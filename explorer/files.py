@@ -199,16 +199,20 @@ class UploadSpace:
         self._used = (0.0, 0)  # (when measured, bytes): one walk a second at most
         self.per_address, self.lifetime = per_address, lifetime
         self.trust_forwarded_for = trust_forwarded_for
-        self._by_address: dict[str, list[tuple[float, int]]] = {}  # (when, bytes) uploads
+        # address -> {minute: bytes uploaded in it}: at most lifetime / 60 + 1 numbers an
+        # address, however many uploads it sends
+        self._by_address: dict[str, dict[int, int]] = {}
 
     def address_share(self, address: str, now: float) -> int:
-        """Bytes ``address`` uploaded within the lifetime (older entries are dropped, and
-        addresses left with none)."""
-        for key in [a for a, ups in self._by_address.items() if ups[-1][0] < now - self.lifetime]:
-            del self._by_address[key]
-        ups = self._by_address.get(address, [])
-        ups[:] = [(t, n) for t, n in ups if t >= now - self.lifetime]
-        return sum(n for _, n in ups)
+        """Bytes ``address`` uploaded within the lifetime (``now``: time.monotonic()), to
+        the minute; minutes older than that are dropped, and addresses left with none."""
+        oldest = int((now - self.lifetime) // 60)
+        for key, minutes in list(self._by_address.items()):
+            for m in [m for m in minutes if m < oldest]:
+                del minutes[m]
+            if not minutes:
+                del self._by_address[key]
+        return sum(self._by_address.get(address, {}).values())
 
     def used(self) -> int:
         """Bytes in Gradio's cache folder, measured at most once a second."""
@@ -258,7 +262,8 @@ class UploadSpace:
                 await PlainTextResponse(reason, status_code=429)(scope, receive, send)
                 return
             if address is not None:
-                self._by_address.setdefault(address, []).append((now, size))
+                minutes = self._by_address.setdefault(address, {})
+                minutes[int(now // 60)] = minutes.get(int(now // 60), 0) + size
             self._used = (self._used[0], self._used[1] + size)  # until measured again
         await self.app(scope, receive, send)
 

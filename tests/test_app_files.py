@@ -248,7 +248,8 @@ def test_one_address_uploads_at_most_its_share(tmp_path):
     assert upload(space, "203.0.113.5", 200) == 429  # 1100 bytes within the lifetime
     assert upload(space, "198.51.100.7", 900) == 200  # another address has its own share
     assert upload(space, "127.0.0.1", 10_000) == 200  # loopback: this machine, not counted
-    space._by_address["203.0.113.5"] = [(t - 61, n) for t, n in space._by_address["203.0.113.5"]]
+    minutes = space._by_address["203.0.113.5"]  # as if they were made two minutes earlier
+    space._by_address["203.0.113.5"] = {m - 2: n for m, n in minutes.items()}
     assert upload(space, "203.0.113.5", 900) == 200  # the earlier uploads have expired
     assert passed == ["203.0.113.5"] * 2 + ["198.51.100.7", "127.0.0.1", "203.0.113.5"]
     # behind a Space's proxy the client is the address X-Forwarded-For names
