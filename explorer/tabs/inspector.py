@@ -263,6 +263,14 @@ HINT = (
 # names the box's kind, one box of each kind a picture; ``watch`` places it again whenever
 # the picture is resized (the window) or replaced. No part: the box is removed.
 _PLACE_JS = """
+// where a picture of ``size`` (width, height) is drawn in its <img> (object-fit: contain):
+// k screen px per image px, the drawn area's offset in the element, f image px per picture px
+const vqFit = (img, size) => {
+  const iw = img.naturalWidth || size[0], ih = img.naturalHeight || size[1];
+  const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
+  return {k, x: (img.clientWidth - iw * k) / 2, y: (img.clientHeight - ih * k) / 2,
+          f: iw / size[0]};
+};
 const vqPlace = (id, part, cls, watch) => {
   const root = document.getElementById(id);
   const img = root && root.querySelector('img');
@@ -278,12 +286,9 @@ const vqPlace = (id, part, cls, watch) => {
     img.parentElement.appendChild(div);
   }
   const draw = () => {
-    const iw = img.naturalWidth || part.size[0], ih = img.naturalHeight || part.size[1];
-    const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
-    const x0 = img.offsetLeft + (img.clientWidth - iw * k) / 2;
-    const y0 = img.offsetTop + (img.clientHeight - ih * k) / 2;
-    const f = iw / part.size[0];
-    const [l, t, r, b] = part.box.map(v => v * f * k);
+    const fit = vqFit(img, part.size);
+    const x0 = img.offsetLeft + fit.x, y0 = img.offsetTop + fit.y;
+    const [l, t, r, b] = part.box.map(v => v * fit.f * fit.k);
     Object.assign(div.style, {left: `${x0 + l - 2}px`, top: `${y0 + t - 2}px`,
       width: `${r - l}px`, height: `${b - t}px`});
   };
@@ -313,13 +318,10 @@ if (!window.vqHoverOn) {
     const g = window.vqGrid, img = e.target;
     const root = img && img.tagName === 'IMG' && img.closest('#orig, #recon, #codemap');
     if (!g || !root) { if (window.vqHover) hoverOff(); return; }
-    const size = root.id === 'codemap' ? g.code_map : g.picture;
-    const iw = img.naturalWidth || size[0], ih = img.naturalHeight || size[1];
-    const k = Math.min(img.clientWidth / iw, img.clientHeight / ih);
+    const fit = vqFit(img, root.id === 'codemap' ? g.code_map : g.picture);
     const r = img.getBoundingClientRect();
-    const f = size[0] / iw;
-    const x = (e.clientX - r.left - (img.clientWidth - iw * k) / 2) / k * f;
-    const y = (e.clientY - r.top - (img.clientHeight - ih * k) / 2) / k * f;
+    const x = (e.clientX - r.left - fit.x) / fit.k / fit.f;
+    const y = (e.clientY - r.top - fit.y) / fit.k / fit.f;
     const c = g.cell_px, i = Math.floor(y / c), j = Math.floor(x / c);
     if (x < 0 || y < 0 || i >= g.cells[0] || j >= g.cells[1]) { hoverOff(); return; }
     if (window.vqHover === `${i},${j}`) return;
