@@ -62,7 +62,9 @@ def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
         page.wait_for_function(
             "() => document.querySelector('#codec-sizes').innerText.includes('76×44')"
         )
-        # the pointer over the reconstruction outlines the cell under it on all three
+        # the pointer over the reconstruction outlines the cell under it on all three (once
+        # the page has the new grid's geometry: an event of its own after the reconstruction)
+        page.wait_for_function("() => window.vqGrid && window.vqGrid.cells.join() == '11,19'")
         recon = page.locator("#recon img").first
         shown = recon.bounding_box()
         page.mouse.move(shown["x"] + shown["width"] / 2, shown["y"] + shown["height"] / 2)
