@@ -427,10 +427,11 @@ class CodecPanel:
 def layout() -> CodecPanel:
     """The panel, laid out under the Reconstruct tab's results."""
     with gr.Row(equal_height=True):
-        small = dict(height=200, elem_classes=PIX, interactive=False, format="png")
-        coded = gr.Image(elem_id="vqz-decoded", label="The .vqz, decoded", **small)
-        jpeg = gr.Image(elem_id="jpeg", label="JPEG at the .vqz's size", **small)
-        webp = gr.Image(elem_id="webp", label="WebP at the .vqz's size", **small)
+        small = dict(height=200, elem_classes=PIX, interactive=False, format="png",
+                     buttons=["download", "fullscreen"])  # fmt: skip
+        coded = gr.Image(elem_id="vqz-decoded", label=".vqz decoded", **small)
+        jpeg = gr.Image(elem_id="jpeg", label="JPEG", **small)
+        webp = gr.Image(elem_id="webp", label="WebP", **small)
         with gr.Column(min_width=220):
             match = gr.Radio(
                 list(MATCH),
