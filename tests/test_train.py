@@ -589,6 +589,7 @@ def _changed(name: str, value):
         init_from="cifar10",
         pretrain_steps=0,  # --init-from needs it
         first_stage_share=0.5,
+        teacher="",  # excludes --init-from: the test below sets it in another config
     )
     if name in special:
         return special[name]
@@ -612,6 +613,9 @@ def test_every_option_is_a_flag_and_the_card_command_rebuilds_every_option():
     tc = {**dataclasses.asdict(cfg), "world_size": 1, "data_source": "x"}
     rebuilt = _rebuilt(train_export.training_command(tc), tc)
     assert rebuilt == dataclasses.asdict(cfg)
+    distilled = dataclasses.replace(cfg, init_from="", teacher="cifar10")
+    tc = {**dataclasses.asdict(distilled), "world_size": 1, "data_source": "x"}
+    assert _rebuilt(train_export.training_command(tc), tc) == dataclasses.asdict(distilled)
     # torchrun runs name the launcher
     cmd = train_export.training_command({**tc, "world_size": 4})
     assert cmd.startswith("torchrun --nproc_per_node=4 -m train --preset cifar10")
@@ -916,3 +920,42 @@ def test_first_stage_share_draws_stage_one_alone_for_that_share():
     assert abs((n == 1).float().mean() - 0.5) < 0.02
     for s in (2, 3, 4):
         assert abs((n == s).float().mean() - 0.5 / 3) < 0.02
+
+
+def test_a_narrower_student_learns_the_teachers_codes_with_its_codebooks_frozen(
+    capsys, tmp_path, finished_run, mnist_dir
+):
+    """--teacher: the student (other widths) takes the teacher's codebooks and keeps them
+    through training and a resume; its encoder learns the teacher's latents (the
+    distillation loss falls, more of its codes agree with the teacher's); a teacher with
+    another grid or codebook is refused with the field named."""
+    from vqvae import VQVAE
+
+    teacher = VQVAE.from_pretrained(finished_run)
+    out = tmp_path / "student"
+    student = [*TINY, "--hidden-channels", "32", "--res-layers", "2", "--data-dir",
+               str(mnist_dir), "--pretrain-steps", "0", "--batch-size", "32", "--lr", "3e-3",
+               "--warmup-steps", "5", "--limit-train", "128", "--limit-test", "64",
+               "--log-every", "1", "--eval-every", "5", "--eval-images", "64",
+               "--teacher", str(finished_run), "--out", str(out)]  # fmt: skip
+    train_train.main([*student, "--steps", "40"])
+    train_train.main([*student, "--steps", "50", "--resume"])
+    model = VQVAE.from_pretrained(out)
+    assert model.config.hidden_channels == 32 and model.config.res_layers == 2
+    assert torch.equal(model.codebook, teacher.codebook)  # no EMA update, no restart
+    assert not [r for r in records(out) if r.get("event") == "kmeans_init"]
+    steps = step_records(out)
+    assert len(steps) == 50
+    assert steps[-1]["distill_loss"] < 0.5 * steps[0]["distill_loss"]
+    evals = [r["eval"] for r in records(out) if "eval" in r]
+    assert evals[-1]["teacher_codes_agree"][0] > evals[0]["teacher_codes_agree"][0]
+    models, assets = tmp_path / "models", tmp_path / "assets"
+    folder = train_export.export(out, "student", out_root=models, assets=assets,
+                                 progress=False, patches=False)  # fmt: skip
+    assert f"distilled from `{finished_run}`: its codebooks copied and kept frozen" in (
+        folder / "README.md").read_text()  # fmt: skip
+    # another codebook: refused before anything is written
+    err = fail_with(capsys, [*student, "--steps", "5", "--codebook-size", "64", "--out",
+                             str(tmp_path / "other")])  # fmt: skip
+    assert "--teacher" in err and "codebook_size 32 vs 64" in err
+    assert not (tmp_path / "other" / "metrics.jsonl").exists()

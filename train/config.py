@@ -135,6 +135,16 @@ class TrainConfig:
         "start from a trained VQ-VAE (folder or shipped name) of the same network; "
         "its stages are kept, new ones k-means initialised (needs --pretrain-steps 0)",
     )
+    teacher: str = option(
+        "",
+        "distil from a trained VQ-VAE (folder or shipped name) of the same grid and codebooks "
+        "(widths may differ): its quantizer stages are copied and kept frozen, and this "
+        "encoder learns to match its encoder's outputs, so its codes and priors carry over "
+        "(needs --pretrain-steps 0)",
+    )
+    distill_weight: float = option(
+        1.0, "--teacher: weight of the MSE between this encoder's outputs and the teacher's"
+    )
     # machinery
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", resume=True)
     amp: bool = option(True, "bf16 autocast on CUDA (the quantizer stays fp32)")
@@ -224,6 +234,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"--first-stage-share must be between 0 and 1, not {share}")
     if cfg.init_from and cfg.pretrain_steps:
         raise TrainError("--init-from starts from trained weights: use --pretrain-steps 0")
+    if cfg.teacher and cfg.pretrain_steps:
+        raise TrainError("--teacher gives the codebooks from the start: use --pretrain-steps 0")
+    if cfg.teacher and cfg.init_from:
+        raise TrainError("--teacher and --init-from both set the codebooks: choose one")
+    if cfg.distill_weight < 0:
+        raise TrainError(f"--distill-weight must be >= 0, not {cfg.distill_weight}")
     return cfg
 
 

@@ -86,6 +86,13 @@ def _stage_text(c: vqvae.VQVAEConfig, metrics: dict) -> dict:
 
 
 def _recipe_text(tc: dict) -> str:
+    if tc.get("teacher"):
+        return (
+            f"distilled from `{tc['teacher']}`: its codebooks copied and kept frozen, the "
+            f"encoder trained to match its encoder's outputs (MSE, weight "
+            f"{tc.get('distill_weight', 1.0)}) beside the reconstruction and commitment "
+            f"(beta={tc['beta']}) losses, so its codes and priors carry over"
+        )
     parts = [
         "EMA codebook (decay 0.99)" if tc["use_ema"] else "codebook loss",
         f"beta={tc['beta']}",

@@ -11,10 +11,12 @@ fused AdamW, optional torch.compile with CUDA graphs), on CPU, and on several GP
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import vqvae
@@ -94,6 +96,31 @@ def compiled_forward(device: torch.device):
     return forward
 
 
+@dataclass
+class DistilledOutput(vqvae.VQVAEOutput):
+    """A training forward's output under ``--teacher``: ``loss`` includes the distillation
+    term, ``distill_loss`` is its MSE before weighting."""
+
+    distill_loss: torch.Tensor | None = None
+
+
+def distilled(forward, teacher: vqvae.VQVAE, weight: float):
+    """``forward`` (the training forward) with ``weight`` x the MSE between the student's
+    encoder outputs and the teacher's (computed without gradients) added to the loss: the
+    encoder learns the teacher's latents, so the frozen codebooks it shares give it the
+    teacher's codes."""
+
+    def forward_distilled(net, x: torch.Tensor, quantize: bool, amp: bool) -> DistilledOutput:
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            target = teacher.encoder(x * 2.0 - 1.0)
+        o = forward(net, x, quantize, amp)
+        d = F.mse_loss(o.latents.float(), target.float())
+        fields = {f.name: getattr(o, f.name) for f in dataclasses.fields(o)}
+        return DistilledOutput(**{**fields, "loss": o.loss + weight * d, "distill_loss": d})
+
+    return forward_distilled
+
+
 def train_step(
     net,
     opt: torch.optim.Optimizer,
@@ -142,6 +169,7 @@ class RunState(loop.Run):
     forward: object = forward_loss  # the training forward (compiled under --compile)
     kmeans_done: bool = False
     kept_stages: int = 0  # quantizer stages loaded from --init-from (k-means leaves them)
+    teacher: vqvae.VQVAE | None = None  # --teacher: the model distilled from
     vq: bool | None = None  # the phase the loop is in (None: before the first step)
     net: torch.nn.Module | None = None  # what the step calls: the model, or its DDP wrapper
 
@@ -168,6 +196,11 @@ class RunState(loop.Run):
             "recon_loss": o.recon_loss.detach().item(),
             "commitment_loss": o.commitment_loss.detach().item(),
             "codebook_loss": o.codebook_loss.detach().item(),
+            **(
+                {"distill_loss": o.distill_loss.detach().item()}
+                if isinstance(o, DistilledOutput)
+                else {}
+            ),  # fmt: skip
             "perplexity": o.perplexity.item(),
             "codes_used": int(o.codes_used),
             "psnr": psnr(o.reconstruction.detach().float(), x.float()).mean().item(),
@@ -190,15 +223,20 @@ class RunState(loop.Run):
         test = self.test_u8
         images = test if final else test[spread(len(test), self.cfg.eval_images)]
         ev = evaluate(self.model, images, device=self.dev, progress=final, quantize=vq)
+        if self.teacher is not None:
+            ev["teacher_codes_agree"] = codes_agree(self.model, self.teacher, images, self.dev)
         loop.emit_eval(self, ev, final, phase="vq" if vq else "pretrain")
         self.model.train()
         if not final:
             stages = ev.get("psnr_stages")
             by_stage = f" (stages 1..: {' / '.join(f'{v:.2f}' for v in stages)})" if stages else ""
+            agree = ev.get("teacher_codes_agree")
+            agree = f", codes as the teacher's {' / '.join(f'{a:.3f}' for a in agree)}" if (
+                agree) else ""  # fmt: skip
             tqdm.write(
                 f"step {self.step}: test PSNR {ev['psnr']:.2f} dB{by_stage}, "
                 f"SSIM {ev['ssim']:.4f}, "
-                f"codes used {ev['codes_used']}/{self.model.config.codebook_size}"
+                f"codes used {ev['codes_used']}/{self.model.config.codebook_size}{agree}"
             )
         return ev
 
@@ -276,43 +314,77 @@ def kmeans_init(state: RunState) -> None:
 
 
 # fields that may differ from the --init-from model's: the quantizer's training recipe, the
-# stages, the name
-_INIT_FREE = {
-    "num_stages",
-    "name",
-    "beta",
-    "use_ema",
-    "ema_decay",
-    "ema_eps",
-    "dead_code_threshold",
-}
+# name; and the stages (--init-from) or the network's widths (--teacher)
+_RECIPE_FIELDS = {"name", "beta", "use_ema", "ema_decay", "ema_eps", "dead_code_threshold"}
+_INIT_FREE = _RECIPE_FIELDS | {"num_stages"}
+_TEACHER_FREE = _RECIPE_FIELDS | {"hidden_channels", "res_layers", "res_channels"}
+
+
+def _source(model: vqvae.VQVAE, option: str, source: str, free: set[str]) -> vqvae.VQVAE:
+    """The trained VQ-VAE ``source`` (a folder or shipped name) of ``option``, whose config
+    equals ``model``'s but for the fields ``free``."""
+    try:
+        src = vqvae.VQVAE.from_pretrained(source)
+    except (ValueError, OSError) as e:
+        raise TrainError(f"{option} {source}: {e}") from e
+    mine, theirs = model.config.to_dict(), src.config.to_dict()
+    differ = sorted(k for k in mine if k not in free and mine[k] != theirs[k])
+    if differ:
+        what = ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differ)
+        raise TrainError(f"{option} {source}: another network ({what}; set them to match)")
+    return src
 
 
 def init_weights(model: vqvae.VQVAE, source: str) -> int:
     """Load the weights of the trained VQ-VAE ``source`` (a folder or shipped name) into
     ``model``: the same network, fewer or as many quantizer stages (new stages are
     initialised by k-means on what the kept ones leave). Returns the stages loaded."""
-    try:
-        src = vqvae.VQVAE.from_pretrained(source)
-    except (ValueError, OSError) as e:
-        raise TrainError(f"--init-from {source}: {e}") from e
-    mine, theirs = model.config.to_dict(), src.config.to_dict()
-    differ = sorted(k for k in mine if k not in _INIT_FREE and mine[k] != theirs[k])
-    if differ or src.config.num_stages > model.config.num_stages:
-        what = ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differ) or (
-            f"num_stages {src.config.num_stages} vs {model.config.num_stages}"
+    src = _source(model, "--init-from", source, _INIT_FREE)
+    if src.config.num_stages > model.config.num_stages:
+        raise TrainError(
+            f"--init-from {source}: another network (num_stages "
+            f"{src.config.num_stages} vs {model.config.num_stages})"
         )
-        raise TrainError(f"--init-from {source}: another network ({what})")
     state = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
     model.load_state_dict(state, strict=False)
     return src.config.num_stages
+
+
+def load_teacher(model: vqvae.VQVAE, source: str, copy: bool) -> vqvae.VQVAE:
+    """The trained VQ-VAE ``source`` that ``model`` learns from (``--teacher``): the same
+    grid and codebooks (K, D, downsample, stages, channels), any widths. With ``copy`` its
+    quantizer stages are loaded into ``model``; either way ``model``'s stages are frozen
+    (``Quantizer.frozen``). Returns the teacher in eval mode, without gradients."""
+    src = _source(model, "--teacher", source, _TEACHER_FREE)
+    for mine, theirs in zip([model.quantizer, *model.residual],
+                            [src.quantizer, *src.residual], strict=True):  # fmt: skip
+        if copy:
+            mine.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                  for k, v in theirs.state_dict().items()})  # fmt: skip
+        mine.frozen = True
+    return src.float().eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def codes_agree(student: vqvae.VQVAE, teacher: vqvae.VQVAE, images_u8: torch.Tensor, dev,
+                batch: int = 500) -> list[float]:  # fmt: skip
+    """For each quantizer stage, the share of code cells of ``images_u8`` (N, C, H, W)
+    uint8 where the student's code equals the teacher's."""
+    student.eval()
+    S, same, cells = student.config.num_stages, 0, 0
+    for i in range(0, len(images_u8), batch):
+        x = images_u8[i : i + batch].to(dev).float() / 255
+        a, b = (m.encode_image(x, stages=S) for m in (student, teacher))
+        same = same + (a == b).sum((0, 2, 3)).double()
+        cells += a.shape[0] * a.shape[2] * a.shape[3]
+    return [round(float(v) / cells, 5) for v in same]
 
 
 def phase_model(state: RunState, vq: bool):
     """The module a phase trains: the codebook is a trained parameter only in the VQ phase
     without EMA; under DDP the wrapper is rebuilt because that set of parameters changed."""
     for stage in (state.model.quantizer, *state.model.residual):
-        stage.embedding.requires_grad_(vq and not state.model.config.use_ema)
+        stage.embedding.requires_grad_(vq and not state.model.config.use_ema and not stage.frozen)
     return loop.ddp(state.model, state.dev) if state.world > 1 else state.model
 
 
@@ -348,20 +420,28 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     torch.manual_seed(cfg.seed)
     model = (build_model or vqvae.VQVAE)(mcfg).to(dev)
     kept = init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else 0
+    teacher = None
+    if cfg.teacher:  # (a resumed run's codebooks come from its checkpoint)
+        teacher = load_teacher(model, cfg.teacher, copy=ckpt is None).to(dev)
+        kept = model.config.num_stages
     if model.config.num_stages > 1:
         model.first_stage_share = cfg.first_stage_share
     elif cfg.first_stage_share is not None:
         raise TrainError("--first-stage-share is for residual models (--num-stages 2 or more)")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+        teacher = teacher and teacher.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg, dev)
     state = RunState(
         cfg=cfg, opt=opt, dev=dev, rank=rank, world=world, model=model, train_u8=train_u8,
         test_u8=test_u8, amp=cfg.amp and dev.type == "cuda", kept_stages=kept,
+        teacher=teacher, kmeans_done=teacher is not None,
     )  # fmt: skip
     if ckpt is not None:
         loop.restore(state, ckpt)
     state.forward = compiled_forward(dev) if cfg.compile else forward_loss
+    if teacher is not None:
+        state.forward = distilled(state.forward, teacher, cfg.distill_weight)
     state.batches = Batches(train_u8, cfg.batch_size, cfg.seed, rank, world, cfg.channels_last)
     if state.main:
         loop.open_logs(state, {"data_source": info.source, "world_size": world},

@@ -106,6 +106,7 @@ class VQVAEOutput:
     commitment_loss: torch.Tensor
     perplexity: torch.Tensor
     codes_used: torch.Tensor
+    latents: torch.Tensor | None = None  # z_e (B, D, h, w): the encoder's output
 
 
 class VQVAE(PretrainedMixin, nn.Module):
@@ -399,7 +400,7 @@ class VQVAE(PretrainedMixin, nn.Module):
             recon_loss = self._recon_loss(raw, x)
             zero = recon_loss.new_zeros(())
             return VQVAEOutput(
-                raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero, zero, zero
+                raw.clamp(0.0, 1.0), None, recon_loss, recon_loss, zero, zero, zero, zero, z_e
             )
         q = self.quantizer(z_e)
         quantized, codebook_loss, commitment_loss = q.quantized, q.codebook_loss, q.commitment_loss
@@ -419,6 +420,7 @@ class VQVAE(PretrainedMixin, nn.Module):
             commitment_loss,
             q.perplexity,
             q.codes_used,
+            z_e,
         )
 
     def _residual_forward(self, z_e: torch.Tensor, first: torch.Tensor):

@@ -104,6 +104,10 @@ class VectorQuantizer(nn.Module):
             not of epochs or images: a code not chosen in this many consecutive steps is
             re-seeded from the current batch's encoder outputs; 0 turns restarts off.
 
+    ``frozen`` (an attribute, not saved; False by default): a codebook taken from another
+    model and kept as it is: training mode then updates nothing (no EMA, no restart), and
+    the trainer leaves the vectors out of the optimizer's reach.
+
     A training step chooses each latent's code with the codebook as it was before the
     step; the vectors it outputs (and the commitment loss) are those codes *after* this
     step's EMA update and restarts. (sonnet and others output the codes as they were
@@ -147,6 +151,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.float64))
         # Training steps since each code was last chosen (for restarts).
         self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
+        self.frozen = False
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -206,7 +211,7 @@ class VectorQuantizer(nn.Module):
                 0, idx, flat.new_ones(idx.shape[0])
             )
 
-            if self.training:
+            if self.training and not self.frozen:
                 counts = _all_reduce_sum(counts)  # every rank sees the global usage
                 if self.use_ema:
                     self._ema_update(flat, idx, counts)
