@@ -4,6 +4,7 @@ says what was expected (never a traceback, never a server path)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -54,6 +55,26 @@ def clicked_cell(evt, shape: tuple[int, int], display: int) -> tuple[int, int]:
         return images.code_map_cell(getattr(evt, "index", None), shape, display)
     except ValueError as e:
         raise gr.Error(f"Click a cell of the code map ({e}).") from None
+
+
+def dragged_cells(points, shape: tuple[int, int], display: int, most: int) -> list:
+    """The cells (row, column) of a drag's path over a code map of ``shape`` cells drawn
+    ``display`` px wide: ``points`` a JSON list of at most ``most`` [x, y] pixel pairs (as
+    the page sends them); points off the map count at its nearest edge (a drag may leave
+    it). Consecutive repeats are dropped. gr.Error for anything else."""
+    try:
+        xy = np.asarray(json.loads(points) if isinstance(points, str) else points, float)
+    except (TypeError, ValueError, RecursionError):
+        xy = None
+    if xy is None or xy.ndim != 2 or xy.shape[1:] != (2,) or not 1 <= len(xy) <= most:
+        raise gr.Error(f"A drag is a list of 1 to {most} [x, y] points on the code map.")
+    if not np.isfinite(xy).all():
+        raise gr.Error("A drag's points must be finite numbers.")
+    cell = images.code_map_cell_size(shape, display)
+    right, bottom = shape[1] * cell - 1e-6, shape[0] * cell - 1e-6
+    cells = [images.code_map_cell((min(max(x, 0.0), right), min(max(y, 0.0), bottom)), shape,
+                                  display) for x, y in xy]  # fmt: skip
+    return [c for k, c in enumerate(cells) if k == 0 or c != cells[k - 1]]
 
 
 class TableError(ValueError):

@@ -159,6 +159,10 @@ footer { display: none !important; }
 .prose table { display: block; overflow-x: auto; width: fit-content; max-width: 100%; }
 .prose td:not(:first-child), .prose th:not(:first-child) { white-space: nowrap; }
 .prose td:first-child { min-width: 9em; }
+/* rendered for the page's scripts (a drag's path and the button that sends it), never shown */
+.vq-hidden { display: none !important; }
+/* a drag over a photo's code map paints: no native image drag, text selection or scrolling */
+#photo-map img { touch-action: none; user-select: none; -webkit-user-drag: none; }
 /* the model card goes below the model picker on a phone instead of a column of single words */
 #model-card { min-width: min(340px, 100%); }
 """

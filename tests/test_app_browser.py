@@ -175,6 +175,27 @@ def test_brush_on_a_photos_code_map(page, live_app):
 
     old, new = pixels(before), pixels(src(page, "#edit-img img"))
     assert old.shape == new.shape and np.abs(old - new).max() > 0, "the picture changed"
+
+    # a drag paints along its path (one event: the click it ends in paints nothing more)
+    def drag(a, b, note):
+        old_map = src(page, "#photo-map img")
+        at = img.bounding_box()
+        page.mouse.move(at["x"] + at["width"] * a[0], at["y"] + at["height"] * a[1])
+        page.mouse.down()
+        page.mouse.move(at["x"] + at["width"] * b[0], at["y"] + at["height"] * b[1], steps=12)
+        page.mouse.up()
+        wait_src_change(page, "#photo-map img", old_map)
+        page.wait_for_function(
+            f"() => document.querySelector('#paint-note').innerText.includes({note!r})"
+        )
+
+    drag((0.1, 0.8), (0.9, 0.8), "brush of radius 2 dragged")
+    new = pixels(src(page, "#edit-img img"))
+    page.get_by_label("Rectangle: click two corners").check()
+    drag((0.6, 0.1), (0.8, 0.3), "dragged rectangle")
+    page.wait_for_timeout(1500)  # a leaked click would now set a first corner
+    assert "dragged rectangle" in page.locator("#paint-note").inner_text()
+    page.get_by_label("Brush", exact=True).check()
     # mark a rectangle (two corners) and resample it with the model's grid prior
     page.get_by_label("Mark a rectangle to resample").check()
     for dx, dy in ((0.2, 0.2), (0.4, 0.4)):

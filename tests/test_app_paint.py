@@ -5,6 +5,7 @@ interpolation of two photos of different sizes."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import gradio as gr
@@ -118,6 +119,59 @@ def test_rectangle_fills_between_two_corner_clicks(h, photo_grid):
     assert (filled.canvas.codes == 7).all() and filled.photo_tools["visible"] is True
     back = h.edit.reset("cifar10", photo_grid)
     assert (back.canvas.codes == photo_grid.to_numpy()).all()
+
+
+def path(*cells, shape=(24, 32)) -> str:
+    """A drag's path as the page sends it: the centres of ``cells`` in map pixels, as JSON."""
+    px = images.code_map_cell_size(shape, EDIT_MAP)
+    return json.dumps([[c * px + px / 2, r * px + px / 2] for r, c in cells])
+
+
+def test_a_dragged_brush_paints_every_cell_along_its_path(h, photo_grid):
+    """Two points 17 cells apart (a fast drag): the cells between them are painted too,
+    with the brush's radius around each; the patch equals a full decode."""
+    canvas = h.edit.reset("cifar10", photo_grid).canvas
+    out = h.edit.drag_photo("cifar10", canvas, 7, "brush", 1, path((5, 3), (5, 20)))
+    expect = canvas.codes.copy()
+    expect[4:7, 2:22] = 7  # radius 1: the 3 x 3 block around each cell of row 5, cols 3..20
+    assert (out.canvas.codes == expect).all()
+    assert "dragged" in out.note and "60 cells" in out.note
+    full = full_decode(h, expect)
+    torch.testing.assert_close(out.canvas.picture, full, atol=1e-5, rtol=0)
+    # a diagonal drag with radius 0 leaves no gap between its points' cells
+    diag = h.edit.drag_photo("cifar10", canvas, 7, "brush", 0, path((0, 0), (10, 10)))
+    changed = diag.canvas.codes == 7
+    assert all(changed[i, i] for i in range(11))
+
+
+def test_a_dragged_rectangle_spans_the_first_and_last_points(h, photo_grid):
+    canvas = h.edit.reset("cifar10", photo_grid).canvas
+    out = h.edit.drag_photo(
+        "cifar10", canvas, 5, "rectangle", 0, path((20, 3), (2, 30), (17, 20), (14, 9))
+    )
+    expect = canvas.codes.copy()
+    expect[14:21, 3:10] = 5
+    assert (out.canvas.codes == expect).all() and out.canvas.corner is None
+    marked = h.edit.drag_photo("cifar10", canvas, 0, "mark", 0, path((1, 1), (3, 4)))
+    assert marked.canvas.marks.sum() == 12 and (marked.canvas.codes == canvas.codes).all()
+    # a drag that leaves the map counts at its edge
+    px = images.code_map_cell_size((24, 32), EDIT_MAP)
+    off = json.dumps([[-50, -50], [32 * px + 99, 24 * px + 99]])
+    whole = h.edit.drag_photo("cifar10", canvas, 9, "rectangle", 0, off)
+    assert (whole.canvas.codes == 9).all()
+
+
+@pytest.mark.parametrize(
+    "points",
+    ["", "not json", "[1, 2]", "[[1, 2, 3]]", '[[1, "a"]]', "[[NaN, 1]]", "[]",
+     json.dumps([[1, 1]] * (paint.MAX_STROKE + 1)), "[" * 5000 + "]" * 5000],
+)  # fmt: skip
+def test_a_bad_drag_is_refused_and_the_canvas_kept(h, photo_grid, points):
+    canvas = h.edit.reset("cifar10", photo_grid).canvas
+    before = canvas.codes.copy()
+    with pytest.raises(gr.Error, match="drag"):
+        h.edit.drag_photo("cifar10", canvas, 1, "brush", 1, points)
+    assert (canvas.codes == before).all()
 
 
 @pytest.mark.parametrize(

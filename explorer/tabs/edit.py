@@ -126,6 +126,14 @@ class Edit:
         return photo.click(m, canvas, code, tool, radius, evt, self.files)
 
     @clear_errors
+    def drag_photo(self, model_name: str, canvas, code, tool, radius, points):
+        """A drag over a photo's code map (``points``: the pointer's path, a JSON list of
+        [x, y] map pixels): a brush of ``radius`` cells along it, or the rectangle from its
+        first point to its last painted or marked (``tool``) -> :class:`paint.Painted`."""
+        m = self.models.get(model_name)
+        return photo.drag(m, canvas, code, tool, radius, points, self.files)
+
+    @clear_errors
     def resample_photo(self, model_name: str, canvas, temperature=1.0, seed=-1):
         """New codes for the marked cells of a photo's ``canvas``, drawn from the model's
         grid prior given the others, re-decoded around them -> :class:`paint.Painted`.
@@ -454,9 +462,13 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
         photo.Painted, canvas=canvas, image=ui.decoded["image"], photo_map=ph["photo_map"],
         png=ui.decoded["png"], npy=ui.decoded["npy"], note=ph["note"],
     )  # fmt: skip
-    ph["photo_map"].select(
-        h.paint_photo, [model, canvas, ui.paint_code, ph["tool"], ph["radius"]], painted,
-        **private("paint_photo"),
+    brush_in = [model, canvas, ui.paint_code, ph["tool"], ph["radius"]]
+    ph["photo_map"].select(h.paint_photo, brush_in, painted, **private("paint_photo"))
+    # a drag: the page collects the path and presses the hidden button (photo.DRAG_JS)
+    ph["photo_map"].change(None, None, None, js=photo.DRAG_JS)
+    ph["drag"].click(
+        h.drag_photo, [*brush_in, ph["path"]], painted, js=photo.SEND_PATH_JS,
+        **private("drag_photo"),
     )  # fmt: skip
     ph["resample"].click(
         h.resample_photo, [model, canvas, ph["temperature"], ph["seed"]], painted,

@@ -1,15 +1,18 @@
 """Painting codes on a photo's code grid (the Edit codes tab, for grids of any size): a
-brush of a radius in cells, or a rectangle between two clicked corners, on the code map.
+brush of a radius in cells, clicked or dragged, or a rectangle dragged or between two
+clicked corners, on the code map.
 
 Each change re-decodes only the cells within the decoder's reach of the painted ones
 (``VQVAE.decode_region``) and pastes them into the last decoded picture, which the session
 keeps as a :class:`Canvas`: a 512 x 512 photo's stroke costs a small fraction of decoding
 the whole grid again, and the patched picture equals a full decode up to float rounding.
 
-The map takes clicks (Gradio's select events on an image), not drawn strokes: a click
-reaches the server as one (x, y) pair, exact to the cell, where a drawing component sends
-the whole canvas as image layers each time, to be compared with the map to find the stroke.
-So a rectangle is two clicks, its opposite corners, rather than a drag.
+The map takes clicks (Gradio's select events on an image) and drags: a click reaches the
+server as one (x, y) pair, exact to the cell; a drag as the pointer's path, a list of (x, y)
+pairs the page collects while the button is down (:data:`DRAG_JS`) and sends on release
+(:func:`drag`), where a drawing component would send the whole canvas as image layers each
+time, to be compared with the map to find the stroke. A dragged brush paints every cell
+within its radius of the path; a dragged rectangle spans the drag's first and last points.
 
 With the model's grid prior (:class:`vqvae.GridPrior`, a prior for code grids of any size),
 cells marked on the map are resampled given the others (:func:`resample`). Marks are made
@@ -45,6 +48,7 @@ TOOLS = (
     ("Mark a rectangle to resample", "mark"),
 )
 MAX_RADIUS = 16  # cells: a brush stroke stays a small part of a 1 MP photo's grid
+MAX_STROKE = 4096  # points of a dragged path the server takes (a long drag sends ~60 a second)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,23 @@ def rectangle(shape, a, b) -> np.ndarray:
     (r0, r1), (c0, c1) = sorted((a[0], b[0])), sorted((a[1], b[1]))
     mask[r0 : r1 + 1, c0 : c1 + 1] = True
     return mask
+
+
+def along(shape, cells, radius: int) -> np.ndarray:
+    """The cells (bool (h, w)) a brush of ``radius`` cells covers dragged through ``cells``
+    ((row, column) pairs in order): every cell within radius + 1/2 of a cell on the straight
+    steps between consecutive ones (a fast drag's points can be cells apart)."""
+    path = np.zeros(shape, dtype=bool)
+    for (r0, c0), (r1, c1) in zip(cells, cells[1:] or cells, strict=False):
+        n = max(abs(r1 - r0), abs(c1 - c0), 1)
+        t = np.arange(n + 1) / n
+        rows, cols = np.rint(r0 + (r1 - r0) * t), np.rint(c0 + (c1 - c0) * t)
+        path[rows.astype(int), cols.astype(int)] = True
+    disk = torch.from_numpy(brush((2 * radius + 1,) * 2, (radius, radius), radius)).float()
+    hits = torch.nn.functional.conv2d(
+        torch.from_numpy(path).float()[None, None], disk[None, None], padding=radius
+    )
+    return hits[0, 0].numpy() > 0
 
 
 def start(m: Model, codes: np.ndarray) -> Canvas:
@@ -154,8 +175,7 @@ def click(
     to the second with ``code`` or add it to the marked cells."""
     canvas = check_canvas(m, canvas)
     code = inputs.code_index(m, code)
-    if tool not in dict(TOOLS).values():
-        raise gr.Error(f"The tool must be 'brush', 'rectangle' or 'mark', got {tool!r:.20}.")
+    _check_tool(tool)
     radius = inputs.whole_number(radius, 0, MAX_RADIUS, "The brush radius")
     cell = inputs.clicked_cell(evt, canvas.codes.shape, EDIT_MAP)
     shape = canvas.codes.shape
@@ -168,6 +188,38 @@ def click(
         mask, what = rectangle(shape, canvas.corner, cell), "rectangle"
     else:
         mask, what = brush(shape, cell, radius), f"brush of radius {radius}"
+    return _paint_mask(m, canvas, mask, code, what, files)
+
+
+def drag(
+    m: Model, canvas, code, tool: str, radius, points, files: OutputFiles
+) -> Painted:  # fmt: skip
+    """A drag over the photo's code map, ``points`` the pointer's path in the map's pixels (a
+    JSON list of [x, y] pairs, as :data:`DRAG_JS` sends it; points off the map are moved to
+    its edge): paint a brush of ``radius`` cells along it with ``code``, or (``tool``
+    "rectangle" or "mark") fill or mark the rectangle from its first point to its last."""
+    canvas = check_canvas(m, canvas)
+    code = inputs.code_index(m, code)
+    _check_tool(tool)
+    radius = inputs.whole_number(radius, 0, MAX_RADIUS, "The brush radius")
+    cells = inputs.dragged_cells(points, canvas.codes.shape, EDIT_MAP, MAX_STROKE)
+    shape = canvas.codes.shape
+    if tool == "mark":
+        return mark(m, canvas, rectangle(shape, cells[0], cells[-1]), files)
+    if tool == "rectangle":
+        mask, what = rectangle(shape, cells[0], cells[-1]), "dragged rectangle"
+    else:
+        mask, what = along(shape, cells, radius), f"brush of radius {radius} dragged"
+    return _paint_mask(m, canvas, mask, code, what, files)
+
+
+def _check_tool(tool: str) -> None:
+    if tool not in dict(TOOLS).values():
+        raise gr.Error(f"The tool must be 'brush', 'rectangle' or 'mark', got {tool!r:.20}.")
+
+
+def _paint_mask(m: Model, canvas: Canvas, mask, code: int, what: str, files) -> Painted:
+    """``canvas`` with the cells of ``mask`` set to ``code``, and a note of what that did."""
     t0 = time.perf_counter()
     new, box = paint(m, canvas, mask, code)
     if not box:
@@ -175,8 +227,8 @@ def click(
     seconds = time.perf_counter() - t0
     return painted(
         m, new, files,
-        f"Painted code {code} ({what}, {int(mask.sum())} cells): {_redecoded(box, shape)} "
-        f"in {seconds:.2f} s.",
+        f"Painted code {code} ({what}, {int(mask.sum())} cells): "
+        f"{_redecoded(box, canvas.codes.shape)} in {seconds:.2f} s.",
     )  # fmt: skip
 
 
@@ -264,8 +316,9 @@ def resample(m: Model, canvas, temperature, seed, files: OutputFiles) -> Painted
 
 
 NOTE = (
-    "A photo's grid, at its own resolution: click the map to paint a round brush of the "
-    "radius you set, or click two opposite corners to fill a rectangle. Only the cells "
+    "A photo's grid, at its own resolution: click or drag on the map to paint a round brush "
+    "of the radius you set; drag a rectangle, or click two opposite corners, to fill it. "
+    "Only the cells "
     "near the change are decoded again. With the model's grid prior (a prior for code "
     "grids of any size), mark rectangles and *Resample* them: each marked cell is drawn "
     "given the cells around it. The surprise shading and the thumbnail prior's class "
@@ -295,7 +348,106 @@ def tools(big: dict) -> tuple[gr.Column, dict]:
                 value=-1, label="Seed (-1: a new one each click)", precision=None, minimum=-1
             )
         gr.Markdown(NOTE)
+        # what a drag sends: the page fills the path and presses the button (DRAG_JS)
+        path = gr.Textbox(elem_id="paint-path", elem_classes="vq-hidden", show_label=False)
+        drag = gr.Button("drag", elem_id="paint-drag", elem_classes="vq-hidden")
     return column, dict(
         photo_map=photo_map, note=note, tool=tool, radius=radius, resample=resample,
-        clear=clear, temperature=temperature, seed=seed,
+        clear=clear, temperature=temperature, seed=seed, path=path, drag=drag,
     )  # fmt: skip
+
+
+# A drag over the photo's code map: while the button is down the page collects the pointer's
+# path in the map's own pixels and draws it (a line for the brush, a box for the rectangle
+# tools); on release it keeps the path in window.vqPath and presses the hidden #paint-drag,
+# whose event sends it (SEND_PATH_JS). A press without a move of 5 px is a click, left to the
+# map's select event; the click a drag ends in is swallowed. Installed once.
+DRAG_JS = """() => {
+  if (window.vqDragOn) return [];
+  window.vqDragOn = true;
+  const MOST = MAX_STROKE;
+  let drag = null;
+  const onMap = (t) => t && t.tagName === 'IMG' && t.closest && t.closest('#photo-map');
+  const fit = (img) => {
+    const r = img.getBoundingClientRect();
+    const k = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    return {r, k, x: (r.width - img.naturalWidth * k) / 2,
+            y: (r.height - img.naturalHeight * k) / 2};
+  };
+  const mapXY = (img, e) => {
+    const f = fit(img);
+    return [(e.clientX - f.r.left - f.x) / f.k, (e.clientY - f.r.top - f.y) / f.k];
+  };
+  const draw = (d) => {
+    if (!d.canvas) {
+      const c = document.createElement('canvas');
+      c.className = 'paint-path';
+      d.img.parentElement.style.position = 'relative';
+      Object.assign(c.style, {position: 'absolute', pointerEvents: 'none',
+        left: d.img.offsetLeft + 'px', top: d.img.offsetTop + 'px'});
+      c.width = d.img.clientWidth; c.height = d.img.clientHeight;
+      c.style.width = c.width + 'px'; c.style.height = c.height + 'px';
+      d.img.parentElement.appendChild(c);
+      d.canvas = c;
+    }
+    const f = fit(d.img), g = d.canvas.getContext('2d');
+    const px = ([x, y]) => [f.x + x * f.k, f.y + y * f.k];
+    g.clearRect(0, 0, d.canvas.width, d.canvas.height);
+    const tool = document.querySelector('#paint-tool input:checked');
+    g.lineJoin = g.lineCap = 'round';
+    for (const [width, colour] of [[5, '#fff'], [2, '#ff1493']]) {
+      g.lineWidth = width; g.strokeStyle = colour; g.beginPath();
+      if (tool && tool.value !== 'brush') {
+        const [a, b] = [px(d.points[0]), px(d.points[d.points.length - 1])];
+        g.rect(a[0], a[1], b[0] - a[0], b[1] - a[1]);
+      } else {
+        d.points.map(px).forEach(([x, y], i) => i ? g.lineTo(x, y) : g.moveTo(x, y));
+      }
+      g.stroke();
+    }
+  };
+  document.addEventListener('dragstart', (e) => { if (onMap(e.target)) e.preventDefault(); },
+                            true);
+  document.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0 || !onMap(e.target)) return;
+    drag = {img: e.target, start: [e.clientX, e.clientY], points: [mapXY(e.target, e)],
+            moved: false};
+  }, true);
+  document.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    if (!drag.moved && Math.hypot(e.clientX - drag.start[0], e.clientY - drag.start[1]) < 5)
+      return;
+    drag.moved = true;
+    const p = mapXY(drag.img, e);
+    if (drag.points.length < MOST) drag.points.push(p);
+    else drag.points[MOST - 1] = p;
+    draw(drag);
+  }, true);
+  const clear = (d) => {
+    if (!d || !d.canvas) return;
+    const c = d.canvas;
+    d.img.addEventListener('load', () => c.remove(), {once: true});
+    setTimeout(() => c.remove(), 10000);
+  };
+  document.addEventListener('pointercancel', () => { clear(drag); drag = null; }, true);
+  document.addEventListener('pointerup', () => {
+    const d = drag;
+    drag = null;
+    if (!d || !d.moved) return;
+    clear(d);
+    window.vqSwallowClick = performance.now() + 300;
+    window.vqPath = JSON.stringify(d.points.map(p => p.map(v => Math.round(v * 10) / 10)));
+    document.querySelector('#paint-drag').click();
+  }, true);
+  document.addEventListener('click', (e) => {
+    if (onMap(e.target) && performance.now() < (window.vqSwallowClick || 0)) {
+      window.vqSwallowClick = 0;
+      e.stopPropagation();
+      e.preventDefault();
+    }
+  }, true);
+  return [];
+}""".replace("MAX_STROKE", str(MAX_STROKE))
+
+# The drag event's inputs: the path the page kept in place of the hidden textbox's value.
+SEND_PATH_JS = "(...args) => [...args.slice(0, -1), window.vqPath || '']"
