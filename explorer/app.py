@@ -292,9 +292,13 @@ def build_app(
                 image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
                 paint_code=t.ed.paint_code, rate=t.rec.codec.rate,
             )  # fmt: skip
-            on_model(
-                model.change(h.select_model, model, shows, **private("select_model")), model.change
-            )
+            # Gradio's page runs the listeners of one trigger one after another, each to its
+            # end (the card's event, then the first example, ...), but the events that
+            # follow one ("then") all at once: so a choice starts a step on the page alone,
+            # and everything a model switch does follows it side by side
+            chosen = model.change(None, None, None, js="() => []")
+            on_model(chosen.then(h.select_model, model, shows, **private("select_model")),
+                     chosen.then)  # fmt: skip
             on_model(demo.load(h.select_model, model, shows, **private("load_model")), demo.load)
     guard_inputs(demo)
     return demo, h
