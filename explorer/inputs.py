@@ -237,13 +237,15 @@ def table(a: np.ndarray):
     return pd.DataFrame(a, columns=[str(j) for j in range(a.shape[1])])
 
 
-def photo_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
+def photo_input(
+    m: Model, source, *, announce: bool = True, max_pixels: int = settings.MAX_PHOTO_PIXELS
+) -> torch.Tensor:
     """A colour model's input at the image's own resolution (1, 3, H, W) in [0, 1],
-    downscaled (never cropped) above the photo size cap."""
+    downscaled (never cropped) above ``max_pixels`` (the photo size cap)."""
     if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
         raise gr.Error("An image is a file path or an array.", title="Unusable image")
     try:
-        x, notes = images.load_photo(source, channels=3, max_pixels=settings.MAX_PHOTO_PIXELS)
+        x, notes = images.load_photo(source, channels=3, max_pixels=max_pixels)
     except images.ImageError as e:
         raise gr.Error(str(e), title="Unusable image") from e
     if notes and announce:

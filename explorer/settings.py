@@ -69,9 +69,12 @@ RESAMPLE_BOX = 128 * 128  # cells
 # cap, the fewest a walk has) makes the photo path the one call that costs several seconds
 # (~9 s of CPU at the budget: python -m benchmarks.paint); it runs in the expensive queue,
 # one at a time. What the page asks for by itself (an interpolation of the examples on
-# loading and on a model change) stays within the old second: INTERPOLATE_AUTO_PIXELS.
+# loading and on a model change) stays within the old second: INTERPOLATE_AUTO_PIXELS, as
+# AUTO_FRAMES frames of photos downscaled to fit it (a 3:2 photo at 221 x 148: a walk to
+# watch, where the full-size photos would leave room for two frames, A and B).
 INTERPOLATE_PIXELS = 2 * MAX_PHOTO_PIXELS
 INTERPOLATE_AUTO_PIXELS = 64 * 64 * 64
+AUTO_FRAMES = 8
 MAX_UPLOAD = "25mb"  # Gradio's limit on an uploaded file
 # Any other request body (JSON events, data URLs inside them): the largest a page sends is a
 # code grid with its marks (/resample); at the 2x-oversized 256x256 grids photo models will

@@ -338,8 +338,21 @@ def test_a_photos_frames_are_bounded_by_the_pixel_budget(h, tmp_path, monkeypatc
     a = save_photo(tmp_path / "a.png", "astronaut", slice(0, 60), slice(0, 90))
     with pytest.raises(gr.Error, match="At most 5 frames for a 90x60 image A, got 6"):
         h.interpolate.gif(a, a, "cifar10", frames=6)
-    # on page load (examples) the frames are cut to what the page may ask for by itself
-    monkeypatch.setattr(explorer.tabs.interpolate, "INTERPOLATE_AUTO_PIXELS", 3 * 60 * 90)
+    # on page load (examples) the photos are walked in AUTO_FRAMES frames, downscaled to
+    # what the page may ask for by itself, where at full size it would have room for two
+    monkeypatch.setattr(explorer.tabs.interpolate, "INTERPOLATE_AUTO_PIXELS", 2 * 60 * 90)
     b = save_photo(tmp_path / "b.png", "coffee", slice(0, 60), slice(0, 90))
+    walked = []
+    real = vqvae.interpolate
+
+    def spy(model, a, b, **kw):
+        walked.append(a.shape[-2:])
+        return real(model, a, b, **kw)
+
+    monkeypatch.setattr(vqvae, "interpolate", spy)
     out = h.interpolate.gif_if_any(a, b, "cifar10", 24, 10, "lerp", False)
-    assert gif_ms(out.gif) == 3 * 100, "3 frames of 100 ms"
+    frames = explorer.tabs.interpolate.AUTO_FRAMES
+    assert gif_ms(out.gif) == frames * 100, f"{frames} frames of 100 ms"
+    ((H, W),) = walked
+    assert frames * H * W <= 2 * 60 * 90 and W / H == pytest.approx(1.5, rel=0.1)
+    assert gif_ms(h.interpolate.gif_if_any(a, b, "cifar10", 3, 10, "lerp", False).gif) == 300

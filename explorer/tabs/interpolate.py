@@ -20,11 +20,13 @@ from .. import inputs
 from ..context import Context
 from ..guards import clear_errors, image_input
 from ..settings import (
+    AUTO_FRAMES,
     DISPLAY,
     INTERPOLATE_AUTO_PIXELS,
     INTERPOLATE_PIXELS,
     MAX_FPS,
     MAX_FRAMES,
+    MAX_PHOTO_PIXELS,
 )
 from ..ui import PIX, bind, private, public, skip
 
@@ -66,11 +68,11 @@ class Interpolate:
     @clear_errors
     def gif(
         self, image_a, image_b, model_name: str, frames=24, fps=12, path: str = "lerp",
-        pingpong: bool = True,
+        pingpong: bool = True, *, max_pixels: int = MAX_PHOTO_PIXELS,
     ) -> Interpolation:  # fmt: skip
         """Two images -> (animated GIF path, strip of the frames). A colour model reads both
-        as photos at A's own resolution (B resized to cover A's size and centre-cropped to
-        it); a digit model reads their thumbnails."""
+        as photos at A's own resolution, downscaled above ``max_pixels`` (B resized to cover
+        A's size and centre-cropped to it); a digit model reads their thumbnails."""
         m = self.models.get(model_name)
         n = _number(frames, 2, MAX_FRAMES, "Number of frames")
         f = _number(fps, 1, MAX_FPS, "Frames per second")
@@ -79,21 +81,22 @@ class Interpolate:
         for side, im in (("A", image_a), ("B", image_b)):
             if im is None:
                 raise gr.Error(f"No image {side}: upload one or click an example.")
-        a, b = self._pair(m, image_a, image_b, n)
+        a, b = self._pair(m, image_a, image_b, n, max_pixels)
         with torch.inference_mode():
             seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path, tile=DECODE_TILE)
         gif = images.write_gif(seq, self.files.new(".gif"), fps=f, pingpong=bool(pingpong))
         return Interpolation(str(gif), _strip(seq))
 
     @staticmethod
-    def _pair(m, image_a, image_b, frames: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair(m, image_a, image_b, frames: float, max_pixels: int) -> tuple[torch.Tensor, ...]:
         """The two images as the model reads them, of one size, within the frame budget:
         frames cost in proportion to their pixels."""
         if not inputs.takes_photos(m):
             a, b = inputs.model_input(m, image_a), inputs.model_input(m, image_b)
             what = f"this model's {m.config.image_size}px images"
         else:
-            a = inputs.photo_input(m, image_a)
+            a = inputs.photo_input(m, image_a, announce=max_pixels == MAX_PHOTO_PIXELS,
+                                   max_pixels=max_pixels)  # fmt: skip
             b = images.cover(inputs.photo_input(m, image_b, announce=False), a.shape[-2:])
             what = f"a {a.shape[-1]}x{a.shape[-2]} image A"
         most = INTERPOLATE_PIXELS // (a.shape[-2] * a.shape[-1])
@@ -107,17 +110,18 @@ class Interpolate:
 
     @clear_errors
     def gif_if_any(self, image_a, image_b, model_name: str, frames=24, *args) -> Interpolation:
-        """For page load and model changes: a model without examples is no error, and the
-        frames of large examples are cut to INTERPOLATE_AUTO_PIXELS (at least 2): what the
-        page asks for by itself stays cheap; Make GIF asks for more."""
+        """For page load and model changes: a model without examples is no error, and photos
+        are walked in at most AUTO_FRAMES frames, downscaled to fit INTERPOLATE_AUTO_PIXELS
+        in all: what the page asks for by itself stays cheap and still shows a walk (Make
+        GIF walks them at their own resolution)."""
         if image_a is None or image_b is None:
             return skip(Interpolation)
         m = self.models.get(model_name)
-        if inputs.takes_photos(m):
-            H, W = inputs.photo_input(m, image_a, announce=False).shape[-2:]
-            most = max(2, INTERPOLATE_AUTO_PIXELS // (H * W))
-            frames = min(_number(frames, 2, MAX_FRAMES, "Number of frames"), most)
-        return self.gif(image_a, image_b, model_name, frames, *args)
+        if not inputs.takes_photos(m):
+            return self.gif(image_a, image_b, model_name, frames, *args)
+        frames = min(_number(frames, 2, MAX_FRAMES, "Number of frames"), AUTO_FRAMES)
+        small = int(INTERPOLATE_AUTO_PIXELS // frames)
+        return self.gif(image_a, image_b, model_name, frames, *args, max_pixels=small)
 
     @clear_errors
     def example_click(
