@@ -39,11 +39,11 @@ class ModelView(NamedTuple):
 
     card: str  # one paragraph: shapes and test-set metrics
     card_full: str  # the model folder's README.md
-    examples: list  # (path, caption) for the Reconstruct gallery
+    examples: list  # paths for the Reconstruct gallery (no captions: they covered the pictures)
     draw: dict  # update: the drawing pad is shown for 1-channel models only
     no_draw: dict  # update: ... and this note for the others
     size: dict  # update: own resolution or thumbnail, for colour models only
-    interp_examples: list  # (path, caption) for the Interpolate gallery
+    interp_examples: list  # paths for the Interpolate gallery
     image_a: str | None
     image_b: str | None
     pick: dict  # update of the code picker (its maximum, the most used code)
@@ -114,7 +114,7 @@ class Handlers:
         m = self.models.get(model_name)
         K = m.config.codebook_size
         digits = m.config.in_channels == 1
-        ex = [(p, Path(p).stem) for p in m.examples]
+        ex = list(m.examples)
         first = int(m.atlas_order[0])
         return ModelView(
             card=self.model_card(model_name),

@@ -191,13 +191,13 @@ def test_brush_on_a_photos_code_map(page, live_app):
 
     drag((0.1, 0.8), (0.9, 0.8), "brush of radius 2 dragged")
     new = pixels(src(page, "#edit-img img"))
-    page.get_by_label("Rectangle: click two corners").check()
+    page.get_by_label("Rectangle: drag, or click two corners").check()
     drag((0.6, 0.1), (0.8, 0.3), "dragged rectangle")
     page.wait_for_timeout(1500)  # a leaked click would now set a first corner
     assert "dragged rectangle" in page.locator("#paint-note").inner_text()
     page.get_by_label("Brush", exact=True).check()
     # mark a rectangle (two corners) and resample it with the model's grid prior
-    page.get_by_label("Mark a rectangle to resample").check()
+    page.get_by_label("Mark a rectangle to resample: drag, or click two corners").check()
     for dx, dy in ((0.2, 0.2), (0.4, 0.4)):
         old_map = src(page, "#photo-map img")
         img.click(position={"x": box["width"] * dx, "y": box["height"] * dy})

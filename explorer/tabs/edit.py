@@ -275,10 +275,11 @@ INTRO = (
     "The current image's code grid. Choose a code (type its number or click the atlas on "
     "the right), then click cells of the code map to paint them; the image re-decodes at "
     "once. A thumbnail's grid can also be edited as a table; a photo's is painted with a "
-    "brush or a rectangle. *Reset* goes back to the reconstructed image. With a prior, on "
-    "a thumbnail: switch clicks to *mark*, mark cells and *resample* them (each is drawn "
-    "given the cells above and to its left), or shade the map by each code's surprise; "
-    "with a grid prior, on a photo: mark rectangles and resample them."
+    "brush or a rectangle, clicked or dragged. *Reset* goes back to the reconstructed "
+    "image. With a prior, on a thumbnail: switch clicks to *mark*, mark cells and "
+    "*resample* them (each is drawn given the cells above and to its left), or shade the "
+    "map by each code's surprise; with a grid prior, on a photo: mark rectangles and "
+    "resample them."
 )
 
 

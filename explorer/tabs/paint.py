@@ -44,8 +44,8 @@ from ..store import Model
 
 TOOLS = (
     ("Brush", "brush"),
-    ("Rectangle: click two corners", "rectangle"),
-    ("Mark a rectangle to resample", "mark"),
+    ("Rectangle: drag, or click two corners", "rectangle"),
+    ("Mark a rectangle to resample: drag, or click two corners", "mark"),
 )
 MAX_RADIUS = 16  # cells: a brush stroke stays a small part of a 1 MP photo's grid
 MAX_STROKE = 4096  # points of a dragged path the server takes (a long drag sends ~60 a second)
@@ -279,8 +279,8 @@ def resample(m: Model, canvas, temperature, seed, files: OutputFiles) -> Painted
         raise gr.Error(inputs.plain_text(no_grid_prior(m)), title="No grid prior")
     if canvas.marks is None or not canvas.marks.any():
         raise gr.Error(
-            "No cells are marked: choose the tool 'Mark a rectangle to resample' and click "
-            "two opposite corners of the region first."
+            "No cells are marked: choose the tool 'Mark a rectangle to resample' and drag "
+            "over the region (or click two opposite corners of it) first."
         )
     rows, cols = np.nonzero(canvas.marks)
     span = (rows.max() + 1 - rows.min()) * (cols.max() + 1 - cols.min())
@@ -330,7 +330,7 @@ def tools(big: dict) -> tuple[gr.Column, dict]:
     """A photo's code map, its brush and its resampling: (the column, its components by
     role). ``big``: the code map's image options."""
     with gr.Column(visible=False) as column:
-        label = "Code map: click to paint or mark"
+        label = "Code map: click or drag to paint or mark"
         photo_map = gr.Image(elem_id="photo-map", label=label, **{**big, "format": "png"})
         note = gr.Markdown(elem_id="paint-note")  # what the last click did
         tool = gr.Radio(TOOLS, value="brush", label="Tool", elem_id="paint-tool")
