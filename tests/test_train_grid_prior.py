@@ -54,3 +54,22 @@ def test_train_resume_and_code_with_the_result(setup, capsys):
     x = torch.rand(3, 19, 23)
     back = decompress_image(model.eval(), prior, compress_image(model, prior, x))
     assert back.shape == (1, 3, 19, 23)
+
+
+def test_init_from_a_trained_prior_starts_from_its_network(setup, tmp_path, capsys):
+    """--init-from: the run starts from the trained prior's network (at a vanishing learning
+    rate it ends where it started); a prior of another network is refused, the field named."""
+    model, tmp = setup
+    tgp.main(args(tmp, "--steps", "8", "--lr", "1e-2"))
+    trained = GridPrior.from_pretrained(tmp / "run")
+    fine = tmp / "fine"
+    tgp.main([*args(tmp, "--steps", "4", "--lr", "1e-9", "--init-from", str(tmp / "run")),
+              "--out", str(fine)])  # fmt: skip
+    tuned = GridPrior.from_pretrained(fine)
+    for name, p in tuned.named_parameters():
+        torch.testing.assert_close(p, dict(trained.named_parameters())[name], atol=1e-6, rtol=0)
+    with pytest.raises(SystemExit) as e:
+        tgp.main([*args(tmp, "--steps", "2", "--width", "4", "--init-from", str(tmp / "run")),
+                  "--out", str(tmp / "other")])  # fmt: skip
+    assert e.value.code == 2
+    assert "channels 8 vs 4" in capsys.readouterr().err

@@ -49,6 +49,11 @@ class GridPriorTrainConfig:
     out: str = option("runs/grid-prior", "run folder", resume=True)
     scales: str = option("1,2", "image scales the training grids are taken at (comma list)")
     per_scale: int = option(10_000, "training images per scale above 1 (scale 1: all)")
+    init_from: str = option(
+        "",
+        "start from a trained grid prior (a folder or shipped name holding grid_prior.*) of "
+        "the same network and codebooks: fine-tune it on this VQ-VAE's codes",
+    )
     # the network
     embed_dim: int = option(16, "code embedding width, per stage")
     width: int = option(48, "network width (channels)")
@@ -212,6 +217,23 @@ class GridPriorRun(loop.Run):
         )
 
 
+def init_prior(prior: GridPrior, source: str) -> None:
+    """Load the float network of the trained grid prior ``source`` into ``prior``: its config
+    must equal ``prior``'s but for the VQ-VAE's name (the same codebooks, so the same
+    fingerprint; the same network). The integer network is computed again at the end."""
+    try:
+        src = GridPrior.from_pretrained(source)
+    except (ValueError, OSError) as e:
+        raise TrainError(f"--init-from {source}: {e}") from e
+    mine, theirs = prior.config.to_dict(), src.config.to_dict()
+    differ = sorted(k for k in mine if k != "vqvae_name" and mine[k] != theirs[k])
+    if differ:
+        what = ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differ)
+        raise TrainError(f"--init-from {source}: another prior or codebook ({what})")
+    floats = {k: v for k, v in src.state_dict().items() if k in dict(prior.named_parameters())}
+    prior.load_state_dict(floats, strict=False)
+
+
 def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
     dev = loop.resolve_device(cfg.device, 0)
     ckpt, finished = start_or_resume(Path(cfg.out), resume, cfg.steps, announce=True)
@@ -229,7 +251,10 @@ def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
     pcfg = GridPriorConfig.for_model(
         model, embed_dim=cfg.embed_dim, channels=cfg.width, layers=cfg.layers
     )
-    prior = GridPrior(pcfg).to(dev)
+    prior = GridPrior(pcfg)
+    if cfg.init_from and ckpt is None:
+        init_prior(prior, cfg.init_from)
+    prior = prior.to(dev)
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scales = cfg.scale_list
     state = GridPriorRun(
