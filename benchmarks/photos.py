@@ -19,9 +19,11 @@ The photo suite is scikit-image's bundled photos (``skimage.data``, a dev depend
   (:func:`vqvae.images.to_model_input`), for contrast.
 
 Then the targets: encode + decode time of a 512 x 512 and a 1024 x 1024 photo (astronaut,
-resized), and the peak extra resident memory at the 1 MP cap, whole and in ``--tile`` tiles
-(the process's peak RSS, reset through ``/proc/self/clear_refs`` on Linux, minus its RSS
-before the call).
+resized), in the library and in the app's Reconstruct handler (the PNG file read, encoded,
+decoded, the three pictures and the inspector's cells made; on the torch threads the app
+gives one request, ``explorer.settings.torch_threads()``: 1 on 2 cores), and the peak extra
+resident memory at the 1 MP cap, whole and in ``--tile`` tiles (the process's peak RSS,
+reset through ``/proc/self/clear_refs`` on Linux, minus its RSS before the call).
 """
 
 from __future__ import annotations
@@ -123,14 +125,41 @@ def peak_extra_mb(fn) -> float | None:
     return _rss_mb("VmHWM") - before
 
 
-def measure_targets(model, repeat: int, tile: int) -> list[dict]:
+def app_handler(source: str, folder: Path):
+    """(the app's Reconstruct handler, the name it knows model ``source`` by), with the
+    app's torch threads per request."""
+    import explorer
+    from explorer import settings
+
+    h = explorer.Handlers(folder / "models", folder / "examples", folder / "cache",
+                          sources=[source])  # fmt: skip
+    return h.reconstruct, h.models.names()[0], settings.torch_threads()
+
+
+def measure_targets(model, source: str, repeat: int, tile: int) -> list[dict]:
+    import tempfile
+
     photo = PIL.Image.fromarray(suite_photo("astronaut"))
     rows = []
+    folder = Path(tempfile.mkdtemp(prefix="photos-bench-"))
+    handler, name, app_threads = app_handler(source, folder)
     for pixels, limit in TARGETS.items():
         side = math.isqrt(pixels)
-        x, _ = load_photo(photo.resize((side, side), PIL.Image.LANCZOS))
+        resized = photo.resize((side, side), PIL.Image.LANCZOS)
+        x, _ = load_photo(resized)
         row = {"size": [side, side], "limit_seconds": limit}
         row["seconds"], row["cpu_seconds"] = best_time(lambda x=x: reconstruct(model, x), repeat)
+        resized.save(folder / f"{side}.png")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(app_threads)
+        try:
+            row["app_seconds"], row["app_cpu_seconds"] = best_time(
+                lambda p=str(folder / f"{side}.png"): handler.image(p, name, announce=False),
+                repeat,
+            )
+        finally:
+            torch.set_num_threads(threads)
+        row["app_threads"] = app_threads
         if pixels == PHOTO_MAX_PIXELS:
             row["peak_extra_mb"] = peak_extra_mb(lambda x=x: reconstruct(model, x))
             row["tile"] = tile
@@ -167,6 +196,12 @@ def table(r: dict) -> str:
             f"| {size} encode + decode | {t['seconds']:.2f} s ({t['cpu_seconds']:.2f} s) "
             f"| {t['limit_seconds']} s |"
         )
+        if "app_seconds" in t:
+            lines.append(
+                f"| {size} in the app's Reconstruct handler ({t['app_threads']} torch "
+                f"thread{'s' if t['app_threads'] > 1 else ''}) | {t['app_seconds']:.2f} s "
+                f"({t['app_cpu_seconds']:.2f} s) | {t['limit_seconds']} s |"
+            )
         if "peak_extra_mb" in t:
             mb = t["peak_extra_mb"]
             lines.append(
@@ -211,7 +246,7 @@ def main(argv=None) -> dict:
         "pillow": PIL.__version__,
         "torch": torch.__version__,
         "photos": [measure_photo(model, name, a.repeat) for name in a.photos],
-        "targets": [] if a.no_targets else measure_targets(model, a.repeat, a.tile),
+        "targets": [] if a.no_targets else measure_targets(model, a.model, a.repeat, a.tile),
     }
     print(table(r), flush=True)
     if a.out:
