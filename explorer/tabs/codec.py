@@ -426,30 +426,34 @@ class CodecPanel:
 
 def layout() -> CodecPanel:
     """The panel, laid out under the Reconstruct tab's results."""
+    # the controls in a row above the three pictures: beside them, a column of controls
+    # taller than a wide photo's pictures left a band of empty space under the pictures
     with gr.Row(equal_height=True):
-        small = dict(height=200, elem_classes=PIX, interactive=False, format="png",
-                     buttons=["download", "fullscreen"])  # fmt: skip
+        rate = gr.Dropdown(  # choices set per model; API clients send a rate's name
+            [], value=None, allow_custom_value=True, elem_id="vqz-rate",
+            label="Rate of a photo's .vqz",
+            info="a photo is coded at its own size; the lowest rate codes it at half size",
+            visible=False,
+        )  # fmt: skip
+        match = gr.Radio(
+            list(MATCH),
+            value=MATCH[0],
+            elem_id="match",
+            label="Match JPEG and WebP to the .vqz's size:",
+            info="whole file: the bytes a download takes; without headers: only the "
+            "coded picture, leaving out each format's fixed header (JPEG's alone outweighs "
+            "a thumbnail's .vqz)",
+            scale=2,
+        )
+        with gr.Column(min_width=160):
+            vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
+            compare_rates = gr.Button("Compare rates", elem_id="compare-rates", size="sm")
+    small = dict(height=240, elem_classes=PIX, interactive=False, format="png",
+                 buttons=["download", "fullscreen"])  # fmt: skip
+    with gr.Row(equal_height=True):
         coded = gr.Image(elem_id="vqz-decoded", label=".vqz decoded", **small)
         jpeg = gr.Image(elem_id="jpeg", label="JPEG", **small)
         webp = gr.Image(elem_id="webp", label="WebP", **small)
-        with gr.Column(min_width=220):
-            match = gr.Radio(
-                list(MATCH),
-                value=MATCH[0],
-                elem_id="match",
-                label="Match JPEG and WebP to the .vqz's size:",
-                info="whole file: the bytes a download takes; without headers: only the "
-                "coded picture, leaving out each format's fixed header (JPEG's alone outweighs "
-                "a thumbnail's .vqz)",
-            )
-            rate = gr.Dropdown(  # choices set per model; API clients send a rate's name
-                [], value=None, allow_custom_value=True, elem_id="vqz-rate",
-                label="Rate of a photo's .vqz",
-                info="a photo is coded at its own size; the lowest rate codes it at half size",
-                visible=False,
-            )  # fmt: skip
-            vqz = gr.DownloadButton("Download .vqz", elem_id="dl-vqz", size="sm")
-            compare_rates = gr.Button("Compare rates", elem_id="compare-rates", size="sm")
     sizes = gr.Markdown(elem_id="codec-sizes")
     with gr.Accordion("Rate-distortion chart", open=True, elem_id="rd-box"):
         chart = gr.Plot(elem_id="rd-chart", show_label=False)
