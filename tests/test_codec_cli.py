@@ -49,15 +49,20 @@ def test_cli_round_trip(tiny_pair, mnist_small, tmp_path, monkeypatch, capsys):
     assert "digit0.png" in out and "header" in out and "prior NLL" in out
     vqz = sorted((tmp_path / "z").glob("*.vqz"))
     assert [p.name for p in vqz] == ["digit0.vqz", "digit1.vqz", "digit2.vqz"]
+    main(["compress", *pngs, "--model", str(folder), "--label", "7", "--one-pass", "-o",
+          str(tmp_path / "z1")])  # fmt: skip
+    one_pass = sorted((tmp_path / "z1").glob("*.vqz"))
+    assert {read_header(p.read_bytes()).version for p in one_pass} == {5}
     # decompress finds the model the files name in ./pretrained/
     monkeypatch.chdir(tmp_path)
-    main(["decompress", *map(str, vqz), "-o", str(tmp_path / "back")])
-    assert "(class 7)" in capsys.readouterr().out
-    for png in pngs:
-        x, _ = to_model_input(load_image(png)[0], 1, 28)
-        expected = to_uint8(model.decode(model.encode(x))[0])
-        name = tmp_path / "back" / png.rsplit("/", 1)[1]
-        assert np.array_equal(np.asarray(PIL.Image.open(name)), expected)
+    for files, back in ((vqz, "back"), (one_pass, "back1")):
+        main(["decompress", *map(str, files), "-o", str(tmp_path / back)])
+        assert "(class 7)" in capsys.readouterr().out
+        for png in pngs:
+            x, _ = to_model_input(load_image(png)[0], 1, 28)
+            expected = to_uint8(model.decode(model.encode(x))[0])
+            name = tmp_path / back / png.rsplit("/", 1)[1]
+            assert np.array_equal(np.asarray(PIL.Image.open(name)), expected)
 
 
 def test_cli_errors_are_clear(tiny_pair, tmp_path, capsys):

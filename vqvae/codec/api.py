@@ -12,7 +12,9 @@ import torch
 from ..prior import CodePrior, codebook_fingerprint
 from . import coder
 from .format import (
+    FORMAT_VERSION,
     ID_BITS,
+    ONE_PASS_VERSION,
     FileInfo,
     ForeignFileError,
     as_bytes,
@@ -85,7 +87,9 @@ def cheapest_labels(prior: CodePrior, codes: torch.Tensor) -> list[int]:
     return choices[torch.cat(bits).argmin(dim=1)].tolist()
 
 
-def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=None) -> list:
+def compress_codes(
+    prior: CodePrior, codes: torch.Tensor, labels=None, *, model=None, one_pass: bool = False
+) -> list:
     """Entropy-code code grids ``codes`` (B, h, w) int in [0, K) under ``prior``: one
     ``.vqz`` file (bytes) per grid.
 
@@ -95,7 +99,9 @@ def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=
     log2(classes + 1) bits and comes back from :func:`decompress_codes`; the right one
     makes the codes cheaper. ``model`` (the VQ-VAE) is checked against the prior and
     fingerprinted into the header; without it, the fingerprint the prior's config names is
-    used. Costs h*w steps of the prior per grid, on the CPU."""
+    used. Costs h*w steps of the prior per grid, on the CPU; with ``one_pass`` one
+    full-length forward per grid instead (a version 5 file, whose decoding costs a
+    full-length forward per cell: see :mod:`vqvae.codec.format`)."""
     cp = coder.coding_prior(prior)
     vqvae_fp = _vqvae_fp(cp, model)
     codes = cp._check_codes(codes)  # on the CPU, as the coding copy is
@@ -103,12 +109,13 @@ def compress_codes(prior: CodePrior, codes: torch.Tensor, labels=None, *, model=
         labels = cheapest_labels(cp, codes)
     labels = _label_list(cp, labels, len(codes))
     prior_fp = prior_fingerprint(prior)
-    head = head_bytes(vqvae_fp, prior_fp)
+    version = ONE_PASS_VERSION if one_pass else FORMAT_VERSION
+    head = head_bytes(vqvae_fp, prior_fp, version)
     files = []
     with coder.one_thread():
         for grid, label in zip(codes.reshape(len(codes), -1).numpy(), labels, strict=True):
-            check = checksum(head, vqvae_fp, prior_fp, label, grid)
-            files.append(head + check + coder.encode(cp, grid, label))
+            check = checksum(head, vqvae_fp, prior_fp, label, grid, version)
+            files.append(head + check + coder.encode(cp, grid, label, one_pass=one_pass))
     return files
 
 
@@ -146,7 +153,7 @@ def _check_headers(files: list[bytes], infos: list[FileInfo], prior: CodePrior, 
 def _foreign(which: str, info: FileInfo, ours: tuple[int, ...], name: str) -> str:
     """What differs, as far as a header tells, for a file whose ids are not ``ours``."""
     theirs, mine = ([f"{x:0{-(-info.id_bits // 4)}x}" for x in t] for t in (info.ids, ours))
-    if info.version == 4:  # one id for the pair: which of the two differs is not in it
+    if len(info.ids) == 1:  # one id for the pair: which of the two differs is not in it
         return (f"{which} was made with another VQ-VAE or prior (pair id {theirs[0]}), not "
                 f"with {name} and this prior (pair id {mine[0]})")  # fmt: skip
     if theirs[0] != mine[0]:
@@ -187,8 +194,9 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
             which = _which(i, len(files))
             try:
                 out[i], label = coder.decode(
-                    coder.coding_prior(prior, info.version), b[info.header_bytes :], info.label
-                )
+                    coder.coding_prior(prior, info.version), b[info.header_bytes :], info.label,
+                    one_pass=info.one_pass,
+                )  # fmt: skip
             except AssertionError as e:  # constriction: data its model cannot have produced
                 why = "payload cannot be decoded"
                 raise _undecodable(which, b, info, (vqvae_fp, prior_fp), why) from e
@@ -203,13 +211,15 @@ def decompress_codes(prior: CodePrior, data, *, model=None) -> tuple[torch.Tenso
     return codes, torch.tensor(labels, dtype=torch.long)
 
 
-def compress(model, prior: CodePrior, images: torch.Tensor, labels=None) -> list:
+def compress(
+    model, prior: CodePrior, images: torch.Tensor, labels=None, *, one_pass: bool = False
+) -> list:
     """Compress images (B, C, H, W) float in [0, 1] with ``model`` (a VQ-VAE) and its
-    ``prior``: one ``.vqz`` file (bytes) per image. ``labels`` as in
+    ``prior``: one ``.vqz`` file (bytes) per image. ``labels`` and ``one_pass`` as in
     :func:`compress_codes`. Decoding gives back ``model.decode(model.encode(images))``."""
     coder.coding_prior(prior).check_compatible(model)  # (a TypeError for what is no prior)
     codes = model.encode(images)
-    return compress_codes(prior, codes, labels, model=model)
+    return compress_codes(prior, codes, labels, model=model, one_pass=one_pass)
 
 
 def decompress(model, prior: CodePrior, data) -> tuple[torch.Tensor, torch.Tensor]:

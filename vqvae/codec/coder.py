@@ -140,18 +140,39 @@ def _shortest(stream: bytes, segments) -> bytes:
     return best
 
 
-def encode(prior: CodePrior, grid: np.ndarray, label: int) -> bytes:
+def full_counts(prior: CodePrior, grid: np.ndarray, label: int) -> np.ndarray:
+    """(h*w, K) float64 integer counts of every cell of ``grid`` ((h*w,) ints in raster
+    order) from one full-length forward of the prior given ``label`` (-1 = none): what a
+    one-pass file (version 5) is coded with. Row t depends only on the class and the codes
+    before cell t: attention is causal, so the positions from t on get weights of exactly
+    zero, and every other layer works row by row. A grid whose cells from t on hold
+    anything else (what the decoder has not read yet) therefore gives row t the same bits,
+    as long as the forward has the same shape, one grid of h*w cells, on one thread."""
+    h, w = prior.grid
+    codes = torch.from_numpy(np.asarray(grid, dtype=np.int64)).view(1, h, w)
+    with torch.no_grad():
+        logits = prior(codes, None if label < 0 else torch.tensor([label]))[0]
+    return quantize_probs(torch.softmax(logits, dim=-1))
+
+
+def encode(prior: CodePrior, grid: np.ndarray, label: int, *, one_pass: bool = False) -> bytes:
     """The payload of one grid: for a class-conditional prior first the class (0 = none,
     c + 1 = class c, equal probabilities), then the codes ``grid`` ((h*w,) ints in raster
     order) under ``prior`` (a :func:`coding_prior`) given ``label`` (-1 = none); cut to the
-    shortest bytes that decode the same. Call it under :func:`one_thread`."""
+    shortest bytes that decode the same. The counts come from the prior stepped cell by
+    cell with its key/value cache (versions 2 and 4), or with ``one_pass`` from one
+    full-length forward (:func:`full_counts`, version 5). Call it under :func:`one_thread`."""
     import constriction
 
-    stepper, rows = _Stepper(prior, label), []
-    for code in grid:
-        rows.append(stepper.counts())
-        stepper.feed(int(code))
-    segments = [(grid.astype(np.int32), np.concatenate(rows))]
+    if one_pass:
+        rows = full_counts(prior, grid, label)
+    else:
+        stepper, steps = _Stepper(prior, label), []
+        for code in grid:
+            steps.append(stepper.counts())
+            stepper.feed(int(code))
+        rows = np.concatenate(steps)
+    segments = [(grid.astype(np.int32), rows)]
     if prior.num_classes:
         segments.insert(0, (np.array([label + 1], np.int32), _class_counts(prior)))
     enc = constriction.stream.queue.RangeEncoder()
@@ -160,11 +181,15 @@ def encode(prior: CodePrior, grid: np.ndarray, label: int) -> bytes:
     return _shortest(enc.get_compressed().astype(">u4").tobytes(), segments)
 
 
-def decode(prior: CodePrior, payload: bytes, label: int | None) -> tuple[np.ndarray, int]:
+def decode(
+    prior: CodePrior, payload: bytes, label: int | None, *, one_pass: bool = False
+) -> tuple[np.ndarray, int]:
     """The codes ((h*w,) int32, raster order) and class (-1 = none) of one payload, as
-    :func:`encode` wrote them: ``label`` None reads the class from the payload (versions 2 and 4),
-    an int is the class a version 1 header gives. Raises AssertionError (constriction's) for
-    a payload the prior cannot have produced. Call it under :func:`one_thread`."""
+    :func:`encode` wrote them (``one_pass`` as there): ``label`` None reads the class from
+    the payload (versions 2, 4 and 5), an int is the class a version 1 header gives. One-pass
+    files are read with a full-length forward per cell, the cells not read yet set to 0
+    (:func:`full_counts`). Raises AssertionError (constriction's) for a payload the prior
+    cannot have produced. Call it under :func:`one_thread`."""
     import constriction
 
     dec = constriction.stream.queue.RangeDecoder(_words(payload))
@@ -173,9 +198,14 @@ def decode(prior: CodePrior, payload: bytes, label: int | None) -> tuple[np.ndar
         if prior.num_classes:
             label = int(dec.decode(_family(), _class_counts(prior))[0]) - 1
     h, w = prior.grid
-    out = np.empty(h * w, dtype=np.int32)
-    stepper = _Stepper(prior, label)
+    out = np.zeros(h * w, dtype=np.int32)
+    stepper = None if one_pass else _Stepper(prior, label)
     for t in range(h * w):
-        out[t] = dec.decode(_family(), stepper.counts())[0]
-        stepper.feed(int(out[t]))
+        if one_pass:
+            counts = full_counts(prior, out, label)[t : t + 1]
+        else:
+            counts = stepper.counts()
+        out[t] = dec.decode(_family(), counts)[0]
+        if not one_pass:
+            stepper.feed(int(out[t]))
     return out, label
