@@ -9,9 +9,10 @@
 for bit. A file costs about the prior's negative log-likelihood of its codes
 (:meth:`vqvae.CodePrior.nll_bits`), plus log2(classes + 1) bits for the class and a 4-byte
 header, instead of h*w*log2(K) bits. ``labels="auto"`` picks, per image, the class (or
-none) under which the codes cost the fewest bits.
+none) under which the codes cost the fewest bits. ``one_pass=True`` writes version 5,
+whose encoder runs the prior once per image (its decoder once per cell).
 
-The file format (byte layout of versions 1 to 4, ids, checksum), what is refused, and the
+The file format (byte layout of versions 1 to 5, ids, checksum), what is refused, and the
 rules that make encoder and decoder agree to the bit: ``docs/vqz-format.md``. A file decoded
 with the wrong model raises :class:`ForeignFileError`, whose message names the shipped model
 that made it (:func:`identify`).
