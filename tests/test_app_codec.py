@@ -149,6 +149,18 @@ def test_damaged_garbage_and_oversized_files_are_clear_errors(
         h.codec.decompress(str(bad), "mnist")
 
 
+def test_a_one_pass_file_decodes_in_the_app_and_says_so(h, prior_models, tmp_path):
+    m = h.models.get("mnist")
+    x = inputs.model_input(m, digit(prior_models), announce=False)
+    prior = vqvae.load_prior(prior_models.models / "mnist", model=m.model)
+    (f,) = codec.compress(m.model, prior, x, 3, one_pass=True)
+    path = tmp_path / "one.vqz"
+    path.write_bytes(f)
+    d = h.codec.decompress(str(path), "mnist")
+    assert f"Decoded a {len(f)}-byte file (format 5, coded in one pass;" in d.details
+    assert d.details.endswith(f"class: {prior.config.class_name(3)}.")
+
+
 def test_a_file_for_another_model_is_refused_with_its_reason(h, prior_models):
     f = h.codec.compress(digit(prior_models), "other").vqz
     with pytest.raises(gr.Error, match="cannot be decoded with model 'mnist'.*another VQ-VAE") as e:

@@ -356,10 +356,11 @@ class Codec:
         with torch.inference_mode():
             x = m.model.decode(codes)
         cls = m.prior.config.class_name(int(labels[0]))
+        how = ", coded in one pass" if info.one_pass else ""
         details = (
-            f"Decoded a {info.total_bytes}-byte file ({info.header_bytes} header + "
-            f"{info.payload_bytes} payload): {codes.shape[1]}×{codes.shape[2]} codes, "
-            f"class: {cls}."
+            f"Decoded a {info.total_bytes}-byte file (format {info.version}{how}; "
+            f"{info.header_bytes} header + {info.payload_bytes} payload): "
+            f"{codes.shape[1]}×{codes.shape[2]} codes, class: {cls}."
         )
         return Decompressed(images.enlarge(x[0], DISPLAY), details)
 
