@@ -191,7 +191,7 @@ def test_a_foreign_file_names_the_model_that_made_it_or_says_none_here_did(
     old = as_version_2(f, other.prior, codes[0], 3, codebook_fingerprint(other.model))
     path = tmp_path / "f.vqz"
     path.write_bytes(old)
-    assert "(4 header + " in h.codec.decompress(str(path), "other").details  # format 2
+    assert "(format 2; 4 header + " in h.codec.decompress(str(path), "other").details
     with pytest.raises(gr.Error, match="coded with other's VQ-VAE and prior: choose other[.]"):
         h.codec.decompress(str(path), "mnist")
     mnist = h.models.get("mnist").model
