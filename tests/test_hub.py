@@ -191,7 +191,7 @@ def test_a_local_folder_without_the_files_is_never_looked_up_on_the_hub(
 
 
 def test_a_name_that_is_nothing_lists_the_shipped_models(no_hub):
-    shipped = r"available: cifar10, cifar10-rvq, fashion-mnist, mnist\)"
+    shipped = r"available: cifar10, cifar10-rvq, cifar10-rvq-small, fashion-mnist, mnist\)"
     with pytest.raises(FileNotFoundError, match=shipped):
         vqvae.VQVAE.from_pretrained("mnist-v9")
     with pytest.raises(FileNotFoundError, match="'org/name'"):

@@ -27,10 +27,10 @@ from ..settings import (
     MAX_FPS,
     MAX_FRAMES,
     MAX_PHOTO_PIXELS,
+    PHOTO_TILE,
 )
 from ..ui import PIX, bind, private, public, skip
 
-DECODE_TILE = 512  # px: a 1 MP photo's frames are decoded in tiles (bounded memory)
 STRIP_FRAME = 96  # px: the longest side of a photo's frame in the strip
 
 
@@ -83,7 +83,7 @@ class Interpolate:
                 raise gr.Error(f"No image {side}: upload one or click an example.")
         a, b = self._pair(m, image_a, image_b, n, max_pixels)
         with torch.inference_mode():
-            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path, tile=DECODE_TILE)
+            seq = vqvae.interpolate(m.model, a, b, steps=int(n), path=path, tile=PHOTO_TILE)
         gif = images.write_gif(seq, self.files.new(".gif"), fps=f, pingpong=bool(pingpong))
         return Interpolation(str(gif), _strip(seq))
 

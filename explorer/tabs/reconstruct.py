@@ -20,7 +20,7 @@ from .. import inputs
 from ..context import Context
 from ..files import named
 from ..guards import clear_errors, guard_drawing_pad, image_input
-from ..settings import DISPLAY
+from ..settings import DISPLAY, PHOTO_TILE
 from ..ui import PIX, bind, private, public, skip
 from . import codec, inspector
 
@@ -90,8 +90,8 @@ class Reconstruct:
         x = inputs.photo_input(m, image, announce=announce)
         H, W = x.shape[-2:]
         with torch.inference_mode():
-            codes, z_e = m.model.encode_image(x, return_latents=True)
-            recon = m.model.decode_codes(codes, (H, W))
+            codes, z_e = m.model.encode_image(x, return_latents=True, tile=PHOTO_TILE)
+            recon = m.model.decode_codes(codes, (H, W), tile=PHOTO_TILE)
         # at the photo's own size (the page scales it, pixelated); code cells of d pixels
         out = self._result(m, x, recon, codes, z_e, max(H, W))
         if announce:
