@@ -40,9 +40,10 @@ A VQ-VAE trained with this repository's `train/` scripts. Load it with
 
 ```python
 import vqvae
+
 model = vqvae.load_pretrained("{name}")
-codes = model.encode(images)      # (B, {h}, {h}) int64 in [0, {K})
-recon = model.decode(codes)       # (B, {C}, {S}, {S}) in [0, 1]
+codes = model.encode(images)  # (B, {h}, {h}) int64 in [0, {K})
+recon = model.decode(codes)  # (B, {C}, {S}, {S}) in [0, 1]
 ```
 
 | | |
