@@ -60,10 +60,9 @@ def skip(result: type[NamedTuple]):
     return result(*(gr.skip() for _ in result._fields))
 
 
-def keep(value):
-    """Pass a value on unchanged: an event that only starts what follows it (a typed mark or
-    the surprise box redraws the code map)."""
-    return value
+def start() -> None:
+    """Nothing: the body of an event that only starts what follows it (a typed mark or the
+    surprise box redraws the code map). It has no inputs and no outputs."""
 
 
 def open_tab(evt: gr.SelectData) -> str:

@@ -20,7 +20,7 @@ from .. import inputs
 from ..context import Context
 from ..guards import clear_errors
 from ..settings import DISPLAY
-from ..ui import CLASS_CHOICE, CODE_NUMBER, PIX, bind, keep, private, public
+from ..ui import CLASS_CHOICE, CODE_NUMBER, PIX, bind, private, public, start
 from . import paint as photo
 
 
@@ -488,6 +488,6 @@ def build(h: Edit, pick_code: Callable, code_tile: Callable, model: gr.Dropdown)
     )
     redraw(b["mark_all"].click(h.mark_all, model, marks, **private("mark_all", quick=True)))
     redraw(b["clear"].click(h.clear_marks, model, marks, **private("clear_marks", quick=True)))
-    redraw(marks.input(keep, marks, None, **private("marks_typed", quick=True)))
-    redraw(ui.surprise.input(keep, ui.surprise, None, **private("surprise_toggle", quick=True)))
+    redraw(marks.input(start, None, None, **private("marks_typed", quick=True)))
+    redraw(ui.surprise.input(start, None, None, **private("surprise_toggle", quick=True)))
     return tab
