@@ -52,7 +52,7 @@ recon = model.decode(codes)  # (B, {C}, {S}, {S}) in [0, 1]
 | model | {S}x{S}x{C} -> {h}x{h} codes, K={K}, D={D}; {bits:.0f} bits per image{stages} |
 | network | hidden {hidden}, {res} residual layers of {res_ch} channels |
 | weights | {dtype} safetensors, {weights_mb:.1f} MB ({params:.2f} M parameters) |
-| recipe | `{recipe}` recipe: {recipe_text} |
+| recipe | {recipe_text} |
 | steps | {pretrain} pre-training + {steps} VQ steps, batch {batch}, lr {lr} (AdamW, cosine) |
 | time | {time} |
 | hardware | {hardware} (torch {torch}) |
@@ -87,6 +87,8 @@ def _stage_text(c: vqvae.VQVAEConfig, metrics: dict) -> dict:
 
 
 def _recipe_text(tc: dict) -> str:
+    """The card's recipe row: the quantizer recipe by name and what it does, or how the
+    model was distilled from its teacher."""
     if tc.get("teacher"):
         return (
             f"distilled from `{tc['teacher']}`: its codebooks copied and kept frozen, the "
@@ -102,7 +104,7 @@ def _recipe_text(tc: dict) -> str:
         if tc["dead_code_threshold"]
         else "no restarts",
     ]
-    return ", ".join(parts)
+    return f"`{tc['recipe']}` recipe: " + ", ".join(parts)
 
 
 def training_command(tc: dict) -> str:
@@ -270,7 +272,6 @@ def export(
                 bits=c.bits_per_image,
                 data_source=metrics["data_source"],
                 num_images=metrics["num_images"],
-                recipe=tc["recipe"],
                 recipe_text=_recipe_text(tc),
                 pretrain=tc["pretrain_steps"],
                 steps=tc["steps"],
