@@ -345,9 +345,13 @@ def init_weights(model: vqvae.VQVAE, source: str) -> int:
             f"--init-from {source}: another network (num_stages "
             f"{src.config.num_stages} vs {model.config.num_stages})"
         )
-    state = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(_float_state(src), strict=False)
     return src.config.num_stages
+
+
+def _float_state(module: torch.nn.Module) -> dict:
+    """``module``'s state with its floating tensors as float32 (shipped weights are float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
 
 
 def load_teacher(model: vqvae.VQVAE, source: str, copy: bool) -> vqvae.VQVAE:
@@ -359,8 +363,7 @@ def load_teacher(model: vqvae.VQVAE, source: str, copy: bool) -> vqvae.VQVAE:
     for mine, theirs in zip([model.quantizer, *model.residual],
                             [src.quantizer, *src.residual], strict=True):  # fmt: skip
         if copy:
-            mine.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                  for k, v in theirs.state_dict().items()})  # fmt: skip
+            mine.load_state_dict(_float_state(theirs))
         mine.frozen = True
     return src.float().eval().requires_grad_(False)
 
