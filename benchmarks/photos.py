@@ -21,7 +21,9 @@ The photo suite is scikit-image's bundled photos (``skimage.data``, a dev depend
 Then the targets: encode + decode time of a 512 x 512 and a 1024 x 1024 photo (astronaut,
 resized), in the library and in the app's Reconstruct handler (the PNG file read, encoded,
 decoded, the three pictures and the inspector's cells made; on the torch threads the app
-gives one request, ``explorer.settings.torch_threads()``: 1 on 2 cores), and the peak extra
+gives one request, ``explorer.settings.torch_threads()``: 1 on 2 cores, the tiles on
+``explorer.settings.photo_workers()`` threads), alone and two requests at once (two
+visitors: the time until both are done), and the peak extra
 resident memory at the 1 MP cap, whole and in ``--tile`` tiles (the process's peak RSS,
 reset through ``/proc/self/clear_refs`` on Linux, minus its RSS before the call).
 """
@@ -33,6 +35,7 @@ import math
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +69,23 @@ def best_time(fn, repeat: int) -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
         fn()
         times.append((time.perf_counter() - t, time.process_time() - c))
+    return min(times)
+
+
+def best_pair_time(fn, repeat: int) -> float:
+    """Wall seconds of the fastest of ``repeat`` rounds of two ``fn()`` calls started at once
+    on two threads (two visitors' requests), to the later one's end."""
+    import threading
+
+    times = []
+    for _ in range(repeat):
+        calls = [threading.Thread(target=fn) for _ in range(2)]
+        t = time.perf_counter()
+        for c in calls:
+            c.start()
+        for c in calls:
+            c.join()
+        times.append(time.perf_counter() - t)
     return min(times)
 
 
@@ -133,7 +153,7 @@ def app_handler(source: str, folder: Path):
 
     h = explorer.Handlers(folder / "models", folder / "examples", folder / "cache",
                           sources=[source])  # fmt: skip
-    return h.reconstruct, h.models.names()[0], settings.torch_threads()
+    return h.reconstruct, h.models.names()[0], settings.torch_threads(), settings.photo_workers
 
 
 def measure_targets(model, source: str, repeat: int, tile: int) -> list[dict]:
@@ -142,7 +162,7 @@ def measure_targets(model, source: str, repeat: int, tile: int) -> list[dict]:
     photo = PIL.Image.fromarray(suite_photo("astronaut"))
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="photos-bench-"))
-    handler, name, app_threads = app_handler(source, folder)
+    handler, name, app_threads, app_workers = app_handler(source, folder)
     for pixels, limit in TARGETS.items():
         side = math.isqrt(pixels)
         resized = photo.resize((side, side), PIL.Image.LANCZOS)
@@ -153,10 +173,10 @@ def measure_targets(model, source: str, repeat: int, tile: int) -> list[dict]:
         threads = torch.get_num_threads()
         torch.set_num_threads(app_threads)
         try:
-            row["app_seconds"], row["app_cpu_seconds"] = best_time(
-                lambda p=str(folder / f"{side}.png"): handler.image(p, name, announce=False),
-                repeat,
-            )
+            call = partial(handler.image, str(folder / f"{side}.png"), name, announce=False)
+            row["app_seconds"], row["app_cpu_seconds"] = best_time(call, repeat)
+            row["app_pair_seconds"] = best_pair_time(call, repeat)
+            row["app_workers"] = app_workers()
         finally:
             torch.set_num_threads(threads)
         row["app_threads"] = app_threads
@@ -197,10 +217,17 @@ def table(r: dict) -> str:
             f"| {t['limit_seconds']} s |"
         )
         if "app_seconds" in t:
+            how = f"{t['app_threads']} torch thread{'s' if t['app_threads'] > 1 else ''}"
+            if "app_workers" in t:
+                how += f", tiles on {t['app_workers']} worker{'s' if t['app_workers'] > 1 else ''}"
             lines.append(
-                f"| {size} in the app's Reconstruct handler ({t['app_threads']} torch "
-                f"thread{'s' if t['app_threads'] > 1 else ''}) | {t['app_seconds']:.2f} s "
+                f"| {size} in the app's Reconstruct handler ({how}) | {t['app_seconds']:.2f} s "
                 f"({t['app_cpu_seconds']:.2f} s) | {t['limit_seconds']} s |"
+            )
+        if "app_pair_seconds" in t:
+            lines.append(
+                f"| {size} in the app's handler, two requests at once: both done | "
+                f"{t['app_pair_seconds']:.2f} s | |"
             )
         if "peak_extra_mb" in t:
             mb = t["peak_extra_mb"]

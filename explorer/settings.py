@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 
@@ -59,10 +61,11 @@ TRUST_FORWARDED_FOR = os.environ.get(
 SAMPLE_CODES = 32 * 8 * 8
 # Photos are encoded and decoded in tiles of about this many pixels a side (each with a halo
 # as wide as the network's reach, so the codes equal the whole image's): memory stays bounded,
-# and on the CPU it is faster too (cifar10-rvq-small, a 1 MP photo: 1.39 s whole against
-# 0.88 s in 512 px tiles on 2 threads, 2.17 against 1.71 s on one; a 512 x 512 photo, one
-# tile: 0.45 against 0.39 s on one thread).
-PHOTO_TILE = 512
+# and on the CPU it is faster too. Reconstruct runs a photo's tiles on every core
+# (photo_workers): cifar10-rvq-small, encode + decode at one torch thread, a 512 x 512 photo
+# 0.43 s whole, 0.39 s in 256 px tiles, 0.22 s on two workers; a 1 MP photo 1.51 s in 512 px
+# tiles, 1.56 s in 256 px tiles, 0.83 s on two workers (2 idle cores).
+PHOTO_TILE = 256
 # A photo's Resample (Edit codes) runs the grid prior's passes over the box around the marked
 # cells and decodes that box again: a box of a 512 x 512 photo's whole grid took 1.2-2.0 s of
 # CPU with the cifar10 model, one torch thread (python -m benchmarks.paint, a 2-core machine
@@ -198,3 +201,13 @@ def torch_threads(cpus: int | None = None) -> int:
     """One share of the usable CPUs per concurrent request. These models are small: threads
     beyond cores / concurrent requests only fight each other (1 thread is fastest on 2 cores)."""
     return max(1, (cpus or usable_cpus()) // CONCURRENCY)
+
+
+def photo_workers(cpus: int | None = None) -> int:
+    """Threads a photo's Reconstruct runs its tiles and inspector cells on
+    (:mod:`vqvae.parallel`): the usable CPUs over torch's threads, so one request uses every
+    core (2 on 2 cores, one torch thread each). Two requests at once share the cores, as two
+    requests of one thread each would: no request waits longer than it did on one core,
+    and one alone finishes about twice as fast. Only the interactive photo path does this: the
+    expensive events stay on one thread, leaving a core to the others."""
+    return max(1, (cpus or usable_cpus()) // torch.get_num_threads())

@@ -502,6 +502,19 @@ def test_torch_threads_follow_usable_cpus(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_a_photo_runs_on_every_core_one_torch_thread_a_worker():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert settings.photo_workers(2) == 2 and settings.photo_workers(1) == 1
+        torch.set_num_threads(2)  # 4 CPUs, 2 requests: 2 threads each, tiles on 2 workers
+        assert settings.photo_workers(4) == 2 and settings.photo_workers(1) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_binary_files_go_through_git_lfs():
     """Hugging Face Spaces refuse binary files outside Git LFS."""
     import fnmatch

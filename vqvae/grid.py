@@ -21,7 +21,8 @@ the grid, each read with a halo of cells around it as wide as the network's reac
 (:func:`reach`), and keep only each tile's own cells. Tiles start on cell boundaries (so
 the strided convolutions see the same phase) and every kept cell's receptive field lies
 inside its tile's input, so the result equals the whole-image one up to float rounding,
-with memory bounded by the tile size. :func:`decode_box` decodes one box of cells the same
+with memory bounded by the tile size; tiles are independent, so several can run at once
+(``workers``: :mod:`vqvae.parallel`). :func:`decode_box` decodes one box of cells the same
 way: after an edit, only the cells within the decoder's reach of the change need decoding.
 """
 
@@ -33,6 +34,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .parallel import thread_map
 
 
 def grid_shape(size, downsample: int) -> tuple[int, int]:
@@ -126,16 +129,24 @@ def tiled_encode(
     downsample: int,
     tile_cells: int,
     halo: int,
+    workers: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``encode`` (images (B, C, hd, wd) -> (latents (B, D, h, w), codes (B, ..., h, w))) run
     tile by tile over ``x`` (B, C, H, W), H and W multiples of ``downsample``: each tile
-    of ``tile_cells`` cells read with ``halo`` cells around it. Returns the latents and
-    codes of the whole grid."""
+    of ``tile_cells`` cells read with ``halo`` cells around it, ``workers`` tiles at once
+    (:func:`vqvae.parallel.thread_map`). Returns the latents and codes of the whole grid."""
     d = downsample
     grid = (x.shape[-2] // d, x.shape[-1] // d)
+    tiles = list(_tiles(grid, tile_cells, halo))
+
+    def encode_tile(t):
+        hr0, hr1, hc0, hc1 = t[1]
+        return encode(x[..., hr0 * d : hr1 * d, hc0 * d : hc1 * d])
+
     z = codes = None
-    for (r0, r1, c0, c1), (hr0, hr1, hc0, hc1) in _tiles(grid, tile_cells, halo):
-        zt, ct = encode(x[..., hr0 * d : hr1 * d, hc0 * d : hc1 * d])
+    for ((r0, r1, c0, c1), (hr0, _, hc0, _)), (zt, ct) in zip(
+        tiles, thread_map(encode_tile, tiles, workers), strict=True
+    ):
         if z is None:
             z = zt.new_empty(*zt.shape[:2], *grid)
             codes = ct.new_empty(*ct.shape[:-2], *grid)
@@ -184,15 +195,21 @@ def tiled_decode(
     downsample: int,
     tile_cells: int,
     halo: int,
+    workers: int = 1,
 ) -> torch.Tensor:
     """``decode`` (codes (B, ..., h, w) -> images (B, C, hd, wd)) run tile by tile over
     ``codes`` (B, ..., h, w): each tile of ``tile_cells`` cells read with ``halo`` cells around
-    it (:func:`decode_box`). Returns the images (B, C, h d, w d) of the whole grid."""
+    it (:func:`decode_box`), ``workers`` tiles at once (:func:`vqvae.parallel.thread_map`).
+    Returns the images (B, C, h d, w d) of the whole grid."""
     d = downsample
     grid = codes.shape[-2:]
+    boxes = [(r0, c0, r1, c1) for (r0, r1, c0, c1), _ in _tiles(grid, tile_cells, halo)]
     out = None
-    for (r0, r1, c0, c1), _ in _tiles(grid, tile_cells, halo):
-        xt = decode_box(decode, codes, (r0, c0, r1, c1), d, halo)
+    for (r0, c0, r1, c1), xt in zip(
+        boxes,
+        thread_map(lambda box: decode_box(decode, codes, box, d, halo), boxes, workers),
+        strict=True,
+    ):
         if out is None:
             out = xt.new_empty(*xt.shape[:2], grid[0] * d, grid[1] * d)
         out[..., r0 * d : r1 * d, c0 * d : c1 * d] = xt

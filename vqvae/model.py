@@ -282,6 +282,7 @@ class VQVAE(PretrainedMixin, nn.Module):
         x: torch.Tensor,
         *,
         tile: int | None = None,
+        workers: int = 1,
         return_latents: bool = False,
         stages: int | None = None,
     ):
@@ -293,7 +294,9 @@ class VQVAE(PretrainedMixin, nn.Module):
 
         ``tile``: encode tiles of about ``tile`` x ``tile`` pixels, each with a halo as wide
         as the encoder's receptive field, so memory is bounded by the tile size and the
-        codes equal the whole-image ones. ``return_latents``: also return the latents z_e
+        codes equal the whole-image ones; ``workers`` tiles at once, each on its own thread
+        (:mod:`vqvae.parallel`: on the CPU with one torch thread, the way to use several
+        cores). ``return_latents``: also return the latents z_e
         (B, D, h, w) float32 (the encoder's output, before quantization). ``stages``: the
         codes (B, stages, h, w) of the residual quantizer's first ``stages`` stages
         (:meth:`quantize_stages`) instead of the first stage's (B, h, w)."""
@@ -312,12 +315,13 @@ class VQVAE(PretrainedMixin, nn.Module):
             z_e, codes = encode(x)
         else:
             halo = math.ceil(grid.reach(self.encoder) / d)
-            z_e, codes = grid.tiled_encode(encode, x, d, grid.tile_cells(tile, d), halo)
+            cells = grid.tile_cells(tile, d)
+            z_e, codes = grid.tiled_encode(encode, x, d, cells, halo, workers)
         return (codes, z_e.contiguous()) if return_latents else codes
 
     @torch.no_grad()
     def decode_codes(
-        self, codes: torch.Tensor, size=None, *, tile: int | None = None
+        self, codes: torch.Tensor, size=None, *, tile: int | None = None, workers: int = 1
     ) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] from codes (B, h, w) in [0, K), or (B, n, h, w): the
         first n stages of the residual quantizer (:meth:`lookup_stages`), cropped to
@@ -326,7 +330,7 @@ class VQVAE(PretrainedMixin, nn.Module):
 
         ``tile``: decode tiles of about ``tile`` x ``tile`` pixels, each with a halo of
         codes as wide as the decoder's receptive field: bounded memory, the same pixels
-        up to float rounding."""
+        up to float rounding; ``workers`` tiles at once (as :meth:`encode_image`)."""
         self._check_indices(codes, stages=True)
         d = self.config.downsample
         h, w = codes.shape[-2:]
@@ -341,7 +345,8 @@ class VQVAE(PretrainedMixin, nn.Module):
             out = self._decode_cells(codes)
         else:
             cells = grid.tile_cells(tile, d)
-            out = grid.tiled_decode(self._decode_cells, codes, d, cells, self.decoder_halo)
+            halo = self.decoder_halo
+            out = grid.tiled_decode(self._decode_cells, codes, d, cells, halo, workers)
         return out[..., :H, :W].clamp(0.0, 1.0).contiguous()
 
     @torch.no_grad()

@@ -70,9 +70,13 @@ class CellCodes:
     dist: np.ndarray  # (h, w, n) float16: their Euclidean distances to z_e
 
     @classmethod
-    def of(cls, m: Model, size, scale: int, codes: torch.Tensor, z_e: torch.Tensor) -> CellCodes:
-        """From one image's codes (1, h, w) and latents z_e (1, D, h, w)."""
-        near, dist = latent_distances(m.model, z_e, codes, settings.INSPECT_NEAREST)
+    def of(
+        cls, m: Model, size, scale: int, codes: torch.Tensor, z_e: torch.Tensor, workers: int = 1
+    ) -> CellCodes:
+        """From one image's codes (1, h, w) and latents z_e (1, D, h, w), computed on
+        ``workers`` threads."""
+        n = settings.INSPECT_NEAREST
+        near, dist = latent_distances(m.model, z_e, codes, n, workers=workers)
         small = np.int16 if m.config.codebook_size <= np.iinfo(np.int16).max else np.int32
         return cls(
             m.name, (int(size[0]), int(size[1])), int(scale), m.config.downsample,

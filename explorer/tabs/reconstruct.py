@@ -16,7 +16,7 @@ import torch
 import vqvae
 from vqvae import images
 
-from .. import inputs
+from .. import inputs, settings
 from ..context import Context
 from ..files import named
 from ..guards import clear_errors, guard_drawing_pad, image_input
@@ -89,11 +89,12 @@ class Reconstruct:
     def _photo(self, m, image, announce: bool) -> Reconstruction:
         x = inputs.photo_input(m, image, announce=announce)
         H, W = x.shape[-2:]
+        n = settings.photo_workers()
         with torch.inference_mode():
-            codes, z_e = m.model.encode_image(x, return_latents=True, tile=PHOTO_TILE)
-            recon = m.model.decode_codes(codes, (H, W), tile=PHOTO_TILE)
+            codes, z_e = m.model.encode_image(x, return_latents=True, tile=PHOTO_TILE, workers=n)
+            recon = m.model.decode_codes(codes, (H, W), tile=PHOTO_TILE, workers=n)
         # at the photo's own size (the page scales it, pixelated); code cells of d pixels
-        out = self._result(m, x, recon, codes, z_e, max(H, W))
+        out = self._result(m, x, recon, codes, z_e, max(H, W), workers=n)
         if announce:
             h, w = out.grid.shape
             gr.Info(
@@ -104,10 +105,12 @@ class Reconstruct:
         return out
 
     @staticmethod
-    def _result(m, x, recon, codes: torch.Tensor, z_e: torch.Tensor, side: int) -> Reconstruction:
+    def _result(
+        m, x, recon, codes: torch.Tensor, z_e: torch.Tensor, side: int, workers: int = 1
+    ) -> Reconstruction:
         """The outputs for input ``x``, its reconstruction, codes (1, h, w) and latents z_e,
         the pictures ``side`` px on their longer side (enlarged ``scale`` times), the code
-        map's cells aligned with them."""
+        map's cells aligned with them; the inspector's cells on ``workers`` threads."""
         c = codes[0].numpy()
         scale = max(1, side // max(x.shape[-2:]))
         return Reconstruction(
@@ -120,7 +123,7 @@ class Reconstruct:
             codes_used=int(len(np.unique(c))),
             bits=round(c.size * math.log2(m.config.codebook_size), 1),
             grid=inputs.table(c),
-            cells=inspector.CellCodes.of(m, x.shape[-2:], scale, codes, z_e),
+            cells=inspector.CellCodes.of(m, x.shape[-2:], scale, codes, z_e, workers),
         )
 
     @clear_errors
