@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -253,9 +254,21 @@ def photo_input(
     return x
 
 
-def model_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
+def choose_colour(names: Sequence[str]) -> str:
+    """What to choose for a photo: the colour models ``names`` by name, in the Model menu."""
+    if not names:
+        return "choose a colour model for photos."
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"for photos choose {listed} in the Model menu."
+
+
+def model_input(
+    m: Model, source, *, announce: bool = True, colour_models: Sequence[str] = ()
+) -> torch.Tensor:
     """The model's input tensor (1, C, S, S) in [0, 1] from an image path / array / PIL image.
-    ``announce``: tell the user how the input was adjusted (inverted, alpha flattened...)."""
+    ``announce``: tell the user how the input was adjusted (inverted, alpha flattened...).
+    A colour picture sent to a greyscale model is refused, naming ``colour_models`` (the
+    ones to choose instead)."""
     if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
         raise gr.Error("An image is a file path or an array.", title="Unusable image")
     try:
@@ -263,7 +276,7 @@ def model_input(m: Model, source, *, announce: bool = True) -> torch.Tensor:
         if m.config.in_channels == 1 and images.is_colour(im):
             raise images.ColourImageError(
                 f"This is a colour picture, and model {m.name!r} reads greyscale images (it "
-                "would turn it into grey mush): choose a colour model for photos."
+                f"would turn it into grey mush): {choose_colour(colour_models)}"
             )
         x, inverted = images.to_model_input(im, m.config.in_channels, m.config.image_size)
     except images.ImageError as e:

@@ -109,6 +109,27 @@ class ModelStore:
         names = sorted(names, key=lambda n: (order.get(n, len(order)), n))
         return names + [n for n in self.sources if n not in names]
 
+    def colour_names(self) -> list[str]:
+        """The colour models' names, in :meth:`names`' order: those loaded, and those of the
+        models folder whose config says 3 channels (read, not loaded; a Hub source not loaded
+        yet is not fetched to ask)."""
+        out = []
+        for name in self.names():
+            m = self._models.get(name)
+            if m is not None:
+                channels = m.config.in_channels
+            elif name in self.sources:
+                continue
+            else:
+                try:
+                    config = json.loads((self.models_dir / name / CONFIG_NAME).read_text())
+                    channels = config.get("in_channels") if isinstance(config, dict) else None
+                except (OSError, ValueError):
+                    continue
+            if channels == 3:
+                out.append(name)
+        return out
+
     def get(self, name) -> Model:
         """The model called ``name``, loaded on first use; gr.Error for an unknown name. A
         loaded model is returned at once (every event asks for its model: the models folder

@@ -156,8 +156,11 @@ def test_odd_but_valid_images(h, tmp_path, kind):
     path = make(tmp_path)
     for name in ("mnist", "cifar10"):
         if expect == "colour" and name == "mnist":
-            with pytest.raises(gr.Error, match="colour picture"):
+            with pytest.raises(gr.Error, match="colour picture") as e:
                 h.reconstruct.image(path, name)  # a digit model would turn it into grey mush
+            # and says which models read photos, in the menu's order, from their configs
+            assert h.models.colour_names() == [n for n in h.models.names() if "cifar" in n]
+            assert "for photos choose cifar10 in the Model menu" in str(e.value)
             continue
         out = h.reconstruct.image(path, name, "thumbnail")
         seen = np.asarray(out.original).astype(float)  # the input as the model sees it
@@ -686,3 +689,22 @@ def test_a_photo_grid_edits_and_rings_but_resamples_only_as_a_thumbnail(h, tmp_p
         h.edit.decode("cifar10", [row] * 1024)
     with pytest.raises(gr.Error, match=r"got 300x300"):  # a near miss says its shape
         h.edit.decode("cifar10", [[0] * 300] * 300)
+
+
+def test_the_colour_models_are_named_from_their_configs_without_loading(tmp_path):
+    from explorer import inputs
+    from explorer.store import ModelStore
+
+    for name, config in [("b-rgb", '{"in_channels": 3}'), ("a-grey", '{"in_channels": 1}'),
+                         ("c-rgb", '{"in_channels": 3}'), ("d-broken", "{not json"),
+                         ("e-list", "[3]")]:  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(config)
+        (tmp_path / name / "model.safetensors").write_bytes(b"not weights: never read")
+    store = ModelStore(tmp_path, tmp_path / "examples", tmp_path / "cache")
+    assert store.colour_names() == ["b-rgb", "c-rgb"]
+    assert inputs.choose_colour(store.colour_names()) == (
+        "for photos choose b-rgb or c-rgb in the Model menu."
+    )
+    assert inputs.choose_colour(["x", "y", "z"]) == "for photos choose x, y or z in the Model menu."
+    assert inputs.choose_colour([]) == "choose a colour model for photos."

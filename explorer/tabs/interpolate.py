@@ -87,12 +87,15 @@ class Interpolate:
         gif = images.write_gif(seq, self.files.new(".gif"), fps=f, pingpong=bool(pingpong))
         return Interpolation(str(gif), _strip(seq))
 
-    @staticmethod
-    def _pair(m, image_a, image_b, frames: float, max_pixels: int) -> tuple[torch.Tensor, ...]:
+    def _pair(
+        self, m, image_a, image_b, frames: float, max_pixels: int
+    ) -> tuple[torch.Tensor, ...]:
         """The two images as the model reads them, of one size, within the frame budget:
         frames cost in proportion to their pixels."""
         if not inputs.takes_photos(m):
-            a, b = inputs.model_input(m, image_a), inputs.model_input(m, image_b)
+            colour = self.models.colour_names()
+            a = inputs.model_input(m, image_a, colour_models=colour)
+            b = inputs.model_input(m, image_b, colour_models=colour)
             what = f"this model's {m.config.image_size}px images"
         else:
             a = inputs.photo_input(m, image_a, announce=max_pixels == MAX_PHOTO_PIXELS,

@@ -78,7 +78,8 @@ class Reconstruct:
         if inputs.takes_photos(m) and size == "own":
             out = self._photo(m, image, announce)
         else:
-            x = inputs.model_input(m, image, announce=announce)
+            colour = self.models.colour_names()
+            x = inputs.model_input(m, image, announce=announce, colour_models=colour)
             with torch.inference_mode():
                 codes, z_e = m.model.encode_image(x, return_latents=True)
                 recon = m.model.decode(codes)
