@@ -17,7 +17,7 @@ import torch
 from vqvae import images
 
 from . import settings
-from .store import Model
+from .store import Model, ModelStore
 
 
 def whole_number(value, lo: int, hi: int, what: str) -> int:
@@ -263,12 +263,12 @@ def choose_colour(names: Sequence[str]) -> str:
 
 
 def model_input(
-    m: Model, source, *, announce: bool = True, colour_models: Sequence[str] = ()
+    m: Model, source, *, announce: bool = True, models: ModelStore | None = None
 ) -> torch.Tensor:
     """The model's input tensor (1, C, S, S) in [0, 1] from an image path / array / PIL image.
     ``announce``: tell the user how the input was adjusted (inverted, alpha flattened...).
-    A colour picture sent to a greyscale model is refused, naming ``colour_models`` (the
-    ones to choose instead)."""
+    A colour picture sent to a greyscale model is refused, naming the colour models of
+    ``models`` to choose instead (looked up only then)."""
     if not (source is None or isinstance(source, (str, Path, np.ndarray, PIL.Image.Image))):
         raise gr.Error("An image is a file path or an array.", title="Unusable image")
     try:
@@ -276,7 +276,8 @@ def model_input(
         if m.config.in_channels == 1 and images.is_colour(im):
             raise images.ColourImageError(
                 f"This is a colour picture, and model {m.name!r} reads greyscale images (it "
-                f"would turn it into grey mush): {choose_colour(colour_models)}"
+                f"would turn it into grey mush): "
+                + choose_colour(models.colour_names() if models is not None else ())
             )
         x, inverted = images.to_model_input(im, m.config.in_channels, m.config.image_size)
     except images.ImageError as e:

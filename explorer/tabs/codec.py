@@ -99,8 +99,7 @@ class Codec:
         S = m.config.image_size
         if m.grid_prior is not None and not (m.prior is not None and im.size == (S, S)):
             return inputs.photo_input(m, im, announce=False), True
-        colour = self.models.colour_names()
-        return inputs.model_input(m, im, announce=False, colour_models=colour), False
+        return inputs.model_input(m, im, announce=False, models=self.models), False
 
     def _read(self, m: Model, image) -> PIL.Image.Image:
         """The image a file holds. A whole-number nearest-neighbour enlargement of an S x S

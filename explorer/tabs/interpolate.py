@@ -93,9 +93,8 @@ class Interpolate:
         """The two images as the model reads them, of one size, within the frame budget:
         frames cost in proportion to their pixels."""
         if not inputs.takes_photos(m):
-            colour = self.models.colour_names()
-            a = inputs.model_input(m, image_a, colour_models=colour)
-            b = inputs.model_input(m, image_b, colour_models=colour)
+            a = inputs.model_input(m, image_a, models=self.models)
+            b = inputs.model_input(m, image_b, models=self.models)
             what = f"this model's {m.config.image_size}px images"
         else:
             a = inputs.photo_input(m, image_a, announce=max_pixels == MAX_PHOTO_PIXELS,

@@ -78,8 +78,7 @@ class Reconstruct:
         if inputs.takes_photos(m) and size == "own":
             out = self._photo(m, image, announce)
         else:
-            colour = self.models.colour_names()
-            x = inputs.model_input(m, image, announce=announce, colour_models=colour)
+            x = inputs.model_input(m, image, announce=announce, models=self.models)
             with torch.inference_mode():
                 codes, z_e = m.model.encode_image(x, return_latents=True)
                 recon = m.model.decode(codes)
