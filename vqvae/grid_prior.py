@@ -79,6 +79,8 @@ def _exp_table() -> np.ndarray:
 
 
 EXP_TABLE = _exp_table()
+# the same counts as float64 (exact: below 2^53), the dtype constriction's models take
+_EXP_COUNTS = EXP_TABLE.astype(np.float64)
 
 
 @dataclass
@@ -391,7 +393,8 @@ class GridPrior(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def counts(self, codes: torch.Tensor, steps) -> list[np.ndarray]:
-        """Integer counts (cells of the pass, K) int64 for each (stage, pass) of ``steps``
+        """Integer counts (cells of the pass, K), as float64 (whole numbers below 2^17, exact;
+        the dtype the entropy coder takes), for each (stage, pass) of ``steps``
         (see :func:`schedule`) of one grid ``codes`` (1, S', h, w), cells in raster order
         within a pass. All steps run as one batch: the encoder asks for every step at once,
         the decoder for one step at a time with what it has decoded so far; a step's counts
@@ -416,7 +419,7 @@ class GridPrior(PretrainedMixin, nn.Module):
             logit = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=False)
             # integer differences below 2^21, exact in float32
             d = (logit.max(1, keepdim=True).values - logit).clamp_max_(len(EXP_TABLE) - 1)
-            out.append(EXP_TABLE[d.long().numpy()])
+            out.append(np.take(_EXP_COUNTS, d.to(torch.int32).numpy()))
         return out
 
 
