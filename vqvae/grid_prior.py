@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, getcontext
 
@@ -391,14 +392,19 @@ class GridPrior(PretrainedMixin, nn.Module):
             x = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=True)
         return x
 
-    @torch.no_grad()
     def counts(self, codes: torch.Tensor, steps) -> list[np.ndarray]:
+        """:meth:`iter_counts` as a list: every step's table at once."""
+        return list(self.iter_counts(codes, steps))
+
+    @torch.no_grad()
+    def iter_counts(self, codes: torch.Tensor, steps) -> Iterator[np.ndarray]:
         """Integer counts (cells of the pass, K), as float64 (whole numbers below 2^17, exact;
         the dtype the entropy coder takes), for each (stage, pass) of ``steps``
         (see :func:`schedule`) of one grid ``codes`` (1, S', h, w), cells in raster order
         within a pass. All steps run as one batch: the encoder asks for every step at once,
         the decoder for one step at a time with what it has decoded so far; a step's counts
-        depend only on the codes it may see, so both get the same integers."""
+        depend only on the codes it may see, so both get the same integers. The tables come
+        one at a time (a 1 MP photo's are 134 MB a pass): the encoder codes each and drops it."""
         if not bool(self.frozen):
             raise ValueError("this grid prior is not frozen: call freeze() after training")
         steps = list(steps)
@@ -412,15 +418,13 @@ class GridPrior(PretrainedMixin, nn.Module):
         feats = self._int_features(codes.expand(len(steps), -1, -1, -1), stage, known)
         i = len(self.convs)
         head_w = getattr(self, f"w{i}").float()[:, :, 0, 0]  # (K, C)
-        out = []
         for k, (m, (_, p)) in enumerate(zip(maps, steps, strict=True)):
             f = feats[k].flatten(1)[:, (m == p).flatten()].t()  # (cells, C)
             acc = f @ head_w.t()  # exact: integers, sums below 2^24
             logit = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=False)
             # integer differences below 2^21, exact in float32
             d = (logit.max(1, keepdim=True).values - logit).clamp_max_(len(EXP_TABLE) - 1)
-            out.append(np.take(_EXP_COUNTS, d.to(torch.int32).numpy()))
-        return out
+            yield np.take(_EXP_COUNTS, d.to(torch.int32).numpy())
 
 
 def _requant(acc: torch.Tensor, scale: torch.Tensor, off: torch.Tensor, relu: bool):

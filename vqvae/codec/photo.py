@@ -239,7 +239,7 @@ def compress_image(
     enc = constriction.stream.queue.RangeEncoder()
     for i in range(0, len(steps), per_run):
         run = steps[i : i + per_run]
-        for (s, p), table in zip(run, prior.counts(codes, run), strict=True):
+        for (s, p), table in zip(run, prior.iter_counts(codes, run), strict=True):
             symbols = codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))]
             enc.encode(symbols.astype(np.int32), coder._family(), table)
     # the output without its trailing zero bytes, which the decoder pads back; no shortest cut
