@@ -19,7 +19,7 @@ from PIL import ImageDraw
 
 import vqvae
 from vqvae import hub, images, viz
-from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from vqvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config_json
 from vqvae.codes import usage_ranks
 from vqvae.grid_prior import GRID_PRIOR_WEIGHTS, load_grid_prior
 from vqvae.prior import PRIOR_CONFIG, PRIOR_WEIGHTS
@@ -122,7 +122,7 @@ class ModelStore:
                 continue
             else:
                 try:
-                    config = json.loads((self.models_dir / name / CONFIG_NAME).read_text())
+                    config = read_config_json(self.models_dir / name / CONFIG_NAME)
                     channels = config.get("in_channels") if isinstance(config, dict) else None
                 except (OSError, ValueError):
                     continue
