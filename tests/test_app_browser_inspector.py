@@ -68,9 +68,12 @@ def test_a_click_on_a_photos_code_map_inspects_that_cell(live_app, tmp_path):
         recon = page.locator("#recon img").first
         shown = recon.bounding_box()
         page.mouse.move(shown["x"] + shown["width"] / 2, shown["y"] + shown["height"] / 2)
-        page.wait_for_function("() => document.querySelectorAll('.cell-hover').length == 3")
-        hovers = page.locator(".cell-hover")
-        assert {hovers.nth(i).get_attribute("data-cell") for i in range(3)} == {"5,9"}
+        # read in the same step as they appear: a later re-render of a picture may redraw them
+        cells = page.wait_for_function(
+            "() => { const h = [...document.querySelectorAll('.cell-hover')];"
+            " return h.length == 3 && h.map(e => e.getAttribute('data-cell')); }"
+        ).json_value()
+        assert set(cells) == {"5,9"}
         assert recon.get_attribute("title") == "cell (5, 9): click to inspect it"
         img = page.locator("#codemap img").first
         box = img.bounding_box()
