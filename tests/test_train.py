@@ -590,6 +590,7 @@ def _changed(name: str, value):
         pretrain_steps=0,  # --init-from needs it
         first_stage_share=0.5,
         teacher="",  # excludes --init-from: the test below sets it in another config
+        freeze="decoder",
     )
     if name in special:
         return special[name]
@@ -904,6 +905,57 @@ def test_residual_stages_from_a_trained_run_keep_its_stages(tmp_path, finished_r
     psnr = json.loads((folder / "metrics.json").read_text())["psnr_stages"]
     assert f"| PSNR from the first 1, 2, .. 3 stages | {psnr[0]:.2f} / " in card
     assert VQVAE.from_pretrained(folder).config.num_stages == 3
+
+
+def test_freeze_fits_the_decoder_alone_and_keeps_the_codes(capsys, tmp_path, finished_run,
+                                                          mnist_dir):  # fmt: skip
+    """--freeze encoder,quantizer: the decoder learns, the encoder and every codebook
+    (with its EMA state) stay as loaded, so the codes of any image are the source's, also
+    after a resume. Freezing without loaded weights, an unknown part or every part is
+    refused."""
+    from vqvae import VQVAE
+
+    common = [*TINY, "--data-dir", str(mnist_dir), "--pretrain-steps", "0", "--batch-size",
+              "16", "--lr", "3e-3", "--limit-train", "64", "--limit-test", "16",
+              "--eval-every", "4", "--eval-images", "16", "--no-kmeans"]  # fmt: skip
+    out = tmp_path / "decoder"
+    frozen = ["--init-from", str(finished_run), "--freeze", "encoder,quantizer"]
+    train_train.main([*common, *frozen, "--out", str(out), "--steps", "3"])
+    train_train.main([*common, *frozen, "--out", str(out), "--steps", "6", "--resume"])
+    src, fit = VQVAE.from_pretrained(finished_run), VQVAE.from_pretrained(out)
+    before, after = src.state_dict(), fit.state_dict()
+    kept = [k for k in after if not k.startswith("decoder.")]
+    assert kept and all(torch.equal(after[k], before[k]) for k in kept)
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("decoder."))
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(fit.encode(x), src.encode(x))
+    assert "--freeze keeps loaded weights" in fail_with(
+        capsys, [*common, "--out", str(tmp_path / "a"), "--freeze", "decoder"]
+    )
+    assert "unknown part 'head'" in fail_with(
+        capsys,
+        [
+            *common,
+            "--out",
+            str(tmp_path / "b"),
+            "--init-from",
+            str(finished_run),
+            "--freeze",
+            "encoder,head",
+        ],  # fmt: skip
+    )
+    assert "nothing to train" in fail_with(
+        capsys,
+        [
+            *common,
+            "--out",
+            str(tmp_path / "c"),
+            "--init-from",
+            str(finished_run),
+            "--freeze",
+            "encoder,quantizer,decoder",
+        ],  # fmt: skip
+    )
 
 
 def test_first_stage_share_draws_stage_one_alone_for_that_share():

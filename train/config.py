@@ -44,6 +44,16 @@ TRAIN_PRESETS: dict[str, dict] = {
         batch_size=128,
         lr=3e-4,
     ),
+    # photos of any size in root/train/ and root/test/, cut into crops at several scales
+    # (vqvae.crops; python -m train.photo_set builds such a folder); mostly with --init-from
+    "photos": dict(
+        dataset="photos",
+        model_preset="cifar10",
+        steps=6_000,
+        pretrain_steps=0,
+        batch_size=128,
+        lr=1e-4,
+    ),
     # your own images: root/train/<class>/*.png and root/test/<class>/*.png
     "folder": dict(
         dataset="folder",
@@ -145,6 +155,12 @@ class TrainConfig:
     distill_weight: float = option(
         1.0, "--teacher: weight of the MSE between this encoder's outputs and the teacher's"
     )
+    freeze: str = option(
+        "",
+        "parts kept as loaded from --init-from or --teacher: a comma list of encoder, "
+        "quantizer, decoder (e.g. 'encoder,quantizer' fits the decoder alone to new data: "
+        "the codes, and so the priors, stay the source's)",
+    )
     # machinery
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", resume=True)
     amp: bool = option(True, "bf16 autocast on CUDA (the quantizer stays fp32)")
@@ -238,9 +254,29 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise TrainError("--teacher gives the codebooks from the start: use --pretrain-steps 0")
     if cfg.teacher and cfg.init_from:
         raise TrainError("--teacher and --init-from both set the codebooks: choose one")
+    parts = freeze_parts(cfg)
+    if parts and not (cfg.init_from or cfg.teacher):
+        raise TrainError("--freeze keeps loaded weights: use it with --init-from or --teacher")
+    if set(parts) == set(FREEZABLE):
+        raise TrainError("--freeze: every part frozen leaves nothing to train")
     if cfg.distill_weight < 0:
         raise TrainError(f"--distill-weight must be >= 0, not {cfg.distill_weight}")
     return cfg
+
+
+FREEZABLE = ("encoder", "quantizer", "decoder")
+
+
+def freeze_parts(cfg: TrainConfig) -> list[str]:
+    """The parts ``--freeze`` names, checked."""
+    parts = [p.strip() for p in cfg.freeze.split(",") if p.strip()]
+    wrong = [p for p in parts if p not in FREEZABLE]
+    if wrong:
+        raise TrainError(
+            f"--freeze: unknown part {', '.join(map(repr, wrong))}; choose from "
+            f"{', '.join(FREEZABLE)}"
+        )
+    return parts
 
 
 def command_args(cfg: TrainConfig) -> list[str]:

@@ -32,6 +32,7 @@ from .config import (  # noqa: F401  (train.train's public names: the CLI and it
     build_config,
     check_config,
     command_args,
+    freeze_parts,
     make_parser,
     model_config,
     parse_args,
@@ -383,6 +384,17 @@ def codes_agree(student: vqvae.VQVAE, teacher: vqvae.VQVAE, images_u8: torch.Ten
     return [round(float(v) / cells, 5) for v in same]
 
 
+def freeze(model: vqvae.VQVAE, parts: list[str]) -> None:
+    """Keep ``parts`` of ``model`` as loaded (``--freeze``): the encoder or decoder without
+    gradients, the quantizer's stages ``frozen`` (no EMA, no restarts, no gradient)."""
+    for part in parts:
+        if part == "quantizer":
+            for stage in (model.quantizer, *model.residual):
+                stage.frozen = True
+        else:
+            getattr(model, part).requires_grad_(False)
+
+
 def phase_model(state: RunState, vq: bool):
     """The module a phase trains: the codebook is a trained parameter only in the VQ phase
     without EMA; under DDP the wrapper is rebuilt because that set of parameters changed."""
@@ -427,6 +439,7 @@ def run(cfg: TrainConfig, resume: bool = False, build_model=None) -> dict:
     if cfg.teacher:  # (a resumed run's codebooks come from its checkpoint)
         teacher = load_teacher(model, cfg.teacher, copy=ckpt is None).to(dev)
         kept = model.config.num_stages
+    freeze(model, freeze_parts(cfg))
     if model.config.num_stages > 1:
         model.first_stage_share = cfg.first_stage_share
     elif cfg.first_stage_share is not None:

@@ -1,4 +1,4 @@
-"""Dataset registry: ``mnist``, ``fashion-mnist``, ``cifar10`` and ``folder``.
+"""Dataset registry: ``mnist``, ``fashion-mnist``, ``cifar10``, ``folder`` and ``photos``.
 
 Every dataset yields ``(image, label)`` with ``image`` a float tensor in [0, 1] of shape
 (C, H, W). :func:`load_uint8` returns a whole split as one uint8 tensor (N, C, H, W),
@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from .files import atomic_write
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder", "photos")
 CIFAR_JPEG_TARBALL = "cifar10-jpeg.tar.gz"
 
 
@@ -238,6 +238,10 @@ def load_uint8(
     ``name`` is one of :data:`DATASETS`. For ``folder``, ``root`` holds ``train/`` and
     ``test/`` subfolders of images (in class subfolders, as torchvision's ImageFolder wants),
     and ``image_size`` (default 32) and ``channels`` (default 3) say what to resize to.
+    For ``photos``, ``root`` holds ``train/`` and ``test/`` folders of photos of any size
+    (any depth, no class folders needed), and each split is crops of ``image_size`` pixels
+    taken at several scales (:func:`vqvae.crops.photo_crops`: 100,000 training and 5,000
+    test crops at 32 x 32, as many pixels at other sizes).
     """
     root = Path(root).expanduser()
     _check_split(split)
@@ -250,6 +254,8 @@ def load_uint8(
     if name == "cifar10":
         return _cifar10(root, split)
     size, ch = image_size or 32, channels or 3
+    if name == "photos":
+        return _photo_crops(root, split, ch, size)
     if not (root / split).is_dir():
         raise DatasetNotFoundError(
             f"folder dataset: {root / split} does not exist. Put your images in "
@@ -257,6 +263,26 @@ def load_uint8(
         )
     x = _folder_uint8(root / split, ch, size)
     return x, DataInfo("folder", f"image folder {root}", ch, size)
+
+
+def _photo_crops(root: Path, split: str, channels: int, size: int):
+    from .crops import PhotoFolderError, default_count, photo_crops
+
+    try:
+        x = photo_crops(
+            root / split,
+            size,
+            default_count(split, size),
+            channels=channels,
+            seed=0 if split == "train" else 1,
+            cache=cache_dir() / "arrays",
+        )
+    except PhotoFolderError as e:
+        raise DatasetNotFoundError(
+            f"photos dataset: {e}. Put photos of any size in {root}/train/ and {root}/test/ "
+            f"(python -m train.photo_set --out {root} builds one from Debian's wallpapers)."
+        ) from e
+    return x, DataInfo("photos", f"crops of the photos in {root}", channels, size)
 
 
 class TensorImages(Dataset):
@@ -306,6 +332,9 @@ def load_labels(name: str, root, split: str = "train") -> tuple[torch.Tensor, li
         folder = folder / split
     else:
         folder = root / split
+    if name == "photos":  # crops have no classes
+        n = len(load_uint8(name, root, split)[0])
+        return torch.zeros(n, dtype=torch.long), ["photo"]
     if not folder.is_dir():
         raise DatasetNotFoundError(f"image folder {folder} does not exist")
     # ImageFolder's sorted order is the order _folder_uint8 decodes the images in
