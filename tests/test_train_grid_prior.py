@@ -73,3 +73,30 @@ def test_init_from_a_trained_prior_starts_from_its_network(setup, tmp_path, caps
                   "--out", str(tmp / "other")])  # fmt: skip
     assert e.value.code == 2
     assert "channels 8 vs 4" in capsys.readouterr().err
+
+
+def test_photo_crops_of_any_size_train_a_prior(setup, tmp_path, capsys, monkeypatch):
+    """--dataset photos --image-size 32: grids of 8 x 8 photo codes (the tiny model's
+    cells are 4 px), no upscaling; --image-size on CIFAR-10 is refused."""
+    from vqvae import crops
+
+    model, tmp = setup
+    monkeypatch.setenv("VQVAE_CACHE", str(tmp / "cache"))
+    monkeypatch.setitem(crops.CROPS_AT_32, "train", 32)
+    monkeypatch.setitem(crops.CROPS_AT_32, "test", 32)
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        (tmp / "photos" / split).mkdir(parents=True)
+        pixels = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).resize((300, 200)).save(tmp / "photos" / split / "p.png")
+    run = [*args(tmp, "--steps", "2", "--scales", "1", "--image-size", "32"), "--dataset",
+           "photos", "--data-dir", str(tmp / "photos")]  # fmt: skip
+    tgp.main(run)
+    (codes,) = (tmp / "run").glob("codes-*-s32-x1-*.npz")
+    with np.load(codes) as d:
+        assert d["train_1"].shape == (32, 2, 8, 8) and d["test"].shape == (8, 2, 8, 8)
+    assert GridPrior.from_pretrained(tmp / "run").frozen
+    with pytest.raises(SystemExit) as e:
+        tgp.main([*args(tmp, "--steps", "2", "--image-size", "64"), "--dataset", "cifar10",
+                  "--out", str(tmp / "run2")])  # fmt: skip
+    assert e.value.code == 2 and "--image-size is for folder and photos" in capsys.readouterr().err

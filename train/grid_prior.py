@@ -44,8 +44,14 @@ class GridPriorTrainConfig:
     """Every option of a grid prior's training run; each a ``--flag``."""
 
     vqvae: str = option("cifar10", "pretrained name or folder of the VQ-VAE")
-    dataset: str = option("cifar10", "training images", choices=("cifar10", "folder"))
+    dataset: str = option("cifar10", "training images", choices=("cifar10", "folder", "photos"))
     data_dir: str = option("data", "dataset root, e.g. ../shared/data", resume=True)
+    image_size: int = option(
+        0,
+        "folder and photos datasets: the size images are resized (folder) or cropped "
+        "(photos) to; 0 = the VQ-VAE's image size. Photos cropped at 128 give 32 x 32 grids "
+        "of photo codes as they are, with no upscaling (--scales 1)",
+    )
     out: str = option("runs/grid-prior", "run folder", resume=True)
     scales: str = option("1,2", "image scales the training grids are taken at (comma list)")
     per_scale: int = option(10_000, "training images per scale above 1 (scale 1: all)")
@@ -110,10 +116,13 @@ def encoded(cfg: GridPriorTrainConfig, model, fingerprint: str) -> dict:
     """{"train_<scale>": codes, "test": codes} as int64 tensors, encoded once and cached in
     the run folder."""
     scales = "-".join(map(str, cfg.scale_list))
-    path = Path(cfg.out) / f"codes-{fingerprint}-x{scales}-n{cfg.per_scale}-t{cfg.eval_images}.npz"
+    size = f"-s{cfg.image_size}" if cfg.image_size else ""
+    path = Path(cfg.out) / (
+        f"codes-{fingerprint}{size}-x{scales}-n{cfg.per_scale}-t{cfg.eval_images}.npz"
+    )
     if not path.is_file():
         c = model.config
-        kw = dict(image_size=c.image_size, channels=c.in_channels)
+        kw = dict(image_size=cfg.image_size or c.image_size, channels=c.in_channels)
         train_u8, _ = load_uint8(cfg.dataset, cfg.data_dir, "train", **kw)
         test_u8, _ = load_uint8(cfg.dataset, cfg.data_dir, "test", **kw)
         arrays = {}
@@ -235,6 +244,10 @@ def init_prior(prior: GridPrior, source: str) -> None:
 
 
 def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
+    if cfg.image_size and cfg.dataset == "cifar10":
+        raise TrainError("--image-size is for folder and photos datasets (CIFAR-10 is 32 x 32)")
+    if cfg.image_size < 0:
+        raise TrainError(f"--image-size must be >= 0, got {cfg.image_size}")
     dev = loop.resolve_device(cfg.device, 0)
     ckpt, finished = start_or_resume(Path(cfg.out), resume, cfg.steps, announce=True)
     if finished is not None:
