@@ -239,18 +239,24 @@ class GridPrior(PretrainedMixin, nn.Module):
     def _input(self, table, codes, stage, known, flag):
         """The network's input (B, in_channels, h, w) from embedding table ``table`` (S, K,
         E), the codes, the stage being coded (B,) and its known cells (B, h, w); ``flag``
-        is the value of the mask and stage channels."""
+        is the value of the mask and stage channels. Built channels-last (the layout the
+        convolutions run in); grids expanded from one (``counts``: one grid under every
+        step's mask) are looked up once."""
         c = self.config
         B, S, h, w = codes.shape
-        vis = self._visible(codes, stage, known)
-        emb = torch.stack([table[s][codes[:, s]] for s in range(S)], 1)  # (B, S, h, w, E)
-        emb = emb * vis[..., None].to(emb.dtype)
-        if S < c.num_stages:
-            emb = F.pad(emb, (0, 0, 0, 0, 0, 0, 0, c.num_stages - S))
-        emb = emb.permute(0, 1, 4, 2, 3).reshape(B, c.num_stages * c.embed_dim, h, w)
-        mask = known[:, None].to(emb.dtype) * flag
-        onehot = F.one_hot(stage, c.num_stages).to(emb.dtype)[:, :, None, None] * flag
-        return torch.cat([emb, mask, onehot.expand(B, c.num_stages, h, w)], 1)
+        E, n_emb = c.embed_dim, c.num_stages * c.embed_dim
+        one = codes[:1] if B > 1 and codes.stride(0) == 0 else codes
+        emb = torch.stack([table[s][one[:, s]] for s in range(S)], 3)  # (b, h, w, S, E)
+        vis = self._visible(codes, stage, known).permute(0, 2, 3, 1)[..., None]
+        emb = (emb * vis.to(emb.dtype)).reshape(B, h, w, S * E)
+        onehot = F.one_hot(stage, c.num_stages).to(emb.dtype) * flag
+        x = torch.cat([
+            emb,
+            emb.new_zeros(B, h, w, n_emb - S * E),  # stages not given
+            known[..., None].to(emb.dtype) * flag,
+            onehot[:, None, None, :].expand(B, h, w, c.num_stages),
+        ], -1)  # fmt: skip
+        return x.permute(0, 3, 1, 2)  # (B, C, h, w), channels_last in memory
 
     # -- the float network (training) --------------------------------------------------------
     def logits(self, codes: torch.Tensor, stage: torch.Tensor, known: torch.Tensor):
@@ -383,9 +389,10 @@ class GridPrior(PretrainedMixin, nn.Module):
 
     def _int_features(self, codes, stage, known) -> torch.Tensor:
         """The integer network up to the head: (B, C, h, w) float32 holding integers."""
+        # channels_last (as _input builds it): oneDNN is faster on it; the sums are exact
+        # either way
         x = self._input(self.embed_int.float(), codes, stage, known, float(self.flag_int))
-        nhwc = torch.channels_last  # oneDNN is faster on it; the sums are exact either way
-        x = x.contiguous(memory_format=nhwc)
+        nhwc = torch.channels_last
         for i in range(len(self.convs)):
             weight = getattr(self, f"w{i}").float().contiguous(memory_format=nhwc)
             acc = F.conv2d(x, weight, padding=1)
@@ -416,15 +423,19 @@ class GridPrior(PretrainedMixin, nn.Module):
         known = torch.stack([m < p for m, (_, p) in zip(maps, steps, strict=True)])
         stage = torch.tensor([s for s, _ in steps])
         feats = self._int_features(codes.expand(len(steps), -1, -1, -1), stage, known)
+        feats = feats.permute(0, 2, 3, 1).reshape(len(steps), h * w, -1)  # a view: NHWC
         i = len(self.convs)
         head_w = getattr(self, f"w{i}").float()[:, :, 0, 0]  # (K, C)
+        exp_counts = torch.from_numpy(_EXP_COUNTS)
         for k, (m, (_, p)) in enumerate(zip(maps, steps, strict=True)):
-            f = feats[k].flatten(1)[:, (m == p).flatten()].t()  # (cells, C)
+            f = feats[k][(m == p).flatten()]  # (cells, C)
             acc = f @ head_w.t()  # exact: integers, sums below 2^24
             logit = _requant(acc, getattr(self, f"scale{i}"), getattr(self, f"off{i}"), relu=False)
-            # integer differences below 2^21, exact in float32
-            d = (logit.max(1, keepdim=True).values - logit).clamp_max_(len(EXP_TABLE) - 1)
-            yield np.take(_EXP_COUNTS, d.to(torch.int32).numpy())
+            # integer differences below 2^21, exact in float32, in place
+            d = torch.sub(logit.max(1, keepdim=True).values, logit, out=logit)
+            d = d.clamp_max_(len(EXP_TABLE) - 1).to(torch.int32)
+            # the table lookup on torch's threads (np.take runs on one)
+            yield torch.index_select(exp_counts, 0, d.view(-1)).view(d.shape).numpy()
 
 
 def _requant(acc: torch.Tensor, scale: torch.Tensor, off: torch.Tensor, relu: bool):
