@@ -5,14 +5,18 @@ results layout, with the Bjontegaard delta rate (BD-rate) of each codec series a
     python -m benchmarks.rd --limit 2 --out /tmp/rd                  # a quick run
 
 Datasets: ``photos``, the photo suite of ``benchmarks.photos`` (scikit-image's photos, each
-opened at its own size by :func:`vqvae.images.load_photo`), and ``cifar10``, ``--limit``
+opened at its own size by :func:`vqvae.images.load_photo`); ``folder``, the photos of
+``--photos-dir`` opened the same way (up to 1 MP; e.g. the held-out photos of
+``python -m train.photo_set``, to choose settings on photos the benchmark never sees); and
+``cifar10``, ``--limit``
 (default 1000) test images evenly spread over the split (the JPEG q75 copy; ``--data-dir``
 as ``benchmarks.codec`` takes it). ``--limit N`` takes the first N photos and N CIFAR-10
 images.
 
 Per image (:func:`vqvae.rd.image_curves`): JPEG, WebP and AVIF (Pillow; AVIF where it writes
 it) at each of ``--qualities``, whole files; and the codec's operating points
-(:func:`vqvae.codec.points.operating_points`): ``.vqz`` files where the codec codes the
+(:func:`vqvae.codec.points.operating_points`; ``--rdo L``: photo codes chosen for their
+error plus L x their bits, :mod:`vqvae.codec.rdo`): ``.vqz`` files where the codec codes the
 image (the model's training size under its prior; any other size at every rate under its
 grid prior), the model's plain fixed-length codes (h*w*log2 K bits) where it has neither.
 Each point: bits per pixel, PSNR (RGB) and, on images
@@ -44,24 +48,32 @@ import PIL
 import torch
 
 import vqvae
-from vqvae.codec.points import DESCRIPTIONS
+from vqvae.codec.points import describe
 from vqvae.compare import QUALITIES, available_formats
+from vqvae.crops import PhotoFolderError, photo_files
 from vqvae.data import PHOTO_SUITE, DatasetNotFoundError, load_uint8, spread, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.images import load_photo
 from vqvae.metrics import bd_rate
 from vqvae.rd import FORMAT_NAMES, image_curves, mean_curves, quality_db, rate_changes, results
 
-DATASETS = ("photos", "cifar10")
+DATASETS = ("photos", "cifar10", "folder")
 OUT = Path("benchmarks/results/rd")
 BPP_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10)  # the plot's bits-per-pixel axis
 
 
-def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str]:
+def dataset_images(dataset: str, data_dir, limit: int | None, photos_dir=None) -> tuple[list, str]:
     """(images, each (3, H, W) float in [0, 1]; where they come from)."""
     if dataset == "photos":
         names = PHOTO_SUITE[:limit] if limit else PHOTO_SUITE
         return [load_photo(suite_photo(n))[0][0] for n in names], f"photos: {', '.join(names)}"
+    if dataset == "folder":
+        if photos_dir is None:
+            raise DatasetNotFoundError("the folder dataset needs --photos-dir")
+        files = photo_files(Path(photos_dir))[:limit]
+        return [load_photo(f)[0][0] for f in files], (
+            f"photos in {photos_dir}: {', '.join(f.name for f in files)}"
+        )
     images, info = load_uint8("cifar10", data_dir, "test", image_size=32, channels=3)
     pick = spread(len(images), limit or 1000)  # the copy is sorted by class
     return list(
@@ -69,12 +81,14 @@ def dataset_images(dataset: str, data_dir, limit: int | None) -> tuple[list, str
     ), f"{len(pick)} CIFAR-10 test images ({info.source})"
 
 
-def measure(images: list, model, prior, formats, qualities, grid_prior=None) -> dict[str, dict]:
+def measure(
+    images: list, model, prior, formats, qualities, grid_prior=None, rdo: float = 0.0
+) -> dict[str, dict]:
     """The mean curves of ``images`` (:func:`vqvae.rd.mean_curves`), with progress on stderr."""
     per_image, t = [], time.perf_counter()
     for i, x in enumerate(images):
         per_image.append(image_curves(x, model, prior, grid_prior=grid_prior, formats=formats,
-                                      qualities=qualities))  # fmt: skip
+                                      qualities=qualities, rdo=rdo))  # fmt: skip
         if (i + 1) % 50 == 0 or i + 1 == len(images):
             print(
                 f"  {i + 1}/{len(images)} images, {time.perf_counter() - t:.0f} s", file=sys.stderr
@@ -172,7 +186,7 @@ def description(name: str, source: str, model: str, curve: dict) -> str:
     }.get(name)
     if what is None:
         rates = ", ".join(curve.get("rate", []))
-        what = f"{DESCRIPTIONS.get(name, name)}; model {model!r}, rates: {rates}"
+        what = f"{describe(name)}; model {model!r}, rates: {rates}"
     ms = ("MS-SSIM: five scales (pytorch_msssim)" if "ms-ssim-rgb" in curve
           else "no MS-SSIM: five-scale MS-SSIM needs sides >= 161 px")  # fmt: skip
     return f"{what}; {source}; Pillow {PIL.__version__}; mean per point over images; {ms}"
@@ -203,7 +217,12 @@ def main(argv=None) -> dict:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=DATASETS,
+        help="default: photos and cifar10, and folder with --photos-dir",
+    )
     p.add_argument("--model", default="cifar10", help="shipped name or folder (with its prior)")
     p.add_argument("--data-dir", default="data", help="where cifar10-jpeg is")
     p.add_argument(
@@ -211,6 +230,16 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
     p.add_argument("--formats", nargs="+", choices=available_formats(), default=available_formats())
+    p.add_argument(
+        "--photos-dir", help="the folder dataset: photos of any size (e.g. data/photos/test)"
+    )
+    p.add_argument(
+        "--rdo",
+        type=float,
+        default=0.0,
+        help="photo codes chosen for error + RDO x bits (vqvae.codec.rdo; default 0: the "
+        "nearest codes); the curve is named '.vqz rdo=RDO'",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder for JSON and rd.png ({OUT})")
     p.add_argument(
@@ -228,6 +257,10 @@ def main(argv=None) -> dict:
         p.error("--limit must be >= 1")
     if any(not 1 <= q <= 100 for q in a.qualities):
         p.error("--qualities must be in 1..100")
+    if not a.rdo >= 0:
+        p.error("--rdo must be >= 0")
+    if a.datasets is None:
+        a.datasets = ["photos", "cifar10"] + (["folder"] if a.photos_dir else [])
     torch.set_num_threads(a.threads)
     model = vqvae.load_pretrained(a.model).eval()
     try:
@@ -244,13 +277,13 @@ def main(argv=None) -> dict:
     all_curves = {}
     for dataset in a.datasets:
         try:
-            images, source = dataset_images(dataset, a.data_dir, a.limit)
-        except (FileNotFoundError, DatasetNotFoundError) as e:
+            images, source = dataset_images(dataset, a.data_dir, a.limit, a.photos_dir)
+        except (FileNotFoundError, DatasetNotFoundError, PhotoFolderError) as e:
             print(f"skipped {dataset}: {e}", file=sys.stderr)
             continue
         print(f"{dataset}: {source}", file=sys.stderr)
         curves = all_curves[dataset] = measure(
-            images, model, prior, a.formats, a.qualities, grid_prior
+            images, model, prior, a.formats, a.qualities, grid_prior, a.rdo
         )
         (a.out / dataset).mkdir(parents=True, exist_ok=True)
         for name, curve in curves.items():

@@ -133,3 +133,54 @@ def test_cli_codes_photos_at_their_size(model, prior, tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit) as e:
         main(["compress", str(src), "--model", str(folder), "--rate", "9", "-o", str(tmp_path)])
     assert e.value.code == 2 and "0: 1 stage, 1/2 size" in capsys.readouterr().err
+
+
+def test_rate_distortion_optimised_codes(model, prior, tmp_path, capsys):
+    """rdo: weight 0 gives the nearest codes; a larger weight never a larger file here, more
+    latent error, and files that decode to exactly the codes chosen; the CLI takes --rdo
+    with --rate only; bad weights are refused."""
+    from vqvae.codec.points import operating_points, vqz_name
+    from vqvae.codec.rdo import rd_codes
+
+    x = photo(40, 56, seed=3)[None]
+    with torch.no_grad():
+        codes, z_e = model.encode_image(x, stages=2, return_latents=True)
+    assert torch.equal(rd_codes(model, prior, z_e, 2, 0.0), codes)
+    sizes, errors = [], []
+    for lam in (0.0, 0.05, 0.5, 5.0):
+        f, y = compress_image(model, prior, x, rate=2, rdo=lam, decoded=True)
+        chosen = rd_codes(model, prior, z_e, 2, lam)
+        back, _ = decompress_codes_v3(model, prior, f)
+        assert torch.equal(back, chosen)
+        assert torch.equal(decompress_image(model, prior, f), y)
+        sizes.append(len(f))
+        with torch.no_grad():
+            errors.append(float((model.lookup_stages(chosen) - z_e).pow(2).mean()))
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
+    assert errors == sorted(errors) and errors[-1] > errors[0]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=">= 0"):
+            compress_image(model, prior, x, rate=2, rdo=bad)
+    # the benchmarks' curve of such files is named for its weight
+    points = operating_points(model, None, x[0], prior, rdo=0.5)
+    assert {p.codec for p in points} == {vqz_name(0.5)} == {".vqz rdo=0.5"}
+    assert vqz_name(0.0) == ".vqz"
+    # the CLI
+    import PIL.Image
+
+    from vqvae.codec import main
+    from vqvae.images import to_uint8
+
+    folder = tmp_path / "pretrained" / "tiny-photo"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    src = tmp_path / "photo.png"
+    PIL.Image.fromarray(to_uint8(x[0])).save(src)
+    for lam, out in (("0", "plain"), ("5", "rdo")):
+        main(["compress", str(src), "--model", str(folder), "--rate", "2", "--rdo", lam,
+              "-o", str(tmp_path / out)])  # fmt: skip
+    plain, rdo = ((tmp_path / d / "photo.vqz").stat().st_size for d in ("plain", "rdo"))
+    assert rdo < plain
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(src), "--model", str(folder), "--rdo", "1", "-o", str(tmp_path)])
+    assert e.value.code == 2 and "--rdo chooses a photo's codes" in capsys.readouterr().err

@@ -26,6 +26,19 @@ DESCRIPTIONS = {
 }
 
 
+def vqz_name(rdo: float = 0.0) -> str:
+    """The name of the ``.vqz`` curve whose codes were chosen with rate-distortion weight
+    ``rdo`` (:mod:`vqvae.codec.rdo`; 0: the nearest codes, the plain ``.vqz`` curve)."""
+    return VQZ if not rdo else f"{VQZ} rdo={rdo:g}"
+
+
+def describe(name: str) -> str:
+    """What a codec curve named ``name`` is (:data:`DESCRIPTIONS`, rdo curves included)."""
+    base, _, rdo = name.partition(" rdo=")
+    what = DESCRIPTIONS.get(base, name)
+    return f"{what}; codes chosen for error + {rdo} x bits" if rdo else what
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """An image coded at one rate."""
@@ -36,7 +49,9 @@ class OperatingPoint:
     image: torch.Tensor  # the image decoded from it: (C, H, W) float in [0, 1], on the CPU
 
 
-def operating_points(model, prior, image: torch.Tensor, grid_prior=None) -> list[OperatingPoint]:
+def operating_points(
+    model, prior, image: torch.Tensor, grid_prior=None, rdo: float = 0.0
+) -> list[OperatingPoint]:
     """Every operating point at which ``model`` (a VQ-VAE) and its ``prior`` (a
     :class:`vqvae.CodePrior` fitting it, or None) code ``image`` (C, H, W) float in [0, 1].
 
@@ -44,7 +59,8 @@ def operating_points(model, prior, image: torch.Tensor, grid_prior=None) -> list
       that makes it smallest), decoded by :func:`decompress`;
     - any other size with a ``grid_prior`` (a :class:`vqvae.GridPrior` of the model): a
       ``.vqz`` file of format 3 at every rate of :func:`vqvae.codec.rates`
-      (:func:`compress_image`), decoded at the image's size by :func:`decompress_image`;
+      (:func:`compress_image`, its codes chosen with rate-distortion weight ``rdo``; the
+      curve :func:`vqz_name`), decoded at the image's size by :func:`decompress_image`;
     - otherwise: the plain codes (:meth:`VQVAE.encode_image`, h*w*log2(K) bits), decoded
       at the image's size by :meth:`VQVAE.decode_codes`.
     """
@@ -60,8 +76,10 @@ def operating_points(model, prior, image: torch.Tensor, grid_prior=None) -> list
         if grid_prior is not None:
             points = []
             for i, r in enumerate(rates(model)):
-                data, decoded = compress_image(model, grid_prior, x, rate=i, decoded=True)
-                points.append(OperatingPoint(VQZ, r.name, 8 * len(data), decoded[0].cpu()))
+                data, decoded = compress_image(model, grid_prior, x, rate=i, decoded=True, rdo=rdo)
+                points.append(
+                    OperatingPoint(vqz_name(rdo), r.name, 8 * len(data), decoded[0].cpu())
+                )
             return points
         codes = model.encode_image(x)
         decoded = model.decode_codes(codes, tuple(x.shape[-2:]))
