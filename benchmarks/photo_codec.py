@@ -22,6 +22,7 @@ import vqvae
 from train.prior import test_nll
 from vqvae.codec import compress_image, decompress_image, rates
 from vqvae.codec.photo import decompress_codes_v3
+from vqvae.codec.rdo import rd_codes
 from vqvae.data import PHOTO_SUITE, load_uint8, spread, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.metrics import psnr
@@ -38,16 +39,18 @@ def best_time(fn, repeat: int):
     return best, out
 
 
-def measure_photo(model, prior, name: str, repeat: int) -> list[dict]:
-    """One row per rate for the suite photo ``name``."""
+def measure_photo(model, prior, name: str, repeat: int, rdo: float = 0.0) -> list[dict]:
+    """One row per rate for the suite photo ``name`` (``rdo``: codes chosen for error +
+    rdo x bits, vqvae.codec.rdo)."""
     x = torch.from_numpy(suite_photo(name)).permute(2, 0, 1)[None].float() / 255.0
     H, W = x.shape[-2:]
     rows = []
     for i, r in enumerate(rates(model)):
-        t_c, f = best_time(lambda i=i: compress_image(model, prior, x, rate=i), repeat)
+        t_c, f = best_time(lambda i=i: compress_image(model, prior, x, rate=i, rdo=rdo), repeat)
         t_d, y = best_time(lambda f=f: decompress_image(model, prior, f), repeat)
         codes, _ = decompress_codes_v3(model, prior, f)
-        exact = torch.equal(codes, model.encode_image(r.shrink(x), stages=r.stages))
+        _, z_e = model.encode_image(r.shrink(x), return_latents=True)
+        exact = torch.equal(codes, rd_codes(model, prior, z_e, r.stages, rdo))
         rows.append({
             "photo": name, "size": f"{W}x{H}", "rate": r.name, "bytes": len(f),
             "bpp": 8 * len(f) / (H * W), "psnr": float(psnr(y, x)),
@@ -76,6 +79,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--data-dir", default="data", help="CIFAR-10 for the thumbnail figures")
     p.add_argument("--thumbnails", type=int, default=1000, help="0 = skip")
+    p.add_argument("--rdo", type=float, default=0.0, help="codes chosen for error + RDO x bits")
     p.add_argument("--out", help="write the figures as JSON")
     a = p.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -86,12 +90,12 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in a.photos:
-        for r in measure_photo(model, prior, name, a.repeat):
+        for r in measure_photo(model, prior, name, a.repeat, a.rdo):
             rows.append(r)
             print(f"| {r['photo']} | {r['size']} | {r['rate']} | {r['bytes']} | {r['bpp']:.3f} "
                   f"| {r['psnr']:.2f} | {r['compress_s']:.2f} s | {r['decompress_s']:.2f} s "
                   f"| {'yes' if r['exact'] else 'NO'} |")  # fmt: skip
-    result = {"model": a.model, "photos": rows}
+    result = {"model": a.model, "rdo": a.rdo, "photos": rows}
     if a.thumbnails:
         try:
             raster = vqvae.load_prior(a.model, model=model)

@@ -34,21 +34,21 @@ def rd_codes(model, prior: GridPrior, z_e: torch.Tensor, stages: int, lam: float
     _, D, h, w = z_e.shape
     quantizers = [model.quantizer, *model.residual][:stages]
     z = z_e.float()[0].permute(1, 2, 0).reshape(h * w, D)  # (cells, D)
-    left = z.clone()  # what the chosen stages leave
+    total = torch.zeros_like(z)  # the chosen stages' code vectors, summed
     codes = torch.zeros(1, stages, h, w, dtype=torch.long)
     flat = codes.view(1, stages, h * w)
     for s, vq in enumerate(quantizers):
         e = vq.embedding.float()
-        flat[0, s] = vq.nearest(left)  # the passes not yet chosen: context as in a plain encode
-        m = pass_map(h, w, s).flatten()
-        for _, p in (step for step in schedule(stages) if step[0] == s):
-            cells = (m == p).nonzero()[:, 0]
-            r = left[cells]
-            dist = torch.addmm((e * e).sum(1)[None, :], r, e.t(), alpha=-2.0) / D
-            if lam > 0.0:
+        left = z - total  # as VQVAE.quantize_stages computes it: the same codes at lam 0
+        flat[0, s] = vq.nearest(left)  # passes not chosen yet: the context a plain encode gives
+        if lam > 0.0:
+            m = pass_map(h, w, s).flatten()
+            for _, p in (step for step in schedule(stages) if step[0] == s):
+                cells = (m == p).nonzero()[:, 0]
+                r = left[cells]
+                dist = torch.addmm((e * e).sum(1)[None, :], r, e.t(), alpha=-2.0) / D
                 counts = torch.from_numpy(prior.counts(codes[:, : s + 1], [(s, p)])[0])
                 bits = torch.log2(counts.sum(1, keepdim=True)) - torch.log2(counts)
-                dist = dist + lam * bits.float()
-            flat[0, s, cells] = dist.argmin(1)
-        left -= e[flat[0, s]]
+                flat[0, s, cells] = (dist + lam * bits.float()).argmin(1)
+        total = total + e[flat[0, s]]
     return codes
