@@ -152,6 +152,31 @@ def test_the_benchmark_writes_compressai_results_a_table_and_a_plot(tmp_path, ca
     assert Image.open(out / "rd.png").size[0] > 600
 
 
+def test_the_benchmark_on_a_folder_of_photos_with_rdo_codes(tmp_path, capsys):
+    """--datasets folder --photos-dir DIR --rdo L: the photos of DIR, the .vqz curve named
+    for its weight and described so; without --photos-dir the folder is a clear skip."""
+    from benchmarks import rd as bench
+
+    photos = tmp_path / "held-out"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((96, 72)).save(photos / "a.png")
+    out = tmp_path / "rd"
+    args = ["--datasets", "folder", "--photos-dir", str(photos), "--qualities", "50",
+            "--formats", "jpeg", "--out", str(out)]  # fmt: skip
+    curves = bench.main([*args, "--rdo", "0.0001"])["folder"]
+    assert set(curves) == {"JPEG", ".vqz rdo=0.0001"}
+    doc = json.loads((out / "folder" / "vqz-rdo-0-0001.json").read_text())
+    assert "codes chosen for error + 0.0001 x bits" in doc["description"]
+    assert "photos in" in doc["description"] and "a.png" in doc["description"]
+    plain = bench.main(args)["folder"][".vqz"]
+    assert sum(curves[".vqz rdo=0.0001"]["bpp"]) <= sum(plain["bpp"])
+    with pytest.raises(SystemExit):
+        bench.main(["--datasets", "folder", "--out", str(out)])
+    assert "needs --photos-dir" in capsys.readouterr().err
+
+
 def test_the_chart_draws_each_curve_that_has_the_metric_ms_ssim_in_db():
     from vqvae.viz import rd_figure
 
