@@ -343,11 +343,13 @@ def test_hostile_state_requests_are_dropped_with_their_sessions(plain_models, tm
         send(200)
         peak = server_rss()
         assert wait_until(settled, 120)
-        # freed memory goes back to the system at the sweeps after the sessions are dropped
+        # freed memory goes back to the system at the sweeps after the sessions are dropped;
+        # what stays is the allocator's: +56 to +108 MB over five runs on the 2-core machine
+        # (this code and the code before it alike), against +1.2 GB when sessions were kept
         wait_until(lambda: server_rss() - start < 100, 60)
         extra = server_rss() - start
         print(f"server RSS {start:.0f} MB, {peak:.0f} after 200 requests, +{extra:.0f} at the end")
-        assert extra < 100, f"+{extra:.0f} MB after the sessions were dropped"
+        assert extra < 200, f"+{extra:.0f} MB after the sessions were dropped"
     finally:
         server.kill()
         server.wait()
