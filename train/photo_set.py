@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -91,14 +92,11 @@ def read_members(deb: Path, wanted: set[str]) -> dict[str, bytes]:
     """The files ``wanted`` (paths without the leading ``./``) from the package ``deb``."""
     tar = _run(["dpkg-deb", "--fsys-tarfile", str(deb)]).stdout
     found: dict[str, bytes] = {}
-    with tempfile.TemporaryFile() as f:
-        f.write(tar)
-        f.seek(0)
-        with tarfile.open(fileobj=f) as tf:
-            for m in tf:
-                name = m.name.removeprefix("./")
-                if name in wanted and m.isfile():
-                    found[name] = tf.extractfile(m).read()
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        for m in tf:
+            name = m.name.removeprefix("./")
+            if name in wanted and m.isfile():
+                found[name] = tf.extractfile(m).read()
     missing = sorted(wanted - found.keys())
     if missing:
         raise PhotoSetError(f"{deb.name} lacks {', '.join(missing)}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .data import cached_array
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_SHORT = 256  # the smallest short side a photo is taken at
@@ -112,18 +112,24 @@ def photo_crops(
     """``count`` crops of ``size`` x ``size`` pixels from the photos under ``folder``, as
     uint8 (count, channels, size, size), in photo order (see the module docstring). With
     ``cache`` (a folder) the result is kept there as .npy and reused."""
-    from PIL import Image
-
     if size < 1 or count < 1:
         raise ValueError(f"size and count must be >= 1, got {size} and {count}")
     folder = Path(folder)
     files = photo_files(folder)
-    cached = None
-    if cache is not None:
-        key = _cache_key(files, size, channels, count, seed)
-        cached = Path(cache) / f"photo-crops-{folder.name}-{key}.npy"
-        if cached.is_file():
-            return torch.from_numpy(np.load(cached))
+    if cache is None:
+        return _cut(folder, files, size, count, channels, seed)
+    key = _cache_key(files, size, channels, count, seed)
+    return cached_array(
+        Path(cache) / f"photo-crops-{folder.name}-{key}.npy",
+        lambda: _cut(folder, files, size, count, channels, seed),
+    )
+
+
+def _cut(folder: Path, files: list[Path], size: int, count: int, channels: int,
+         seed: int) -> torch.Tensor:  # fmt: skip
+    """:func:`photo_crops`' crops of ``files``, computed."""
+    from PIL import Image
+
     pairs = []  # (file, width, height) per level
     for p in files:
         try:
@@ -157,8 +163,4 @@ def photo_crops(
             c = a[y : y + size, x : x + size]
             out[i] = (c[:, ::-1] if f else c).transpose(2, 0, 1)
             i += 1
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cached) as f:
-            np.save(f, out)
     return torch.from_numpy(out)

@@ -212,15 +212,24 @@ def _folder_uint8(path: Path, channels: int, image_size: int) -> torch.Tensor:
         f"{path.resolve()}|{channels}|{image_size}|{len(ds)}|"
         f"{os.stat(ds.samples[-1][0]).st_mtime_ns}".encode()
     ).hexdigest()[:16]
-    cached = cache_dir() / "arrays" / f"{path.name}-{key}.npy"
-    if cached.is_file():
-        return torch.from_numpy(np.load(cached))
-    from torch.utils.data import DataLoader
 
-    loader = DataLoader(ds, batch_size=512, num_workers=min(4, os.cpu_count() or 1))
-    x = torch.cat([b for b, _ in loader])
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(cached) as f:
+    def decode() -> torch.Tensor:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(ds, batch_size=512, num_workers=min(4, os.cpu_count() or 1))
+        return torch.cat([b for b, _ in loader])
+
+    return cached_array(cache_dir() / "arrays" / f"{path.name}-{key}.npy", decode)
+
+
+def cached_array(path: Path, build) -> torch.Tensor:
+    """The array saved at ``path`` (.npy) as a tensor; if there is none, ``build()``'s
+    tensor, saved there first (atomically: a killed run leaves no half file)."""
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    x = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
         np.save(f, x.numpy())
     return x
 
