@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..grid_prior import GridPrior, pass_map, schedule
+from ..grid_prior import GridPrior, num_passes, pass_map
 
 
 @torch.no_grad()
@@ -43,10 +43,9 @@ def rd_codes(model, prior: GridPrior, z_e: torch.Tensor, stages: int, lam: float
         flat[0, s] = vq.nearest(left)  # passes not chosen yet: the context a plain encode gives
         if lam > 0.0:
             m = pass_map(h, w, s).flatten()
-            for _, p in (step for step in schedule(stages) if step[0] == s):
+            for p in range(num_passes(s)):  # in the coding order (grid_prior.schedule)
                 cells = (m == p).nonzero()[:, 0]
-                r = left[cells]
-                dist = torch.addmm((e * e).sum(1)[None, :], r, e.t(), alpha=-2.0) / D
+                dist = vq.distances(left[cells]) / D
                 counts = torch.from_numpy(prior.counts(codes[:, : s + 1], [(s, p)])[0])
                 bits = torch.log2(counts.sum(1, keepdim=True)) - torch.log2(counts)
                 flat[0, s, cells] = (dist + lam * bits.float()).argmin(1)
