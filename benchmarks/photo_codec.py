@@ -23,6 +23,7 @@ from train.prior import test_nll
 from vqvae.codec import compress_image, decompress_image, rates
 from vqvae.codec.photo import decompress_codes_v3
 from vqvae.codec.rdo import rd_codes
+from vqvae.codec.refine import refine_latents
 from vqvae.data import PHOTO_SUITE, load_uint8, spread, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.metrics import psnr
@@ -39,17 +40,23 @@ def best_time(fn, repeat: int):
     return best, out
 
 
-def measure_photo(model, prior, name: str, repeat: int, rdo: float = 0.0) -> list[dict]:
+def measure_photo(
+    model, prior, name: str, repeat: int, rdo: float = 0.0, refine: int = 0
+) -> list[dict]:
     """One row per rate for the suite photo ``name`` (``rdo``: codes chosen for error +
-    rdo x bits, vqvae.codec.rdo)."""
+    rdo x bits, vqvae.codec.rdo; ``refine``: latents refined for that many steps first,
+    vqvae.codec.refine)."""
     x = torch.from_numpy(suite_photo(name)).permute(2, 0, 1)[None].float() / 255.0
     H, W = x.shape[-2:]
     rows = []
     for i, r in enumerate(rates(model)):
-        t_c, f = best_time(lambda i=i: compress_image(model, prior, x, rate=i, rdo=rdo), repeat)
+        t_c, f = best_time(
+            lambda i=i: compress_image(model, prior, x, rate=i, rdo=rdo, refine=refine), repeat
+        )
         t_d, y = best_time(lambda f=f: decompress_image(model, prior, f), repeat)
         codes, _ = decompress_codes_v3(model, prior, f)
         _, z_e = model.encode_image(r.shrink(x), return_latents=True)
+        z_e = refine_latents(model, r.shrink(x), z_e, r.stages, refine)  # as compress_image
         exact = torch.equal(codes, rd_codes(model, prior, z_e, r.stages, rdo))
         rows.append({
             "photo": name, "size": f"{W}x{H}", "rate": r.name, "bytes": len(f),
@@ -80,6 +87,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data-dir", default="data", help="CIFAR-10 for the thumbnail figures")
     p.add_argument("--thumbnails", type=int, default=1000, help="0 = skip")
     p.add_argument("--rdo", type=float, default=0.0, help="codes chosen for error + RDO x bits")
+    p.add_argument("--refine", type=int, default=0, help="latents refined for REFINE steps first")
     p.add_argument("--out", help="write the figures as JSON")
     a = p.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -90,12 +98,12 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in a.photos:
-        for r in measure_photo(model, prior, name, a.repeat, a.rdo):
+        for r in measure_photo(model, prior, name, a.repeat, a.rdo, a.refine):
             rows.append(r)
             print(f"| {r['photo']} | {r['size']} | {r['rate']} | {r['bytes']} | {r['bpp']:.3f} "
                   f"| {r['psnr']:.2f} | {r['compress_s']:.2f} s | {r['decompress_s']:.2f} s "
                   f"| {'yes' if r['exact'] else 'NO'} |")  # fmt: skip
-    result = {"model": a.model, "rdo": a.rdo, "photos": rows}
+    result = {"model": a.model, "rdo": a.rdo, "refine": a.refine, "photos": rows}
     if a.thumbnails:
         try:
             raster = vqvae.load_prior(a.model, model=model)

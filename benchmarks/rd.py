@@ -16,7 +16,8 @@ images.
 Per image (:func:`vqvae.rd.image_curves`): JPEG, WebP and AVIF (Pillow; AVIF where it writes
 it) at each of ``--qualities``, whole files; and the codec's operating points
 (:func:`vqvae.codec.points.operating_points`; ``--rdo L``: photo codes chosen for their
-error plus L x their bits, :mod:`vqvae.codec.rdo`): ``.vqz`` files where the codec codes the
+error plus L x their bits, :mod:`vqvae.codec.rdo`; ``--refine N``: their latents first
+refined for N steps, :mod:`vqvae.codec.refine`): ``.vqz`` files where the codec codes the
 image (the model's training size under its prior; any other size at every rate under its
 grid prior), the model's plain fixed-length codes (h*w*log2 K bits) where it has neither.
 Each point: bits per pixel, PSNR (RGB) and, on images
@@ -82,13 +83,13 @@ def dataset_images(dataset: str, data_dir, limit: int | None, photos_dir=None) -
 
 
 def measure(
-    images: list, model, prior, formats, qualities, grid_prior=None, rdo: float = 0.0
+    images: list, model, prior, formats, qualities, grid_prior=None, rdo=0.0, refine=0
 ) -> dict[str, dict]:
     """The mean curves of ``images`` (:func:`vqvae.rd.mean_curves`), with progress on stderr."""
     per_image, t = [], time.perf_counter()
     for i, x in enumerate(images):
         per_image.append(image_curves(x, model, prior, grid_prior=grid_prior, formats=formats,
-                                      qualities=qualities, rdo=rdo))  # fmt: skip
+                                      qualities=qualities, rdo=rdo, refine=refine))  # fmt: skip
         if (i + 1) % 50 == 0 or i + 1 == len(images):
             print(
                 f"  {i + 1}/{len(images)} images, {time.perf_counter() - t:.0f} s", file=sys.stderr
@@ -240,6 +241,13 @@ def main(argv=None) -> dict:
         help="photo codes chosen for error + RDO x bits (vqvae.codec.rdo; default 0: the "
         "nearest codes); the curve is named '.vqz rdo=RDO'",
     )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="photo latents refined for REFINE steps before their codes are chosen "
+        "(vqvae.codec.refine; default 0); the curve is named '.vqz refine=REFINE'",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder for JSON and rd.png ({OUT})")
     p.add_argument(
@@ -259,6 +267,8 @@ def main(argv=None) -> dict:
         p.error("--qualities must be in 1..100")
     if not a.rdo >= 0:
         p.error("--rdo must be >= 0")
+    if a.refine < 0:
+        p.error("--refine must be >= 0")
     if a.datasets is None:
         a.datasets = ["photos", "cifar10"] + (["folder"] if a.photos_dir else [])
     torch.set_num_threads(a.threads)
@@ -283,7 +293,7 @@ def main(argv=None) -> dict:
             continue
         print(f"{dataset}: {source}", file=sys.stderr)
         curves = all_curves[dataset] = measure(
-            images, model, prior, a.formats, a.qualities, grid_prior, a.rdo
+            images, model, prior, a.formats, a.qualities, grid_prior, a.rdo, a.refine
         )
         (a.out / dataset).mkdir(parents=True, exist_ok=True)
         for name, curve in curves.items():

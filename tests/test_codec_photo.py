@@ -184,3 +184,62 @@ def test_rate_distortion_optimised_codes(model, prior, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["compress", str(src), "--model", str(folder), "--rdo", "1", "-o", str(tmp_path)])
     assert e.value.code == 2 and "--rdo chooses a photo's codes" in capsys.readouterr().err
+
+
+def test_refined_latents_decode_closer_for_the_same_decoder(model, prior, tmp_path, capsys):
+    """refine: 0 steps keeps the encoder's codes; more steps decode closer to the photo, in
+    one tile or in many (halos), under inference_mode too, without touching the model; the
+    files decode exactly to the images compress_image reports; bad step counts refused; the
+    CLI takes --refine with --rate only."""
+    from vqvae.codec.points import operating_points, vqz_name
+    from vqvae.codec.refine import refine_latents
+
+    x = photo(40, 56, seed=4)[None]
+    with torch.no_grad():
+        codes, z_e = model.encode_image(x, stages=2, return_latents=True)
+    assert torch.equal(refine_latents(model, x, z_e, 2, 0), z_e)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def error(f):
+        return float((decompress_image(model, prior, f) - x).pow(2).mean())
+
+    plain = compress_image(model, prior, x, rate=2)
+    assert torch.equal(decompress_codes_v3(model, prior, plain)[0], codes)
+    for tile in (None, 16):  # 16 px: tiles of 4 x 4 cells, each with its halo
+        errors = []
+        for steps in (10, 40):
+            with torch.inference_mode():  # as the benchmarks call it
+                f, y = compress_image(model, prior, x, rate=2, refine=steps, tile=tile,
+                                      decoded=True)  # fmt: skip
+            assert torch.equal(decompress_image(model, prior, f), y)
+            errors.append(error(f))
+        assert error(plain) > errors[0] > errors[1], (tile, errors)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="refinement steps"):
+            compress_image(model, prior, x, rate=2, refine=bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        refine_latents(model, x[..., :20, :], z_e, 2, 1)
+    points = operating_points(model, None, x[0], prior, rdo=0.5, refine=2)
+    assert {p.codec for p in points} == {vqz_name(0.5, 2)} == {".vqz rdo=0.5 refine=2"}
+    # the CLI
+    import PIL.Image
+
+    from vqvae.codec import main
+    from vqvae.images import to_uint8
+
+    folder = tmp_path / "pretrained" / "tiny-photo"
+    model.save_pretrained(folder)
+    prior.save_pretrained(folder)
+    src = tmp_path / "photo.png"
+    PIL.Image.fromarray(to_uint8(x[0])).save(src)
+    main(["compress", str(src), "--model", str(folder), "--rate", "2", "--refine", "5",
+          "-o", str(tmp_path / "out")])  # fmt: skip
+    assert "photo.vqz" in capsys.readouterr().out and (tmp_path / "out" / "photo.vqz").exists()
+    refusals = ((["--refine", "3"], "use it with --rate"),
+                (["--rate", "2", "--refine", "-1"], "--refine must be >= 0"))  # fmt: skip
+    for args, message in refusals:
+        with pytest.raises(SystemExit) as e:
+            main(["compress", str(src), "--model", str(folder), *args, "-o", str(tmp_path)])
+        assert e.value.code == 2 and message in capsys.readouterr().err

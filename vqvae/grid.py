@@ -109,7 +109,10 @@ def _spans(n: int, tile: int, halo: int):
         yield (a, b), (max(0, a - halo), min(n, b + halo))
 
 
-def _tiles(grid, tile: int, halo: int):
+def tiles(grid, tile: int, halo: int):
+    """The tiles of a grid (h, w) of cells, in raster order: ((top, bottom, left, right) of
+    the tile, (top, bottom, left, right) of the tile widened by ``halo`` cells and clipped
+    to the grid), tiles ``tile`` cells a side (the last ones in a row or column smaller)."""
     h, w = grid
     for (r0, r1), (hr0, hr1) in _spans(h, tile, halo):
         for (c0, c1), (hc0, hc1) in _spans(w, tile, halo):
@@ -137,7 +140,7 @@ def tiled_encode(
     (:func:`vqvae.parallel.thread_map`). Returns the latents and codes of the whole grid."""
     d = downsample
     grid = (x.shape[-2] // d, x.shape[-1] // d)
-    tiles = list(_tiles(grid, tile_cells, halo))
+    parts = list(tiles(grid, tile_cells, halo))
 
     def encode_tile(t):
         hr0, hr1, hc0, hc1 = t[1]
@@ -145,7 +148,7 @@ def tiled_encode(
 
     z = codes = None
     for ((r0, r1, c0, c1), (hr0, _, hc0, _)), (zt, ct) in zip(
-        tiles, thread_map(encode_tile, tiles, workers), strict=True
+        parts, thread_map(encode_tile, parts, workers), strict=True
     ):
         if z is None:
             z = zt.new_empty(*zt.shape[:2], *grid)
@@ -203,7 +206,7 @@ def tiled_decode(
     Returns the images (B, C, h d, w d) of the whole grid."""
     d = downsample
     grid = codes.shape[-2:]
-    boxes = [(r0, c0, r1, c1) for (r0, r1, c0, c1), _ in _tiles(grid, tile_cells, halo)]
+    boxes = [(r0, c0, r1, c1) for (r0, r1, c0, c1), _ in tiles(grid, tile_cells, halo)]
     out = None
     for (r0, c0, r1, c1), xt in zip(
         boxes,

@@ -70,12 +70,14 @@ def image_curves(
     formats=None,
     qualities=QUALITIES,
     rdo: float = 0.0,
+    refine: int = 0,
 ) -> dict[str, dict]:
     """The rate-distortion curves of ``image`` (C, H, W) float in [0, 1]: {name: curve} for
     each of ``formats`` (default: every one the installed Pillow writes) at ``qualities``,
     and, given ``model`` (a VQ-VAE; ``prior`` its CodePrior or None, ``grid_prior`` its
     GridPrior or None), each curve of its operating points (".vqz", or its plain codes;
-    ``rdo``: the photo codes' rate-distortion weight, :mod:`vqvae.codec.rdo`)."""
+    ``rdo``: the photo codes' rate-distortion weight, :mod:`vqvae.codec.rdo`; ``refine``:
+    their latents' refinement steps, :mod:`vqvae.codec.refine`)."""
     curves: dict[str, dict] = {}
     for fmt in available_formats() if formats is None else formats:
         for e in sweep(image, fmt, qualities):
@@ -83,7 +85,7 @@ def image_curves(
                 curves, FORMAT_NAMES[fmt], {**measure(image, e.image, e.bits), "quality": e.quality}
             )
     if model is not None:
-        for p in operating_points(model, prior, image, grid_prior, rdo):
+        for p in operating_points(model, prior, image, grid_prior, rdo, refine):
             _append(curves, p.codec, {**measure(image, p.image, p.bits), "rate": p.rate})
     return curves
 

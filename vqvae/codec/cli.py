@@ -84,7 +84,8 @@ def _compress_photos(a) -> None:
         x, notes = load_photo(src, channels=model.config.in_channels, max_pixels=MAX_PIXELS)
         for note in notes:
             print(f"{src}: {note}")
-        files.append(photo.compress_image(model, prior, x, rate=a.rate, tile=TILE, rdo=a.rdo))
+        files.append(photo.compress_image(model, prior, x, rate=a.rate, tile=TILE, rdo=a.rdo,
+                                          refine=a.refine))  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, path, b in zip(a.images, paths, files, strict=True):
         with atomic_write(path) as f:
@@ -122,6 +123,10 @@ def _compress_cli(a) -> None:
         raise ValueError("--rdo chooses a photo's codes: use it with --rate")
     if not a.rdo >= 0:
         raise ValueError(f"--rdo must be >= 0, got {a.rdo}")
+    if a.refine and a.rate is None:
+        raise ValueError("--refine chooses a photo's codes: use it with --rate")
+    if a.refine < 0:
+        raise ValueError(f"--refine must be >= 0, got {a.refine}")
     if a.rate is not None:
         if a.one_pass:
             raise ValueError(
@@ -216,6 +221,14 @@ def main(argv=None) -> None:
         help="with --rate: choose each code for its error plus RDO x its bits (a smaller file "
         "for a little more error, compressing about twice as long; 1e-4 is a good start; "
         "default 0: the nearest codes)",
+    )
+    c.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="with --rate: refine each photo's latents for REFINE steps before choosing its "
+        "codes, so that they decode closer to it (each step about a decoder pass forward and "
+        "back: seconds for a megapixel; default 0)",
     )
     c.add_argument(
         "--one-pass",

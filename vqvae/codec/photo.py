@@ -29,6 +29,7 @@ from .format import (
     split_ids,
 )
 from .rdo import rd_codes
+from .refine import refine_latents
 
 VERSION = 3
 FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
@@ -227,6 +228,7 @@ def compress_image(
     tile=None,
     decoded: bool = False,
     rdo: float = 0.0,
+    refine: int = 0,
 ):
     """One image (C, H, W) or (1, C, H, W) float in [0, 1], of any size, as a version 3
     ``.vqz`` file (bytes) at ``rate`` (a :class:`Rate` or an index into :func:`rates`;
@@ -235,15 +237,20 @@ def compress_image(
     ``decoded``: return (file, that image (1, C, H, W)), decoded from the codes at hand
     instead of running the decoder's passes of the prior again. ``rdo`` > 0: codes chosen
     for their error plus ``rdo`` x their bits (:mod:`vqvae.codec.rdo`): a smaller file for
-    a little more error, the same decoder; 0 keeps the nearest codes."""
+    a little more error, the same decoder; 0 keeps the nearest codes. ``refine`` > 0: that
+    many steps of latent refinement first (:mod:`vqvae.codec.refine`): a closer image for
+    about the same bits, the same decoder, each step about a decoder pass forward and back."""
     import constriction
 
     vqvae_fp, prior_fp = _check_pair(model, prior)
     x = _as_image(model, image)
     r = _rate(model, rate)
     size = tuple(x.shape[-2:])
-    if rdo:
-        _, z_e = model.encode_image(r.shrink(x), stages=1, tile=tile, return_latents=True)
+    if rdo or refine:
+        xs = r.shrink(x)
+        _, z_e = model.encode_image(xs, stages=1, tile=tile, return_latents=True)
+        if refine:
+            z_e = refine_latents(model, xs, z_e, r.stages, refine, tile=tile)
         codes = rd_codes(model, prior, z_e.cpu(), r.stages, rdo)
     else:
         codes = model.encode_image(r.shrink(x), stages=r.stages, tile=tile).cpu()

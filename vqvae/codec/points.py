@@ -8,6 +8,7 @@ decoded from it. Rate-distortion curves (``benchmarks.rd``, the app's chart) are
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,17 +27,24 @@ DESCRIPTIONS = {
 }
 
 
-def vqz_name(rdo: float = 0.0) -> str:
+def vqz_name(rdo: float = 0.0, refine: int = 0) -> str:
     """The name of the ``.vqz`` curve whose codes were chosen with rate-distortion weight
-    ``rdo`` (:mod:`vqvae.codec.rdo`; 0: the nearest codes, the plain ``.vqz`` curve)."""
-    return VQZ if not rdo else f"{VQZ} rdo={rdo:g}"
+    ``rdo`` (:mod:`vqvae.codec.rdo`) after ``refine`` steps of latent refinement
+    (:mod:`vqvae.codec.refine`); both 0: the nearest codes, the plain ``.vqz`` curve."""
+    return VQZ + (f" rdo={rdo:g}" if rdo else "") + (f" refine={refine}" if refine else "")
 
 
 def describe(name: str) -> str:
-    """What a codec curve named ``name`` is (:data:`DESCRIPTIONS`, rdo curves included)."""
-    base, _, rdo = name.partition(" rdo=")
+    """What a codec curve named ``name`` is (:data:`DESCRIPTIONS`, with what
+    :func:`vqz_name`'s options say)."""
+    base, options = re.fullmatch(r"(.*?)((?: (?:rdo|refine)=\S+)*)", name).groups()
     what = DESCRIPTIONS.get(base, name)
-    return f"{what}; codes chosen for error + {rdo} x bits" if rdo else what
+    for key, value in (o.split("=") for o in options.split()):
+        if key == "rdo":
+            what += f"; codes chosen for error + {value} x bits"
+        else:
+            what += f"; latents refined for {value} steps before quantizing"
+    return what
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class OperatingPoint:
 
 
 def operating_points(
-    model, prior, image: torch.Tensor, grid_prior=None, rdo: float = 0.0
+    model, prior, image: torch.Tensor, grid_prior=None, rdo: float = 0.0, refine: int = 0
 ) -> list[OperatingPoint]:
     """Every operating point at which ``model`` (a VQ-VAE) and its ``prior`` (a
     :class:`vqvae.CodePrior` fitting it, or None) code ``image`` (C, H, W) float in [0, 1].
@@ -59,8 +67,9 @@ def operating_points(
       that makes it smallest), decoded by :func:`decompress`;
     - any other size with a ``grid_prior`` (a :class:`vqvae.GridPrior` of the model): a
       ``.vqz`` file of format 3 at every rate of :func:`vqvae.codec.rates`
-      (:func:`compress_image`, its codes chosen with rate-distortion weight ``rdo``; the
-      curve :func:`vqz_name`), decoded at the image's size by :func:`decompress_image`;
+      (:func:`compress_image`, its codes chosen with rate-distortion weight ``rdo`` after
+      ``refine`` steps of latent refinement; the curve :func:`vqz_name`), decoded at the
+      image's size by :func:`decompress_image`;
     - otherwise: the plain codes (:meth:`VQVAE.encode_image`, h*w*log2(K) bits), decoded
       at the image's size by :meth:`VQVAE.decode_codes`.
     """
@@ -76,9 +85,10 @@ def operating_points(
         if grid_prior is not None:
             points = []
             for i, r in enumerate(rates(model)):
-                data, decoded = compress_image(model, grid_prior, x, rate=i, decoded=True, rdo=rdo)
+                data, decoded = compress_image(model, grid_prior, x, rate=i, decoded=True,
+                                               rdo=rdo, refine=refine)  # fmt: skip
                 points.append(
-                    OperatingPoint(vqz_name(rdo), r.name, 8 * len(data), decoded[0].cpu())
+                    OperatingPoint(vqz_name(rdo, refine), r.name, 8 * len(data), decoded[0].cpu())
                 )
             return points
         codes = model.encode_image(x)
