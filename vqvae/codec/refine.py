@@ -9,10 +9,12 @@ decoder will make of the codes. Here, for ``steps`` steps of Adam on z (from z_e
 
 with q the first ``stages`` stages of the quantizer and its gradient passed straight
 through (q(z) + z - sg(z), as in training): z moves where the quantizer's codes decode to
-pixels nearer the photo's. The codes are then chosen for the refined z as without
-refinement (the nearest codes, or :mod:`vqvae.codec.rdo`'s). Only the encoder changes: the
-file format and the decoder are the same, and the file decodes to exactly the codes
-chosen. It costs one decoder pass forward and back per step, which is why it is opt-in.
+pixels nearer the photo's, and the iterate whose codes decoded closest is kept (so the
+nearest codes never decode farther than the encoder's own, tile by tile). The codes are
+then chosen for the kept z as without refinement (the nearest codes, or
+:mod:`vqvae.codec.rdo`'s). Only the encoder changes: the file format and the decoder are
+the same, and the file decodes to exactly the codes chosen. It costs about one decoder
+pass forward and back per step, which is why it is opt-in.
 
 Photos larger than ``tile`` are refined tile by tile, in raster order: each tile's latents
 with a halo as wide as the decoder's reach (:attr:`vqvae.VQVAE.decoder_halo`) held at the
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from .. import grid
 
-REFINE_LR = 0.01  # Adam's step on the latents (their values are of order 1)
+REFINE_LR = 0.02  # Adam's step on the latents (chosen on held-out photos: BENCHMARKS.md)
 REFINE_TILE = 512  # pixels: larger photos are refined in tiles of about this side
 
 
@@ -71,15 +73,20 @@ def refine_latents(
             rows, cols = target.shape[-2:]
             own = z[..., r0:r1, c0:c1].clone().requires_grad_(True)
             opt = torch.optim.Adam([own], lr=lr)
-            for _ in range(steps):
+            best, kept = float("inf"), own.detach().clone()
+            for step in range(steps + 1):  # each iterate's error; a step after all but the last
                 zt = around.clone()
                 zt[..., inner[0], inner[1]] = own
                 with torch.no_grad():
                     q, _ = model.quantize_stages(zt, stages)
                 y = model._decode_raw(model._layout(q + zt - zt.detach()))
                 y = y[..., inner[0].start * d :, inner[1].start * d :][..., :rows, :cols]
-                (grad,) = torch.autograd.grad(F.mse_loss(y, target), [own])
-                own.grad = grad
+                loss = F.mse_loss(y, target)  # the error of these very codes' decoded pixels
+                if float(loss.detach()) < best:
+                    best, kept = float(loss.detach()), own.detach().clone()
+                if step == steps:
+                    break
+                (own.grad,) = torch.autograd.grad(loss, [own])
                 opt.step()
-            z[..., r0:r1, c0:c1] = own.detach()
+            z[..., r0:r1, c0:c1] = kept
     return z
