@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from .. import grid
 
 REFINE_LR = 0.02  # Adam's step on the latents (chosen on held-out photos: BENCHMARKS.md)
-REFINE_TILE = 512  # pixels: larger photos are refined in tiles of about this side
+# pixels: larger photos are refined in tiles of about this side (a 1000 x 1000 photo in one
+# tile: 1.6 GB peak for cifar10-rvq; tiles cost a little: BENCHMARKS.md section 17)
+REFINE_TILE = 1024
 
 
 def refine_latents(
