@@ -189,8 +189,9 @@ def test_rate_distortion_optimised_codes(model, prior, tmp_path, capsys):
 def test_refined_latents_decode_closer_for_the_same_decoder(model, prior, tmp_path, capsys):
     """refine: 0 steps keeps the encoder's codes; more steps decode closer to the photo, in
     one tile or in many (halos), under inference_mode too, without touching the model; the
-    files decode exactly to the images compress_image reports; bad step counts refused; the
-    CLI takes --refine with --rate only."""
+    files hold the refined latents' codes and decode exactly to the images compress_image
+    reports, whatever its tile; bad step counts refused; the CLI takes --refine with --rate
+    only."""
     from vqvae.codec.points import operating_points, vqz_name
     from vqvae.codec.refine import refine_latents
 
@@ -200,22 +201,24 @@ def test_refined_latents_decode_closer_for_the_same_decoder(model, prior, tmp_pa
     assert torch.equal(refine_latents(model, x, z_e, 2, 0), z_e)
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def error(f):
-        return float((decompress_image(model, prior, f) - x).pow(2).mean())
+    def error(c):
+        return float((model.decode_codes(c, (40, 56)) - x).pow(2).mean())
 
-    plain = compress_image(model, prior, x, rate=2)
-    assert torch.equal(decompress_codes_v3(model, prior, plain)[0], codes)
     for tile in (None, 16):  # 16 px: tiles of 4 x 4 cells, each with its halo
         errors = []
         for steps in (10, 40):
             with torch.inference_mode():  # as the benchmarks call it
-                f, y = compress_image(model, prior, x, rate=2, refine=steps, tile=tile,
-                                      decoded=True)  # fmt: skip
-            assert torch.equal(decompress_image(model, prior, f), y)
-            errors.append(error(f))
-        assert error(plain) > errors[0] > errors[1], (tile, errors)
+                z = refine_latents(model, x, z_e, 2, steps, tile=tile)
+            errors.append(error(model.quantize_stages(z, 2)[1]))
+        assert error(codes) > errors[0] > errors[1], (tile, errors)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+    # the file: the codes of the refined latents; the same file when encoded in tiles
+    f, y = compress_image(model, prior, x, rate=2, refine=10, decoded=True)
+    refined = model.quantize_stages(refine_latents(model, x, z_e, 2, 10), 2)[1]
+    assert torch.equal(decompress_codes_v3(model, prior, f)[0], refined)
+    assert torch.equal(decompress_image(model, prior, f), y)
+    assert compress_image(model, prior, x, rate=2, refine=10, tile=16) == f
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="refinement steps"):
             compress_image(model, prior, x, rate=2, refine=bad)

@@ -29,7 +29,7 @@ from .format import (
     split_ids,
 )
 from .rdo import rd_codes
-from .refine import refine_latents
+from .refine import REFINE_TILE, refine_latents
 
 VERSION = 3
 FIRST_BYTE = MAGIC_NIBBLE << 4 | VERSION
@@ -238,8 +238,10 @@ def compress_image(
     instead of running the decoder's passes of the prior again. ``rdo`` > 0: codes chosen
     for their error plus ``rdo`` x their bits (:mod:`vqvae.codec.rdo`): a smaller file for
     a little more error, the same decoder; 0 keeps the nearest codes. ``refine`` > 0: that
-    many steps of latent refinement first (:mod:`vqvae.codec.refine`): a closer image for
-    about the same bits, the same decoder, each step about a decoder pass forward and back."""
+    many steps of latent refinement first (:mod:`vqvae.codec.refine`, in tiles of at least
+    ``REFINE_TILE`` pixels): a closer image for a few more bits, the same decoder, each step
+    about a decoder pass forward and back. ``tile``: encode (and with ``decoded``, decode)
+    in tiles of about this many pixels, for bounded memory."""
     import constriction
 
     vqvae_fp, prior_fp = _check_pair(model, prior)
@@ -250,7 +252,10 @@ def compress_image(
         xs = r.shrink(x)
         _, z_e = model.encode_image(xs, stages=1, tile=tile, return_latents=True)
         if refine:
-            z_e = refine_latents(model, xs, z_e, r.stages, refine, tile=tile)
+            # refined in tiles of at least REFINE_TILE whatever ``tile`` (smaller ones cost
+            # bits: BENCHMARKS.md section 17), so the CLI's files equal the library's
+            rt = None if tile is None else max(tile, REFINE_TILE)
+            z_e = refine_latents(model, xs, z_e, r.stages, refine, tile=rt)
         codes = rd_codes(model, prior, z_e.cpu(), r.stages, rdo)
     else:
         codes = model.encode_image(r.shrink(x), stages=r.stages, tile=tile).cpu()
