@@ -21,9 +21,7 @@ import torch
 import vqvae
 from train.prior import test_nll
 from vqvae.codec import compress_image, decompress_image, rates
-from vqvae.codec.photo import decompress_codes_v3
-from vqvae.codec.rdo import rd_codes
-from vqvae.codec.refine import refine_latents
+from vqvae.codec.photo import choose_codes, decompress_codes_v3
 from vqvae.data import PHOTO_SUITE, load_uint8, spread, suite_photo
 from vqvae.files import write_json_atomic
 from vqvae.metrics import psnr
@@ -55,9 +53,7 @@ def measure_photo(
         )
         t_d, y = best_time(lambda f=f: decompress_image(model, prior, f), repeat)
         codes, _ = decompress_codes_v3(model, prior, f)
-        _, z_e = model.encode_image(r.shrink(x), return_latents=True)
-        z_e = refine_latents(model, r.shrink(x), z_e, r.stages, refine)  # as compress_image
-        exact = torch.equal(codes, rd_codes(model, prior, z_e, r.stages, rdo))
+        exact = torch.equal(codes, choose_codes(model, prior, x, r, rdo=rdo, refine=refine))
         rows.append({
             "photo": name, "size": f"{W}x{H}", "rate": r.name, "bytes": len(f),
             "bpp": 8 * len(f) / (H * W), "psnr": float(psnr(y, x)),

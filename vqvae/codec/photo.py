@@ -219,6 +219,22 @@ def _pass_cells(h: int, w: int, step) -> np.ndarray:
     return (pass_map(h, w, s) == p).flatten().numpy()
 
 
+def choose_codes(model, prior: GridPrior, x: torch.Tensor, rate: Rate, *, tile=None,
+                 rdo: float = 0.0, refine: int = 0) -> torch.Tensor:  # fmt: skip
+    """The codes (1, stages, h, w) int64 on the CPU that :func:`compress_image` stores for
+    the image ``x`` (1, C, H, W) at ``rate`` (a :class:`Rate`), with its ``tile``, ``rdo``
+    and ``refine`` (see there)."""
+    xs = rate.shrink(x)
+    if not (rdo or refine):
+        return model.encode_image(xs, stages=rate.stages, tile=tile).cpu()
+    _, z_e = model.encode_image(xs, stages=1, tile=tile, return_latents=True)
+    if refine:
+        # refined in tiles of at least REFINE_TILE whatever ``tile`` (smaller ones cost bits:
+        # BENCHMARKS.md section 17), so the CLI's files equal the library's
+        z_e = refine_latents(model, xs, z_e, rate.stages, refine, tile=max(tile or 0, REFINE_TILE))
+    return rd_codes(model, prior, z_e.cpu(), rate.stages, rdo)
+
+
 def compress_image(
     model,
     prior: GridPrior,
@@ -248,17 +264,7 @@ def compress_image(
     x = _as_image(model, image)
     r = _rate(model, rate)
     size = tuple(x.shape[-2:])
-    if rdo or refine:
-        xs = r.shrink(x)
-        _, z_e = model.encode_image(xs, stages=1, tile=tile, return_latents=True)
-        if refine:
-            # refined in tiles of at least REFINE_TILE whatever ``tile`` (smaller ones cost
-            # bits: BENCHMARKS.md section 17), so the CLI's files equal the library's
-            rt = None if tile is None else max(tile, REFINE_TILE)
-            z_e = refine_latents(model, xs, z_e, r.stages, refine, tile=rt)
-        codes = rd_codes(model, prior, z_e.cpu(), r.stages, rdo)
-    else:
-        codes = model.encode_image(r.shrink(x), stages=r.stages, tile=tile).cpu()
+    codes = choose_codes(model, prior, x, r, tile=tile, rdo=rdo, refine=refine)
     h, w = codes.shape[-2:]
     steps = schedule(r.stages)
     per_run = max(1, RUN_CELLS // (h * w))  # bounded memory on large photos

@@ -64,14 +64,13 @@ def refine_latents(
         z = z_e.detach().to(model.device, torch.float32).clone()
         if steps == 0:
             return z
-        xp = grid.pad_to_grid(x.detach().to(model.device, torch.float32).clone(), d)
-        H, W = x.shape[-2:]
+        x = x.detach().to(model.device, torch.float32).clone()  # not an inference tensor
         cells = grid.tile_cells(REFINE_TILE if tile is None else tile, d)
-        halo = model.decoder_halo if (h > cells or w > cells) else 0
-        for (r0, r1, c0, c1), (hr0, hr1, hc0, hc1) in grid.tiles((h, w), cells, halo):
+        # (a single tile's halo is clipped away: the whole grid, none around it)
+        for (r0, r1, c0, c1), (hr0, hr1, hc0, hc1) in grid.tiles((h, w), cells, model.decoder_halo):
             inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
             around = z[..., hr0:hr1, hc0:hc1]  # the halo's latents, as refined so far
-            target = xp[..., r0 * d : min(r1 * d, H), c0 * d : min(c1 * d, W)]
+            target = x[..., r0 * d : r1 * d, c0 * d : c1 * d]  # the last row / column clipped
             rows, cols = target.shape[-2:]
             own = z[..., r0:r1, c0:c1].clone().requires_grad_(True)
             opt = torch.optim.Adam([own], lr=lr)
