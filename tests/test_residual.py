@@ -70,3 +70,30 @@ def test_training_decodes_prefixes_and_updates_every_stage():
     assert out.commitment_loss > 0 and torch.isfinite(out.loss)
     assert not torch.equal(before, m.residual[0].codebook)  # its EMA update ran
     assert m.encoder.net[0].weight.grad is not None
+
+
+def test_the_code_caches_key_follows_the_encoder_as_well_as_the_codebooks(model):
+    # an encoder retrained under frozen codebooks (--freeze quantizer) codes images anew:
+    # the prior trainings' code caches must not be reused for it, while the priors, tied to
+    # the codebooks, still fit it
+    import copy
+
+    from vqvae.config import codebook_fingerprint, encoding_fingerprint
+    from vqvae.grid_prior import stage_fingerprint
+
+    other = copy.deepcopy(model)
+    assert encoding_fingerprint(other) == encoding_fingerprint(model)
+    with torch.no_grad():
+        next(other.decoder.parameters()).add_(0.1)
+    assert encoding_fingerprint(other) == encoding_fingerprint(model)  # the codes' maker only
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(0.1)
+    assert encoding_fingerprint(other) != encoding_fingerprint(model)
+    assert stage_fingerprint(other) == stage_fingerprint(model)
+    assert codebook_fingerprint(other) == codebook_fingerprint(model)
+    with torch.no_grad():
+        other.residual[1].codebook.add_(0.1)
+    changed = encoding_fingerprint(other)
+    assert changed != encoding_fingerprint(model) and stage_fingerprint(other) != stage_fingerprint(
+        model
+    )

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import vqvae
+from vqvae.config import encoding_fingerprint
 from vqvae.data import load_uint8, photo_suite, spread
 from vqvae.files import atomic_write
 from vqvae.grid_prior import GridPrior, GridPriorConfig, stage_fingerprint
@@ -259,7 +260,7 @@ def run(cfg: GridPriorTrainConfig, resume: bool = False) -> dict:
     fingerprint = stage_fingerprint(model)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise TrainError(f"the VQ-VAE {cfg.vqvae!r} changed since this run started")
-    data = encoded(cfg, model, fingerprint)
+    data = encoded(cfg, model, encoding_fingerprint(model))
     torch.manual_seed(cfg.seed)
     pcfg = GridPriorConfig.for_model(
         model, embed_dim=cfg.embed_dim, channels=cfg.width, layers=cfg.layers

@@ -14,7 +14,8 @@ checkpoints, Ctrl-C saves; ``torchrun --nproc_per_node=N -m train.prior ...`` ru
 runs/NAME/
   prior.safetensors, prior.json    latest weights (vqvae.load_prior reads them)
   train_config.json, checkpoint.pt, metrics.jsonl, summary.json   as for python -m train
-  codes-<dataset>-<fingerprint>.npz  the encoded splits (int16 codes + labels)
+  codes-<dataset>-<fingerprint>.npz  the encoded splits (int16 codes + labels; keyed by
+                                     the encoder and codebook, vqvae.config.encoding_fingerprint)
   samples/step_NNNNNN.png          decoded samples, a row per class
 """
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import vqvae
+from vqvae.config import encoding_fingerprint
 from vqvae.data import DATASETS, load_labels, load_uint8, spread
 from vqvae.files import atomic_write
 from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint
@@ -182,8 +184,7 @@ def encoded_splits(model, dataset: str, data_dir, out: Path, progress: bool = Tr
     """The train and test splits as codes + labels, encoded once and cached in ``out``.
     Returns tensors train_codes / test_codes int64 (N, h, w), train_labels / test_labels
     int64 (N,), and class_names, data_source."""
-    fp = codebook_fingerprint(model)
-    path = code_cache_path(out, dataset, fp)
+    path = code_cache_path(out, dataset, encoding_fingerprint(model))
     if not path.is_file():
         c = model.config
         arrays = {}

@@ -245,6 +245,22 @@ def codebook_fingerprint(model) -> str:
     return hashlib.sha256(cb.numpy().tobytes()).hexdigest()[:16]
 
 
+def encoding_fingerprint(model) -> str:
+    """A short hex digest of what fixes a VQ-VAE's codes for an image: its encoder's weights
+    and every stage's codebook (float32 bytes). The key of the encoded-grid caches of the
+    prior trainings: a model whose encoder was retrained with its codebooks frozen
+    (``--freeze quantizer``) keeps its :func:`codebook_fingerprint` but codes images
+    differently, and gets a fingerprint of its own here."""
+    h = hashlib.sha256()
+    state = model.encoder.state_dict()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for vq in (model.quantizer, *getattr(model, "residual", ())):
+        h.update(vq.codebook.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class PriorConfig:
     """Everything needed to rebuild a :class:`vqvae.CodePrior`, and the VQ-VAE it belongs to."""
