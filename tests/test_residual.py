@@ -78,8 +78,8 @@ def test_the_code_caches_key_follows_the_encoder_as_well_as_the_codebooks(model)
     # the codebooks, still fit it
     import copy
 
-    from vqvae.config import codebook_fingerprint, encoding_fingerprint
-    from vqvae.grid_prior import stage_fingerprint
+    from vqvae.config import codebook_fingerprint
+    from vqvae.grid_prior import encoding_fingerprint, stage_fingerprint
 
     other = copy.deepcopy(model)
     assert encoding_fingerprint(other) == encoding_fingerprint(model)

@@ -30,10 +30,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import vqvae
-from vqvae.config import encoding_fingerprint
 from vqvae.data import load_uint8, photo_suite, spread
 from vqvae.files import atomic_write
-from vqvae.grid_prior import GridPrior, GridPriorConfig, stage_fingerprint
+from vqvae.grid_prior import GridPrior, GridPriorConfig, encoding_fingerprint, stage_fingerprint
 
 from . import loop, options
 from .options import TrainError, option

@@ -14,8 +14,8 @@ checkpoints, Ctrl-C saves; ``torchrun --nproc_per_node=N -m train.prior ...`` ru
 runs/NAME/
   prior.safetensors, prior.json    latest weights (vqvae.load_prior reads them)
   train_config.json, checkpoint.pt, metrics.jsonl, summary.json   as for python -m train
-  codes-<dataset>-<fingerprint>.npz  the encoded splits (int16 codes + labels; keyed by
-                                     the encoder and codebook, vqvae.config.encoding_fingerprint)
+  codes-<dataset>-<fingerprint>.npz  the encoded splits (int16 codes + labels; keyed by the
+                                     encoder and codebooks: grid_prior.encoding_fingerprint)
   samples/step_NNNNNN.png          decoded samples, a row per class
 """
 
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import vqvae
-from vqvae.config import encoding_fingerprint
 from vqvae.data import DATASETS, load_labels, load_uint8, spread
 from vqvae.files import atomic_write
+from vqvae.grid_prior import encoding_fingerprint
 from vqvae.prior import CodePrior, PriorConfig, codebook_fingerprint
 
 from . import loop, options

@@ -245,20 +245,12 @@ def codebook_fingerprint(model) -> str:
     return hashlib.sha256(cb.numpy().tobytes()).hexdigest()[:16]
 
 
-def encoding_fingerprint(model) -> str:
-    """A short hex digest of what fixes a VQ-VAE's codes for an image: its encoder's weights
-    and every stage's codebook (float32 bytes). The key of the encoded-grid caches of the
-    prior trainings: a model whose encoder was retrained with its codebooks frozen
-    (``--freeze quantizer``) keeps its :func:`codebook_fingerprint` but codes images
-    differently, and gets a fingerprint of its own here."""
-    h = hashlib.sha256()
-    state = model.encoder.state_dict()
+def hash_weights(h, state: dict) -> None:
+    """Feed ``h`` (a hashlib object) a state dict's names and its tensors as float32 bytes,
+    in name order: equal weights hash equally on every machine, whatever their dtype."""
     for k in sorted(state):
         h.update(k.encode())
         h.update(state[k].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    for vq in (model.quantizer, *getattr(model, "residual", ())):
-        h.update(vq.codebook.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -49,7 +49,7 @@ from torch import nn
 
 from . import grid
 from .base import PretrainedMixin
-from .config import MAX_NAME, check_bounds, check_field_types, config_from_dict
+from .config import MAX_NAME, check_bounds, check_field_types, config_from_dict, hash_weights
 
 GRID_PRIOR_WEIGHTS = "grid_prior.safetensors"
 GRID_PRIOR_CONFIG = "grid_prior.json"
@@ -158,6 +158,19 @@ def stage_fingerprint(model) -> str:
     h = hashlib.sha256()
     for vq in (model.quantizer, *model.residual):
         h.update(vq.codebook.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def encoding_fingerprint(model) -> str:
+    """A short hex digest of what fixes a VQ-VAE's codes for an image: its encoder's weights
+    and every stage's codebook (:func:`stage_fingerprint`). The key of the encoded-grid
+    caches of the prior trainings: a model whose encoder was retrained with its codebooks
+    frozen (``--freeze quantizer``) keeps its stage fingerprint, and so its priors, but
+    codes images differently, and gets a fingerprint of its own here."""
+    import hashlib
+
+    h = hashlib.sha256(stage_fingerprint(model).encode())
+    hash_weights(h, model.encoder.state_dict())
     return h.hexdigest()[:16]
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import hash_weights
 from ..prior import CodePrior
 
 FORMAT_VERSION = 4  # what compress writes; read_header reads 1, 2, 4 and 5
@@ -83,9 +84,7 @@ def prior_fingerprint(prior: CodePrior) -> str:
     arch = (c.codebook_size, c.height, c.width, c.num_classes, c.d_model, c.n_layers,
             c.n_heads, c.mlp_ratio)  # fmt: skip
     h = hashlib.sha256(repr(arch).encode())
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    hash_weights(h, state)
     fp = h.hexdigest()[:16]
     _prior_fps[prior] = (key, fp)
     return fp
