@@ -49,6 +49,7 @@ class ModelView(NamedTuple):
     pick: dict  # update of the code picker (its maximum, the most used code)
     paint_code: dict  # same for the paint code
     rate: dict  # update of the codec panel's rates (a photo's .vqz), shown with a grid prior
+    encoder: dict  # update of the codec panel's encoders, shown with the rates
 
 
 class Handlers:
@@ -129,6 +130,7 @@ class Handlers:
             pick=gr.update(maximum=K - 1, value=first),
             paint_code=gr.update(maximum=K - 1, value=first),
             rate=self._rates(m),
+            encoder=gr.update(visible=m.grid_prior is not None),
         )
 
     @staticmethod
@@ -291,6 +293,7 @@ def build_app(
                 no_draw=t.rec.no_draw, size=t.rec.size, interp_examples=t.it.examples,
                 image_a=t.it.image_a, image_b=t.it.image_b, pick=t.cb.pick,
                 paint_code=t.ed.paint_code, rate=t.rec.codec.rate,
+                encoder=t.rec.codec.encoder,
             )  # fmt: skip
             # Gradio's page runs the listeners of one trigger one after another, each to its
             # end (the card's event, then the first example, ...), but the events that

@@ -72,6 +72,14 @@ PHOTO_TILE = 256
 # shared with other jobs), about half of it the passes. Marks spanning a larger box (of a
 # larger photo) are refused: the region is resampled in parts.
 RESAMPLE_BOX = 128 * 128  # cells
+# The codec panel's "optimised + refined" encoder refines a photo's latents
+# (vqvae.codec.refine) for at most this many pixel-steps a call: 6 steps of a 512 x 512
+# photo, each about a decoder pass forward and back (astronaut at the top rate of
+# cifar10-rvq, one torch thread, a loaded 2-core machine: nearest codes 1.6 s, rdo 2.7 s,
+# rdo and 3 steps 5.6 s), so at most about what /interpolate's photo budget costs; a 1 MP
+# photo gets one step, and Compare rates shares them among its rates. 6 steps gave most of
+# 10's gain on held-out photos (BENCHMARKS.md section 17).
+REFINE_PIXEL_STEPS = 6 * 512 * 512
 # /interpolate decodes frames x image pixels (and encodes the two images): 64 frames of 32x32
 # took 0.55 s of CPU. Colour models interpolate photos at their own resolution, where one
 # 512 x 512 frame takes ~0.5 s: a budget of 8 frames of 512 x 512 (2 of a photo at the 1 MP

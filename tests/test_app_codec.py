@@ -22,8 +22,8 @@ import explorer
 import vqvae
 from app_helpers import call_event, fn_index
 from explorer import inputs
-from explorer.settings import MAX_VQZ_BYTES
-from explorer.tabs.codec import Compressed, Decompressed, RateCurves
+from explorer.settings import MAX_VQZ_BYTES, REFINE_PIXEL_STEPS
+from explorer.tabs.codec import ENCODERS, Compressed, Decompressed, Encoder, RateCurves
 from explorer.tabs.reconstruct import Reconstruction
 from tools import browser
 from vqvae import codec, compare, images, rd
@@ -340,14 +340,24 @@ def test_api_errors_are_clear(live_app, prior_models, tmp_path):
                                    api_name="/compress"))  # fmt: skip
     hd = codec.read_photo_header(Path(c.vqz).read_bytes())
     assert (hd.width, hd.height) == Image.open(photo).size and hd.rate.name == rates[0]
+    assert "the nearest codes" in c.sizes
+    # the encoder, named as the panel's radio names it
+    c = Compressed(*client.predict(handle_file(photo), "cifar10", "whole file", rates[-1],
+                                   ENCODERS[2], api_name="/compress"))  # fmt: skip
+    assert f"latents refined {codec.REFINE_STEPS} steps" in c.sizes
+    assert codec.read_photo_header(Path(c.vqz).read_bytes()).rate.name == rates[-1]
+    with pytest.raises(AppError, match="choices|encoder"):
+        client.predict(handle_file(photo), "cifar10", "whole file", rates[0], "fastest",
+                       api_name="/compress")  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "api, data, words",
     [
-        ("compress", [None, "mnist", "whole file", None], "No image"),
-        ("compress", [None, "mnist", "half", None], "choices|match"),
-        ("compress", [None, ["mnist"], "whole file", None], "Unknown model|choices"),
+        ("compress", [None, "mnist", "whole file", None, None], "No image"),
+        ("compress", [None, "mnist", "half", None, None], "choices|match"),
+        ("compress", [None, ["mnist"], "whole file", None, None], "Unknown model|choices"),
+        ("compress", [None, "mnist", "whole file", None, "fastest"], "choices|encoder"),
         ("decompress", [None, "mnist"], "No file"),
     ],
 )
@@ -436,6 +446,12 @@ def test_the_panel_follows_each_reconstruction_in_the_browser(live_app, prior_mo
         page.wait_for_function(
             "() => document.querySelector('#decoded-md').innerText.includes('Decoded a')"
         )
+        # a model with a grid prior: its photo's rate and encoder, each a new file
+        page.get_by_label("Model").click()
+        page.get_by_role("option", name="cifar10", exact=True).click()
+        sizes_say("the nearest codes")
+        page.locator("#vqz-encoder").get_by_label(ENCODERS[1]).check()
+        sizes_say("× their bits")
         chromium.close()
 
 
@@ -506,6 +522,55 @@ def test_a_photo_is_coded_at_its_size_at_the_rate_chosen(hg, tmp_path):
     assert codec.read_photo_header(Path(out.vqz).read_bytes()).width == 32
 
 
+def test_a_photo_s_codes_are_chosen_by_the_encoder_picked(hg, tmp_path):
+    """Each encoder of the panel makes the file vqvae.codec makes with its settings: the
+    optimised codes a smaller file than the nearest, the refined ones another file; the
+    sizes table says which; every file decodes through the panel's upload."""
+    assert hg.select_model("cifar10").encoder["visible"] is True
+    assert hg.select_model("mnist").encoder["visible"] is False
+    m = hg.models.get("cifar10")
+    photo = _photo_file(tmp_path)
+    x = hg.codec._coded_input(m, photo)[0]
+    top = codec.rates(m.model)[-1].name
+    files = []
+    for name, words, rdo, refine in (
+        (ENCODERS[0], "the nearest codes", 0.0, 0),
+        (ENCODERS[1], "their error + 0.0001 × their bits", codec.RDO_WEIGHT, 0),
+        (ENCODERS[2], "latents refined 10 steps", codec.RDO_WEIGHT, codec.REFINE_STEPS),
+    ):
+        out = Compressed(*hg.codec.compress(photo, "cifar10", rate=top, encoder=name))
+        data = Path(out.vqz).read_bytes()
+        assert words in out.sizes
+        assert data == codec.compress_image(m.model, m.grid_prior, x, top_index(m), rdo=rdo,
+                                            refine=refine)  # fmt: skip
+        assert "format 3" in Decompressed(*hg.codec.decompress(out.vqz, "cifar10")).details
+        files.append(data)
+    assert len(files[1]) < len(files[0]) and files[2] != files[1]
+    with pytest.raises(gr.Error, match="encoder must be one of"):
+        hg.codec.compress(photo, "cifar10", rate=top, encoder="fastest")
+
+
+def top_index(m) -> int:
+    return len(codec.rates(m.model)) - 1
+
+
+def test_the_refinement_s_steps_follow_the_photo_s_size():
+    """REFINE_PIXEL_STEPS a call: all of REFINE_STEPS for a small photo, fewer for a larger
+    one, shared among the files of a chart, none (said so) when not one step fits."""
+    assert REFINE_PIXEL_STEPS == 6 * 512 * 512  # the figures below assume it
+    assert Encoder.named(ENCODERS[2], 100 * 100).refine == codec.REFINE_STEPS
+    assert Encoder.named(ENCODERS[2], 512 * 512).refine == 6
+    assert Encoder.named(ENCODERS[2], 512 * 512, files=5).refine == 1
+    assert Encoder.named(ENCODERS[2], 1 << 20).refine == 1
+    big = Encoder.named(ENCODERS[2], 1 << 20, files=5)
+    assert (big.rdo, big.refine) == (codec.RDO_WEIGHT, 0) and "too large to refine" in big.words
+    assert Encoder.named(None, 100) == Encoder.named(ENCODERS[0], 100)
+    assert (Encoder.named(ENCODERS[0], 100).rdo, Encoder.named(ENCODERS[0], 100).refine) == (0, 0)
+    for bad in ("fastest", 3, ["nearest codes"]):
+        with pytest.raises(gr.Error, match="encoder must be one of"):
+            Encoder.named(bad, 100)
+
+
 def test_compare_rates_charts_the_photo_the_panel_codes(hg, tmp_path):
     """The chart's .vqz points are the photo's files at every rate, at its own size."""
     photo = _photo_file(tmp_path)
@@ -516,6 +581,15 @@ def test_compare_rates_charts_the_photo_the_panel_codes(hg, tmp_path):
         Path(Compressed(*hg.codec.compress(photo, "cifar10", rate=n.name)).vqz).read_bytes()
         for n in codec.rates(hg.models.get("cifar10").model)
     ]
+    assert list(vqz.x) == pytest.approx([8 * len(f) / (61 * 45) for f in files])
+    # with the optimised encoder: its curve, of the files /compress makes with it
+    r = hg.codec.compare_rates(photo, "cifar10", ENCODERS[1])
+    vqz = next(t for t in r.chart.data if t.name == ".vqz rdo=0.0001")
+    files = [
+        Path(Compressed(*hg.codec.compress(photo, "cifar10", rate=n.name,
+                                           encoder=ENCODERS[1])).vqz).read_bytes()
+        for n in codec.rates(hg.models.get("cifar10").model)
+    ]  # fmt: skip
     assert list(vqz.x) == pytest.approx([8 * len(f) / (61 * 45) for f in files])
 
 

@@ -1,7 +1,8 @@
 """The Reconstruct tab's codec panel: the current image as a ``.vqz`` file (range-coded under
 the model's prior, vqvae.codec) beside JPEG and WebP squeezed to the same size; its
 rate-distortion chart against JPEG, WebP and AVIF over their qualities; and a ``.vqz``
-upload decoded."""
+upload decoded. A photo's file is made at the rate chosen, by the encoder chosen (the
+nearest codes, or codes chosen for their bits too, after refining the latents or not)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,45 @@ from .. import inputs
 from ..context import Context
 from ..files import file_stem
 from ..guards import clear_errors
-from ..settings import DISPLAY, MAX_VQZ_BYTES
+from ..settings import DISPLAY, MAX_VQZ_BYTES, REFINE_PIXEL_STEPS
 from ..store import Model
 from ..ui import PIX, bind, public
 
 # What JPEG and WebP are matched to: the whole .vqz file, or its payload against their
 # entropy-coded data (at a few dozen bytes a JPEG's tables alone outweigh a whole .vqz).
 MATCH = ("whole file", "without headers")
+# How a photo's codes are chosen: the nearest codes (compressing within about a second);
+# codes chosen for their bits too (vqvae.codec.rdo, about twice as long, smaller files); or
+# those after the latents are refined (vqvae.codec.refine, REFINE_PIXEL_STEPS a call: slow)
+ENCODERS = ("nearest codes", "rate-distortion optimised", "optimised + refined")
+
+
+class Encoder(NamedTuple):
+    """How a photo's codes are chosen: the arguments of codec.compress_image, and in words."""
+
+    rdo: float
+    refine: int
+    words: str
+
+    @classmethod
+    def named(cls, name, pixels: int, files: int = 1) -> Encoder:
+        """The encoder ``name`` (one of ENCODERS; None: the nearest codes) for ``files``
+        files of a photo of ``pixels`` pixels: the refinement's steps are what
+        REFINE_PIXEL_STEPS leaves each file, at most codec.REFINE_STEPS."""
+        if name is None or name == "":
+            name = ENCODERS[0]
+        if not isinstance(name, str) or name not in ENCODERS:
+            raise gr.Error(f"encoder must be one of {', '.join(ENCODERS)}; got {name!r:.40}.")
+        if name == ENCODERS[0]:
+            return cls(0.0, 0, "the nearest codes")
+        rdo = codec.RDO_WEIGHT
+        words = f"codes chosen for their error + {rdo:g} × their bits"
+        if name == ENCODERS[1]:
+            return cls(rdo, 0, words)
+        steps = min(codec.REFINE_STEPS, REFINE_PIXEL_STEPS // (pixels * files))
+        if steps == 0:
+            return cls(rdo, 0, words + " (the photo is too large to refine here)")
+        return cls(rdo, steps, words + f", latents refined {steps} step{'s' * (steps > 1)}")
 
 
 class Compressed(NamedTuple):
@@ -132,21 +165,26 @@ class Codec:
             raise gr.Error(f"rate must be one of {', '.join(names)}; got {rate!r:.40}.")
         return names.index(rate)
 
-    def _compress_photo(self, m: Model, x: torch.Tensor, rate, match: str, image) -> Compressed:
-        """A photo at its own size as a format 3 .vqz file at ``rate``, its sizes, and
-        JPEG and WebP matched to it."""
+    def _compress_photo(
+        self, m: Model, x: torch.Tensor, rate, match: str, image, encoder
+    ) -> Compressed:
+        """A photo at its own size as a format 3 .vqz file at ``rate`` by ``encoder`` (a
+        name of ENCODERS), its sizes, and JPEG and WebP matched to it."""
         i = self._rate(m, rate)
         r = codec.rates(m.model)[i]
-        with self.lock:
-            data, recon = codec.compress_image(m.model, m.grid_prior, x, rate=i, decoded=True)
-        hd = codec.read_photo_header(data)
         H, W = x.shape[-2:]
+        enc = Encoder.named(encoder, H * W)
+        with self.lock:
+            data, recon = codec.compress_image(
+                m.model, m.grid_prior, x, rate=i, decoded=True, rdo=enc.rdo, refine=enc.refine
+            )
+        hd = codec.read_photo_header(data)
         row = SizeRow(H * W, _png_bytes(x, optimize=False))
         h, w = vqvae.grid.grid_shape(r.coded_size((H, W)), m.config.downsample)
         plain = h * w * r.stages * math.log2(m.config.codebook_size)
         payload = len(data) - hd.header_bytes
         lines = [
-            f"**Sizes** ({W}×{H} = {H * W:,} pixels, at {r.name})\n",
+            f"**Sizes** ({W}×{H} = {H * W:,} pixels, at {r.name}; {enc.words})\n",
             "| | bits | bytes | bits / pixel | PNG is |",
             "|---|--:|--:|--:|--:|",
             row(
@@ -230,7 +268,9 @@ class Codec:
         return rows, shown
 
     @clear_errors
-    def compress(self, image, model_name: str, match: str = MATCH[0], rate=None) -> Compressed:
+    def compress(
+        self, image, model_name: str, match: str = MATCH[0], rate=None, encoder=None
+    ) -> Compressed:
         """image -> its .vqz file under the model's prior, a table of sizes (plain code
         bits, bits under the prior, the file's bytes, bits per pixel, the ratio to the
         input's PNG), and JPEG and WebP of the input at the quality whose size is closest
@@ -239,13 +279,15 @@ class Codec:
         file is named after ``image`` (photo.png -> photo.vqz; the Input shown is stored
         under its upload's or example's name: files.named). A photo (not the model's
         training size) of a model with a grid prior is coded at its own size at ``rate``
-        (a name of vqvae.codec.rates; None: the highest), as a format 3 file."""
+        (a name of vqvae.codec.rates; None: the highest), as a format 3 file, its codes
+        chosen by ``encoder`` (a name of ENCODERS; None: the nearest codes; a thumbnail's
+        are the nearest, under the raster prior)."""
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
         x, photo = self._coded_input(m, image)
         if photo:
-            return self._compress_photo(m, x, rate, match, image)
+            return self._compress_photo(m, x, rate, match, image, encoder)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)
@@ -272,18 +314,22 @@ class Codec:
         return Compressed(head + "\n".join(lines) + "\n".join(cmp), vqz_path, jpeg, webp, decoded)
 
     @clear_errors
-    def compare_rates(self, image, model_name: str) -> RateCurves:
+    def compare_rates(self, image, model_name: str, encoder=None) -> RateCurves:
         """image -> the rate-distortion chart of the image the panel compresses: JPEG, WebP
         and AVIF (where Pillow writes it) at qualities compare.QUALITIES, whole files, and
         the codec's operating points (vqvae.codec.operating_points: the .vqz file, a
-        photo's at every rate, or the plain codes without a prior), bits per pixel against
-        PSNR; and a table of each codec point against each format at the same PSNR."""
+        photo's at every rate by ``encoder``, a name of ENCODERS, or the plain codes without
+        a prior), bits per pixel against PSNR; and a table of each codec point against each
+        format at the same PSNR."""
         m = self.models.get(model_name)
-        x, _ = self._coded_input(m, image)  # what compress codes: a photo at its own size
-        with self.lock:
-            curves = rd.image_curves(x[0], m.model, m.prior, grid_prior=m.grid_prior)
-        key, _ = rd.metric_keys(x.shape[1])
+        x, photo = self._coded_input(m, image)  # what compress codes: a photo at its own size
         H, W = x.shape[-2:]
+        files = len(codec.rates(m.model)) if photo else 1
+        enc = Encoder.named(encoder, H * W, files) if photo else Encoder.named(None, H * W)
+        with self.lock:
+            curves = rd.image_curves(x[0], m.model, m.prior, grid_prior=m.grid_prior,
+                                     rdo=enc.rdo, refine=enc.refine)  # fmt: skip
+        key, _ = rd.metric_keys(x.shape[1])
         title = f"This image ({W}×{H} px): bits per pixel against PSNR"
         return RateCurves(viz.rd_figure(curves, key, title=title), self._rate_table(curves, key))
 
@@ -418,6 +464,7 @@ class Codec:
 class CodecPanel:
     match: gr.Radio
     rate: gr.Dropdown  # a photo's rate (vqvae.codec.rates of the model)
+    encoder: gr.Radio  # how a photo's codes are chosen (ENCODERS)
     compressed: dict  # the components of a Compressed, by field
     compare_rates: gr.Button
     curves: dict  # the components of a RateCurves, by field
@@ -435,6 +482,13 @@ def layout() -> CodecPanel:
             label="Rate of a photo's .vqz",
             info="a photo is coded at its own size; the lowest rate codes it at half size",
             visible=False,
+        )  # fmt: skip
+        encoder = gr.Radio(  # shown with the rates
+            list(ENCODERS), value=ENCODERS[0], elem_id="vqz-encoder",
+            label="Encoder of a photo's .vqz",
+            info="optimised: smaller files, twice as long; refined: a closer image for a few "
+            "more bits, seconds",
+            visible=False, scale=2,
         )  # fmt: skip
         match = gr.Radio(
             list(MATCH),
@@ -477,6 +531,7 @@ def layout() -> CodecPanel:
     return CodecPanel(
         match,
         rate,
+        encoder,
         dict(sizes=sizes, vqz=vqz, jpeg=jpeg, webp=webp, decoded=coded),
         compare_rates,
         dict(chart=chart, points=points),
@@ -491,9 +546,9 @@ def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image)
     # as without it (the prior's coding and ~20 JPEG/WebP encodes run after it). As the API,
     # /compress takes any image, or the Input shown above.
     gr.on(
-        [original.change, panel.match.change, panel.rate.input],
+        [original.change, panel.match.change, panel.rate.input, panel.encoder.input],
         h.compress,
-        [original, model, panel.match, panel.rate],
+        [original, model, panel.match, panel.rate, panel.encoder],
         bind(Compressed, **panel.compressed),
         trigger_mode="always_last",
         show_progress="minimal",
@@ -501,7 +556,7 @@ def connect(h: Codec, panel: CodecPanel, model: gr.Dropdown, original: gr.Image)
     )
     panel.compare_rates.click(
         h.compare_rates,
-        [original, model],
+        [original, model, panel.encoder],
         bind(RateCurves, **panel.curves),
         **public("compare_rates", expensive=True),
     )

@@ -55,6 +55,8 @@ from .format import (
 from .owners import Identity, identify
 from .photo import Rate, compress_image, decompress_image, rates, read_photo_header
 from .points import OperatingPoint, operating_points
+from .rdo import RDO_WEIGHT
+from .refine import REFINE_STEPS
 
 __all__ = [
     "compress",
@@ -88,4 +90,6 @@ __all__ = [
     "V1_ID_BYTES",
     "SUFFIX",
     "PROB_BITS",
+    "RDO_WEIGHT",
+    "REFINE_STEPS",
 ]

@@ -24,6 +24,9 @@ import torch
 
 from ..grid_prior import GridPrior, num_passes, pass_map
 
+# the weight chosen on held-out photos (BENCHMARKS.md section 16)
+RDO_WEIGHT = 1e-4
+
 
 @torch.no_grad()
 def rd_codes(model, prior: GridPrior, z_e: torch.Tensor, stages: int, lam: float) -> torch.Tensor:

@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from .. import grid
 
 REFINE_LR = 0.02  # Adam's step on the latents (chosen on held-out photos: BENCHMARKS.md)
+# steps worth taking: 6 gave most of the gain on held-out photos, 20 no more than 10
+# (BENCHMARKS.md section 17)
+REFINE_STEPS = 10
 # pixels: larger photos are refined in tiles of about this side (a 1000 x 1000 photo in one
 # tile: 1.6 GB peak for cifar10-rvq; tiles cost a little: BENCHMARKS.md section 17)
 REFINE_TILE = 1024
