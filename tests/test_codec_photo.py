@@ -1,5 +1,6 @@
 """Format 3: images of any size at every rate, coded under a grid prior."""
 
+import numpy as np
 import pytest
 import torch
 from test_grid_prior import small_prior
@@ -158,6 +159,17 @@ def test_rate_distortion_optimised_codes(model, prior, tmp_path, capsys):
             errors.append(float((model.lookup_stages(chosen) - z_e).pow(2).mean()))
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
     assert errors == sorted(errors) and errors[-1] > errors[0]
+    # what rd_codes hands the coder as it goes: every (stage, pass) in coding order, with the
+    # codes chosen and the very counts the prior gives for the finished grid
+    from vqvae.grid_prior import pass_map, schedule
+
+    handed = []
+    chosen = rd_codes(model, prior, z_e, 2, 0.5, on_pass=lambda *a: handed.append(a))
+    assert [(s, p) for s, p, _, _ in handed] == schedule(2)
+    for (s, p, symbols, table), want in zip(handed, prior.counts(chosen, schedule(2)), strict=True):
+        cells = (pass_map(*chosen.shape[-2:], s) == p).flatten()
+        assert np.array_equal(symbols, chosen[0, s].flatten()[cells].numpy())
+        assert np.array_equal(table, want)
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match=">= 0"):
             compress_image(model, prior, x, rate=2, rdo=bad)

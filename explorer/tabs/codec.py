@@ -33,7 +33,7 @@ from ..ui import PIX, bind, public
 # entropy-coded data (at a few dozen bytes a JPEG's tables alone outweigh a whole .vqz).
 MATCH = ("whole file", "without headers")
 # How a photo's codes are chosen: the nearest codes (compressing within about a second);
-# codes chosen for their bits too (vqvae.codec.rdo, about twice as long, smaller files); or
+# codes chosen for their bits too (vqvae.codec.rdo, about 1.4 times as long, smaller files); or
 # those after the latents are refined (vqvae.codec.refine, REFINE_PIXEL_STEPS a call: slow)
 ENCODERS = ("nearest codes", "rate-distortion optimised", "optimised + refined")
 
@@ -486,7 +486,7 @@ def layout() -> CodecPanel:
         encoder = gr.Radio(  # shown with the rates
             list(ENCODERS), value=ENCODERS[0], elem_id="vqz-encoder",
             label="Encoder of a photo's .vqz",
-            info="optimised: smaller files, twice as long; refined: a closer image for a few "
+            info="optimised: smaller files, 1.4× as long; refined: a closer image for a few "
             "more bits, seconds",
             visible=False, scale=2,
         )  # fmt: skip

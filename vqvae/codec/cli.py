@@ -221,7 +221,7 @@ def main(argv=None) -> None:
         type=float,
         default=0.0,
         help="with --rate: choose each code for its error plus RDO x its bits (a smaller file "
-        "for a little more error, compressing about twice as long; "
+        "for a little more error, compressing about 1.4 times as long; "
         f"{RDO_WEIGHT:g} was chosen on held-out photos; default 0: the nearest codes)",
     )
     c.add_argument(

@@ -220,10 +220,11 @@ def _pass_cells(h: int, w: int, step) -> np.ndarray:
 
 
 def choose_codes(model, prior: GridPrior, x: torch.Tensor, rate: Rate, *, tile=None,
-                 rdo: float = 0.0, refine: int = 0) -> torch.Tensor:  # fmt: skip
+                 rdo: float = 0.0, refine: int = 0, on_pass=None) -> torch.Tensor:  # fmt: skip
     """The codes (1, stages, h, w) int64 on the CPU that :func:`compress_image` stores for
     the image ``x`` (1, C, H, W) at ``rate`` (a :class:`Rate`), with its ``tile``, ``rdo``
-    and ``refine`` (see there)."""
+    and ``refine`` (see there). With ``rdo`` > 0, ``on_pass`` gets each pass's codes and
+    counts as they are chosen (:func:`vqvae.codec.rdo.rd_codes`)."""
     xs = rate.shrink(x)
     if not (rdo or refine):
         return model.encode_image(xs, stages=rate.stages, tile=tile).cpu()
@@ -232,7 +233,7 @@ def choose_codes(model, prior: GridPrior, x: torch.Tensor, rate: Rate, *, tile=N
         # refined in tiles of at least REFINE_TILE whatever ``tile`` (smaller ones cost bits:
         # BENCHMARKS.md section 17), so the CLI's files equal the library's
         z_e = refine_latents(model, xs, z_e, rate.stages, refine, tile=max(tile or 0, REFINE_TILE))
-    return rd_codes(model, prior, z_e.cpu(), rate.stages, rdo)
+    return rd_codes(model, prior, z_e.cpu(), rate.stages, rdo, on_pass=on_pass)
 
 
 def compress_image(
@@ -264,12 +265,20 @@ def compress_image(
     x = _as_image(model, image)
     r = _rate(model, rate)
     size = tuple(x.shape[-2:])
-    codes = choose_codes(model, prior, x, r, tile=tile, rdo=rdo, refine=refine)
+    enc = constriction.stream.queue.RangeEncoder()
+    coded = []  # (stage, pass) as rd_codes hands them on, coded at once
+
+    def code(s, p, symbols, table):
+        enc.encode(symbols.astype(np.int32), coder._family(), table)
+        coded.append((s, p))
+
+    codes = choose_codes(model, prior, x, r, tile=tile, rdo=rdo, refine=refine, on_pass=code)
     h, w = codes.shape[-2:]
     steps = schedule(r.stages)
+    if coded and coded != steps:  # rd_codes runs in coding order: a change there is a bug
+        raise AssertionError(f"rd_codes coded {coded}, not the schedule {steps}")
     per_run = max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
-    enc = constriction.stream.queue.RangeEncoder()
-    for i in range(0, len(steps), per_run):
+    for i in range(0 if not coded else len(steps), len(steps), per_run):
         run = steps[i : i + per_run]
         for (s, p), table in zip(run, prior.iter_counts(codes, run), strict=True):
             symbols = codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))]
