@@ -548,6 +548,10 @@ def test_a_photo_s_codes_are_chosen_by_the_encoder_picked(hg, tmp_path):
     assert len(files[1]) < len(files[0]) and files[2] != files[1]
     with pytest.raises(gr.Error, match="encoder must be one of"):
         hg.codec.compress(photo, "cifar10", rate=top, encoder="fastest")
+    with pytest.raises(gr.Error, match="encoder must be one of"):  # a thumbnail's too
+        hg.codec.compress(hg.models.get("mnist").examples[0], "mnist", encoder="fastest")
+    with pytest.raises(gr.Error, match="encoder must be one of"):
+        hg.codec.compare_rates(photo, "cifar10", "fastest")
 
 
 def top_index(m) -> int:

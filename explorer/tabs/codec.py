@@ -285,6 +285,7 @@ class Codec:
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
+        Encoder.named(encoder, 1)  # checked whatever the image
         x, photo = self._coded_input(m, image)
         if photo:
             return self._compress_photo(m, x, rate, match, image, encoder)
@@ -325,7 +326,9 @@ class Codec:
         x, photo = self._coded_input(m, image)  # what compress codes: a photo at its own size
         H, W = x.shape[-2:]
         files = len(codec.rates(m.model)) if photo else 1
-        enc = Encoder.named(encoder, H * W, files) if photo else Encoder.named(None, H * W)
+        enc = Encoder.named(encoder, H * W, files)  # checked whatever the image
+        if not photo:  # a thumbnail under the raster prior: its nearest codes
+            enc = Encoder.named(None, H * W)
         with self.lock:
             curves = rd.image_curves(x[0], m.model, m.prior, grid_prior=m.grid_prior,
                                      rdo=enc.rdo, refine=enc.refine)  # fmt: skip
