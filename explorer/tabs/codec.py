@@ -166,14 +166,13 @@ class Codec:
         return names.index(rate)
 
     def _compress_photo(
-        self, m: Model, x: torch.Tensor, rate, match: str, image, encoder
+        self, m: Model, x: torch.Tensor, rate, match: str, image, enc: Encoder
     ) -> Compressed:
-        """A photo at its own size as a format 3 .vqz file at ``rate`` by ``encoder`` (a
-        name of ENCODERS), its sizes, and JPEG and WebP matched to it."""
+        """A photo at its own size as a format 3 .vqz file at ``rate`` by ``enc``, its
+        sizes, and JPEG and WebP matched to it."""
         i = self._rate(m, rate)
         r = codec.rates(m.model)[i]
         H, W = x.shape[-2:]
-        enc = Encoder.named(encoder, H * W)
         with self.lock:
             data, recon = codec.compress_image(
                 m.model, m.grid_prior, x, rate=i, decoded=True, rdo=enc.rdo, refine=enc.refine
@@ -285,10 +284,10 @@ class Codec:
         m = self.models.get(model_name)
         if not isinstance(match, str) or match not in MATCH:
             raise gr.Error(f"match must be one of {', '.join(MATCH)}, got {match!r:.30}.")
-        Encoder.named(encoder, 1)  # checked whatever the image
         x, photo = self._coded_input(m, image)
+        enc = Encoder.named(encoder, x.shape[-2] * x.shape[-1])  # checked whatever the image
         if photo:
-            return self._compress_photo(m, x, rate, match, image, encoder)
+            return self._compress_photo(m, x, rate, match, image, enc)
         with torch.inference_mode():
             codes = m.model.encode(x)
             recon = m.model.decode(codes)

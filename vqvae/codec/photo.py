@@ -275,14 +275,14 @@ def compress_image(
     codes = choose_codes(model, prior, x, r, tile=tile, rdo=rdo, refine=refine, on_pass=code)
     h, w = codes.shape[-2:]
     steps = schedule(r.stages)
-    if coded and coded != steps:  # rd_codes runs in coding order: a change there is a bug
-        raise AssertionError(f"rd_codes coded {coded}, not the schedule {steps}")
-    per_run = max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
-    for i in range(0 if not coded else len(steps), len(steps), per_run):
-        run = steps[i : i + per_run]
-        for (s, p), table in zip(run, prior.iter_counts(codes, run), strict=True):
-            symbols = codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))]
-            enc.encode(symbols.astype(np.int32), coder._family(), table)
+    if not coded:  # the nearest codes: every pass's counts from batched runs of the prior
+        per_run = max(1, RUN_CELLS // (h * w))  # bounded memory on large photos
+        for i in range(0, len(steps), per_run):
+            run = steps[i : i + per_run]
+            for (s, p), table in zip(run, prior.iter_counts(codes, run), strict=True):
+                code(s, p, codes[0, s].flatten().numpy()[_pass_cells(h, w, (s, p))], table)
+    if coded != steps:  # rd_codes runs in coding order: a change there is a bug
+        raise AssertionError(f"passes coded {coded}, not the schedule {steps}")
     # the output without its trailing zero bytes, which the decoder pads back; no shortest cut
     # (coder._shortest): it decodes the whole payload once for each byte it tries to drop,
     # 0.05-0.7 s for a 512 x 512 photo to save at most 3 of its thousands of bytes
